@@ -1,0 +1,229 @@
+// Command projector keeps the read model in Redis: it consumes the events the
+// writer publishes and rewrites every Redis key that depends on them.
+//
+//	projector [run]            consume and project (default)
+//	projector rebuild          rebuild every key from Postgres
+//	projector verify [--repair] compare every key with Postgres; exit 1 on drift
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sprockets-api/sprockets/internal/config"
+	"github.com/sprockets-api/sprockets/internal/events"
+	"github.com/sprockets-api/sprockets/internal/httpapi"
+	"github.com/sprockets-api/sprockets/internal/natsjs"
+	"github.com/sprockets-api/sprockets/internal/postgres"
+	"github.com/sprockets-api/sprockets/internal/projection"
+	"github.com/sprockets-api/sprockets/internal/rediscache"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "projector:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: projector [run | rebuild | verify [--repair]]`
+
+// errDrift makes verify exit non-zero.
+var errDrift = errors.New("the read model differs from Postgres")
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cmd := "run"
+	if len(args) > 0 {
+		cmd, args = args[0], args[1:]
+	}
+	if cmd == "help" || cmd == "-h" || cmd == "--help" {
+		fmt.Fprintln(stdout, usage)
+		return nil
+	}
+	if cmd != "run" && cmd != "rebuild" && cmd != "verify" {
+		return fmt.Errorf("unknown command %q; %s", cmd, usage)
+	}
+	cfg, err := config.LoadProjector(getenv)
+	if err != nil {
+		return err
+	}
+	log := cfg.Logger(stderr, "projector")
+	reg := httpapi.NewRegistry()
+
+	// ---- Postgres leader (the source of every rebuild) -------------------
+	db, err := postgres.Open(ctx, cfg.DatabaseURL, cfg.DBMaxConns, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	// ---- Redis (the read model) ---------------------------------------
+	rdb, err := rediscache.Connect(cfg.RedisURL, 16, cfg.RedisTimeout)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	cache := rediscache.New(rdb)
+	proj := projection.New(postgres.NewReads(db), cache, log, reg)
+
+	switch cmd {
+	case "rebuild":
+		n, err := proj.Rebuild(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "rebuilt: %d keys written\n", n)
+		return nil
+	case "verify":
+		return verify(ctx, proj, cfg, args, stdout)
+	}
+	return project(ctx, cfg, proj, cache, log, reg)
+}
+
+func verify(ctx context.Context, proj *projection.Projector, cfg config.Projector, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	repair := fs.Bool("repair", false, "rewrite every key that differs")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	drifts, err := proj.Verify(ctx, cfg.VerifySettle, *repair)
+	if err != nil {
+		return err
+	}
+	for _, d := range drifts {
+		fmt.Fprintln(stdout, "drift:", d)
+	}
+	if len(drifts) == 0 {
+		fmt.Fprintln(stdout, "verify: the read model matches Postgres")
+		return nil
+	}
+	if !*repair {
+		return fmt.Errorf("%w: %d keys", errDrift, len(drifts))
+	}
+	fmt.Fprintf(stdout, "repaired %d keys; verifying again\n", len(drifts))
+	if again, err := proj.Verify(ctx, cfg.VerifySettle, false); err != nil || len(again) > 0 {
+		return fmt.Errorf("%w after repair: %d keys (%v)", errDrift, len(again), err)
+	}
+	fmt.Fprintln(stdout, "verify: the read model matches Postgres")
+	return nil
+}
+
+func project(ctx context.Context, cfg config.Projector, proj *projection.Projector, cache *rediscache.Cache, log *slog.Logger, reg *prometheus.Registry) error {
+	log.Info("starting", config.Attrs(cfg)...)
+
+	// ---- NATS JetStream ------------------------------------------------
+	nc, err := natsjs.Connect(cfg.NATSURL, "projector", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	pending := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "sprockets_projection_pending_events", Help: "Events in the stream not yet applied and acknowledged.",
+	})
+	reg.MustRegister(pending)
+
+	// ---- HTTP: health and metrics -----------------------------------------
+	app := httpapi.NewApp(httpapi.ServerConfig{
+		Name: "projector", BodyLimit: 4096,
+		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout,
+	}, log, reg)
+	httpapi.Health(app,
+		map[string]httpapi.Check{"redis": cache.Ping, "nats": nc.Ping},
+		map[string]httpapi.Check{}, reg)
+
+	// ---- Run ------------------------------------------------------------
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		return httpapi.Serve(ctx, app, cfg.Addr, cfg.ShutdownGrace, func(a net.Addr) {
+			log.Info("listening", "addr", a.String())
+		})
+	})
+	g.Go(func() error { return proj.RunDerived(ctx, cfg.CoalesceInterval) })
+	g.Go(func() error {
+		// A flushed or new Redis is rebuilt before events are applied to it.
+		if err := natsjs.Retry(ctx, log, "build read model", proj.EnsureBuilt); err != nil || ctx.Err() != nil {
+			return err
+		}
+		go watchBuilt(ctx, proj, log)
+		var cons *natsjs.Consumer
+		err := natsjs.Retry(ctx, log, "ensure stream and consumer", func(ctx context.Context) error {
+			if err := nc.EnsureStream(ctx, natsjs.StreamConfig{
+				Name: cfg.StreamName, Subjects: []string{events.SubjectPrefix + ".>"}, MaxAge: cfg.StreamMaxAge,
+			}); err != nil {
+				return err
+			}
+			if err := nc.EnsureStream(ctx, natsjs.StreamConfig{
+				Name: cfg.StreamName + "_PARKED", Subjects: []string{natsjs.ParkPrefix + ".>"}, MaxAge: 30 * 24 * time.Hour,
+			}); err != nil {
+				return err
+			}
+			var err error
+			cons, err = nc.EnsureConsumer(ctx, natsjs.ConsumerConfig{
+				Stream: cfg.StreamName, Durable: cfg.ConsumerName, Filter: events.SubjectPrefix + ".>", AckWait: cfg.AckWait,
+			})
+			return err
+		})
+		if err != nil || ctx.Err() != nil {
+			return err
+		}
+		go watchPending(ctx, cons, pending)
+		runner := natsjs.NewRunner(nc, cons, natsjs.RunConfig{
+			Batch: cfg.FetchBatch, Wait: cfg.FetchWait, ParkAfter: uint64(cfg.ParkAfter),
+		}, log, reg)
+		return runner.Run(ctx, proj.Handle)
+	})
+	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// watchPending keeps the pending-events gauge current.
+func watchPending(ctx context.Context, cons *natsjs.Consumer, gauge prometheus.Gauge) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		if n, err := cons.Pending(ctx); err == nil {
+			gauge.Set(float64(n))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// watchBuilt rebuilds the read model when Redis loses it while running (a
+// flush or a restart without persistence), instead of serving from the
+// database until an operator notices.
+func watchBuilt(ctx context.Context, proj *projection.Projector, log *slog.Logger) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := proj.EnsureBuilt(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("check read model", "err", err)
+		}
+	}
+}

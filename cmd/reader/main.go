@@ -1,0 +1,148 @@
+// Command reader is the read API. It serves pre-assembled bodies from Redis,
+// and falls back to a Postgres replica within the lag bound, then to the
+// leader, so that Redis or a replica being down makes answers slower, not
+// errors. Readers are stateless and scale out.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sprockets-api/sprockets/internal/config"
+	"github.com/sprockets-api/sprockets/internal/domain"
+	"github.com/sprockets-api/sprockets/internal/httpapi"
+	"github.com/sprockets-api/sprockets/internal/httpapi/reader"
+	"github.com/sprockets-api/sprockets/internal/postgres"
+	"github.com/sprockets-api/sprockets/internal/rediscache"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "reader:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		if args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+			fmt.Fprintln(stdout, "usage: reader (configured by environment; see README)")
+			return nil
+		}
+		return fmt.Errorf("unexpected argument %q; usage: reader", args[0])
+	}
+	cfg, err := config.LoadReader(getenv)
+	if err != nil {
+		return err
+	}
+	log := cfg.Logger(stderr, "reader")
+	log.Info("starting", config.Attrs(cfg)...)
+	reg := httpapi.NewRegistry()
+
+	// ---- Postgres leader and replicas (none must be up to start) -----------
+	leader, err := postgres.Connect(cfg.DatabaseURL, cfg.DBMaxConns)
+	if err != nil {
+		return err
+	}
+	defer leader.Close()
+	replicas := map[string]*postgres.DB{}
+	for _, u := range cfg.ReplicaURLs {
+		db, err := postgres.Connect(u, cfg.DBMaxConns)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		replicas[replicaName(u)] = db
+	}
+	pool := postgres.NewReadPool(leader, replicas, cfg.ReplicaMaxLag, log, reg)
+
+	// ---- Redis (the read model) ---------------------------------------
+	rdb, err := rediscache.Connect(cfg.RedisURL, cfg.RedisPoolSize, cfg.RedisTimeout)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	cache := rediscache.New(rdb)
+
+	// ---- HTTP ---------------------------------------------------------
+	served := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sprockets_reads_total", Help: "Answers by where their data came from.",
+	}, []string{"source"})
+	reg.MustRegister(served)
+	app := httpapi.NewApp(httpapi.ServerConfig{
+		Name: "reader", BodyLimit: 64 * 1024, AccessLog: cfg.AccessLog,
+		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout,
+	}, log, reg)
+	httpapi.Health(app,
+		map[string]httpapi.Check{"data": anyOf(cache.Ping, pool.Ping)},
+		map[string]httpapi.Check{"redis": cache.Ping, "postgres": pool.Ping}, reg)
+	reader.Routes(app, reader.New(cache, database{pool}, reader.Config{
+		ConsistencyWait: cfg.ConsistencyWait, CacheBackoff: cfg.RedisBackoff, MaxChartBuckets: cfg.ChartMaxBuckets,
+	}, log, defaultOrg, func(source string) { served.WithLabelValues(source).Inc() }))
+
+	// ---- Run ------------------------------------------------------------
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return pool.Run(ctx, cfg.ReplicaCheckInterval) })
+	g.Go(func() error {
+		return httpapi.Serve(ctx, app, cfg.Addr, cfg.ShutdownGrace, func(a net.Addr) {
+			log.Info("listening", "addr", a.String())
+		})
+	})
+	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// database adapts the replica pool to the reader's Database interface.
+type database struct{ pool *postgres.ReadPool }
+
+func (d database) Do(ctx context.Context, minLSN string, fn func(reader.Queries) error) (string, error) {
+	return d.pool.Do(ctx, minLSN, func(r postgres.Reads) error { return fn(r) })
+}
+
+// anyOf passes when at least one check passes: a reader can answer from
+// Redis alone or from Postgres alone.
+func anyOf(checks ...httpapi.Check) httpapi.Check {
+	return func(ctx context.Context) error {
+		var errs []error
+		for _, c := range checks {
+			err := c(ctx)
+			if err == nil {
+				return nil
+			}
+			errs = append(errs, err)
+		}
+		return errors.Join(errs...)
+	}
+}
+
+// replicaName labels a replica in logs and metrics by host and port.
+func replicaName(url string) string {
+	s := postgres.Redact(url)
+	if _, rest, ok := strings.Cut(s, "@"); ok {
+		s = rest
+	} else if _, rest, ok := strings.Cut(s, "://"); ok {
+		s = rest
+	}
+	host, _, _ := strings.Cut(s, "/")
+	return host
+}
+
+// defaultOrg is the organization every request reads as until callers
+// authenticate as their own.
+func defaultOrg(*fiber.Ctx) int64 { return domain.DefaultOrgID }

@@ -1,0 +1,167 @@
+// Command writer is the write API. It commits every change on the Postgres
+// leader together with its events in an outbox, and relays those events to
+// NATS JetStream. Its subcommands migrate the schema and load the seeds.
+//
+//	writer [serve]     serve the write API (default)
+//	writer migrate     apply the database migrations
+//	writer seed [DIR]  load DIR/seed_*.json (default seeds/), idempotently
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sprockets-api/sprockets/internal/config"
+	"github.com/sprockets-api/sprockets/internal/domain"
+	"github.com/sprockets-api/sprockets/internal/events"
+	"github.com/sprockets-api/sprockets/internal/httpapi"
+	"github.com/sprockets-api/sprockets/internal/httpapi/writer"
+	"github.com/sprockets-api/sprockets/internal/natsjs"
+	"github.com/sprockets-api/sprockets/internal/outbox"
+	"github.com/sprockets-api/sprockets/internal/postgres"
+	"github.com/sprockets-api/sprockets/internal/seed"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "writer:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: writer [serve | migrate | seed [DIR]]`
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 {
+		cmd, args = args[0], args[1:]
+	}
+	if cmd == "help" || cmd == "-h" || cmd == "--help" {
+		fmt.Fprintln(stdout, usage)
+		return nil
+	}
+	cfg, err := config.LoadWriter(getenv)
+	if err != nil {
+		return err
+	}
+	log := cfg.Logger(stderr, "writer")
+	switch cmd {
+	case "serve":
+		return serve(ctx, cfg, log)
+	case "migrate":
+		return migrate(ctx, cfg, stdout)
+	case "seed":
+		dir := "seeds"
+		if len(args) > 0 {
+			dir = args[0]
+		}
+		return loadSeeds(ctx, cfg, dir, stdout)
+	}
+	return fmt.Errorf("unknown command %q; %s", cmd, usage)
+}
+
+func migrate(ctx context.Context, cfg config.Writer, stdout io.Writer) error {
+	db, err := postgres.Open(ctx, cfg.DatabaseURL, 2, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	n, err := postgres.Migrate(ctx, db)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "migrations applied: %d\n", n)
+	return nil
+}
+
+func loadSeeds(ctx context.Context, cfg config.Writer, dir string, stdout io.Writer) error {
+	db, err := postgres.Open(ctx, cfg.DatabaseURL, 2, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	res, err := seed.Load(ctx, postgres.NewStore(db), dir, domain.DefaultOrgID)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "factories: %d created, %d already loaded; sprockets: %d created, %d already loaded\n",
+		res.FactoriesCreated, res.FactoriesExisting, res.SprocketsCreated, res.SprocketsExisting)
+	return nil
+}
+
+func serve(ctx context.Context, cfg config.Writer, log *slog.Logger) error {
+	log.Info("starting", config.Attrs(cfg)...)
+	reg := httpapi.NewRegistry()
+
+	// ---- Postgres leader ----------------------------------------------
+	db, err := postgres.Open(ctx, cfg.DatabaseURL, cfg.DBMaxConns, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	// ---- NATS JetStream (writes do not wait for it) --------------------
+	nc, err := natsjs.Connect(cfg.NATSURL, "writer", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+
+	// ---- Outbox relay and the store that feeds it -----------------------
+	relay := outbox.New(db, nc, log, outbox.Config{
+		Batch: cfg.RelayBatch, Poll: cfg.RelayPoll, Retention: cfg.OutboxRetention,
+	}, reg)
+	store := postgres.NewStore(db, postgres.WithCommitHook(relay.Nudge))
+
+	// ---- HTTP ---------------------------------------------------------
+	app := httpapi.NewApp(httpapi.ServerConfig{
+		Name: "writer", BodyLimit: cfg.BodyLimit, AccessLog: cfg.AccessLog,
+		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout,
+	}, log, reg)
+	httpapi.Health(app,
+		map[string]httpapi.Check{"postgres": db.PingContext},
+		map[string]httpapi.Check{"nats": nc.Ping}, reg)
+	writer.Routes(app, writer.New(store, defaultOrg))
+
+	// ---- Run ------------------------------------------------------------
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return ensureStream(ctx, nc, cfg.Stream, log) })
+	g.Go(func() error { return relay.Run(ctx) })
+	g.Go(func() error {
+		return httpapi.Serve(ctx, app, cfg.Addr, cfg.ShutdownGrace, func(a net.Addr) {
+			log.Info("listening", "addr", a.String())
+		})
+	})
+	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// defaultOrg is the organization every request acts for until callers
+// authenticate as their own.
+func defaultOrg(*fiber.Ctx) int64 { return domain.DefaultOrgID }
+
+// ensureStream creates the event stream, retrying while NATS is down; the
+// relay's publishes fail (and are retried) until it exists.
+func ensureStream(ctx context.Context, nc *natsjs.Conn, cfg config.Stream, log *slog.Logger) error {
+	return natsjs.Retry(ctx, log, "ensure stream", func(ctx context.Context) error {
+		return nc.EnsureStream(ctx, natsjs.StreamConfig{
+			Name: cfg.StreamName, Subjects: []string{events.SubjectPrefix + ".>"}, MaxAge: cfg.StreamMaxAge,
+		})
+	})
+}

@@ -1,0 +1,294 @@
+// Package config reads each program's settings from the environment into a
+// typed struct, with defaults, and rejects bad or missing values with a
+// message that names the variable.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+)
+
+// Common holds what every program needs.
+type Common struct {
+	DatabaseURL string     `env:"DATABASE_URL,required,notEmpty"`
+	DBMaxConns  int        `env:"DB_MAX_CONNS" envDefault:"20"`
+	LogLevel    slog.Level `env:"LOG_LEVEL" envDefault:"info"`
+	LogFormat   string     `env:"LOG_FORMAT" envDefault:"json"`
+}
+
+// HTTP holds the settings of a program's HTTP server.
+type HTTP struct {
+	ReadTimeout   time.Duration `env:"HTTP_READ_TIMEOUT" envDefault:"10s"`
+	WriteTimeout  time.Duration `env:"HTTP_WRITE_TIMEOUT" envDefault:"10s"`
+	IdleTimeout   time.Duration `env:"HTTP_IDLE_TIMEOUT" envDefault:"60s"`
+	ShutdownGrace time.Duration `env:"SHUTDOWN_GRACE" envDefault:"10s"`
+	AccessLog     bool          `env:"ACCESS_LOG" envDefault:"true"`
+}
+
+// Stream names the event stream.
+type Stream struct {
+	NATSURL      string        `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
+	StreamName   string        `env:"STREAM_NAME" envDefault:"SPROCKETS"`
+	StreamMaxAge time.Duration `env:"STREAM_MAX_AGE" envDefault:"168h"`
+}
+
+// Writer configures cmd/writer.
+type Writer struct {
+	Common
+	HTTP
+	Stream
+	Addr            string        `env:"WRITER_ADDR" envDefault:":8081"`
+	BodyLimit       int           `env:"BODY_LIMIT" envDefault:"1048576"`
+	RelayBatch      int           `env:"RELAY_BATCH" envDefault:"256"`
+	RelayPoll       time.Duration `env:"RELAY_POLL" envDefault:"500ms"`
+	OutboxRetention time.Duration `env:"OUTBOX_RETENTION" envDefault:"1h"`
+}
+
+// Reader configures cmd/reader.
+type Reader struct {
+	Common
+	HTTP
+	Addr                 string        `env:"READER_ADDR" envDefault:":8082"`
+	ReplicaURLs          []string      `env:"REPLICA_URLS"`
+	ReplicaMaxLag        time.Duration `env:"REPLICA_MAX_LAG" envDefault:"5s"`
+	ReplicaCheckInterval time.Duration `env:"REPLICA_CHECK_INTERVAL" envDefault:"250ms"`
+	RedisURL             string        `env:"REDIS_URL" envDefault:"redis://127.0.0.1:6379/0"`
+	RedisTimeout         time.Duration `env:"REDIS_TIMEOUT" envDefault:"250ms"`
+	RedisPoolSize        int           `env:"REDIS_POOL_SIZE" envDefault:"64"`
+	RedisBackoff         time.Duration `env:"REDIS_BACKOFF" envDefault:"1s"`
+	ConsistencyWait      time.Duration `env:"CONSISTENCY_WAIT" envDefault:"250ms"`
+	ChartMaxBuckets      int           `env:"CHART_MAX_BUCKETS" envDefault:"2000"`
+}
+
+// Projector configures cmd/projector.
+type Projector struct {
+	Common
+	HTTP
+	Stream
+	Addr             string        `env:"PROJECTOR_ADDR" envDefault:":8083"`
+	RedisURL         string        `env:"REDIS_URL" envDefault:"redis://127.0.0.1:6379/0"`
+	RedisTimeout     time.Duration `env:"REDIS_TIMEOUT" envDefault:"2s"`
+	ConsumerName     string        `env:"CONSUMER_NAME" envDefault:"projector"`
+	FetchBatch       int           `env:"FETCH_BATCH" envDefault:"256"`
+	FetchWait        time.Duration `env:"FETCH_WAIT" envDefault:"2s"`
+	AckWait          time.Duration `env:"ACK_WAIT" envDefault:"30s"`
+	ParkAfter        int           `env:"PARK_AFTER" envDefault:"20"`
+	CoalesceInterval time.Duration `env:"COALESCE_INTERVAL" envDefault:"100ms"`
+	VerifySettle     time.Duration `env:"VERIFY_SETTLE" envDefault:"1s"`
+}
+
+// LoadWriter reads the writer's settings through getenv.
+func LoadWriter(getenv func(string) string) (Writer, error) {
+	var c Writer
+	if err := load(&c, getenv); err != nil {
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+// LoadReader reads the reader's settings through getenv.
+func LoadReader(getenv func(string) string) (Reader, error) {
+	var c Reader
+	if err := load(&c, getenv); err != nil {
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+// LoadProjector reads the projector's settings through getenv.
+func LoadProjector(getenv func(string) string) (Projector, error) {
+	var c Projector
+	if err := load(&c, getenv); err != nil {
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+// load parses the variables cfg declares, looked up through getenv (so that
+// tests need not touch the process environment).
+func load(cfg any, getenv func(string) string) error {
+	params, err := env.GetFieldParams(cfg)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	vars := make(map[string]string, len(params))
+	for _, p := range params {
+		if v := getenv(p.Key); v != "" {
+			vars[p.Key] = v
+		}
+	}
+	if err := env.ParseWithOptions(cfg, env.Options{Environment: vars}); err != nil {
+		return describe(cfg, err)
+	}
+	return nil
+}
+
+// describe rewrites env's errors so that each names the variable, not the
+// Go field.
+func describe(cfg any, err error) error {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return fmt.Errorf("config: %w", err)
+	}
+	msgs := make([]string, 0, len(agg.Errors))
+	for _, e := range agg.Errors {
+		var parse env.ParseError
+		var unset env.VarIsNotSetError
+		var empty env.EmptyVarError
+		switch {
+		case errors.As(e, &parse):
+			msgs = append(msgs, fmt.Sprintf("%s: %v", varName(cfg, parse.Name), parse.Err))
+		case errors.As(e, &unset):
+			msgs = append(msgs, unset.Key+" is required")
+		case errors.As(e, &empty):
+			msgs = append(msgs, empty.Key+" must not be empty")
+		default:
+			msgs = append(msgs, e.Error())
+		}
+	}
+	return errors.New("config: " + strings.Join(msgs, "; "))
+}
+
+func varName(cfg any, field string) string {
+	f, ok := reflect.TypeOf(cfg).Elem().FieldByName(field)
+	if !ok {
+		return field
+	}
+	name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+	return name
+}
+
+// problems collects validation failures, each naming its variable.
+type problems []string
+
+func (p *problems) add(format string, args ...any) { *p = append(*p, fmt.Sprintf(format, args...)) }
+
+func (p problems) err() error {
+	if len(p) == 0 {
+		return nil
+	}
+	return errors.New("config: " + strings.Join(p, "; "))
+}
+
+func (p *problems) url(name, raw string, schemes ...string) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" && u.Scheme != "unix" {
+		p.add("%s: %q is not a URL with a host", name, redact(raw))
+		return
+	}
+	for _, s := range schemes {
+		if u.Scheme == s {
+			return
+		}
+	}
+	p.add("%s: scheme must be one of %s, not %q", name, strings.Join(schemes, ", "), u.Scheme)
+}
+
+func (p *problems) addr(name, raw string) {
+	if _, port, err := net.SplitHostPort(raw); err != nil || port == "" {
+		p.add("%s: %q is not host:port (for example :8081)", name, raw)
+	}
+}
+
+func (p *problems) positive(name string, v int64) {
+	if v <= 0 {
+		p.add("%s must be greater than zero", name)
+	}
+}
+
+func (c Common) validate(p *problems) {
+	p.url("DATABASE_URL", c.DatabaseURL, "postgres", "postgresql")
+	p.positive("DB_MAX_CONNS", int64(c.DBMaxConns))
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		p.add("LOG_FORMAT must be json or text, not %q", c.LogFormat)
+	}
+}
+
+func (h HTTP) validate(p *problems) {
+	p.positive("HTTP_READ_TIMEOUT", int64(h.ReadTimeout))
+	p.positive("HTTP_WRITE_TIMEOUT", int64(h.WriteTimeout))
+	p.positive("HTTP_IDLE_TIMEOUT", int64(h.IdleTimeout))
+	p.positive("SHUTDOWN_GRACE", int64(h.ShutdownGrace))
+}
+
+func (s Stream) validate(p *problems) {
+	p.url("NATS_URL", s.NATSURL, "nats", "tls")
+	if s.StreamName == "" || strings.ContainsAny(s.StreamName, ".*> \t") {
+		p.add("STREAM_NAME must be a non-empty name without dots, wildcards or spaces")
+	}
+	p.positive("STREAM_MAX_AGE", int64(s.StreamMaxAge))
+}
+
+// Validate checks the writer's settings.
+func (c Writer) Validate() error {
+	var p problems
+	c.Common.validate(&p)
+	c.HTTP.validate(&p)
+	c.Stream.validate(&p)
+	p.addr("WRITER_ADDR", c.Addr)
+	p.positive("BODY_LIMIT", int64(c.BodyLimit))
+	p.positive("RELAY_BATCH", int64(c.RelayBatch))
+	p.positive("RELAY_POLL", int64(c.RelayPoll))
+	p.positive("OUTBOX_RETENTION", int64(c.OutboxRetention))
+	return p.err()
+}
+
+// Validate checks the reader's settings.
+func (c Reader) Validate() error {
+	var p problems
+	c.Common.validate(&p)
+	c.HTTP.validate(&p)
+	p.addr("READER_ADDR", c.Addr)
+	for _, u := range c.ReplicaURLs {
+		p.url("REPLICA_URLS", u, "postgres", "postgresql")
+	}
+	p.positive("REPLICA_MAX_LAG", int64(c.ReplicaMaxLag))
+	p.positive("REPLICA_CHECK_INTERVAL", int64(c.ReplicaCheckInterval))
+	p.url("REDIS_URL", c.RedisURL, "redis", "rediss", "unix")
+	p.positive("REDIS_TIMEOUT", int64(c.RedisTimeout))
+	p.positive("REDIS_POOL_SIZE", int64(c.RedisPoolSize))
+	p.positive("REDIS_BACKOFF", int64(c.RedisBackoff))
+	if c.ConsistencyWait < 0 {
+		p.add("CONSISTENCY_WAIT must not be negative")
+	}
+	p.positive("CHART_MAX_BUCKETS", int64(c.ChartMaxBuckets))
+	return p.err()
+}
+
+// Validate checks the projector's settings.
+func (c Projector) Validate() error {
+	var p problems
+	c.Common.validate(&p)
+	c.HTTP.validate(&p)
+	c.Stream.validate(&p)
+	p.addr("PROJECTOR_ADDR", c.Addr)
+	p.url("REDIS_URL", c.RedisURL, "redis", "rediss", "unix")
+	p.positive("REDIS_TIMEOUT", int64(c.RedisTimeout))
+	if c.ConsumerName == "" || strings.ContainsAny(c.ConsumerName, ".*> \t") {
+		p.add("CONSUMER_NAME must be a non-empty name without dots, wildcards or spaces")
+	}
+	p.positive("FETCH_BATCH", int64(c.FetchBatch))
+	p.positive("FETCH_WAIT", int64(c.FetchWait))
+	p.positive("ACK_WAIT", int64(c.AckWait))
+	p.positive("PARK_AFTER", int64(c.ParkAfter))
+	p.positive("COALESCE_INTERVAL", int64(c.CoalesceInterval))
+	p.positive("VERIFY_SETTLE", int64(c.VerifySettle))
+	return p.err()
+}
+
+// redact masks the password of a URL.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable)"
+	}
+	return u.Redacted()
+}

@@ -1,0 +1,229 @@
+package devstack
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"time"
+
+	_ "github.com/lib/pq" // to create the database
+)
+
+// Postgres is one private Postgres server: a leader or a streaming replica.
+type Postgres struct {
+	Port    int
+	DataDir string
+	bin     string
+	logFile string
+	sockDir string
+	owner   *user.User // the OS user the server runs as when we are root
+}
+
+// URL returns the connection URL of database db on this server.
+func (p *Postgres) URL(db string) string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", p.Port, db)
+}
+
+// pgBin finds the newest installed Postgres server binaries: Debian keeps
+// them, all together, outside PATH.
+func pgBin() (string, error) {
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool { return version(dirs[i]) > version(dirs[j]) })
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "pg_ctl")); err == nil {
+			return d, nil
+		}
+	}
+	if p, err := exec.LookPath("pg_basebackup"); err == nil {
+		return filepath.Dir(p), nil
+	}
+	return "", fmt.Errorf("postgres server binaries not found (install postgresql: make deps)")
+}
+
+func version(binDir string) int {
+	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(binDir)))
+	return n
+}
+
+// postgresOwner returns the OS user to run Postgres as: Postgres refuses to
+// run as root, so as root we use the postgres account.
+func postgresOwner() (*user.User, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("running as root needs a postgres OS user: %w", err)
+	}
+	return u, nil
+}
+
+// cmd runs a Postgres binary, as the owner when we are root.
+func (p *Postgres) cmd(ctx context.Context, name string, args ...string) error {
+	bin := filepath.Join(p.bin, name)
+	if p.owner != nil {
+		return run(ctx, "runuser", append([]string{"-u", p.owner.Username, "--", bin}, args...)...)
+	}
+	return run(ctx, bin, args...)
+}
+
+// mkdirOwned creates dir for the Postgres owner.
+func mkdirOwned(dir string, owner *user.User) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if owner == nil {
+		return nil
+	}
+	uid, _ := strconv.Atoi(owner.Uid)
+	gid, _ := strconv.Atoi(owner.Gid)
+	return os.Chown(dir, uid, gid)
+}
+
+// newLeader initializes a cluster in dir (unless it exists) listening on
+// port. With durable false, fsync is off: fine for tests, never for data
+// you keep.
+func newLeader(ctx context.Context, dir string, port int, durable bool) (*Postgres, error) {
+	bin, err := pgBin()
+	if err != nil {
+		return nil, err
+	}
+	owner, err := postgresOwner()
+	if err != nil {
+		return nil, err
+	}
+	p := &Postgres{Port: port, DataDir: filepath.Join(dir, "data"), bin: bin,
+		logFile: filepath.Join(dir, "postgres.log"), sockDir: dir, owner: owner}
+	if err := mkdirOwned(dir, owner); err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(p.DataDir, "PG_VERSION")); err == nil {
+		return p, nil // already initialized by an earlier run
+	}
+	if err := p.cmd(ctx, "initdb", "-D", p.DataDir, "-U", "postgres", "--auth=trust",
+		"-E", "UTF8", "--no-instructions", "--nosync"); err != nil {
+		return nil, err
+	}
+	conf := `
+listen_addresses = '127.0.0.1'
+wal_level = replica
+max_wal_senders = 10
+max_replication_slots = 10
+wal_keep_size = '512MB'
+hot_standby = on
+max_connections = 300
+shared_buffers = '128MB'
+log_min_messages = warning
+`
+	if !durable {
+		conf += "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+	}
+	f, err := os.OpenFile(filepath.Join(p.DataDir, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if _, err := f.WriteString(conf); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Start starts the server and waits until it accepts connections.
+func (p *Postgres) Start(ctx context.Context) error {
+	opts := fmt.Sprintf("-p %d -k %s", p.Port, p.sockDir)
+	if err := p.cmd(ctx, "pg_ctl", "-D", p.DataDir, "-l", p.logFile, "-o", opts, "-w", "-t", "60", "start"); err != nil {
+		return fmt.Errorf("%w\n%s", err, tail(p.logFile, 2000))
+	}
+	return nil
+}
+
+// Stop shuts the server down cleanly.
+func (p *Postgres) Stop(ctx context.Context) error {
+	return p.cmd(ctx, "pg_ctl", "-D", p.DataDir, "-m", "fast", "-w", "stop")
+}
+
+// Crash stops the server the way a power cut would.
+func (p *Postgres) Crash(ctx context.Context) error {
+	return p.cmd(ctx, "pg_ctl", "-D", p.DataDir, "-m", "immediate", "-w", "stop")
+}
+
+// Running reports whether the server answers.
+func (p *Postgres) Running(ctx context.Context) bool {
+	return p.cmd(ctx, "pg_ctl", "-D", p.DataDir, "status") == nil
+}
+
+// CreateDatabase creates db unless it exists.
+func (p *Postgres) CreateDatabase(ctx context.Context, db string) error {
+	conn, err := sql.Open("postgres", p.URL("postgres"))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	var exists bool
+	if err := conn.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, db).Scan(&exists); err != nil {
+		return fmt.Errorf("check database %s: %w", db, err)
+	}
+	if exists {
+		return nil
+	}
+	if _, err := conn.ExecContext(ctx, `CREATE DATABASE "`+db+`"`); err != nil {
+		return fmt.Errorf("create database %s: %w", db, err)
+	}
+	return nil
+}
+
+// newReplica makes a streaming replica of leader in dir (unless it exists)
+// listening on port.
+func newReplica(ctx context.Context, leader *Postgres, dir string, port int) (*Postgres, error) {
+	r := &Postgres{Port: port, DataDir: filepath.Join(dir, "data"), bin: leader.bin,
+		logFile: filepath.Join(dir, "postgres.log"), sockDir: dir, owner: leader.owner}
+	if err := mkdirOwned(dir, r.owner); err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(r.DataDir, "PG_VERSION")); err == nil {
+		return r, nil
+	}
+	if err := r.cmd(ctx, "pg_basebackup", "-h", "127.0.0.1", "-p", strconv.Itoa(leader.Port), "-U", "postgres",
+		"-D", r.DataDir, "-R", "-X", "stream", "--no-sync", "-c", "fast"); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// WaitReplay waits until the replica has replayed everything the leader has
+// written so far.
+func WaitReplay(ctx context.Context, leader, replica *Postgres, timeout time.Duration) error {
+	l, err := sql.Open("postgres", leader.URL("postgres"))
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	r, err := sql.Open("postgres", replica.URL("postgres"))
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	var lsn string
+	if err := l.QueryRowContext(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		var ok bool
+		err := r.QueryRowContext(ctx, `SELECT COALESCE(pg_last_wal_replay_lsn() >= $1::pg_lsn, false)`, lsn).Scan(&ok)
+		if err == nil && ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("replica did not replay %s within %s (last error: %v)", lsn, timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,88 @@
+package devstack
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Program is one of the service's programs (writer, projector, reader) run
+// from its built binary.
+type Program struct {
+	Name string
+	Port int
+	bin  string
+	env  []string
+	dir  string
+	proc *process
+}
+
+// URL returns the program's base URL.
+func (p *Program) URL() string { return "http://127.0.0.1:" + strconv.Itoa(p.Port) }
+
+// LogFile is where the program's output goes.
+func (p *Program) LogFile() string { return filepath.Join(p.dir, p.Name+".log") }
+
+// Start starts the program and waits until /healthz answers.
+func (p *Program) Start(ctx context.Context) error {
+	proc, err := startProcess(p.Name, p.bin, nil, p.env, p.LogFile())
+	if err != nil {
+		return err
+	}
+	p.proc = proc
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if proc.exited() {
+			return fmt.Errorf("%s exited at start:\n%s", p.Name, tail(p.LogFile(), 3000))
+		}
+		resp, err := http.Get(p.URL() + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not healthy after 30s:\n%s", p.Name, tail(p.LogFile(), 3000))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+}
+
+// Stop asks the program to shut down gracefully.
+func (p *Program) Stop() { p.proc.stop(15 * time.Second) }
+
+// Kill ends the program at once, as a crash would.
+func (p *Program) Kill() { p.proc.kill() }
+
+// Running reports whether the program's process is alive.
+func (p *Program) Running() bool { return p.proc != nil && !p.proc.exited() }
+
+// Exec runs the program's binary with args (a subcommand) to completion and
+// returns its standard output; the error carries standard error.
+func (p *Program) Exec(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, p.bin, args...)
+	cmd.Env = append(cmd.Environ(), p.env...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("%s %s: %w\n%s%s", p.Name, strings.Join(args, " "), err, out.String(), tailString(errb.String(), 3000))
+	}
+	return out.String(), nil
+}
+
+func tailString(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}

@@ -1,0 +1,220 @@
+package devstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config says what to run.
+type Config struct {
+	// Dir holds data and logs. Empty means a new temporary directory that
+	// Close removes.
+	Dir string
+	// BinDir holds the writer, projector and reader binaries.
+	BinDir string
+	// Ports of each server; zero picks a free one.
+	Ports Ports
+	// Replica starts a streaming replica of the leader.
+	Replica bool
+	// EmbeddedNATS runs the current NATS release in-process instead of the
+	// installed nats-server.
+	EmbeddedNATS bool
+	// Durable keeps Postgres's fsync on.
+	Durable bool
+	// Env is added to every program's environment (tuning for tests).
+	Env []string
+}
+
+// Ports of a stack's servers.
+type Ports struct {
+	Leader, Replica, Redis, NATS, Writer, Projector, Reader int
+}
+
+// Stack is a running topology.
+type Stack struct {
+	Dir     string
+	Leader  *Postgres
+	Replica *Postgres // nil without Config.Replica
+	Redis   *Redis
+	NATS    *NATS
+
+	Writer, Projector, Reader *Program
+
+	cfg     Config
+	tempDir bool
+}
+
+// Database is the name of the service's database.
+const Database = "sprockets"
+
+// Start starts the servers (not the programs; see StartPrograms).
+func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
+	s := &Stack{cfg: cfg, Dir: cfg.Dir}
+	if s.Dir == "" {
+		if s.Dir, err = os.MkdirTemp("", "sprockets-stack-"); err != nil {
+			return nil, err
+		}
+		s.tempDir = true
+	}
+	if s.Dir, err = filepath.Abs(s.Dir); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	// Postgres runs as another user when we are root: it must reach its
+	// directories.
+	if err := os.Chmod(s.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	p := cfg.Ports
+	for _, port := range []*int{&p.Leader, &p.Replica, &p.Redis, &p.NATS, &p.Writer, &p.Projector, &p.Reader} {
+		if *port == 0 {
+			if *port, err = FreePort(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	s.cfg.Ports = p
+
+	if s.Leader, err = newLeader(ctx, filepath.Join(s.Dir, "pg-leader"), p.Leader, cfg.Durable); err != nil {
+		return nil, fmt.Errorf("postgres leader: %w", err)
+	}
+	if err := s.Leader.Start(ctx); err != nil {
+		return nil, fmt.Errorf("postgres leader: %w", err)
+	}
+	if err := s.Leader.CreateDatabase(ctx, Database); err != nil {
+		return nil, err
+	}
+	if cfg.Replica {
+		if s.Replica, err = newReplica(ctx, s.Leader, filepath.Join(s.Dir, "pg-replica"), p.Replica); err != nil {
+			return nil, fmt.Errorf("postgres replica: %w", err)
+		}
+		if err := s.Replica.Start(ctx); err != nil {
+			return nil, fmt.Errorf("postgres replica: %w", err)
+		}
+	}
+	s.Redis = &Redis{Port: p.Redis, dir: filepath.Join(s.Dir, "redis")}
+	if err := os.MkdirAll(s.Redis.dir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := s.Redis.Start(ctx); err != nil {
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+	s.NATS = &NATS{Port: p.NATS, Embedded: cfg.EmbeddedNATS, dir: filepath.Join(s.Dir, "nats")}
+	if err := os.MkdirAll(s.NATS.dir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := s.NATS.Start(ctx); err != nil {
+		return nil, fmt.Errorf("nats: %w", err)
+	}
+	s.Writer = s.program("writer", p.Writer)
+	s.Projector = s.program("projector", p.Projector)
+	s.Reader = s.program("reader", p.Reader)
+	return s, nil
+}
+
+// DatabaseURL is the leader's URL for the service's database.
+func (s *Stack) DatabaseURL() string { return s.Leader.URL(Database) }
+
+// ReplicaURL is the replica's URL, "" without one.
+func (s *Stack) ReplicaURL() string {
+	if s.Replica == nil {
+		return ""
+	}
+	return s.Replica.URL(Database)
+}
+
+// Env returns the environment every program of the stack shares.
+func (s *Stack) Env() []string {
+	p := s.cfg.Ports
+	return append([]string{
+		"DATABASE_URL=" + s.DatabaseURL(),
+		"REPLICA_URLS=" + s.ReplicaURL(),
+		"REDIS_URL=" + s.Redis.URL(),
+		"NATS_URL=" + s.NATS.URL(),
+		"WRITER_ADDR=127.0.0.1:" + strconv.Itoa(p.Writer),
+		"PROJECTOR_ADDR=127.0.0.1:" + strconv.Itoa(p.Projector),
+		"READER_ADDR=127.0.0.1:" + strconv.Itoa(p.Reader),
+	}, s.cfg.Env...)
+}
+
+func (s *Stack) program(name string, port int) *Program {
+	dir := filepath.Join(s.Dir, "logs")
+	_ = os.MkdirAll(dir, 0o755)
+	return &Program{Name: name, Port: port, bin: filepath.Join(s.cfg.BinDir, name), env: s.Env(), dir: dir}
+}
+
+// NewProgram returns another instance of a program (a second reader, say)
+// on its own port, with extra settings after the stack's.
+func (s *Stack) NewProgram(name string, port int, env ...string) *Program {
+	p := s.program(name, port)
+	p.Name = name + "-" + strconv.Itoa(port)
+	p.bin = filepath.Join(s.cfg.BinDir, name)
+	addr := strings.ToUpper(name) + "_ADDR=127.0.0.1:" + strconv.Itoa(port)
+	p.env = append(append(p.env, addr), env...)
+	return p
+}
+
+// Migrate applies the migrations and, with seedDir set, loads the seeds.
+func (s *Stack) Migrate(ctx context.Context, seedDir string) error {
+	if _, err := s.Writer.Exec(ctx, "migrate"); err != nil {
+		return err
+	}
+	if seedDir == "" {
+		return nil
+	}
+	_, err := s.Writer.Exec(ctx, "seed", seedDir)
+	return err
+}
+
+// StartPrograms starts the writer, projector and reader.
+func (s *Stack) StartPrograms(ctx context.Context) error {
+	for _, p := range []*Program{s.Writer, s.Projector, s.Reader} {
+		if err := p.Start(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close stops everything the stack started, programs first, and removes a
+// temporary directory.
+func (s *Stack) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, p := range []*Program{s.Reader, s.Projector, s.Writer} {
+		if p != nil {
+			p.Stop()
+		}
+	}
+	if s.NATS != nil {
+		s.NATS.Stop()
+	}
+	if s.Redis != nil && s.Redis.proc != nil {
+		s.Redis.Stop()
+	}
+	var errs []error
+	for _, pg := range []*Postgres{s.Replica, s.Leader} {
+		if pg != nil && pg.Running(ctx) {
+			errs = append(errs, pg.Stop(ctx))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		fmt.Fprintln(os.Stderr, "devstack: stopping postgres:", err)
+	}
+	if s.tempDir {
+		os.RemoveAll(s.Dir)
+	}
+}

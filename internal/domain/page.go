@@ -1,0 +1,31 @@
+package domain
+
+// Page limits for list endpoints.
+const (
+	DefaultPageSize = 50
+	MaxPageSize     = 500
+)
+
+// PageRequest asks for the items whose id is greater than After, at most
+// Limit of them, in id order. Keyset pagination keeps every page an index
+// range scan however deep the client pages.
+type PageRequest struct {
+	After int64
+	Limit int
+}
+
+// Validate returns an EINVALID *Error when the limit is out of range.
+func (p PageRequest) Validate() error {
+	var v validation
+	if p.Limit < 1 || p.Limit > MaxPageSize {
+		v.add("limit", "must be an integer from 1 to %d", MaxPageSize)
+	}
+	if p.After < 0 {
+		v.add("cursor", "is not a cursor this API issued")
+	}
+	return v.err()
+}
+
+// DefaultOrgID is the organization that owns the seed data and, until
+// access control assigns callers their own, every request's data.
+const DefaultOrgID int64 = 1

@@ -1,0 +1,207 @@
+package reader
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/sprockets-api/sprockets/internal/consistency"
+	"github.com/sprockets-api/sprockets/internal/domain"
+	"github.com/sprockets-api/sprockets/internal/httpapi"
+	"github.com/sprockets-api/sprockets/internal/readmodel"
+)
+
+// Cache is the read model as the reader needs it.
+type Cache interface {
+	Get(ctx context.Context, key string, members ...int64) (readmodel.Entry, bool, error)
+	GetMany(ctx context.Context, keys []string) ([]readmodel.Entry, []bool, error)
+}
+
+// Queries are the reads the fallback path makes on one database.
+type Queries interface {
+	Sprocket(ctx context.Context, id int64) (domain.Sprocket, error)
+	ListSprockets(ctx context.Context, org int64, page domain.PageRequest) ([]domain.Sprocket, error)
+	SprocketsOfOrg(ctx context.Context, org int64) ([]domain.Sprocket, error)
+	Factory(ctx context.Context, id int64) (domain.Factory, error)
+	ListFactories(ctx context.Context, org int64, page domain.PageRequest) ([]domain.Factory, error)
+	FactoryHistory(ctx context.Context, id int64) (domain.Factory, []domain.Sample, error)
+	FactorySamples(ctx context.Context, id, from, to int64) (domain.Factory, []domain.Sample, error)
+	FactoriesWithSamples(ctx context.Context, org int64) ([]domain.Factory, map[int64][]domain.Sample, error)
+}
+
+// Database runs reads on a replica fresh enough for minLSN ("" for any
+// within the lag bound) or on the leader, and says which it used.
+type Database interface {
+	Do(ctx context.Context, minLSN string, fn func(Queries) error) (string, error)
+}
+
+// Config tunes the reader.
+type Config struct {
+	// ConsistencyWait bounds how long a read with a consistency token waits
+	// for the projector before going to the database.
+	ConsistencyWait time.Duration
+	// CacheBackoff is how long Redis is skipped after it failed, so that an
+	// outage costs one timeout, not one per request.
+	CacheBackoff time.Duration
+	// MaxChartBuckets caps the buckets one chart read assembles from Redis;
+	// wider ranges are read from the database in one query.
+	MaxChartBuckets int
+}
+
+// Handlers serve the read API.
+type Handlers struct {
+	cache   Cache
+	db      Database
+	cfg     Config
+	log     *slog.Logger
+	org     func(*fiber.Ctx) int64
+	skipTil atomic.Int64 // unix nanoseconds before which Redis is not asked
+	served  func(source string)
+}
+
+// Sources of an answer, in the X-Read-Source header.
+const (
+	FromCache = "cache"
+)
+
+// New returns the read API's handlers. org says which organization a
+// request reads as; served is told where each answer came from (metrics).
+func New(cache Cache, db Database, cfg Config, log *slog.Logger, org func(*fiber.Ctx) int64, served func(string)) *Handlers {
+	return &Handlers{cache: cache, db: db, cfg: cfg, log: log, org: org, served: served}
+}
+
+// view is one read-model key and how to check and rebuild it.
+type view struct {
+	key string
+	// aggregate and id name what a single-resource key is about; for a
+	// collection, collection names the member kind instead.
+	aggregate  string
+	id         int64
+	collection string
+	// load builds the entry from a database when the cache cannot answer.
+	load func(ctx context.Context, q Queries) (readmodel.Entry, error)
+	// notFound is the error for a tombstone or another owner's resource.
+	notFound error
+}
+
+// token parses the request's consistency token, if any.
+func token(c *fiber.Ctx) (*consistency.Token, error) {
+	raw := c.Get(consistency.Header)
+	if raw == "" {
+		return nil, nil
+	}
+	t, err := consistency.Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
+// serve answers v: from the cache when it holds a fresh enough entry, else
+// from the database.
+func (h *Handlers) serve(c *fiber.Ctx, v view) error {
+	tok, err := token(c)
+	if err != nil {
+		return err
+	}
+	org := h.org(c)
+	if tok != nil && tok.Org != org {
+		tok = nil // another organization's write says nothing about this data
+	}
+	if e, ok := h.fromCache(c.UserContext(), v, tok); ok {
+		return h.send(c, e, org, v, FromCache)
+	}
+	var e readmodel.Entry
+	minLSN := ""
+	if tok != nil {
+		minLSN = tok.LSN
+	}
+	source, err := h.db.Do(c.UserContext(), minLSN, func(q Queries) error {
+		var err error
+		e, err = v.load(c.UserContext(), q)
+		return err
+	})
+	if err != nil {
+		return h.dbError(err)
+	}
+	return h.send(c, e, org, v, source)
+}
+
+// fromCache returns v's entry when the cache holds one that covers tok,
+// waiting up to ConsistencyWait for the projector to catch up.
+func (h *Handlers) fromCache(ctx context.Context, v view, tok *consistency.Token) (readmodel.Entry, bool) {
+	if time.Now().UnixNano() < h.skipTil.Load() {
+		return readmodel.Entry{}, false
+	}
+	var members []int64
+	if tok != nil && v.collection != "" && tok.Aggregate == v.collection {
+		members = []int64{tok.ID}
+	}
+	deadline := time.Now().Add(h.cfg.ConsistencyWait)
+	for {
+		e, ok, err := h.cache.Get(ctx, v.key, members...)
+		if err != nil {
+			if ctx.Err() == nil {
+				h.log.Warn("read model unavailable, reading the database", "key", v.key, "err", err)
+				h.skipTil.Store(time.Now().Add(h.cfg.CacheBackoff).UnixNano())
+			}
+			return e, false
+		}
+		if ok && covers(e, v, tok) {
+			return e, true
+		}
+		if tok == nil || time.Now().After(deadline) {
+			return e, false
+		}
+		select {
+		case <-ctx.Done():
+			return e, false
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// covers reports whether e is at least as new as the write tok names.
+func covers(e readmodel.Entry, v view, tok *consistency.Token) bool {
+	if tok == nil {
+		return true
+	}
+	if v.collection != "" {
+		if tok.Aggregate != v.collection {
+			return true
+		}
+		return e.Members[tok.ID] >= tok.Version
+	}
+	return tok.Covers(v.aggregate, v.id, e.Version)
+}
+
+func (h *Handlers) send(c *fiber.Ctx, e readmodel.Entry, org int64, v view, source string) error {
+	if e.Deleted || e.Org != org {
+		return v.notFound
+	}
+	h.served(source)
+	c.Set("X-Read-Source", source)
+	c.Set(fiber.HeaderCacheControl, "no-cache")
+	c.Set(fiber.HeaderETag, e.ETag)
+	if httpapi.NotModified(c, e.ETag) {
+		return c.SendStatus(http.StatusNotModified)
+	}
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.Send(e.Body)
+}
+
+// dbError passes domain errors through and turns a database failure into a
+// 503: it is no fault of the client's.
+func (h *Handlers) dbError(err error) error {
+	var de *domain.Error
+	if errors.As(err, &de) {
+		return err
+	}
+	h.log.Error("database read failed", "err", err)
+	return domain.Errorf(domain.EUNAVAILABLE, "the data store is unavailable; retry shortly")
+}

@@ -1,0 +1,205 @@
+package reader
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/sprockets-api/sprockets/internal/domain"
+	"github.com/sprockets-api/sprockets/internal/events"
+	"github.com/sprockets-api/sprockets/internal/httpapi"
+	"github.com/sprockets-api/sprockets/internal/readmodel"
+)
+
+// GET /v1/factories/:id
+func (h *Handlers) factory(c *fiber.Ctx) error {
+	id, err := httpapi.ID(c, "id")
+	if err != nil {
+		return err
+	}
+	return h.serve(c, view{
+		key: readmodel.FactoryKey(id), aggregate: events.Factory, id: id,
+		notFound: factoryNotFound(id),
+		load: func(ctx context.Context, q Queries) (readmodel.Entry, error) {
+			f, err := q.Factory(ctx, id)
+			return readmodel.FactoryRecord(f).Entry, err
+		},
+	})
+}
+
+// GET /v1/sprockets: a page of the caller's sprockets. Pages are read from
+// a replica (or the leader): a cursor space cannot be pre-assembled.
+func (h *Handlers) listSprockets(c *fiber.Ctx) error {
+	return h.list(c, "/v1/sprockets", func(ctx context.Context, q Queries, org int64, page domain.PageRequest) ([]byte, string, error) {
+		items, err := q.ListSprockets(ctx, org, page)
+		if err != nil {
+			return nil, "", err
+		}
+		items, next := trim(items, page.Limit-1, func(s domain.Sprocket) int64 { return s.ID })
+		return readmodel.SprocketListBody(items, next), next, nil
+	})
+}
+
+// GET /v1/factories
+func (h *Handlers) listFactories(c *fiber.Ctx) error {
+	return h.list(c, "/v1/factories", func(ctx context.Context, q Queries, org int64, page domain.PageRequest) ([]byte, string, error) {
+		items, err := q.ListFactories(ctx, org, page)
+		if err != nil {
+			return nil, "", err
+		}
+		items, next := trim(items, page.Limit-1, func(f domain.Factory) int64 { return f.ID })
+		return readmodel.FactoryListBody(items, next), next, nil
+	})
+}
+
+// trim cuts a page read with one item more than limit back to limit and
+// returns the cursor of the next page, "" when there is none.
+func trim[T any](items []T, limit int, id func(T) int64) ([]T, string) {
+	if len(items) <= limit {
+		return items, ""
+	}
+	items = items[:limit]
+	return items, httpapi.Cursor(id(items[limit-1]))
+}
+
+// list reads one page. The page function is asked for one item more than
+// the client's limit, to learn whether a next page exists.
+func (h *Handlers) list(c *fiber.Ctx, path string, page func(context.Context, Queries, int64, domain.PageRequest) ([]byte, string, error)) error {
+	req, err := httpapi.Page(c)
+	if err != nil {
+		return err
+	}
+	tok, err := token(c)
+	if err != nil {
+		return err
+	}
+	org := h.org(c)
+	minLSN := ""
+	if tok != nil && tok.Org == org {
+		minLSN = tok.LSN
+	}
+	probe := req
+	probe.Limit++
+	var body []byte
+	var next string
+	source, err := h.db.Do(c.UserContext(), minLSN, func(q Queries) error {
+		var err error
+		body, next, err = page(c.UserContext(), q, org, probe)
+		return err
+	})
+	if err != nil {
+		return h.dbError(err)
+	}
+	if next != "" {
+		c.Append(fiber.HeaderLink, `<`+path+`?limit=`+strconv.Itoa(req.Limit)+`&cursor=`+url.QueryEscape(next)+`>; rel="next"`)
+	}
+	return h.send(c, readmodel.Entry{Body: body, ETag: readmodel.HashETag(body), Org: org}, org, view{}, source)
+}
+
+// chartData serves GET /v1/factories/:id/chart-data?from=&to=, assembled
+// from the time buckets that overlap the range.
+func (h *Handlers) chartData(c *fiber.Ctx) error {
+	id, err := httpapi.ID(c, "id")
+	if err != nil {
+		return err
+	}
+	from, err := httpapi.QueryInt(c, "from", 0, 0, domain.MaxSampleTime)
+	if err != nil {
+		return err
+	}
+	to, err := httpapi.QueryInt(c, "to", domain.MaxSampleTime, 0, domain.MaxSampleTime)
+	if err != nil {
+		return err
+	}
+	if from > to {
+		return domain.Errorf(domain.EINVALID, "from (%d) must not be after to (%d)", from, to)
+	}
+	tok, err := token(c)
+	if err != nil {
+		return err
+	}
+	org := h.org(c)
+	if tok != nil && tok.Org != org {
+		tok = nil
+	}
+	v := view{key: readmodel.FactoryKey(id), aggregate: events.Factory, id: id, notFound: factoryNotFound(id)}
+	if meta, ok := h.fromCache(c.UserContext(), v, tok); ok {
+		if meta.Deleted || meta.Org != org {
+			return v.notFound
+		}
+		if samples, ok := h.bucketSamples(c.UserContext(), id, meta, from, to); ok {
+			body := readmodel.ChartRangeBody(id, from, to, samples)
+			return h.send(c, readmodel.Entry{Body: body, ETag: readmodel.HashETag(body), Org: org}, org, v, FromCache)
+		}
+	}
+	minLSN := ""
+	if tok != nil {
+		minLSN = tok.LSN
+	}
+	var e readmodel.Entry
+	source, err := h.db.Do(c.UserContext(), minLSN, func(q Queries) error {
+		f, samples, err := q.FactorySamples(c.UserContext(), id, from, to)
+		if err != nil {
+			return err
+		}
+		body := readmodel.ChartRangeBody(id, from, to, samples)
+		e = readmodel.Entry{Body: body, ETag: readmodel.HashETag(body), Org: f.OrgID, Deleted: f.Deleted()}
+		return nil
+	})
+	if err != nil {
+		return h.dbError(err)
+	}
+	return h.send(c, e, org, v, source)
+}
+
+// bucketSamples collects the samples in [from, to] from the buckets of the
+// factory whose key is meta. It reports false when the cache cannot answer
+// (an error, or more buckets than MaxChartBuckets).
+func (h *Handlers) bucketSamples(ctx context.Context, id int64, meta readmodel.Entry, from, to int64) ([]domain.Sample, bool) {
+	if meta.First == nil || meta.Last == nil {
+		return nil, true // no history yet
+	}
+	lo, hi := max(from, *meta.First), min(to, *meta.Last)
+	if lo > hi {
+		return nil, true
+	}
+	first, last := readmodel.Bucket(lo), readmodel.Bucket(hi)
+	if last-first+1 > int64(h.cfg.MaxChartBuckets) {
+		return nil, false
+	}
+	keys := make([]string, 0, last-first+1)
+	for b := first; b <= last; b++ {
+		keys = append(keys, readmodel.ChartBucketKey(id, b))
+	}
+	entries, oks, err := h.cache.GetMany(ctx, keys)
+	if err != nil {
+		return nil, false
+	}
+	var out []domain.Sample
+	for i, e := range entries {
+		if !oks[i] {
+			continue // an hour without samples
+		}
+		samples, err := readmodel.DecodeBucket(e.Body)
+		if err != nil {
+			h.log.Warn("corrupt chart bucket", "key", keys[i], "err", err)
+			return nil, false
+		}
+		for _, s := range samples {
+			if s.Time >= from && s.Time <= to {
+				out = append(out, s)
+			}
+		}
+	}
+	return out, true
+}
+
+// GET /v1/openapi.json
+func (h *Handlers) openAPI(c *fiber.Ctx) error {
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	c.Set(fiber.HeaderCacheControl, "public, max-age=300")
+	return c.Status(http.StatusOK).Send(httpapi.OpenAPI)
+}

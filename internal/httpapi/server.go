@@ -1,0 +1,71 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ServerConfig is what every HTTP server of the service is configured with.
+type ServerConfig struct {
+	Name         string
+	BodyLimit    int
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
+	IdleTimeout  time.Duration
+	AccessLog    bool
+}
+
+// NewApp returns a Fiber app with the service's common behaviour: errors as
+// problem+json, request ids, security headers, request metrics registered
+// with reg, and optional access logs.
+func NewApp(cfg ServerConfig, log *slog.Logger, reg prometheus.Registerer) *fiber.App {
+	onError := ErrorHandler(log)
+	app := fiber.New(fiber.Config{
+		AppName:               cfg.Name,
+		ErrorHandler:          onError,
+		BodyLimit:             cfg.BodyLimit,
+		ReadTimeout:           cfg.ReadTimeout,
+		WriteTimeout:          cfg.WriteTimeout,
+		IdleTimeout:           cfg.IdleTimeout,
+		ReadBufferSize:        16 * 1024, // the largest request head accepted
+		DisableStartupMessage: true,
+		CaseSensitive:         true,
+	})
+	var accessLog *slog.Logger
+	if cfg.AccessLog {
+		accessLog = log
+	}
+	app.Use(requestID, securityHeaders, newMetrics(reg).observe(accessLog, onError))
+	return app
+}
+
+// Serve runs app on addr until ctx is done, then shuts it down gracefully,
+// letting requests in flight finish for up to grace. ready, if not nil, is
+// called with the bound address once the server accepts connections.
+func Serve(ctx context.Context, app *fiber.App, addr string, grace time.Duration, ready func(net.Addr)) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	if ready != nil {
+		ready(ln.Addr())
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- app.Listener(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve %s: %w", addr, err)
+	case <-ctx.Done():
+	}
+	if err := app.ShutdownWithTimeout(grace); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("shutdown %s: %w", addr, err)
+	}
+	return nil
+}

@@ -1,0 +1,77 @@
+package writer
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"strconv"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/sprockets-api/sprockets/internal/consistency"
+	"github.com/sprockets-api/sprockets/internal/domain"
+	"github.com/sprockets-api/sprockets/internal/httpapi"
+)
+
+// Store is the system of record as the write API needs it.
+type Store interface {
+	CreateSprocket(ctx context.Context, org int64, spec domain.SprocketSpec, idem domain.Idempotency) (domain.Sprocket, domain.Receipt, error)
+	UpdateSprocket(ctx context.Context, org, id, ifVersion int64, change func(domain.SprocketSpec) domain.SprocketSpec) (domain.Sprocket, domain.Receipt, error)
+	DeleteSprocket(ctx context.Context, org, id, ifVersion int64) (domain.Receipt, error)
+	CreateFactory(ctx context.Context, org int64, spec domain.FactorySpec, samples []domain.Sample, idem domain.Idempotency) (domain.Factory, domain.Receipt, error)
+	UpdateFactory(ctx context.Context, org, id, ifVersion int64, change func(domain.FactorySpec) domain.FactorySpec) (domain.Factory, domain.Receipt, error)
+	DeleteFactory(ctx context.Context, org, id, ifVersion int64) (domain.Receipt, error)
+	AppendSamples(ctx context.Context, org, id, ifVersion int64, samples []domain.Sample) (domain.Factory, int, domain.Receipt, error)
+}
+
+// Handlers serve the write API.
+type Handlers struct {
+	store Store
+	// org returns the organization a request acts for.
+	org func(*fiber.Ctx) int64
+}
+
+// New returns the write API's handlers. org says which organization a
+// request acts for.
+func New(store Store, org func(*fiber.Ctx) int64) *Handlers {
+	return &Handlers{store: store, org: org}
+}
+
+// committed sets the headers every successful write carries: the new
+// version as ETag and the consistency token.
+func committed(c *fiber.Ctx, org int64, aggregate string, id int64, r domain.Receipt, etag string) {
+	if etag != "" {
+		c.Set(fiber.HeaderETag, etag)
+	}
+	c.Set(consistency.Header, consistency.Token{Org: org, Aggregate: aggregate, ID: id, Version: r.Version, LSN: r.LSN}.Encode())
+	if r.Replayed {
+		c.Set("Idempotent-Replayed", "true")
+	}
+	c.Set(fiber.HeaderCacheControl, "no-store")
+}
+
+func sendJSON(c *fiber.Ctx, status int, body []byte) error {
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.Status(status).Send(body)
+}
+
+// idempotency reads the Idempotency-Key and digests the request it guards:
+// the route and the decoded (canonical) input, so that whitespace or key
+// order do not make a retry a different request.
+func idempotency(c *fiber.Ctx, route string, input any) (domain.Idempotency, error) {
+	key, err := httpapi.IdempotencyKey(c)
+	if err != nil || key == "" {
+		return domain.Idempotency{}, err
+	}
+	canon, err := json.Marshal(input)
+	if err != nil {
+		return domain.Idempotency{}, err
+	}
+	h := sha256.New()
+	h.Write([]byte(route))
+	h.Write([]byte{0})
+	h.Write(canon)
+	return domain.Idempotency{Key: key, Hash: h.Sum(nil)}, nil
+}
+
+func location(prefix string, id int64) string { return prefix + strconv.FormatInt(id, 10) }

@@ -1,0 +1,108 @@
+package natsjs
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sprockets-api/sprockets/internal/domain"
+)
+
+// Handler processes one message body. A nil error acknowledges the message.
+// An EINVALID *domain.Error says the message can never be processed: it is
+// parked at once. Any other error is retried with backoff, and parked after
+// ParkAfter deliveries.
+type Handler func(ctx context.Context, data []byte) error
+
+// RunConfig tunes Run.
+type RunConfig struct {
+	Batch     int           // messages per pull request
+	Wait      time.Duration // how long a pull request waits for messages
+	ParkAfter uint64        // deliveries after which a failing message is parked
+}
+
+// Runner pulls from a consumer and hands each message to a handler.
+type Runner struct {
+	conn   *Conn
+	cons   *Consumer
+	cfg    RunConfig
+	log    *slog.Logger
+	parked prometheus.Counter
+	failed prometheus.Counter
+}
+
+// NewRunner returns a Runner; its metrics are registered with reg.
+func NewRunner(conn *Conn, cons *Consumer, cfg RunConfig, log *slog.Logger, reg prometheus.Registerer) *Runner {
+	r := &Runner{
+		conn: conn, cons: cons, cfg: cfg, log: log,
+		parked: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sprockets_projector_parked_total", Help: "Messages parked because they could not be processed.",
+		}),
+		failed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sprockets_projector_failures_total", Help: "Message deliveries that failed and will be retried.",
+		}),
+	}
+	reg.MustRegister(r.parked, r.failed)
+	return r
+}
+
+// Run consumes until ctx is done and returns ctx's error. A broker outage
+// is waited out.
+func (r *Runner) Run(ctx context.Context, handle Handler) error {
+	var backoff time.Duration
+	for ctx.Err() == nil {
+		err := r.cons.Fetch(ctx, r.cfg.Batch, r.cfg.Wait, func(msg Msg) {
+			r.process(ctx, msg, handle)
+		})
+		if err == nil {
+			backoff = 0
+			continue
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
+		r.log.Warn("pull from stream", "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+	}
+	return ctx.Err()
+}
+
+func (r *Runner) process(ctx context.Context, msg Msg, handle Handler) {
+	err := handle(ctx, msg.Data())
+	if err == nil {
+		if aerr := msg.Ack(); aerr != nil {
+			// The effect is applied; a redelivery will be dropped as a
+			// duplicate by the version rule.
+			r.log.Warn("ack", "subject", msg.Subject(), "err", aerr)
+		}
+		return
+	}
+	deliveries := Deliveries(msg)
+	if domain.ErrorCode(err) == domain.EINVALID || deliveries >= r.cfg.ParkAfter {
+		r.park(ctx, msg, err)
+		return
+	}
+	r.failed.Inc()
+	delay := min(time.Duration(deliveries)*200*time.Millisecond, 5*time.Second)
+	r.log.Warn("message failed, will retry", "subject", msg.Subject(), "deliveries", deliveries, "err", err)
+	if nerr := msg.NakWithDelay(delay); nerr != nil {
+		r.log.Warn("nak", "subject", msg.Subject(), "err", nerr)
+	}
+}
+
+func (r *Runner) park(ctx context.Context, msg Msg, cause error) {
+	r.log.Error("parking message", "subject", msg.Subject(), "err", cause)
+	if err := r.conn.Park(ctx, msg, cause.Error()); err != nil {
+		// Not parked: leave it to be redelivered and parked next time.
+		r.log.Error("park failed", "subject", msg.Subject(), "err", err)
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	r.parked.Inc()
+}

@@ -1,0 +1,85 @@
+package natsjs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ConsumerConfig describes the projector's durable pull consumer.
+type ConsumerConfig struct {
+	Stream  string
+	Durable string
+	Filter  string
+	AckWait time.Duration
+}
+
+// Consumer pulls messages from a durable consumer.
+type Consumer struct {
+	c jetstream.Consumer
+}
+
+// EnsureConsumer creates the durable consumer or updates it to cfg.
+// Messages are acknowledged one by one, and redelivered without limit: the
+// projector itself parks a message that keeps failing.
+func (c *Conn) EnsureConsumer(ctx context.Context, cfg ConsumerConfig) (*Consumer, error) {
+	cons, err := c.JS.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
+		Durable:       cfg.Durable,
+		FilterSubject: cfg.Filter,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       cfg.AckWait,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		MaxDeliver:    -1,
+		MaxAckPending: 10_000,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ensure consumer %s: %w", cfg.Durable, err)
+	}
+	return &Consumer{c: cons}, nil
+}
+
+// Msg is one delivered message.
+type Msg = jetstream.Msg
+
+// Fetch calls handle for each message as it arrives, for up to max messages
+// or wait, whichever comes first. Messages left unhandled because ctx ended
+// are redelivered after the consumer's AckWait.
+func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration, handle func(Msg)) error {
+	batch, err := c.c.Fetch(max, jetstream.FetchMaxWait(wait))
+	if err != nil {
+		return fmt.Errorf("fetch: %w", err)
+	}
+	for msg := range batch.Messages() {
+		if ctx.Err() != nil {
+			_ = msg.Nak()
+			continue
+		}
+		handle(msg)
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("fetch: %w", err)
+	}
+	return nil
+}
+
+// Pending returns how many messages the consumer has yet to deliver plus
+// those delivered but not acknowledged.
+func (c *Consumer) Pending(ctx context.Context) (uint64, error) {
+	info, err := c.c.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("consumer info: %w", err)
+	}
+	return info.NumPending + uint64(info.NumAckPending), nil
+}
+
+// Deliveries returns how many times msg has been delivered, 1 on the first.
+func Deliveries(msg Msg) uint64 {
+	md, err := msg.Metadata()
+	if err != nil {
+		return 1
+	}
+	return md.NumDelivered
+}

@@ -1,0 +1,120 @@
+// Package natsjs connects to NATS JetStream: it ensures the event stream and
+// the projector's durable consumer exist, publishes with a message id for
+// de-duplication, and pulls messages for the projector. It is written to the
+// JetStream API of nats-server 2.9.
+package natsjs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Conn is a NATS connection with its JetStream context.
+type Conn struct {
+	NC *nats.Conn
+	JS jetstream.JetStream
+}
+
+// Connect dials url. The connection reconnects forever in the background,
+// so a NATS outage delays publishing and consuming but never ends them;
+// Connect itself returns at once even when NATS is down.
+func Connect(url, name string, log *slog.Logger) (*Conn, error) {
+	nc, err := nats.Connect(url,
+		nats.Name(name),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectBufSize(-1), // fail fast while disconnected; the outbox keeps the data
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connect nats: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return &Conn{NC: nc, JS: js}, nil
+}
+
+// Close drains nothing and closes the connection.
+func (c *Conn) Close() { c.NC.Close() }
+
+// Ping reports whether the server answers a round trip within ctx.
+func (c *Conn) Ping(ctx context.Context) error {
+	if !c.NC.IsConnected() {
+		return errors.New("nats: not connected")
+	}
+	return c.NC.FlushWithContext(ctx)
+}
+
+// StreamConfig describes the event stream.
+type StreamConfig struct {
+	Name     string
+	Subjects []string
+	MaxAge   time.Duration
+	Replicas int
+}
+
+// EnsureStream creates the stream or updates it to cfg. The duplicate window
+// is JetStream's default; correctness never depends on it.
+func (c *Conn) EnsureStream(ctx context.Context, cfg StreamConfig) error {
+	_, err := c.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:       cfg.Name,
+		Subjects:   cfg.Subjects,
+		Storage:    jetstream.FileStorage,
+		Retention:  jetstream.LimitsPolicy,
+		MaxAge:     cfg.MaxAge,
+		Replicas:   max(cfg.Replicas, 1),
+		Duplicates: 2 * time.Minute,
+	})
+	if err != nil {
+		return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
+	}
+	return nil
+}
+
+// Publish sends body on subject and waits for the stream's acknowledgement.
+// msgID is the Nats-Msg-Id header: a republish of the same event within the
+// duplicate window is stored once.
+func (c *Conn) Publish(ctx context.Context, subject, msgID string, body []byte) error {
+	msg := &nats.Msg{Subject: subject, Data: body, Header: nats.Header{}}
+	if _, err := c.JS.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID)); err != nil {
+		return fmt.Errorf("publish %s: %w", subject, err)
+	}
+	return nil
+}
+
+// Retry calls fn until it succeeds or ctx is done, backing off up to 5s
+// between attempts. It returns nil on success and nothing else: a broker
+// that is down at start is waited for, not fatal.
+func Retry(ctx context.Context, log *slog.Logger, what string, fn func(context.Context) error) error {
+	backoff := 100 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := fn(actx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		log.Warn(what, "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}

@@ -1,0 +1,200 @@
+// Package outbox relays events that the writer committed to its outbox table
+// to the message broker: it claims unsent rows, publishes each with its event
+// id as the de-duplication id, marks them sent, and backs off while the
+// broker is down. Writes never wait for it.
+package outbox
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Publisher sends one event and returns once the broker has stored it.
+type Publisher interface {
+	Publish(ctx context.Context, subject, msgID string, body []byte) error
+}
+
+// Config tunes a Relay.
+type Config struct {
+	Batch     int           // rows claimed per transaction
+	Poll      time.Duration // how often to look for rows nobody nudged about
+	Retention time.Duration // how long sent rows are kept before purging
+}
+
+// Relay publishes committed outbox rows.
+type Relay struct {
+	db    *sqlx.DB
+	pub   Publisher
+	log   *slog.Logger
+	cfg   Config
+	nudge chan struct{}
+
+	backlog   prometheus.Gauge
+	published prometheus.Counter
+	failures  prometheus.Counter
+}
+
+// New returns a relay over the outbox table in db. Its metrics are
+// registered with reg.
+func New(db *sqlx.DB, pub Publisher, log *slog.Logger, cfg Config, reg prometheus.Registerer) *Relay {
+	r := &Relay{
+		db: db, pub: pub, log: log, cfg: cfg, nudge: make(chan struct{}, 1),
+		backlog: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sprockets_outbox_backlog", Help: "Committed events not yet published to the broker.",
+		}),
+		published: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sprockets_outbox_published_total", Help: "Events published by the relay.",
+		}),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sprockets_outbox_publish_failures_total", Help: "Relay rounds that failed to publish.",
+		}),
+	}
+	reg.MustRegister(r.backlog, r.published, r.failures)
+	return r
+}
+
+// Nudge tells the relay that rows were committed. It never blocks.
+func (r *Relay) Nudge() {
+	select {
+	case r.nudge <- struct{}{}:
+	default:
+	}
+}
+
+// Run relays until ctx is done. Failures are logged and retried with
+// exponential backoff; Run returns only ctx's error.
+func (r *Relay) Run(ctx context.Context) error {
+	var (
+		backoff   time.Duration
+		lastCount time.Time
+		lastPurge = time.Now()
+	)
+	for {
+		n, err := r.relayOnce(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			r.failures.Inc()
+			backoff = min(max(2*backoff, 50*time.Millisecond), 5*time.Second)
+			r.log.Warn("outbox relay", "err", err, "retry_in", backoff)
+		} else {
+			backoff = 0
+		}
+		if time.Since(lastCount) > time.Second {
+			r.refreshBacklog(ctx)
+			lastCount = time.Now()
+		}
+		if time.Since(lastPurge) > time.Minute {
+			r.purge(ctx)
+			lastPurge = time.Now()
+		}
+		if err == nil && n == r.cfg.Batch {
+			continue // more rows are waiting
+		}
+		wait := r.cfg.Poll
+		if backoff > 0 {
+			wait = backoff
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-r.nudge:
+			if backoff > 0 {
+				// Publishing just failed; a nudge must not turn backoff into
+				// a busy loop against a dead broker.
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(backoff):
+				}
+			}
+		case <-time.After(wait):
+		}
+	}
+}
+
+type row struct {
+	ID      int64  `db:"id"`
+	EventID string `db:"event_id"`
+	Subject string `db:"subject"`
+	Body    []byte `db:"body"`
+}
+
+// relayOnce publishes one batch and returns how many rows it claimed. Rows
+// published before a failure are still marked sent.
+func (r *Relay) relayOnce(ctx context.Context) (int, error) {
+	tx, err := r.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit this is a no-op
+	var rows []row
+	// SKIP LOCKED lets several writer instances relay side by side without
+	// waiting on each other's batches.
+	if err := tx.SelectContext(ctx, &rows, `
+		SELECT id, event_id, subject, body FROM outbox
+		WHERE sent_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, r.cfg.Batch); err != nil {
+		return 0, fmt.Errorf("claim outbox rows: %w", err)
+	}
+	if len(rows) == 0 {
+		return 0, nil
+	}
+	sent := make([]int64, 0, len(rows))
+	var pubErr error
+	for _, m := range rows {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		pubErr = r.pub.Publish(pctx, m.Subject, m.EventID, m.Body)
+		cancel()
+		if pubErr != nil {
+			break
+		}
+		sent = append(sent, m.ID)
+	}
+	if len(sent) > 0 {
+		if _, err := tx.ExecContext(ctx, `UPDATE outbox SET sent_at = now() WHERE id = ANY($1)`, pq.Array(sent)); err != nil {
+			return 0, fmt.Errorf("mark sent: %w", err)
+		}
+		if err := tx.Commit(); err != nil {
+			return 0, fmt.Errorf("commit sent: %w", err)
+		}
+		r.published.Add(float64(len(sent)))
+	}
+	return len(rows), pubErr
+}
+
+// Backlog returns how many committed events are not yet published.
+func (r *Relay) Backlog(ctx context.Context) (int64, error) {
+	var n int64
+	if err := r.db.GetContext(ctx, &n, `SELECT count(*) FROM outbox WHERE sent_at IS NULL`); err != nil {
+		return 0, fmt.Errorf("outbox backlog: %w", err)
+	}
+	return n, nil
+}
+
+func (r *Relay) refreshBacklog(ctx context.Context) {
+	n, err := r.Backlog(ctx)
+	if err != nil {
+		r.log.Warn("outbox backlog", "err", err)
+		return
+	}
+	r.backlog.Set(float64(n))
+}
+
+func (r *Relay) purge(ctx context.Context) {
+	res, err := r.db.ExecContext(ctx, `DELETE FROM outbox WHERE sent_at < now() - $1::interval`,
+		fmt.Sprintf("%d milliseconds", r.cfg.Retention.Milliseconds()))
+	if err != nil {
+		r.log.Warn("outbox purge", "err", err)
+		return
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		r.log.Debug("outbox purged", "rows", n)
+	}
+}

@@ -1,0 +1,79 @@
+// Package postgres is the system of record: the leader and its replicas, the
+// repositories for sprockets and factories, the transaction that writes a
+// change together with its outbox events, and the schema migrations.
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	_ "github.com/lib/pq" // the driver behind sqlx
+)
+
+// DB is a pool of connections to one Postgres server.
+type DB = sqlx.DB
+
+// Connect returns a pool for the Postgres at url without dialing it: a
+// server that is down now is retried on each use.
+func Connect(url string, maxConns int) (*sqlx.DB, error) {
+	db, err := sqlx.Open("postgres", url)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres %s: %w", Redact(url), err)
+	}
+	db.SetMaxOpenConns(maxConns)
+	db.SetMaxIdleConns(maxConns)
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	return db, nil
+}
+
+// Open is Connect followed by a ping that must answer within timeout.
+func Open(ctx context.Context, url string, maxConns int, timeout time.Duration) (*sqlx.DB, error) {
+	db, err := Connect(url, maxConns)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("ping postgres %s: %w", Redact(url), err)
+	}
+	return db, nil
+}
+
+// Querier is what the read queries need: the leader, a replica or a
+// transaction.
+type Querier interface {
+	sqlx.QueryerContext
+	GetContext(ctx context.Context, dest any, query string, args ...any) error
+	SelectContext(ctx context.Context, dest any, query string, args ...any) error
+}
+
+// CurrentLSN returns the leader's current WAL position as text (e.g.
+// "0/16B3748"); called after a commit, it is at or past that commit.
+func CurrentLSN(ctx context.Context, q Querier) (string, error) {
+	var lsn string
+	if err := q.GetContext(ctx, &lsn, `SELECT pg_current_wal_lsn()::text`); err != nil {
+		return "", fmt.Errorf("current lsn: %w", err)
+	}
+	return lsn, nil
+}
+
+// ParseLSN turns "X/Y" into a number that orders like the WAL position.
+func ParseLSN(s string) (uint64, error) {
+	var hi, lo uint32
+	if _, err := fmt.Sscanf(s, "%X/%X", &hi, &lo); err != nil {
+		return 0, fmt.Errorf("parse lsn %q: %w", s, err)
+	}
+	return uint64(hi)<<32 | uint64(lo), nil
+}
+
+// FormatLSN is the inverse of ParseLSN.
+func FormatLSN(n uint64) string { return fmt.Sprintf("%X/%X", uint32(n>>32), uint32(n)) }
+
+// isNoRows reports whether err means the query found nothing.
+func isNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }

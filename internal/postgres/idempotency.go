@@ -1,0 +1,65 @@
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/sprockets-api/sprockets/internal/domain"
+)
+
+// claimKey records key as answered by resource, in the creating transaction.
+// It reports false when the key was already taken; the caller then rolls
+// back and replays the earlier answer.
+func claimKey(ctx context.Context, tx *sqlx.Tx, org int64, idem domain.Idempotency, kind string, resource any) (bool, error) {
+	raw, err := json.Marshal(resource)
+	if err != nil {
+		return false, fmt.Errorf("encode idempotent resource: %w", err)
+	}
+	// A concurrent request with the same key blocks here until the first
+	// commits, then finds the conflict: one of them creates.
+	res, err := tx.ExecContext(ctx, `
+		INSERT INTO idempotency_keys (org_id, key, request_hash, resource_type, resource)
+		VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (org_id, key) DO NOTHING`,
+		org, idem.Key, idem.Hash, kind, raw)
+	if err != nil {
+		return false, fmt.Errorf("claim idempotency key: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("claim idempotency key: %w", err)
+	}
+	return n == 1, nil
+}
+
+// replay loads the resource an earlier request with the same key created.
+// It returns an EKEYREUSED *domain.Error when that request was another one.
+func (s *Store) replay(ctx context.Context, org int64, idem domain.Idempotency, kind string, into any) (domain.Receipt, error) {
+	var row struct {
+		Hash     []byte `db:"request_hash"`
+		Kind     string `db:"resource_type"`
+		Resource []byte `db:"resource"`
+	}
+	err := s.db.GetContext(ctx, &row, `
+		SELECT request_hash, resource_type, resource FROM idempotency_keys
+		WHERE org_id = $1 AND key = $2`, org, idem.Key)
+	if err != nil {
+		return domain.Receipt{}, fmt.Errorf("load idempotency key: %w", err)
+	}
+	if row.Kind != kind || !bytes.Equal(row.Hash, idem.Hash) {
+		return domain.Receipt{}, domain.Errorf(domain.EKEYREUSED,
+			"Idempotency-Key %q was already used for a different request", idem.Key)
+	}
+	if err := json.Unmarshal(row.Resource, into); err != nil {
+		return domain.Receipt{}, fmt.Errorf("decode idempotent resource: %w", err)
+	}
+	lsn, err := CurrentLSN(ctx, s.db)
+	if err != nil {
+		return domain.Receipt{}, err
+	}
+	return domain.Receipt{LSN: lsn, Replayed: true}, nil
+}

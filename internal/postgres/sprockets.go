@@ -1,0 +1,210 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/sprockets-api/sprockets/internal/domain"
+	"github.com/sprockets-api/sprockets/internal/events"
+)
+
+type sprocketRow struct {
+	ID              int64      `db:"id"`
+	OrgID           int64      `db:"org_id"`
+	Version         int64      `db:"version"`
+	Teeth           int64      `db:"teeth"`
+	PitchDiameter   float64    `db:"pitch_diameter"`
+	OutsideDiameter float64    `db:"outside_diameter"`
+	Pitch           float64    `db:"pitch"`
+	CreatedAt       time.Time  `db:"created_at"`
+	UpdatedAt       time.Time  `db:"updated_at"`
+	DeletedAt       *time.Time `db:"deleted_at"`
+}
+
+const sprocketColumns = `id, org_id, version, teeth, pitch_diameter, outside_diameter, pitch, created_at, updated_at, deleted_at`
+
+func (r sprocketRow) domain() domain.Sprocket {
+	return domain.Sprocket{
+		ID: r.ID, OrgID: r.OrgID, Version: r.Version,
+		SprocketSpec: domain.SprocketSpec{
+			Teeth: r.Teeth, PitchDiameter: r.PitchDiameter,
+			OutsideDiameter: r.OutsideDiameter, Pitch: r.Pitch,
+		},
+		CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(), DeletedAt: utcPtr(r.DeletedAt),
+	}
+}
+
+func utcPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+var errKeyTaken = errors.New("idempotency key taken")
+
+// CreateSprocket stores a new sprocket and its created event. With an
+// idempotency key already used for the same request it writes nothing and
+// returns the sprocket that request created; for another request, an
+// EKEYREUSED error. spec must be valid.
+func (s *Store) CreateSprocket(ctx context.Context, org int64, spec domain.SprocketSpec, idem domain.Idempotency) (domain.Sprocket, domain.Receipt, error) {
+	var sp domain.Sprocket
+	lsn, err := s.write(ctx, func(tx *sqlx.Tx, rec *recorder) error {
+		sp = domain.Sprocket{OrgID: org, Version: 1, SprocketSpec: spec, CreatedAt: rec.at, UpdatedAt: rec.at}
+		err := tx.GetContext(ctx, &sp.ID, `
+			INSERT INTO sprockets (org_id, teeth, pitch_diameter, outside_diameter, pitch, created_at, updated_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id`,
+			org, spec.Teeth, spec.PitchDiameter, spec.OutsideDiameter, spec.Pitch, rec.at)
+		if err != nil {
+			return fmt.Errorf("insert sprocket: %w", err)
+		}
+		if idem.Key != "" {
+			claimed, err := claimKey(ctx, tx, org, idem, events.Sprocket, sp)
+			if err != nil {
+				return err
+			}
+			if !claimed {
+				return errKeyTaken
+			}
+		}
+		return rec.record(events.Created, events.Sprocket, sp.ID, org, sp.Version, events.SprocketPayload{Sprocket: sp})
+	})
+	if errors.Is(err, errKeyTaken) {
+		var earlier domain.Sprocket
+		r, err := s.replay(ctx, org, idem, events.Sprocket, &earlier)
+		r.Version = earlier.Version
+		return earlier, r, err
+	}
+	if err != nil {
+		return domain.Sprocket{}, domain.Receipt{}, err
+	}
+	return sp, domain.Receipt{Version: sp.Version, LSN: lsn}, nil
+}
+
+// UpdateSprocket applies change to the live sprocket id of org under a row
+// lock. ifVersion, when not zero, must equal the current version or the
+// result is an ESTALE error. A change that alters nothing writes nothing.
+// Errors: ENOTFOUND, ESTALE, EINVALID (from Validate of the new spec).
+func (s *Store) UpdateSprocket(ctx context.Context, org, id, ifVersion int64, change func(domain.SprocketSpec) domain.SprocketSpec) (domain.Sprocket, domain.Receipt, error) {
+	var sp domain.Sprocket
+	lsn, err := s.write(ctx, func(tx *sqlx.Tx, rec *recorder) error {
+		cur, err := lockSprocket(ctx, tx, org, id, ifVersion)
+		if err != nil {
+			return err
+		}
+		sp = cur
+		next := change(cur.SprocketSpec)
+		if err := next.Validate(); err != nil {
+			return err
+		}
+		if next == cur.SprocketSpec {
+			return nil
+		}
+		sp.SprocketSpec, sp.Version, sp.UpdatedAt = next, cur.Version+1, rec.at
+		if _, err := tx.ExecContext(ctx, `
+			UPDATE sprockets SET teeth = $1, pitch_diameter = $2, outside_diameter = $3, pitch = $4,
+			       version = $5, updated_at = $6
+			WHERE id = $7`,
+			next.Teeth, next.PitchDiameter, next.OutsideDiameter, next.Pitch, sp.Version, rec.at, id); err != nil {
+			return fmt.Errorf("update sprocket: %w", err)
+		}
+		return rec.record(events.Updated, events.Sprocket, id, org, sp.Version, events.SprocketPayload{Sprocket: sp})
+	})
+	if err != nil {
+		return domain.Sprocket{}, domain.Receipt{}, err
+	}
+	return sp, domain.Receipt{Version: sp.Version, LSN: lsn}, nil
+}
+
+// DeleteSprocket turns the live sprocket id of org into a tombstone.
+// Errors: ENOTFOUND, ESTALE.
+func (s *Store) DeleteSprocket(ctx context.Context, org, id, ifVersion int64) (domain.Receipt, error) {
+	var version int64
+	lsn, err := s.write(ctx, func(tx *sqlx.Tx, rec *recorder) error {
+		sp, err := lockSprocket(ctx, tx, org, id, ifVersion)
+		if err != nil {
+			return err
+		}
+		sp.Version++
+		sp.UpdatedAt, sp.DeletedAt = rec.at, &rec.at
+		version = sp.Version
+		if _, err := tx.ExecContext(ctx,
+			`UPDATE sprockets SET version = $1, updated_at = $2, deleted_at = $2 WHERE id = $3`,
+			sp.Version, rec.at, id); err != nil {
+			return fmt.Errorf("delete sprocket: %w", err)
+		}
+		return rec.record(events.Deleted, events.Sprocket, id, org, sp.Version, events.SprocketPayload{Sprocket: sp})
+	})
+	if err != nil {
+		return domain.Receipt{}, err
+	}
+	return domain.Receipt{Version: version, LSN: lsn}, nil
+}
+
+func lockSprocket(ctx context.Context, tx *sqlx.Tx, org, id, ifVersion int64) (domain.Sprocket, error) {
+	var row sprocketRow
+	err := tx.GetContext(ctx, &row, `SELECT `+sprocketColumns+` FROM sprockets
+		WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL FOR UPDATE`, id, org)
+	if isNoRows(err) {
+		return domain.Sprocket{}, domain.Errorf(domain.ENOTFOUND, "sprocket %d not found", id)
+	}
+	if err != nil {
+		return domain.Sprocket{}, fmt.Errorf("lock sprocket: %w", err)
+	}
+	if ifVersion != 0 && row.Version != ifVersion {
+		return domain.Sprocket{}, domain.Errorf(domain.ESTALE,
+			"sprocket %d is at version %d, not %d", id, row.Version, ifVersion)
+	}
+	return row.domain(), nil
+}
+
+// GetSprocket returns sprocket id whoever owns it, tombstones included; the
+// caller checks the owner. Errors: ENOTFOUND.
+func (r Reads) Sprocket(ctx context.Context, id int64) (domain.Sprocket, error) {
+	var row sprocketRow
+	err := r.q.GetContext(ctx, &row, `SELECT `+sprocketColumns+` FROM sprockets WHERE id = $1`, id)
+	if isNoRows(err) {
+		return domain.Sprocket{}, domain.Errorf(domain.ENOTFOUND, "sprocket %d not found", id)
+	}
+	if err != nil {
+		return domain.Sprocket{}, fmt.Errorf("get sprocket: %w", err)
+	}
+	return row.domain(), nil
+}
+
+// ListSprockets returns a page of org's live sprockets in id order.
+func (r Reads) ListSprockets(ctx context.Context, org int64, page domain.PageRequest) ([]domain.Sprocket, error) {
+	var rows []sprocketRow
+	err := r.q.SelectContext(ctx, &rows, `SELECT `+sprocketColumns+` FROM sprockets
+		WHERE org_id = $1 AND deleted_at IS NULL AND id > $2 ORDER BY id LIMIT $3`,
+		org, page.After, page.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("list sprockets: %w", err)
+	}
+	return sprocketsOf(rows), nil
+}
+
+// SprocketsOfOrg returns every sprocket org ever had, tombstones included,
+// in id order: what the org's collection bodies and their versions are
+// built from.
+func (r Reads) SprocketsOfOrg(ctx context.Context, org int64) ([]domain.Sprocket, error) {
+	var rows []sprocketRow
+	err := r.q.SelectContext(ctx, &rows, `SELECT `+sprocketColumns+` FROM sprockets WHERE org_id = $1 ORDER BY id`, org)
+	if err != nil {
+		return nil, fmt.Errorf("sprockets of org: %w", err)
+	}
+	return sprocketsOf(rows), nil
+}
+
+func sprocketsOf(rows []sprocketRow) []domain.Sprocket {
+	out := make([]domain.Sprocket, len(rows))
+	for i, r := range rows {
+		out[i] = r.domain()
+	}
+	return out
+}

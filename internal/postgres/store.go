@@ -1,0 +1,101 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/sprockets-api/sprockets/internal/events"
+)
+
+// Store writes to the leader. Each write method runs one transaction that
+// changes the rows, bumps the aggregate's version and records the events in
+// the outbox; nothing is published from here.
+type Store struct {
+	db       *sqlx.DB
+	now      func() time.Time
+	newID    func() string
+	onCommit func()
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithClock replaces time.Now; tests use it for deterministic timestamps.
+func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = now } }
+
+// WithIDs replaces the random event id generator.
+func WithIDs(newID func() string) Option { return func(s *Store) { s.newID = newID } }
+
+// WithCommitHook sets a function called after each commit that recorded
+// events, so that the outbox relay can publish at once instead of on its
+// next poll. It must not block.
+func WithCommitHook(fn func()) Option { return func(s *Store) { s.onCommit = fn } }
+
+// NewStore returns a Store writing to the leader db.
+func NewStore(db *sqlx.DB, opts ...Option) *Store {
+	s := &Store{db: db, now: time.Now, newID: uuid.NewString, onCommit: func() {}}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// DB returns the leader the store writes to.
+func (s *Store) DB() *sqlx.DB { return s.db }
+
+// recorder collects the events of one transaction.
+type recorder struct {
+	store  *Store
+	at     time.Time
+	events []events.Envelope
+}
+
+func (r *recorder) record(typ, aggregate string, id, org, version int64, payload any) error {
+	e, err := events.New(r.store.newID(), typ, aggregate, id, org, version, r.at, payload)
+	if err != nil {
+		return err
+	}
+	r.events = append(r.events, e)
+	return nil
+}
+
+// write runs fn in a transaction on the leader, inserts the events fn
+// recorded into the outbox, commits, and returns the WAL position after the
+// commit. fn's error rolls everything back and is returned as is.
+func (s *Store) write(ctx context.Context, fn func(tx *sqlx.Tx, rec *recorder) error) (string, error) {
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return "", fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit this is a no-op
+	rec := &recorder{store: s, at: s.timestamp()}
+	if err := fn(tx, rec); err != nil {
+		return "", err
+	}
+	for _, e := range rec.events {
+		body, err := e.Encode()
+		if err != nil {
+			return "", fmt.Errorf("encode event: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx,
+			`INSERT INTO outbox (event_id, subject, body) VALUES ($1, $2, $3)`,
+			e.ID, e.Subject(), body); err != nil {
+			return "", fmt.Errorf("insert outbox: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return "", fmt.Errorf("commit: %w", err)
+	}
+	if len(rec.events) > 0 {
+		s.onCommit()
+	}
+	return CurrentLSN(ctx, s.db)
+}
+
+// timestamp is now at the precision Postgres stores, so that a value read
+// back from a row equals the one sent in the event.
+func (s *Store) timestamp() time.Time { return s.now().UTC().Truncate(time.Microsecond) }

@@ -1,0 +1,343 @@
+// Package projection turns events into the read model. Each event names an
+// aggregate at a version; the keys that hold that aggregate are moved forward
+// by the version rule (drop what is not newer, apply the next version,
+// rebuild from Postgres on a gap), and the bodies derived from many
+// aggregates are marked dirty and rebuilt, coalesced, shortly after.
+package projection
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sprockets-api/sprockets/internal/domain"
+	"github.com/sprockets-api/sprockets/internal/events"
+	"github.com/sprockets-api/sprockets/internal/readmodel"
+)
+
+// Source is the system of record the projector rebuilds from: the leader.
+type Source interface {
+	Sprocket(ctx context.Context, id int64) (domain.Sprocket, error)
+	SprocketsOfOrg(ctx context.Context, org int64) ([]domain.Sprocket, error)
+	FactoryHistory(ctx context.Context, id int64) (domain.Factory, []domain.Sample, error)
+	FactoryBucketsSince(ctx context.Context, id, version, bucketSeconds int64) (domain.Factory, []domain.Sample, error)
+	FactoriesWithSamples(ctx context.Context, org int64) ([]domain.Factory, map[int64][]domain.Sample, error)
+	OrgIDs(ctx context.Context) ([]int64, error)
+}
+
+// Cache is the read model store.
+type Cache interface {
+	Write(ctx context.Context, rule readmodel.Rule, records []readmodel.Record, expected []int64) ([]int, error)
+	Get(ctx context.Context, key string, members ...int64) (readmodel.Entry, bool, error)
+	GetMany(ctx context.Context, keys []string) ([]readmodel.Entry, []bool, error)
+	Delete(ctx context.Context, keys ...string) error
+	MarkDirty(ctx context.Context, names ...string) error
+	Dirty(ctx context.Context) (map[string]string, error)
+	Clear(ctx context.Context, name, mark string) error
+	Built(ctx context.Context) (bool, error)
+	MarkBuilt(ctx context.Context) error
+	Keys(ctx context.Context) ([]string, error)
+}
+
+// Projector applies events to the read model.
+type Projector struct {
+	src   Source
+	cache Cache
+	log   *slog.Logger
+	now   func() time.Time
+
+	outcomes *prometheus.CounterVec
+	delay    prometheus.Histogram
+	lastLag  prometheus.Gauge
+	derived  prometheus.Counter
+}
+
+// Outcomes of applying an event, as counted in sprockets_projector_events_total.
+const (
+	Applied   = "applied"   // the next version, applied from the event
+	Duplicate = "duplicate" // not newer than what the keys hold: dropped
+	Rebuilt   = "rebuilt"   // a gap: the keys were rebuilt from Postgres
+)
+
+// New returns a Projector; its metrics are registered with reg.
+func New(src Source, cache Cache, log *slog.Logger, reg prometheus.Registerer) *Projector {
+	p := &Projector{
+		src: src, cache: cache, log: log, now: time.Now,
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sprockets_projector_events_total", Help: "Events projected, by outcome.",
+		}, []string{"outcome"}),
+		delay: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sprockets_projection_delay_seconds",
+			Help:    "Time from an event's commit to its keys being written.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}),
+		lastLag: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sprockets_projection_lag_seconds",
+			Help: "Age of the newest event applied, when it was applied.",
+		}),
+		derived: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sprockets_projector_derived_rebuilds_total", Help: "Coalesced rebuilds of collection and compatibility bodies.",
+		}),
+	}
+	reg.MustRegister(p.outcomes, p.delay, p.lastLag, p.derived)
+	return p
+}
+
+// Handle decodes and applies one message body. An EINVALID *domain.Error
+// means the message can never be applied; any other error is worth a retry.
+func (p *Projector) Handle(ctx context.Context, data []byte) error {
+	e, err := events.Decode(data)
+	if err != nil {
+		return err
+	}
+	outcome, err := p.Apply(ctx, e)
+	if err != nil {
+		return err
+	}
+	p.outcomes.WithLabelValues(outcome).Inc()
+	lag := p.now().Sub(e.OccurredAt).Seconds()
+	p.delay.Observe(lag)
+	p.lastLag.Set(lag)
+	return nil
+}
+
+// Apply moves the keys of e's aggregate forward and marks the bodies derived
+// from it dirty. It returns the outcome; once it returns nil, Redis holds the
+// result (or the dirty marks that will produce it).
+func (p *Projector) Apply(ctx context.Context, e events.Envelope) (string, error) {
+	switch e.AggregateType {
+	case events.Sprocket:
+		return p.applySprocket(ctx, e)
+	case events.Factory:
+		return p.applyFactory(ctx, e)
+	}
+	return "", domain.Errorf(domain.EINVALID, "event %s: unknown aggregate %q", e.ID, e.AggregateType)
+}
+
+func (p *Projector) applySprocket(ctx context.Context, e events.Envelope) (string, error) {
+	pl, err := e.Sprocket()
+	if err != nil {
+		return "", err
+	}
+	res, err := p.cache.Write(ctx, readmodel.Next, readmodel.SprocketRecords(pl.Sprocket), nil)
+	if err != nil {
+		return "", err
+	}
+	outcome := outcomeOf(res)
+	if outcome == Rebuilt {
+		if err := p.rebuildSprocket(ctx, e.AggregateID); err != nil {
+			return "", err
+		}
+	}
+	return outcome, p.cache.MarkDirty(ctx, orgSprockets(e.OrgID))
+}
+
+func (p *Projector) rebuildSprocket(ctx context.Context, id int64) error {
+	s, err := p.src.Sprocket(ctx, id)
+	if err != nil {
+		return fmt.Errorf("rebuild sprocket %d: %w", id, err)
+	}
+	_, err = p.cache.Write(ctx, readmodel.Newer, readmodel.SprocketRecords(s), nil)
+	return err
+}
+
+// outcomeOf summarizes per-key results: any refusal is a gap.
+func outcomeOf(res []int) string {
+	outcome := Duplicate
+	for _, r := range res {
+		switch r {
+		case readmodel.Refused:
+			return Rebuilt
+		case readmodel.Written:
+			outcome = Applied
+		}
+	}
+	return outcome
+}
+
+func (p *Projector) applyFactory(ctx context.Context, e events.Envelope) (string, error) {
+	pl, err := e.Factory()
+	if err != nil {
+		return "", err
+	}
+	f := pl.Factory
+	dirty := []string{factoryCompat(f.ID), orgFactories(e.OrgID)}
+	meta, ok, err := p.cache.Get(ctx, readmodel.FactoryKey(f.ID))
+	if err != nil {
+		return "", err
+	}
+	held := int64(0)
+	if ok {
+		held = meta.Version
+	}
+	outcome := Applied
+	switch {
+	case e.Version <= held:
+		outcome = Duplicate
+	case e.Version == held+1:
+		applied, err := p.applyFactoryEvent(ctx, pl)
+		if err != nil {
+			return "", err
+		}
+		if !applied {
+			outcome = Rebuilt
+		}
+	default:
+		outcome = Rebuilt
+	}
+	if outcome == Rebuilt {
+		if err := p.rebuildFactorySince(ctx, f.ID, held); err != nil {
+			return "", err
+		}
+	}
+	return outcome, p.cache.MarkDirty(ctx, dirty...)
+}
+
+// applyFactoryEvent merges the event's samples into their buckets, then
+// moves the factory's key to the event's version. Buckets are written first,
+// so that a reader that sees the factory at a version finds buckets at least
+// as new. It reports false when a concurrent writer got in the way and a
+// rebuild is needed.
+func (p *Projector) applyFactoryEvent(ctx context.Context, pl events.FactoryPayload) (bool, error) {
+	f := pl.Factory
+	if f.Deleted() {
+		if err := p.dropBuckets(ctx, f); err != nil {
+			return false, err
+		}
+	} else if len(pl.Samples) > 0 {
+		merged, err := p.mergeBuckets(ctx, f, pl.Samples)
+		if err != nil || !merged {
+			return false, err
+		}
+	}
+	res, err := p.cache.Write(ctx, readmodel.Next, []readmodel.Record{readmodel.FactoryRecord(f)}, nil)
+	if err != nil {
+		return false, err
+	}
+	return res[0] != readmodel.Refused, nil
+}
+
+// mergeBuckets adds samples to their buckets with read-modify-write guarded
+// by the version read, retrying a few times when another writer raced it.
+func (p *Projector) mergeBuckets(ctx context.Context, f domain.Factory, samples []domain.Sample) (bool, error) {
+	groups := readmodel.GroupByBucket(samples)
+	buckets := make([]int64, 0, len(groups))
+	keys := make([]string, 0, len(groups))
+	for b := range groups {
+		buckets = append(buckets, b)
+		keys = append(keys, readmodel.ChartBucketKey(f.ID, b))
+	}
+	for attempt := 0; attempt < 3; attempt++ {
+		entries, oks, err := p.cache.GetMany(ctx, keys)
+		if err != nil {
+			return false, err
+		}
+		records := make([]readmodel.Record, len(keys))
+		expected := make([]int64, len(keys))
+		for i, b := range buckets {
+			var have []domain.Sample
+			if oks[i] {
+				if have, err = readmodel.DecodeBucket(entries[i].Body); err != nil {
+					return false, nil // a corrupt bucket: rebuild it
+				}
+				expected[i] = entries[i].Version
+			}
+			records[i] = readmodel.BucketRecord(f.ID, f.OrgID, b, f.Version, readmodel.MergeSamples(have, groups[b]))
+		}
+		res, err := p.cache.Write(ctx, readmodel.Exact, records, expected)
+		if err != nil {
+			return false, err
+		}
+		if !contains(res, readmodel.Refused) {
+			return true, nil
+		}
+		// Written buckets are kept; only refused ones are merged again.
+		keys, buckets = refusedOnly(keys, buckets, res)
+	}
+	return false, nil
+}
+
+func refusedOnly(keys []string, buckets []int64, res []int) ([]string, []int64) {
+	var k []string
+	var b []int64
+	for i, r := range res {
+		if r == readmodel.Refused {
+			k, b = append(k, keys[i]), append(b, buckets[i])
+		}
+	}
+	return k, b
+}
+
+func contains(res []int, v int) bool {
+	for _, r := range res {
+		if r == v {
+			return true
+		}
+	}
+	return false
+}
+
+// dropBuckets removes a deleted factory's buckets; the tombstone in its key
+// already hides them, this frees the memory.
+func (p *Projector) dropBuckets(ctx context.Context, f domain.Factory) error {
+	if f.FirstTime == nil || f.LastTime == nil {
+		return nil
+	}
+	var keys []string
+	for b := readmodel.Bucket(*f.FirstTime); b <= readmodel.Bucket(*f.LastTime); b++ {
+		keys = append(keys, readmodel.ChartBucketKey(f.ID, b))
+		if len(keys) == 1000 {
+			if err := p.cache.Delete(ctx, keys...); err != nil {
+				return err
+			}
+			keys = keys[:0]
+		}
+	}
+	return p.cache.Delete(ctx, keys...)
+}
+
+// rebuildFactorySince rewrites, from Postgres, the factory's key and the
+// buckets that changed after version held.
+func (p *Projector) rebuildFactorySince(ctx context.Context, id, held int64) error {
+	f, samples, err := p.src.FactoryBucketsSince(ctx, id, held, readmodel.ChartBucketSeconds)
+	if err != nil {
+		return fmt.Errorf("rebuild factory %d: %w", id, err)
+	}
+	return p.writeFactory(ctx, f, samples)
+}
+
+// writeFactory writes, under the Newer rule, the factory's key and the
+// buckets samples fall in; buckets first.
+func (p *Projector) writeFactory(ctx context.Context, f domain.Factory, samples []domain.Sample) error {
+	if f.Deleted() {
+		if err := p.dropBuckets(ctx, f); err != nil {
+			return err
+		}
+	} else {
+		var records []readmodel.Record
+		for b, s := range readmodel.GroupByBucket(samples) {
+			records = append(records, readmodel.BucketRecord(f.ID, f.OrgID, b, f.Version, s))
+			if len(records) == 500 {
+				if _, err := p.cache.Write(ctx, readmodel.Newer, records, nil); err != nil {
+					return err
+				}
+				records = records[:0]
+			}
+		}
+		if _, err := p.cache.Write(ctx, readmodel.Newer, records, nil); err != nil {
+			return err
+		}
+	}
+	_, err := p.cache.Write(ctx, readmodel.Newer, []readmodel.Record{readmodel.FactoryRecord(f)}, nil)
+	return err
+}
+
+// isNotFound reports whether err says the aggregate does not exist.
+func isNotFound(err error) bool {
+	var de *domain.Error
+	return errors.As(err, &de) && de.Code == domain.ENOTFOUND
+}

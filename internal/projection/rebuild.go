@@ -1,0 +1,117 @@
+package projection
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/sprockets-api/sprockets/internal/domain"
+	"github.com/sprockets-api/sprockets/internal/readmodel"
+)
+
+// want is a record the read model should hold, and how to compare it.
+type want struct {
+	readmodel.Record
+	// bodyOnly: chart buckets carry the version of the last event that
+	// touched them, which a rebuild cannot know; only their content counts.
+	bodyOnly bool
+}
+
+// expected calls emit with every record the read model should hold for org,
+// built from one consistent read per aggregate kind.
+func (p *Projector) expected(ctx context.Context, org int64, emit func([]want) error) error {
+	sprockets, err := p.src.SprocketsOfOrg(ctx, org)
+	if err != nil {
+		return err
+	}
+	var batch []want
+	for _, s := range sprockets {
+		for _, r := range readmodel.SprocketRecords(s) {
+			batch = append(batch, want{Record: r})
+		}
+	}
+	batch = append(batch, want{Record: readmodel.OrgSprocketsRecord(org, sprockets)})
+	if err := emit(batch); err != nil {
+		return err
+	}
+	factories, samples, err := p.src.FactoriesWithSamples(ctx, org)
+	if err != nil {
+		return err
+	}
+	for _, f := range factories {
+		batch = batch[:0]
+		batch = append(batch, factoryWants(f, samples[f.ID])...)
+		if err := emit(batch); err != nil {
+			return err
+		}
+	}
+	return emit([]want{{Record: readmodel.OrgFactoriesRecord(org, factories, samples)}})
+}
+
+// factoryWants lists a factory's records: buckets first, then its key, then
+// its compatibility bodies.
+func factoryWants(f domain.Factory, samples []domain.Sample) []want {
+	var out []want
+	if !f.Deleted() {
+		for b, s := range readmodel.GroupByBucket(samples) {
+			out = append(out, want{Record: readmodel.BucketRecord(f.ID, f.OrgID, b, f.Version, s), bodyOnly: true})
+		}
+	}
+	out = append(out, want{Record: readmodel.FactoryRecord(f)})
+	for _, r := range readmodel.FactoryCompatRecords(f, samples) {
+		out = append(out, want{Record: r})
+	}
+	return out
+}
+
+// Rebuild rewrites every key of every organization from Postgres, under the
+// Newer rule so that it never rolls back a key a concurrent projector moved
+// further, then marks the read model built. It returns how many keys it
+// wrote.
+func (p *Projector) Rebuild(ctx context.Context) (int, error) {
+	orgs, err := p.src.OrgIDs(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, org := range orgs {
+		err := p.expected(ctx, org, func(ws []want) error {
+			for start := 0; start < len(ws); start += 500 {
+				chunk := ws[start:min(start+500, len(ws))]
+				records := make([]readmodel.Record, len(chunk))
+				for i, w := range chunk {
+					records[i] = w.Record
+				}
+				res, err := p.cache.Write(ctx, readmodel.Newer, records, nil)
+				if err != nil {
+					return err
+				}
+				for _, r := range res {
+					if r == readmodel.Written {
+						n++
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return n, fmt.Errorf("rebuild org %d: %w", org, err)
+		}
+	}
+	return n, p.cache.MarkBuilt(ctx)
+}
+
+// EnsureBuilt rebuilds everything when the read model has not been built
+// since Redis last lost its data (a flush or a restart without persistence).
+func (p *Projector) EnsureBuilt(ctx context.Context) error {
+	built, err := p.cache.Built(ctx)
+	if err != nil || built {
+		return err
+	}
+	p.log.Info("read model missing, rebuilding from Postgres")
+	n, err := p.Rebuild(ctx)
+	if err != nil {
+		return err
+	}
+	p.log.Info("read model rebuilt", "keys", n)
+	return nil
+}

@@ -1,0 +1,131 @@
+package projection
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"maps"
+	"sort"
+	"time"
+
+	"github.com/sprockets-api/sprockets/internal/readmodel"
+)
+
+// Drift is one key whose content differs from what Postgres says it should
+// be.
+type Drift struct {
+	Key     string
+	Problem string
+}
+
+func (d Drift) String() string { return d.Key + ": " + d.Problem }
+
+// Verify compares every key with Postgres. Keys still in flight are not
+// drift: a difference must persist after settle to be reported. With repair,
+// each drifted key is rewritten (or, if it should not exist, deleted).
+func (p *Projector) Verify(ctx context.Context, settle time.Duration, repair bool) ([]Drift, error) {
+	var drifts []Drift
+	var wants map[string]want
+	for attempt := 0; attempt < 3; attempt++ {
+		var err error
+		if drifts, wants, err = p.diff(ctx); err != nil || len(drifts) == 0 {
+			return drifts, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(settle):
+		}
+	}
+	if repair {
+		for _, d := range drifts {
+			if err := p.cache.Delete(ctx, d.Key); err != nil {
+				return drifts, err
+			}
+			if w, ok := wants[d.Key]; ok {
+				if _, err := p.cache.Write(ctx, readmodel.Newer, []readmodel.Record{w.Record}, nil); err != nil {
+					return drifts, err
+				}
+			}
+		}
+	}
+	return drifts, nil
+}
+
+func (p *Projector) diff(ctx context.Context) ([]Drift, map[string]want, error) {
+	orgs, err := p.src.OrgIDs(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	wants := make(map[string]want)
+	var drifts []Drift
+	for _, org := range orgs {
+		err := p.expected(ctx, org, func(ws []want) error {
+			for _, w := range ws {
+				wants[w.Key] = w
+				problem, err := p.compare(ctx, w)
+				if err != nil {
+					return err
+				}
+				if problem != "" {
+					drifts = append(drifts, Drift{w.Key, problem})
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, nil, fmt.Errorf("verify org %d: %w", org, err)
+		}
+	}
+	keys, err := p.cache.Keys(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, k := range keys {
+		if _, ok := wants[k]; !ok {
+			drifts = append(drifts, Drift{k, "key should not exist"})
+		}
+	}
+	sort.Slice(drifts, func(i, j int) bool { return drifts[i].Key < drifts[j].Key })
+	return drifts, wants, nil
+}
+
+func (p *Projector) compare(ctx context.Context, w want) (string, error) {
+	members := make([]int64, 0, len(w.Entry.Members))
+	for id := range w.Entry.Members {
+		members = append(members, id)
+	}
+	got, ok, err := p.cache.Get(ctx, w.Key, members...)
+	if err != nil {
+		return "", err
+	}
+	want := w.Entry
+	switch {
+	case !ok && want.Version == 0:
+		return "", nil // a collection nothing was ever added to: the reader's fallback serves it
+	case !ok:
+		return "missing", nil
+	case !w.bodyOnly && got.Version != want.Version:
+		return fmt.Sprintf("version %d, want %d", got.Version, want.Version), nil
+	case got.Org != want.Org:
+		return fmt.Sprintf("owner %d, want %d", got.Org, want.Org), nil
+	case got.Deleted != want.Deleted:
+		return fmt.Sprintf("deleted %t, want %t", got.Deleted, want.Deleted), nil
+	case !bytes.Equal(got.Body, want.Body):
+		return "body differs", nil
+	case got.ETag != want.ETag:
+		return fmt.Sprintf("etag %s, want %s", got.ETag, want.ETag), nil
+	case !equalPtr(got.First, want.First) || !equalPtr(got.Last, want.Last):
+		return "history bounds differ", nil
+	case len(members) > 0 && !maps.Equal(got.Members, want.Members):
+		return "collection member versions differ", nil
+	}
+	return "", nil
+}
+
+func equalPtr(a, b *int64) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}

@@ -1,0 +1,158 @@
+package readmodel
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/sprockets-api/sprockets/internal/domain"
+)
+
+// mustJSON encodes values built from domain types, which cannot fail to
+// encode; a failure is a programming error.
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("readmodel: encode %T: %v", v, err))
+	}
+	return b
+}
+
+// compatSprocket is an item of the original service's sprocket file, with
+// its id.
+type compatSprocket struct {
+	ID int64 `json:"id"`
+	domain.SprocketSpec
+}
+
+type v1Sprocket struct {
+	ID int64 `json:"id"`
+	domain.SprocketSpec
+	Version   int64     `json:"version"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// SprocketBody is GET /v1/sprockets/{id}.
+func SprocketBody(s domain.Sprocket) []byte {
+	return mustJSON(v1Sprocket{ID: s.ID, SprocketSpec: s.SprocketSpec, Version: s.Version, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt})
+}
+
+// SprocketCompatBody is GET /api/sprocket/{id}: the seed file's item shape
+// with the id.
+func SprocketCompatBody(s domain.Sprocket) []byte {
+	return mustJSON(compatSprocket{ID: s.ID, SprocketSpec: s.SprocketSpec})
+}
+
+// SprocketsCompatBody is GET /api/sprockets: the seed file's shape.
+// Tombstones are left out.
+func SprocketsCompatBody(all []domain.Sprocket) []byte {
+	items := make([]compatSprocket, 0, len(all))
+	for _, s := range all {
+		if !s.Deleted() {
+			items = append(items, compatSprocket{ID: s.ID, SprocketSpec: s.SprocketSpec})
+		}
+	}
+	return mustJSON(struct {
+		Sprockets []compatSprocket `json:"sprockets"`
+	}{items})
+}
+
+type v1Factory struct {
+	ID          int64     `json:"id"`
+	Name        string    `json:"name"`
+	Version     int64     `json:"version"`
+	SampleCount int64     `json:"sample_count"`
+	FirstTime   *int64    `json:"first_time"`
+	LastTime    *int64    `json:"last_time"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+func v1FactoryOf(f domain.Factory) v1Factory {
+	return v1Factory{ID: f.ID, Name: f.Name, Version: f.Version, SampleCount: f.SampleCount,
+		FirstTime: f.FirstTime, LastTime: f.LastTime, CreatedAt: f.CreatedAt, UpdatedAt: f.UpdatedAt}
+}
+
+// FactoryBody is GET /v1/factories/{id}: the factory and a summary of its
+// history (the history itself is at .../chart-data).
+func FactoryBody(f domain.Factory) []byte { return mustJSON(v1FactoryOf(f)) }
+
+type compatFactory struct {
+	Factory struct {
+		ID        int64            `json:"id"`
+		ChartData domain.ChartData `json:"chart_data"`
+	} `json:"factory"`
+}
+
+func compatFactoryOf(id int64, samples []domain.Sample) compatFactory {
+	var c compatFactory
+	c.Factory.ID = id
+	c.Factory.ChartData = domain.ChartDataOf(samples)
+	return c
+}
+
+// FactoryCompatBody is GET /api/factory/{id}: the seed file's item shape
+// with the id. samples must be in time order.
+func FactoryCompatBody(id int64, samples []domain.Sample) []byte {
+	return mustJSON(compatFactoryOf(id, samples))
+}
+
+// ChartDataBody is GET /api/factory/{id}/chart-data: the chart_data object
+// alone.
+func ChartDataBody(samples []domain.Sample) []byte { return mustJSON(domain.ChartDataOf(samples)) }
+
+// FactoriesCompatBody is GET /api/factories: the seed file's shape, with
+// ids. Tombstones are left out; samples maps factory id to its history in
+// time order.
+func FactoriesCompatBody(all []domain.Factory, samples map[int64][]domain.Sample) []byte {
+	items := make([]compatFactory, 0, len(all))
+	for _, f := range all {
+		if !f.Deleted() {
+			items = append(items, compatFactoryOf(f.ID, samples[f.ID]))
+		}
+	}
+	return mustJSON(struct {
+		Factories []compatFactory `json:"factories"`
+	}{items})
+}
+
+// ChartRangeBody is GET /v1/factories/{id}/chart-data?from=&to=.
+func ChartRangeBody(factoryID, from, to int64, samples []domain.Sample) []byte {
+	return mustJSON(struct {
+		FactoryID int64            `json:"factory_id"`
+		From      int64            `json:"from"`
+		To        int64            `json:"to"`
+		ChartData domain.ChartData `json:"chart_data"`
+	}{factoryID, from, to, domain.ChartDataOf(samples)})
+}
+
+// SprocketListBody is a page of GET /v1/sprockets. next is the cursor of
+// the following page, "" on the last.
+func SprocketListBody(items []domain.Sprocket, next string) []byte {
+	out := make([]v1Sprocket, len(items))
+	for i, s := range items {
+		out[i] = v1Sprocket{ID: s.ID, SprocketSpec: s.SprocketSpec, Version: s.Version, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt}
+	}
+	return listBody(out, next)
+}
+
+// FactoryListBody is a page of GET /v1/factories.
+func FactoryListBody(items []domain.Factory, next string) []byte {
+	out := make([]v1Factory, len(items))
+	for i, f := range items {
+		out[i] = v1FactoryOf(f)
+	}
+	return listBody(out, next)
+}
+
+func listBody[T any](items []T, next string) []byte {
+	var cursor *string
+	if next != "" {
+		cursor = &next
+	}
+	return mustJSON(struct {
+		Items      []T     `json:"items"`
+		NextCursor *string `json:"next_cursor"`
+	}{items, cursor})
+}

@@ -1,0 +1,67 @@
+package readmodel
+
+import (
+	"fmt"
+	"hash/fnv"
+)
+
+// Entry is what one key holds: a ready body and what the reader needs to
+// decide whether and how to serve it.
+type Entry struct {
+	Body []byte
+	ETag string
+	// Version is the version of the data the body reflects: the aggregate's
+	// version, or for a collection the sum of its members' versions, which
+	// only grows.
+	Version int64
+	// Org owns the data; a caller of another organization gets 404.
+	Org int64
+	// Deleted marks a tombstone: the resource is gone, and a late event can
+	// still be told apart from a new one.
+	Deleted bool
+	// Members maps, for a collection, each member id (tombstones included)
+	// to the version the body reflects, so that a read that must see a given
+	// write can check just that member.
+	Members map[int64]int64
+	// First and Last bound a factory's history (factory keys only).
+	First, Last *int64
+}
+
+// Record is an entry with its key.
+type Record struct {
+	Key   string
+	Entry Entry
+}
+
+// HashETag returns a strong ETag derived from body.
+func HashETag(body []byte) string {
+	h := fnv.New64a()
+	h.Write(body)
+	return fmt.Sprintf(`"%016x"`, h.Sum64())
+}
+
+// VersionETag returns the ETag of a /v1 resource: its version, so that a
+// client can send it back in If-Match.
+func VersionETag(version int64) string { return fmt.Sprintf(`"%d"`, version) }
+
+// Rule is the version guard of a read-model write.
+type Rule string
+
+// Rules.
+const (
+	// Next applies an event: only onto the version just before it. A key
+	// further behind is refused: events were missed and it must be rebuilt.
+	Next Rule = "next"
+	// Newer is for rebuilds: replace anything not newer.
+	Newer Rule = "newer"
+	// Exact is read-modify-write: write only onto the version that was read;
+	// a refusal means someone wrote in between.
+	Exact Rule = "exact"
+)
+
+// Results of a guarded write, per key.
+const (
+	Written = 1  // the key now holds the record
+	Dropped = 0  // the key already held this version or a newer one
+	Refused = -1 // the rule refused the write; see Rule
+)

@@ -1,0 +1,283 @@
+// Package rediscache stores the read model in Redis: one hash per endpoint
+// key holding the body, its ETag, version and owner. Every write is
+// version-guarded in a Lua script, so two projectors or a late redelivery
+// can never roll a key back.
+package rediscache
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sprockets-api/sprockets/internal/readmodel"
+)
+
+// Hash fields of an entry.
+const (
+	fBody    = "b"
+	fETag    = "e"
+	fVersion = "v"
+	fOrg     = "o"
+	fDeleted = "d"
+	fFirst   = "t0"
+	fLast    = "t1"
+	fMember  = "m:"
+)
+
+// Keys of the cache's own bookkeeping.
+const (
+	dirtyKey = readmodel.Prefix + "dirty"
+	builtKey = readmodel.Prefix + "built"
+)
+
+//go:embed guard.lua
+var guardSrc string
+
+//go:embed clear.lua
+var clearSrc string
+
+// Cache is the read model in Redis.
+type Cache struct {
+	rdb   redis.UniversalClient
+	guard *redis.Script
+	clear *redis.Script
+}
+
+// New returns a Cache over rdb.
+func New(rdb redis.UniversalClient) *Cache {
+	return &Cache{rdb: rdb, guard: redis.NewScript(guardSrc), clear: redis.NewScript(clearSrc)}
+}
+
+// Connect parses url, dials Redis with short timeouts (a slow Redis must
+// turn into a database read, not a slow answer) and returns the client.
+func Connect(url string, poolSize int, timeout time.Duration) (*redis.Client, error) {
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse redis url: %w", err)
+	}
+	opts.PoolSize = poolSize
+	opts.MinIdleConns = min(poolSize, 8)
+	opts.DialTimeout = timeout
+	opts.ReadTimeout = timeout
+	opts.WriteTimeout = timeout
+	opts.PoolTimeout = timeout
+	opts.MaxRetries = 1
+	return redis.NewClient(opts), nil
+}
+
+// Ping reports whether Redis answers.
+func (c *Cache) Ping(ctx context.Context) error { return c.rdb.Ping(ctx).Err() }
+
+// Client returns the underlying client.
+func (c *Cache) Client() redis.UniversalClient { return c.rdb }
+
+// Write stores records under rule in one atomic step. expected gives, for
+// the Exact rule, the version each record's key must hold (ignored
+// otherwise). It returns one result per record: Written, Dropped or Refused.
+func (c *Cache) Write(ctx context.Context, rule readmodel.Rule, records []readmodel.Record, expected []int64) ([]int, error) {
+	if len(records) == 0 {
+		return nil, nil
+	}
+	keys := make([]string, len(records))
+	args := []any{string(rule)}
+	for i, r := range records {
+		keys[i] = r.Key
+		var exp int64
+		if rule == readmodel.Exact {
+			exp = expected[i]
+		}
+		fields := encode(r.Entry)
+		args = append(args, r.Entry.Version, exp, len(fields)/2)
+		args = append(args, fields...)
+	}
+	res, err := c.guard.Run(ctx, c.rdb, keys, args...).Int64Slice()
+	if err != nil {
+		return nil, fmt.Errorf("guarded write %s: %w", keys[0], err)
+	}
+	out := make([]int, len(res))
+	for i, r := range res {
+		out[i] = int(r)
+	}
+	return out, nil
+}
+
+func encode(e readmodel.Entry) []any {
+	f := []any{fVersion, e.Version, fOrg, e.Org}
+	if e.Deleted {
+		return append(f, fDeleted, "1")
+	}
+	f = append(f, fBody, e.Body, fETag, e.ETag)
+	if e.First != nil {
+		f = append(f, fFirst, *e.First)
+	}
+	if e.Last != nil {
+		f = append(f, fLast, *e.Last)
+	}
+	for id, v := range e.Members {
+		f = append(f, fMember+strconv.FormatInt(id, 10), v)
+	}
+	return f
+}
+
+// Get returns the entry at key, with the versions of the given members (for
+// collections). ok is false when the key does not exist.
+func (c *Cache) Get(ctx context.Context, key string, members ...int64) (e readmodel.Entry, ok bool, err error) {
+	fields := []string{fVersion, fOrg, fDeleted, fBody, fETag, fFirst, fLast}
+	for _, m := range members {
+		fields = append(fields, fMember+strconv.FormatInt(m, 10))
+	}
+	vals, err := c.rdb.HMGet(ctx, key, fields...).Result()
+	if err != nil {
+		return e, false, fmt.Errorf("get %s: %w", key, err)
+	}
+	return decode(vals, members)
+}
+
+// GetMany returns the entries at keys in one round trip; ok[i] says whether
+// keys[i] exists.
+func (c *Cache) GetMany(ctx context.Context, keys []string) ([]readmodel.Entry, []bool, error) {
+	pipe := c.rdb.Pipeline()
+	cmds := make([]*redis.SliceCmd, len(keys))
+	for i, k := range keys {
+		cmds[i] = pipe.HMGet(ctx, k, fVersion, fOrg, fDeleted, fBody, fETag, fFirst, fLast)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, nil, fmt.Errorf("get %d keys: %w", len(keys), err)
+	}
+	entries := make([]readmodel.Entry, len(keys))
+	oks := make([]bool, len(keys))
+	for i, cmd := range cmds {
+		e, ok, err := decode(cmd.Val(), nil)
+		if err != nil {
+			return nil, nil, fmt.Errorf("get %s: %w", keys[i], err)
+		}
+		entries[i], oks[i] = e, ok
+	}
+	return entries, oks, nil
+}
+
+func decode(vals []any, members []int64) (readmodel.Entry, bool, error) {
+	var e readmodel.Entry
+	if vals[0] == nil {
+		return e, false, nil
+	}
+	var err error
+	num := func(v any) int64 {
+		s, _ := v.(string)
+		n, perr := strconv.ParseInt(s, 10, 64)
+		if perr != nil && err == nil {
+			err = fmt.Errorf("corrupt read-model entry: %q is not a number", s)
+		}
+		return n
+	}
+	e.Version = num(vals[0])
+	e.Org = num(vals[1])
+	e.Deleted = vals[2] != nil
+	if s, ok := vals[3].(string); ok {
+		e.Body = []byte(s)
+	}
+	e.ETag, _ = vals[4].(string)
+	if vals[5] != nil {
+		t := num(vals[5])
+		e.First = &t
+	}
+	if vals[6] != nil {
+		t := num(vals[6])
+		e.Last = &t
+	}
+	if len(members) > 0 {
+		e.Members = make(map[int64]int64, len(members))
+		for i, m := range members {
+			if v := vals[7+i]; v != nil {
+				e.Members[m] = num(v)
+			}
+		}
+	}
+	return e, true, err
+}
+
+// Delete removes keys.
+func (c *Cache) Delete(ctx context.Context, keys ...string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	if err := c.rdb.Del(ctx, keys...).Err(); err != nil {
+		return fmt.Errorf("delete %s: %w", keys[0], err)
+	}
+	return nil
+}
+
+// MarkDirty records that the named derived bodies must be rebuilt. Marks
+// survive a projector restart; see Dirty and Clear.
+func (c *Cache) MarkDirty(ctx context.Context, names ...string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	pipe := c.rdb.Pipeline()
+	for _, n := range names {
+		pipe.HIncrBy(ctx, dirtyKey, n, 1)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("mark dirty: %w", err)
+	}
+	return nil
+}
+
+// Dirty returns the pending marks: name to mark counter.
+func (c *Cache) Dirty(ctx context.Context) (map[string]string, error) {
+	m, err := c.rdb.HGetAll(ctx, dirtyKey).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read dirty marks: %w", err)
+	}
+	return m, nil
+}
+
+// Clear removes the mark of name if it still equals mark, that is if nobody
+// marked it again while it was being rebuilt.
+func (c *Cache) Clear(ctx context.Context, name, mark string) error {
+	if err := c.clear.Run(ctx, c.rdb, []string{dirtyKey}, name, mark).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("clear dirty mark %s: %w", name, err)
+	}
+	return nil
+}
+
+// Built reports whether a full rebuild has completed since Redis last lost
+// its data.
+func (c *Cache) Built(ctx context.Context) (bool, error) {
+	n, err := c.rdb.Exists(ctx, builtKey).Result()
+	if err != nil {
+		return false, fmt.Errorf("check built marker: %w", err)
+	}
+	return n == 1, nil
+}
+
+// MarkBuilt records that a full rebuild completed.
+func (c *Cache) MarkBuilt(ctx context.Context) error {
+	if err := c.rdb.Set(ctx, builtKey, time.Now().UTC().Format(time.RFC3339), 0).Err(); err != nil {
+		return fmt.Errorf("set built marker: %w", err)
+	}
+	return nil
+}
+
+// Keys returns every read-model key (not the bookkeeping ones), for
+// verification.
+func (c *Cache) Keys(ctx context.Context) ([]string, error) {
+	var out []string
+	iter := c.rdb.Scan(ctx, 0, readmodel.Prefix+"*", 1000).Iterator()
+	for iter.Next(ctx) {
+		k := iter.Val()
+		if k != dirtyKey && k != builtKey && !strings.HasPrefix(k, readmodel.Prefix+"meta:") {
+			out = append(out, k)
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return nil, fmt.Errorf("scan keys: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,47 @@
+-- Version-guarded replacement of read-model hashes, all keys in one atomic step.
+-- KEYS: the keys. ARGV[1]: the rule, then per key: version, expected, n, then
+-- n field/value pairs. Per key the result is 1 (written), 0 (the key already
+-- holds this version or a newer one: dropped) or -1 (the rule refused it).
+--   next : write when the stored version is version-1 (a missing key is 0);
+--          -1 means a gap: events were missed.
+--   newer: write when the stored version is at most version.
+--   exact: write when the stored version is expected; -1 means someone else
+--          wrote in between and the caller must read again.
+local rule = ARGV[1]
+local i = 2
+local out = {}
+for k = 1, #KEYS do
+  local version = tonumber(ARGV[i])
+  local expected = tonumber(ARGV[i + 1])
+  local n = tonumber(ARGV[i + 2])
+  local cur = tonumber(redis.call('HGET', KEYS[k], 'v') or '0')
+  local write = false
+  if rule == 'next' then
+    if cur >= version then out[k] = 0 elseif cur == version - 1 then write = true else out[k] = -1 end
+  elseif rule == 'newer' then
+    if cur <= version then write = true else out[k] = 0 end
+  elseif rule == 'exact' then
+    if cur == expected then write = true elseif cur >= version then out[k] = 0 else out[k] = -1 end
+  else
+    return redis.error_reply('unknown rule ' .. tostring(rule))
+  end
+  if write then
+    redis.call('DEL', KEYS[k])
+    -- HSET in chunks: unpack() of a large collection's members would
+    -- overflow Lua's stack.
+    local j = 0
+    while j < n do
+      local args = {}
+      local last = math.min(n, j + 1000)
+      for p = j, last - 1 do
+        args[#args + 1] = ARGV[i + 3 + 2 * p]
+        args[#args + 1] = ARGV[i + 4 + 2 * p]
+      end
+      redis.call('HSET', KEYS[k], unpack(args))
+      j = last
+    end
+    out[k] = 1
+  end
+  i = i + 3 + 2 * n
+end
+return out
