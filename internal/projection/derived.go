@@ -19,7 +19,10 @@ func orgSprockets(org int64) string { return "sprockets:" + strconv.FormatInt(or
 func orgFactories(org int64) string { return "factories:" + strconv.FormatInt(org, 10) }
 func factoryCompat(id int64) string { return "factory:" + strconv.FormatInt(id, 10) }
 
-// RunDerived rebuilds dirty bodies every interval until ctx is done.
+// RunDerived rebuilds dirty bodies until ctx is done: at once when this
+// projector marks something dirty and nothing was rebuilt for interval, else
+// at most once per interval, so that a burst of events costs one rebuild per
+// body. It also polls every interval for marks left by other projectors.
 func (p *Projector) RunDerived(ctx context.Context, interval time.Duration) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -27,12 +30,31 @@ func (p *Projector) RunDerived(ctx context.Context, interval time.Duration) erro
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-p.marked:
 		case <-t.C:
 		}
+		start := time.Now()
 		if err := p.RebuildDirty(ctx); err != nil && ctx.Err() == nil {
 			p.log.Warn("rebuild dirty bodies", "err", err)
 		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(interval - time.Since(start)):
+		}
 	}
+}
+
+// markDirty records dirty marks and wakes RunDerived.
+func (p *Projector) markDirty(ctx context.Context, names ...string) error {
+	if err := p.cache.MarkDirty(ctx, names...); err != nil {
+		return err
+	}
+	select {
+	case p.marked <- struct{}{}:
+	default:
+	}
+	return nil
 }
 
 // RebuildDirty rebuilds every body marked dirty and clears its mark unless

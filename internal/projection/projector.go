@@ -49,6 +49,8 @@ type Projector struct {
 	cache Cache
 	log   *slog.Logger
 	now   func() time.Time
+	// marked wakes RunDerived when this projector marks bodies dirty.
+	marked chan struct{}
 
 	outcomes *prometheus.CounterVec
 	delay    prometheus.Histogram
@@ -66,7 +68,7 @@ const (
 // New returns a Projector; its metrics are registered with reg.
 func New(src Source, cache Cache, log *slog.Logger, reg prometheus.Registerer) *Projector {
 	p := &Projector{
-		src: src, cache: cache, log: log, now: time.Now,
+		src: src, cache: cache, log: log, now: time.Now, marked: make(chan struct{}, 1),
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sprockets_projector_events_total", Help: "Events projected, by outcome.",
 		}, []string{"outcome"}),
@@ -133,7 +135,7 @@ func (p *Projector) applySprocket(ctx context.Context, e events.Envelope) (strin
 			return "", err
 		}
 	}
-	return outcome, p.cache.MarkDirty(ctx, orgSprockets(e.OrgID))
+	return outcome, p.markDirty(ctx, orgSprockets(e.OrgID))
 }
 
 func (p *Projector) rebuildSprocket(ctx context.Context, id int64) error {
@@ -194,7 +196,7 @@ func (p *Projector) applyFactory(ctx context.Context, e events.Envelope) (string
 			return "", err
 		}
 	}
-	return outcome, p.cache.MarkDirty(ctx, dirty...)
+	return outcome, p.markDirty(ctx, dirty...)
 }
 
 // applyFactoryEvent merges the event's samples into their buckets, then

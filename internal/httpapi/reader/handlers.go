@@ -161,7 +161,7 @@ func (h *Handlers) fromCache(ctx context.Context, v view, tok *consistency.Token
 		select {
 		case <-ctx.Done():
 			return e, false
-		case <-time.After(5 * time.Millisecond):
+		case <-time.After(2 * time.Millisecond):
 		}
 	}
 }

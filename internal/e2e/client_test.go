@@ -1,0 +1,135 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// reply is one HTTP answer.
+type reply struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+func (r reply) String() string {
+	return fmt.Sprintf("%d %s", r.Status, tailBytes(r.Body, 300))
+}
+
+// JSON decodes the body into v.
+func (r reply) JSON(t *testing.T, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.Body, v); err != nil {
+		t.Fatalf("decode %s: %v", r, err)
+	}
+}
+
+var client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+
+// call sends a request; header is alternating names and values. A body
+// given as a string is sent as application/json unless header says
+// otherwise.
+func call(method, url string, body any, header ...string) (reply, error) {
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		raw, err := json.Marshal(b)
+		if err != nil {
+			return reply{}, err
+		}
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		return reply{}, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return reply{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return reply{Status: resp.StatusCode, Header: resp.Header, Body: b}, err
+}
+
+// do is call that fails the test on a transport error.
+func do(t *testing.T, method, url string, body any, header ...string) reply {
+	t.Helper()
+	r, err := call(method, url, body, header...)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	return r
+}
+
+// expect fails the test unless r has status want.
+func expect(t *testing.T, r reply, want int, what string) {
+	t.Helper()
+	if r.Status != want {
+		t.Fatalf("%s: got %s, want %d", what, r, want)
+	}
+}
+
+// checkFor polls cond every 20ms until it returns "" or timeout passes, then
+// fails with the last reason cond gave.
+func checkFor(t *testing.T, timeout time.Duration, cond func() string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		why := cond()
+		if why == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %s", timeout, why)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// eventually waits until GET url answers want status with a body for which
+// match returns true, and returns that answer.
+func eventually(t *testing.T, url string, want int, match func([]byte) bool) reply {
+	t.Helper()
+	var last reply
+	checkFor(t, 15*time.Second, func() string {
+		r, err := call("GET", url, nil)
+		if err != nil {
+			return err.Error()
+		}
+		last = r
+		if r.Status == want && (match == nil || match(r.Body)) {
+			return ""
+		}
+		return "GET " + url + ": " + r.String()
+	})
+	return last
+}
+
+// canonical re-encodes JSON so that two documents compare by content.
+func canonical(t *testing.T, b []byte) string {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatalf("canonical: %v in %s", err, tailBytes(b, 200))
+	}
+	out, _ := json.Marshal(v)
+	return string(out)
+}

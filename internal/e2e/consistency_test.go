@@ -1,0 +1,69 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// A read that carries the writer's consistency token sees that write, on
+// every kind of route, immediately after the write returns.
+func TestReadYourWrites(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	w, rd := s.Writer.URL(), s.Reader.URL()
+	const pairs = 200
+	stale := 0
+	sources := map[string]int{}
+	read := func(url, token string, want ...string) {
+		t.Helper()
+		r := do(t, "GET", url, nil, "X-Consistency-Token", token)
+		sources[r.Header.Get("X-Read-Source")]++
+		if r.Status != 200 || !bodyHas(want...)(r.Body) {
+			stale++
+			t.Errorf("stale read of %s: %s (want %q)", url, r, want)
+		}
+	}
+	r := do(t, "POST", w+"/v1/factories", `{"name":"RYW"}`)
+	expect(t, r, 201, "create factory")
+	var f factoryV1
+	r.JSON(t, &f)
+
+	var sprocket int64
+	for i := 0; i < pairs; i++ {
+		switch i % 4 {
+		case 0: // create, read it back on both single routes
+			r := do(t, "POST", w+"/v1/sprockets", fmt.Sprintf(`{"teeth":%d,"pitch_diameter":2,"outside_diameter":3,"pitch":1}`, i+1))
+			expect(t, r, 201, "create")
+			var sp sprocketV1
+			r.JSON(t, &sp)
+			sprocket = sp.ID
+			tok := r.Header.Get("X-Consistency-Token")
+			read(fmt.Sprintf("%s/v1/sprockets/%d", rd, sp.ID), tok, fmt.Sprintf(`"teeth":%d`, i+1))
+		case 1: // update through the original route, read the collection
+			r := do(t, "POST", fmt.Sprintf("%s/api/sprocket/%d/update/%d/2/3/1", w, sprocket, 1000+i), nil)
+			expect(t, r, 200, "update")
+			read(rd+"/api/sprockets", r.Header.Get("X-Consistency-Token"), fmt.Sprintf(`{"id":%d,"teeth":%d,`, sprocket, 1000+i))
+		case 2: // append a sample, read the chart range and the whole history
+			ts := 1700000000 + int64(i)*60
+			r := do(t, "POST", fmt.Sprintf("%s/v1/factories/%d/samples", w, f.ID), fmt.Sprintf(`{"samples":[{"time":%d,"actual":%d,"goal":1}]}`, ts, i))
+			expect(t, r, 200, "append")
+			tok := r.Header.Get("X-Consistency-Token")
+			read(fmt.Sprintf("%s/v1/factories/%d/chart-data?from=%d&to=%d", rd, f.ID, ts, ts), tok, fmt.Sprintf(`"time":[%d]`, ts))
+			read(fmt.Sprintf("%s/api/factory/%d/chart-data", rd, f.ID), tok, fmt.Sprintf(`%d]}`, ts))
+		case 3: // patch, read the original single route
+			r := do(t, "PATCH", fmt.Sprintf("%s/v1/sprockets/%d", w, sprocket), fmt.Sprintf(`{"pitch":%d.5}`, i))
+			expect(t, r, 200, "patch")
+			read(fmt.Sprintf("%s/api/sprocket/%d", rd, sprocket), r.Header.Get("X-Consistency-Token"), fmt.Sprintf(`"pitch":%d.5}`, i))
+		}
+	}
+	if stale != 0 {
+		t.Fatalf("%d stale reads", stale)
+	}
+	t.Logf("%d write-then-read pairs, 0 stale; answers by source: %v", pairs, sources)
+	if sources["cache"] == 0 {
+		t.Errorf("no read was answered from the read model: %v", sources)
+	}
+	if strings.Contains(fmt.Sprint(sources), "[]") {
+		t.Errorf("an answer without X-Read-Source: %v", sources)
+	}
+}
