@@ -1,0 +1,268 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sprockets-api/sprockets/internal/devstack"
+)
+
+// verifyConverges runs `projector verify` until it reports no drift.
+func verifyConverges(t *testing.T, s *devstack.Stack, timeout time.Duration) {
+	t.Helper()
+	checkFor(t, timeout, func() string {
+		out, err := s.Projector.Exec(context.Background(), "verify")
+		if err != nil {
+			return fmt.Sprintf("verify: %v", err)
+		}
+		if !strings.Contains(out, "matches Postgres") {
+			return "verify said " + out
+		}
+		return ""
+	})
+}
+
+// writeMix makes n writes of every kind and returns an error for the first
+// answer that is not 2xx. It may run outside the test's goroutine.
+func writeMix(s *devstack.Stack, n int, factory int64, timeBase int64, progress *atomic.Int64) error {
+	w := s.Writer.URL()
+	var last int64
+	for i := 0; i < n; i++ {
+		var r reply
+		var err error
+		switch i % 4 {
+		case 0:
+			r, err = call("POST", w+"/v1/sprockets", fmt.Sprintf(`{"teeth":%d,"pitch_diameter":2,"outside_diameter":3,"pitch":1}`, i+1))
+			if err == nil && r.Status == 201 {
+				var sp sprocketV1
+				if err = json.Unmarshal(r.Body, &sp); err == nil {
+					last = sp.ID
+				}
+			}
+		case 1:
+			r, err = call("POST", fmt.Sprintf("%s/api/sprocket/%d/update/%d/4/5/6", w, last, i), nil)
+		case 2:
+			r, err = call("POST", fmt.Sprintf("%s/v1/factories/%d/samples", w, factory),
+				fmt.Sprintf(`{"samples":[{"time":%d,"actual":%d,"goal":9}]}`, timeBase+int64(i)*600, i))
+		case 3:
+			r, err = call("PATCH", fmt.Sprintf("%s/v1/factories/%d", w, factory), fmt.Sprintf(`{"name":"renamed %d"}`, i))
+		}
+		if err != nil {
+			return fmt.Errorf("write %d: %w", i, err)
+		}
+		if r.Status/100 != 2 {
+			return fmt.Errorf("write %d: %s", i, r)
+		}
+		if progress != nil {
+			progress.Add(1)
+		}
+	}
+	return nil
+}
+
+func newFactory(t *testing.T, s *devstack.Stack) int64 {
+	t.Helper()
+	r := do(t, "POST", s.Writer.URL()+"/v1/factories", `{"name":"test plant"}`)
+	expect(t, r, 201, "create factory")
+	var f factoryV1
+	r.JSON(t, &f)
+	return f.ID
+}
+
+// With NATS down, writes still succeed; when it returns, the outbox drains
+// and every key converges. Run against Debian's nats-server 2.9 and the
+// current release.
+func TestWritesSurviveANATSOutage(t *testing.T) {
+	for _, embedded := range []bool{false, true} {
+		name := "installed nats-server"
+		if embedded {
+			name = "current nats-server (embedded)"
+		}
+		t.Run(name, func(t *testing.T) {
+			s := newStack(t, stackOptions{embeddedNATS: embedded})
+			db := leader(t, s)
+			factory := newFactory(t, s)
+			verifyConverges(t, s, 20*time.Second)
+
+			s.NATS.Stop()
+			if err := writeMix(s, 200, factory, 1700000000, nil); err != nil {
+				t.Fatal(err)
+			}
+			if n := count(t, db, `SELECT count(*) FROM outbox WHERE sent_at IS NULL`); n < 150 {
+				t.Errorf("only %d events waiting in the outbox while NATS was down", n)
+			}
+			if err := s.NATS.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			checkFor(t, 30*time.Second, func() string {
+				if n := count(t, db, `SELECT count(*) FROM outbox WHERE sent_at IS NULL`); n > 0 {
+					return fmt.Sprintf("%d events not yet relayed", n)
+				}
+				return ""
+			})
+			verifyConverges(t, s, 30*time.Second)
+		})
+	}
+}
+
+// Flushing Redis under load makes reads slower, never errors, and `projector
+// rebuild` restores every key.
+func TestRedisFlushUnderReads(t *testing.T) {
+	s := newStack(t, stackOptions{env: []string{"REDIS_BACKOFF=200ms"}})
+	factory := newFactory(t, s)
+	if err := writeMix(s, 20, factory, 1700000000, nil); err != nil {
+		t.Fatal(err)
+	}
+	verifyConverges(t, s, 20*time.Second)
+
+	// Every route the read model serves (lists of /v1 always read Postgres).
+	paths := []string{"/api/factories", "/api/factory/1", "/api/factory/2/chart-data", "/api/sprockets",
+		"/api/sprocket/1", "/v1/sprockets/1", fmt.Sprintf("/v1/factories/%d", factory),
+		fmt.Sprintf("/v1/factories/%d/chart-data", factory)}
+	var (
+		stop     atomic.Bool
+		flushed  atomic.Bool
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		statuses = map[int]int{}
+		sources  = map[string]int{} // after the flush
+	)
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := g; !stop.Load(); i++ {
+				r, err := call("GET", s.Reader.URL()+paths[i%len(paths)], nil)
+				mu.Lock()
+				if err != nil {
+					statuses[-1]++
+				} else {
+					statuses[r.Status]++
+					if flushed.Load() {
+						sources[r.Header.Get("X-Read-Source")]++
+					}
+				}
+				mu.Unlock()
+			}
+		}(g)
+	}
+	time.Sleep(300 * time.Millisecond)
+	rdb := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", s.Redis.Port)})
+	defer rdb.Close()
+	if err := rdb.FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	flushed.Store(true)
+	time.Sleep(time.Second)
+	out, err := s.Projector.Exec(context.Background(), "rebuild")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	stop.Store(true)
+	wg.Wait()
+	t.Logf("statuses %v, sources %v, %s", statuses, sources, strings.TrimSpace(out))
+	for status, n := range statuses {
+		if status != 200 {
+			t.Errorf("%d answers with status %d during the flush", n, status)
+		}
+	}
+	if sources["replica"]+sources["leader"] == 0 || sources["cache"] == 0 {
+		t.Errorf("after the flush, reads should fall back to Postgres and, after the rebuild, return to the cache: %v", sources)
+	}
+	out, err = s.Projector.Exec(context.Background(), "verify")
+	if err != nil || !strings.Contains(out, "matches Postgres") {
+		t.Fatalf("verify after rebuild: %v\n%s", err, out)
+	}
+}
+
+// With the replica down, reads that go to Postgres use the leader; when it
+// returns, they go back to it.
+func TestReplicaDownReadsUseTheLeader(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	ctx := context.Background()
+	list := s.Reader.URL() + "/v1/sprockets"
+	checkFor(t, 10*time.Second, func() string {
+		if src := do(t, "GET", list, nil).Header.Get("X-Read-Source"); src != "replica" {
+			return "list answered from " + src + ", want replica"
+		}
+		return ""
+	})
+	if err := s.Replica.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sources := map[string]int{}
+	for i := 0; i < 200; i++ {
+		for _, path := range []string{"/v1/sprockets", "/v1/factories", "/api/sprocket/1", "/v1/factories/1/chart-data"} {
+			r := do(t, "GET", s.Reader.URL()+path, nil)
+			expect(t, r, 200, "GET "+path+" with the replica down")
+			sources[r.Header.Get("X-Read-Source")]++
+		}
+	}
+	if sources["leader"] == 0 || sources["replica"] != 0 {
+		t.Errorf("with the replica down, answers came from %v", sources)
+	}
+	if err := s.Replica.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 20*time.Second, func() string {
+		if src := do(t, "GET", list, nil).Header.Get("X-Read-Source"); src != "replica" {
+			return "after the replica came back, the list is answered from " + src
+		}
+		return ""
+	})
+}
+
+// A projector killed in the middle of a stream of writes and restarted
+// loses nothing and leaves every key exactly as Postgres says.
+func TestProjectorKilledMidStream(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	factory := newFactory(t, s)
+	var written atomic.Int64
+	errc := make(chan error, 1)
+	go func() { errc <- writeMix(s, 400, factory, 1600000000, &written) }()
+	checkFor(t, 10*time.Second, func() string {
+		if n := written.Load(); n < 100 {
+			return fmt.Sprintf("only %d writes so far", n)
+		}
+		return ""
+	})
+	s.Projector.Kill()
+	killedAt := written.Load()
+	time.Sleep(300 * time.Millisecond)
+	if err := s.Projector.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if killedAt >= 400 {
+		t.Fatalf("the writes ended before the projector was killed")
+	}
+	t.Logf("projector killed after %d of 400 writes", killedAt)
+	verifyConverges(t, s, 30*time.Second)
+	r := do(t, "GET", fmt.Sprintf("%s/v1/factories/%d/chart-data", s.Reader.URL(), factory), nil)
+	expect(t, r, 200, "chart data")
+	var chart struct {
+		ChartData struct {
+			Time []int64 `json:"time"`
+		} `json:"chart_data"`
+	}
+	r.JSON(t, &chart)
+	if len(chart.ChartData.Time) != 100 {
+		t.Errorf("chart has %d samples, want the 100 appended", len(chart.ChartData.Time))
+	}
+	for i := 1; i < len(chart.ChartData.Time); i++ {
+		if chart.ChartData.Time[i] <= chart.ChartData.Time[i-1] {
+			t.Fatalf("chart times repeat or go back at %d: %v", i, chart.ChartData.Time[i-1:i+1])
+		}
+	}
+}
