@@ -93,7 +93,12 @@ func loadSeeds(ctx context.Context, cfg config.Writer, dir string, stdout io.Wri
 		return err
 	}
 	defer db.Close()
-	res, err := seed.Load(ctx, postgres.NewStore(db), dir, domain.DefaultOrgID)
+	store, err := postgres.NewStore(ctx, db)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	res, err := seed.Load(ctx, store, dir, domain.DefaultOrgID)
 	if err != nil {
 		return err
 	}
@@ -124,7 +129,11 @@ func serve(ctx context.Context, cfg config.Writer, log *slog.Logger) error {
 	relay := outbox.New(db, nc, log, outbox.Config{
 		Batch: cfg.RelayBatch, Poll: cfg.RelayPoll, Retention: cfg.OutboxRetention,
 	}, reg)
-	store := postgres.NewStore(db, postgres.WithCommitHook(relay.Nudge))
+	store, err := postgres.NewStore(ctx, db, postgres.WithCommitHook(relay.Nudge))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
 
 	// ---- HTTP ---------------------------------------------------------
 	app := httpapi.NewApp(httpapi.ServerConfig{

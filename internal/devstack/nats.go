@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -55,7 +56,7 @@ func (n *NATS) Start(ctx context.Context) error {
 	}
 	n.proc, err = startProcess("nats", bin, []string{
 		"-a", "127.0.0.1", "-p", strconv.Itoa(n.Port), "-js", "-sd", store,
-	}, nil, filepath.Join(n.dir, "nats.log"))
+	}, nil, filepath.Join(n.dir, "nats.log"), nil, syscall.SIGTERM)
 	if err != nil {
 		return err
 	}
@@ -73,5 +74,5 @@ func (n *NATS) Stop() {
 		n.srv = nil
 		return
 	}
-	n.proc.stop(5 * time.Second)
+	n.proc.stop(syscall.SIGTERM, 5*time.Second)
 }

@@ -10,19 +10,22 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	_ "github.com/lib/pq" // to create the database
 )
 
-// Postgres is one private Postgres server: a leader or a streaming replica.
+// Postgres is one private Postgres server, a leader or a streaming replica,
+// run as our child process.
 type Postgres struct {
 	Port    int
 	DataDir string
+	dir     string
 	bin     string
-	logFile string
-	sockDir string
-	owner   *user.User // the OS user the server runs as when we are root
+	owner   *syscall.Credential // the OS user the server runs as when we are root
+	proc    *process
 }
 
 // URL returns the connection URL of database db on this server.
@@ -30,13 +33,15 @@ func (p *Postgres) URL(db string) string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", p.Port, db)
 }
 
+func (p *Postgres) logFile() string { return filepath.Join(p.dir, "postgres.log") }
+
 // pgBin finds the newest installed Postgres server binaries: Debian keeps
 // them, all together, outside PATH.
 func pgBin() (string, error) {
 	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
 	sort.Slice(dirs, func(i, j int) bool { return version(dirs[i]) > version(dirs[j]) })
 	for _, d := range dirs {
-		if _, err := os.Stat(filepath.Join(d, "pg_ctl")); err == nil {
+		if _, err := os.Stat(filepath.Join(d, "postgres")); err == nil {
 			return d, nil
 		}
 	}
@@ -53,7 +58,7 @@ func version(binDir string) int {
 
 // postgresOwner returns the OS user to run Postgres as: Postgres refuses to
 // run as root, so as root we use the postgres account.
-func postgresOwner() (*user.User, error) {
+func postgresOwner() (*syscall.Credential, error) {
 	if os.Geteuid() != 0 {
 		return nil, nil
 	}
@@ -61,29 +66,31 @@ func postgresOwner() (*user.User, error) {
 	if err != nil {
 		return nil, fmt.Errorf("running as root needs a postgres OS user: %w", err)
 	}
-	return u, nil
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
 
-// cmd runs a Postgres binary, as the owner when we are root.
-func (p *Postgres) cmd(ctx context.Context, name string, args ...string) error {
-	bin := filepath.Join(p.bin, name)
-	if p.owner != nil {
-		return run(ctx, "runuser", append([]string{"-u", p.owner.Username, "--", bin}, args...)...)
+// tool runs a Postgres client or utility to completion, as the owner.
+func (p *Postgres) tool(ctx context.Context, name string, args ...string) error {
+	cmd := exec.CommandContext(ctx, filepath.Join(p.bin, name), args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.owner}
+	cmd.Dir = p.dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, out)
 	}
-	return run(ctx, bin, args...)
+	return nil
 }
 
 // mkdirOwned creates dir for the Postgres owner.
-func mkdirOwned(dir string, owner *user.User) error {
+func mkdirOwned(dir string, owner *syscall.Credential) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
 	if owner == nil {
 		return nil
 	}
-	uid, _ := strconv.Atoi(owner.Uid)
-	gid, _ := strconv.Atoi(owner.Gid)
-	return os.Chown(dir, uid, gid)
+	return os.Chown(dir, int(owner.Uid), int(owner.Gid))
 }
 
 // newLeader initializes a cluster in dir (unless it exists) listening on
@@ -98,15 +105,14 @@ func newLeader(ctx context.Context, dir string, port int, durable bool) (*Postgr
 	if err != nil {
 		return nil, err
 	}
-	p := &Postgres{Port: port, DataDir: filepath.Join(dir, "data"), bin: bin,
-		logFile: filepath.Join(dir, "postgres.log"), sockDir: dir, owner: owner}
+	p := &Postgres{Port: port, DataDir: filepath.Join(dir, "data"), dir: dir, bin: bin, owner: owner}
 	if err := mkdirOwned(dir, owner); err != nil {
 		return nil, err
 	}
 	if _, err := os.Stat(filepath.Join(p.DataDir, "PG_VERSION")); err == nil {
-		return p, nil // already initialized by an earlier run
+		return p, nil // initialized by an earlier run
 	}
-	if err := p.cmd(ctx, "initdb", "-D", p.DataDir, "-U", "postgres", "--auth=trust",
+	if err := p.tool(ctx, "initdb", "-D", p.DataDir, "-U", "postgres", "--auth=trust",
 		"-E", "UTF8", "--no-instructions", "--nosync"); err != nil {
 		return nil, err
 	}
@@ -137,27 +143,60 @@ log_min_messages = warning
 
 // Start starts the server and waits until it accepts connections.
 func (p *Postgres) Start(ctx context.Context) error {
-	opts := fmt.Sprintf("-p %d -k %s", p.Port, p.sockDir)
-	if err := p.cmd(ctx, "pg_ctl", "-D", p.DataDir, "-l", p.logFile, "-o", opts, "-w", "-t", "60", "start"); err != nil {
-		return fmt.Errorf("%w\n%s", err, tail(p.logFile, 2000))
+	// A server left by a run that was killed outright: stop it first.
+	if pid := p.stalePID(); pid > 0 {
+		_ = syscall.Kill(pid, syscall.SIGQUIT)
+		time.Sleep(time.Second)
 	}
-	return nil
+	proc, err := startProcess("postgres", filepath.Join(p.bin, "postgres"),
+		[]string{"-D", p.DataDir, "-p", strconv.Itoa(p.Port), "-k", p.dir},
+		nil, p.logFile(), p.owner, syscall.SIGINT)
+	if err != nil {
+		return err
+	}
+	p.proc = proc
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if proc.exited() {
+			return fmt.Errorf("postgres exited at start:\n%s", tail(p.logFile(), 2000))
+		}
+		if p.tool(ctx, "pg_isready", "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(p.Port)) == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("postgres not ready after 60s:\n%s", tail(p.logFile(), 2000))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
-// Stop shuts the server down cleanly.
-func (p *Postgres) Stop(ctx context.Context) error {
-	return p.cmd(ctx, "pg_ctl", "-D", p.DataDir, "-m", "fast", "-w", "stop")
+// stalePID returns the pid in the data directory's postmaster.pid when that
+// process is alive and not ours.
+func (p *Postgres) stalePID() int {
+	b, err := os.ReadFile(filepath.Join(p.DataDir, "postmaster.pid"))
+	if err != nil {
+		return 0
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil || pid <= 0 || syscall.Kill(pid, 0) != nil {
+		return 0
+	}
+	return pid
 }
+
+// Stop shuts the server down cleanly (fast shutdown).
+func (p *Postgres) Stop() { p.proc.stop(syscall.SIGINT, 30*time.Second) }
 
 // Crash stops the server the way a power cut would.
-func (p *Postgres) Crash(ctx context.Context) error {
-	return p.cmd(ctx, "pg_ctl", "-D", p.DataDir, "-m", "immediate", "-w", "stop")
-}
+func (p *Postgres) Crash() { p.proc.kill() }
 
-// Running reports whether the server answers.
-func (p *Postgres) Running(ctx context.Context) bool {
-	return p.cmd(ctx, "pg_ctl", "-D", p.DataDir, "status") == nil
-}
+// Running reports whether the server process is alive.
+func (p *Postgres) Running() bool { return p.proc != nil && !p.proc.exited() }
 
 // CreateDatabase creates db unless it exists.
 func (p *Postgres) CreateDatabase(ctx context.Context, db string) error {
@@ -182,15 +221,14 @@ func (p *Postgres) CreateDatabase(ctx context.Context, db string) error {
 // newReplica makes a streaming replica of leader in dir (unless it exists)
 // listening on port.
 func newReplica(ctx context.Context, leader *Postgres, dir string, port int) (*Postgres, error) {
-	r := &Postgres{Port: port, DataDir: filepath.Join(dir, "data"), bin: leader.bin,
-		logFile: filepath.Join(dir, "postgres.log"), sockDir: dir, owner: leader.owner}
+	r := &Postgres{Port: port, DataDir: filepath.Join(dir, "data"), dir: dir, bin: leader.bin, owner: leader.owner}
 	if err := mkdirOwned(dir, r.owner); err != nil {
 		return nil, err
 	}
 	if _, err := os.Stat(filepath.Join(r.DataDir, "PG_VERSION")); err == nil {
 		return r, nil
 	}
-	if err := r.cmd(ctx, "pg_basebackup", "-h", "127.0.0.1", "-p", strconv.Itoa(leader.Port), "-U", "postgres",
+	if err := r.tool(ctx, "pg_basebackup", "-h", "127.0.0.1", "-p", strconv.Itoa(leader.Port), "-U", "postgres",
 		"-D", r.DataDir, "-R", "-X", "stream", "--no-sync", "-c", "fast"); err != nil {
 		return nil, err
 	}

@@ -18,8 +18,10 @@ type process struct {
 }
 
 // startProcess starts bin with args and env (added to ours), sending its
-// output to logFile.
-func startProcess(name, bin string, args, env []string, logFile string) (*process, error) {
+// output to logFile. The process runs as user when it is not nil, and gets
+// deathSignal if we die first, so that no server outlives the test or `make
+// run` that started it.
+func startProcess(name, bin string, args, env []string, logFile string, user *syscall.Credential, deathSignal syscall.Signal) (*process, error) {
 	f, err := os.OpenFile(logFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return nil, err
@@ -29,7 +31,7 @@ func startProcess(name, bin string, args, env []string, logFile string) (*proces
 	cmd.Stdout, cmd.Stderr = f, f
 	// Its own process group: a Ctrl-C meant for `make run` is handled by us,
 	// and we stop the children in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: deathSignal, Credential: user}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
@@ -53,12 +55,12 @@ func (p *process) exited() bool {
 	}
 }
 
-// stop sends SIGTERM and waits up to grace before killing.
-func (p *process) stop(grace time.Duration) {
+// stop sends sig and waits up to grace before killing.
+func (p *process) stop(sig syscall.Signal, grace time.Duration) {
 	if p == nil || p.exited() {
 		return
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	_ = p.cmd.Process.Signal(sig)
 	select {
 	case <-p.done:
 	case <-time.After(grace):

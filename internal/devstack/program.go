@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -30,7 +31,7 @@ func (p *Program) LogFile() string { return filepath.Join(p.dir, p.Name+".log") 
 
 // Start starts the program and waits until /healthz answers.
 func (p *Program) Start(ctx context.Context) error {
-	proc, err := startProcess(p.Name, p.bin, nil, p.env, p.LogFile())
+	proc, err := startProcess(p.Name, p.bin, nil, p.env, p.LogFile(), nil, syscall.SIGTERM)
 	if err != nil {
 		return err
 	}
@@ -59,7 +60,7 @@ func (p *Program) Start(ctx context.Context) error {
 }
 
 // Stop asks the program to shut down gracefully.
-func (p *Program) Stop() { p.proc.stop(15 * time.Second) }
+func (p *Program) Stop() { p.proc.stop(syscall.SIGTERM, 15*time.Second) }
 
 // Kill ends the program at once, as a crash would.
 func (p *Program) Kill() { p.proc.kill() }
@@ -85,4 +86,19 @@ func tailString(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// Build compiles the main packages pkgs of the module at root into outDir,
+// with the race detector when race is set.
+func Build(ctx context.Context, root, outDir string, race bool, pkgs ...string) error {
+	args := []string{"build", "-o", outDir + "/"}
+	if race {
+		args = append(args, "-race")
+	}
+	cmd := exec.CommandContext(ctx, "go", append(args, pkgs...)...)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %w\n%s", strings.Join(pkgs, " "), err, out)
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -26,7 +27,7 @@ func (r *Redis) Start(ctx context.Context) error {
 	r.proc, err = startProcess("redis", bin, []string{
 		"--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", r.dir, "--maxmemory-policy", "noeviction",
-	}, nil, filepath.Join(r.dir, "redis.log"))
+	}, nil, filepath.Join(r.dir, "redis.log"), nil, syscall.SIGTERM)
 	if err != nil {
 		return err
 	}
@@ -34,4 +35,4 @@ func (r *Redis) Start(ctx context.Context) error {
 }
 
 // Stop stops the server; its data is gone.
-func (r *Redis) Stop() { r.proc.stop(5 * time.Second) }
+func (r *Redis) Stop() { r.proc.stop(syscall.SIGTERM, 5*time.Second) }

@@ -2,13 +2,11 @@ package devstack
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // Config says what to run.
@@ -192,8 +190,6 @@ func (s *Stack) StartPrograms(ctx context.Context) error {
 // Close stops everything the stack started, programs first, and removes a
 // temporary directory.
 func (s *Stack) Close() {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
 	for _, p := range []*Program{s.Reader, s.Projector, s.Writer} {
 		if p != nil {
 			p.Stop()
@@ -205,14 +201,10 @@ func (s *Stack) Close() {
 	if s.Redis != nil && s.Redis.proc != nil {
 		s.Redis.Stop()
 	}
-	var errs []error
 	for _, pg := range []*Postgres{s.Replica, s.Leader} {
-		if pg != nil && pg.Running(ctx) {
-			errs = append(errs, pg.Stop(ctx))
+		if pg != nil {
+			pg.Stop()
 		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		fmt.Fprintln(os.Stderr, "devstack: stopping postgres:", err)
 	}
 	if s.tempDir {
 		os.RemoveAll(s.Dir)

@@ -165,3 +165,10 @@ func ParseSubject(subject string) (aggregate string, id int64, typ string, ok bo
 	}
 	return parts[1], id, parts[3], true
 }
+
+// Outgoing is an encoded event on its way to the broker.
+type Outgoing struct {
+	ID      string // the event id, used as the broker's de-duplication id
+	Subject string
+	Body    []byte
+}

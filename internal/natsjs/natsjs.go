@@ -13,6 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sprockets-api/sprockets/internal/events"
 )
 
 // Conn is a NATS connection with its JetStream context.
@@ -86,17 +88,6 @@ func (c *Conn) EnsureStream(ctx context.Context, cfg StreamConfig) error {
 	return nil
 }
 
-// Publish sends body on subject and waits for the stream's acknowledgement.
-// msgID is the Nats-Msg-Id header: a republish of the same event within the
-// duplicate window is stored once.
-func (c *Conn) Publish(ctx context.Context, subject, msgID string, body []byte) error {
-	msg := &nats.Msg{Subject: subject, Data: body, Header: nats.Header{}}
-	if _, err := c.JS.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID)); err != nil {
-		return fmt.Errorf("publish %s: %w", subject, err)
-	}
-	return nil
-}
-
 // Retry calls fn until it succeeds or ctx is done, backing off up to 5s
 // between attempts. It returns nil on success and nothing else: a broker
 // that is down at start is waited for, not fatal.
@@ -117,4 +108,29 @@ func Retry(ctx context.Context, log *slog.Logger, what string, fn func(context.C
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
+}
+
+// PublishAll sends msgs without waiting for each acknowledgement in turn,
+// then waits for all of them. The result holds, per message, nil when the
+// stream stored it. Each message's id is its Nats-Msg-Id.
+func (c *Conn) PublishAll(ctx context.Context, msgs []events.Outgoing) []error {
+	errs := make([]error, len(msgs))
+	futures := make([]jetstream.PubAckFuture, len(msgs))
+	for i, m := range msgs {
+		msg := &nats.Msg{Subject: m.Subject, Data: m.Body, Header: nats.Header{}}
+		futures[i], errs[i] = c.JS.PublishMsgAsync(msg, jetstream.WithMsgID(m.ID))
+	}
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			errs[i] = fmt.Errorf("publish %s: %w", msgs[i].Subject, err)
+		case <-ctx.Done():
+			errs[i] = fmt.Errorf("publish %s: %w", msgs[i].Subject, ctx.Err())
+		}
+	}
+	return errs
 }

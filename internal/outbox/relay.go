@@ -13,11 +13,14 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sprockets-api/sprockets/internal/events"
 )
 
-// Publisher sends one event and returns once the broker has stored it.
+// Publisher sends events and reports, for each, nil once the broker has
+// stored it.
 type Publisher interface {
-	Publish(ctx context.Context, subject, msgID string, body []byte) error
+	PublishAll(ctx context.Context, msgs []events.Outgoing) []error
 }
 
 // Config tunes a Relay.
@@ -121,14 +124,32 @@ func (r *Relay) Run(ctx context.Context) error {
 }
 
 type row struct {
-	ID      int64  `db:"id"`
-	EventID string `db:"event_id"`
-	Subject string `db:"subject"`
-	Body    []byte `db:"body"`
+	ID            int64     `db:"id"`
+	EventID       string    `db:"event_id"`
+	Subject       string    `db:"subject"`
+	Type          string    `db:"type"`
+	AggregateType string    `db:"aggregate_type"`
+	AggregateID   int64     `db:"aggregate_id"`
+	OrgID         int64     `db:"org_id"`
+	Version       int64     `db:"version"`
+	OccurredAt    time.Time `db:"occurred_at"`
+	Payload       []byte    `db:"payload"`
+}
+
+// outgoing encodes the row's event as published.
+func (r row) outgoing() (events.Outgoing, error) {
+	body, err := events.Envelope{
+		ID: r.EventID, Type: r.Type, AggregateType: r.AggregateType, AggregateID: r.AggregateID,
+		OrgID: r.OrgID, Version: r.Version, OccurredAt: r.OccurredAt.UTC(), Payload: r.Payload,
+	}.Encode()
+	if err != nil {
+		return events.Outgoing{}, fmt.Errorf("encode outbox row %d: %w", r.ID, err)
+	}
+	return events.Outgoing{ID: r.EventID, Subject: r.Subject, Body: body}, nil
 }
 
 // relayOnce publishes one batch and returns how many rows it claimed. Rows
-// published before a failure are still marked sent.
+// the broker stored are marked sent even when others of the batch failed.
 func (r *Relay) relayOnce(ctx context.Context) (int, error) {
 	tx, err := r.db.BeginTxx(ctx, nil)
 	if err != nil {
@@ -139,23 +160,30 @@ func (r *Relay) relayOnce(ctx context.Context) (int, error) {
 	// SKIP LOCKED lets several writer instances relay side by side without
 	// waiting on each other's batches.
 	if err := tx.SelectContext(ctx, &rows, `
-		SELECT id, event_id, subject, body FROM outbox
+		SELECT id, event_id, subject, type, aggregate_type, aggregate_id, org_id, version, occurred_at, payload FROM outbox
 		WHERE sent_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, r.cfg.Batch); err != nil {
 		return 0, fmt.Errorf("claim outbox rows: %w", err)
 	}
 	if len(rows) == 0 {
 		return 0, nil
 	}
+	msgs := make([]events.Outgoing, len(rows))
+	for i, m := range rows {
+		if msgs[i], err = m.outgoing(); err != nil {
+			return 0, err
+		}
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	errs := r.pub.PublishAll(pctx, msgs)
+	cancel()
 	sent := make([]int64, 0, len(rows))
 	var pubErr error
-	for _, m := range rows {
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		pubErr = r.pub.Publish(pctx, m.Subject, m.EventID, m.Body)
-		cancel()
-		if pubErr != nil {
-			break
+	for i, err := range errs {
+		if err != nil {
+			pubErr = err
+			continue
 		}
-		sent = append(sent, m.ID)
+		sent = append(sent, rows[i].ID)
 	}
 	if len(sent) > 0 {
 		if _, err := tx.ExecContext(ctx, `UPDATE outbox SET sent_at = now() WHERE id = ANY($1)`, pq.Array(sent)); err != nil {

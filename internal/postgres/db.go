@@ -53,11 +53,13 @@ type Querier interface {
 	SelectContext(ctx context.Context, dest any, query string, args ...any) error
 }
 
+const currentLSN = `SELECT pg_current_wal_lsn()::text`
+
 // CurrentLSN returns the leader's current WAL position as text (e.g.
 // "0/16B3748"); called after a commit, it is at or past that commit.
 func CurrentLSN(ctx context.Context, q Querier) (string, error) {
 	var lsn string
-	if err := q.GetContext(ctx, &lsn, `SELECT pg_current_wal_lsn()::text`); err != nil {
+	if err := q.GetContext(ctx, &lsn, currentLSN); err != nil {
 		return "", fmt.Errorf("current lsn: %w", err)
 	}
 	return lsn, nil

@@ -57,12 +57,8 @@ func (s *Store) CreateFactory(ctx context.Context, org int64, spec domain.Factor
 			return err
 		}
 		if idem.Key != "" {
-			claimed, err := claimKey(ctx, tx, org, idem, events.Factory, f)
-			if err != nil {
+			if err := claimKey(ctx, tx, org, idem, events.Factory, f); err != nil {
 				return err
-			}
-			if !claimed {
-				return errKeyTaken
 			}
 		}
 		return rec.record(events.Created, events.Factory, f.ID, org, f.Version,

@@ -4,36 +4,43 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 
 	"github.com/sprockets-api/sprockets/internal/domain"
 )
 
-// claimKey records key as answered by resource, in the creating transaction.
-// It reports false when the key was already taken; the caller then rolls
-// back and replays the earlier answer.
-func claimKey(ctx context.Context, tx *sqlx.Tx, org int64, idem domain.Idempotency, kind string, resource any) (bool, error) {
+// claimKey records key as answered by resource, in the creating
+// transaction. A concurrent request with the same key blocks on the insert
+// until the first commits, then fails with a unique violation: one of them
+// creates, and the other replays.
+func claimKey(ctx context.Context, tx *sqlx.Tx, org int64, idem domain.Idempotency, kind string, resource any) error {
 	raw, err := json.Marshal(resource)
 	if err != nil {
-		return false, fmt.Errorf("encode idempotent resource: %w", err)
+		return fmt.Errorf("encode idempotent resource: %w", err)
 	}
-	// A concurrent request with the same key blocks here until the first
-	// commits, then finds the conflict: one of them creates.
-	res, err := tx.ExecContext(ctx, `
+	_, err = tx.ExecContext(ctx, `
 		INSERT INTO idempotency_keys (org_id, key, request_hash, resource_type, resource)
-		VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT (org_id, key) DO NOTHING`,
-		org, idem.Key, idem.Hash, kind, raw)
-	if err != nil {
-		return false, fmt.Errorf("claim idempotency key: %w", err)
+		VALUES ($1, $2, $3, $4, $5)`, org, idem.Key, idem.Hash, kind, raw)
+	if isKeyTaken(err) {
+		return errKeyTaken
 	}
-	n, err := res.RowsAffected()
 	if err != nil {
-		return false, fmt.Errorf("claim idempotency key: %w", err)
+		return fmt.Errorf("claim idempotency key: %w", err)
 	}
-	return n == 1, nil
+	return nil
+}
+
+var errKeyTaken = errors.New("idempotency key taken")
+
+// isKeyTaken reports whether err is the unique violation of an idempotency
+// key already claimed.
+func isKeyTaken(err error) bool {
+	var pqErr *pq.Error
+	return errors.As(err, &pqErr) && pqErr.Code == "23505" && pqErr.Constraint == "idempotency_keys_pkey"
 }
 
 // replay loads the resource an earlier request with the same key created.
@@ -57,7 +64,7 @@ func (s *Store) replay(ctx context.Context, org int64, idem domain.Idempotency, 
 	if err := json.Unmarshal(row.Resource, into); err != nil {
 		return domain.Receipt{}, fmt.Errorf("decode idempotent resource: %w", err)
 	}
-	lsn, err := CurrentLSN(ctx, s.db)
+	lsn, err := s.lsn(ctx)
 	if err != nil {
 		return domain.Receipt{}, err
 	}

@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -46,40 +45,49 @@ func utcPtr(t *time.Time) *time.Time {
 	return &u
 }
 
-var errKeyTaken = errors.New("idempotency key taken")
+// createSprocket inserts a sprocket, its created event and, with a key,
+// its idempotency record in one statement: one round trip and one implicit
+// transaction. The event's payload is the inserted row itself, whose columns
+// are the domain's JSON fields.
+const createSprocket = `
+	WITH s AS (
+		INSERT INTO sprockets (org_id, teeth, pitch_diameter, outside_diameter, pitch, created_at, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $6)
+		RETURNING *),
+	e AS (
+		INSERT INTO outbox (event_id, subject, type, aggregate_type, aggregate_id, org_id, version, occurred_at, payload)
+		SELECT $7, 'events.sprocket.' || s.id || '.created', 'created', 'sprocket', s.id, s.org_id, s.version, $6,
+		       jsonb_build_object('sprocket', to_jsonb(s))
+		FROM s),
+	k AS (
+		INSERT INTO idempotency_keys (org_id, key, request_hash, resource_type, resource)
+		SELECT s.org_id, $8, $9, 'sprocket', to_jsonb(s) FROM s WHERE $8 <> '')
+	SELECT id FROM s`
 
 // CreateSprocket stores a new sprocket and its created event. With an
 // idempotency key already used for the same request it writes nothing and
 // returns the sprocket that request created; for another request, an
 // EKEYREUSED error. spec must be valid.
 func (s *Store) CreateSprocket(ctx context.Context, org int64, spec domain.SprocketSpec, idem domain.Idempotency) (domain.Sprocket, domain.Receipt, error) {
-	var sp domain.Sprocket
-	lsn, err := s.write(ctx, func(tx *sqlx.Tx, rec *recorder) error {
-		sp = domain.Sprocket{OrgID: org, Version: 1, SprocketSpec: spec, CreatedAt: rec.at, UpdatedAt: rec.at}
-		err := tx.GetContext(ctx, &sp.ID, `
-			INSERT INTO sprockets (org_id, teeth, pitch_diameter, outside_diameter, pitch, created_at, updated_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id`,
-			org, spec.Teeth, spec.PitchDiameter, spec.OutsideDiameter, spec.Pitch, rec.at)
-		if err != nil {
-			return fmt.Errorf("insert sprocket: %w", err)
-		}
-		if idem.Key != "" {
-			claimed, err := claimKey(ctx, tx, org, idem, events.Sprocket, sp)
-			if err != nil {
-				return err
-			}
-			if !claimed {
-				return errKeyTaken
-			}
-		}
-		return rec.record(events.Created, events.Sprocket, sp.ID, org, sp.Version, events.SprocketPayload{Sprocket: sp})
-	})
-	if errors.Is(err, errKeyTaken) {
+	at := s.timestamp()
+	sp := domain.Sprocket{OrgID: org, Version: 1, SprocketSpec: spec, CreatedAt: at, UpdatedAt: at}
+	hash := idem.Hash
+	if hash == nil {
+		hash = []byte{}
+	}
+	err := s.createSprocket.GetContext(ctx, &sp.ID,
+		org, spec.Teeth, spec.PitchDiameter, spec.OutsideDiameter, spec.Pitch, at, s.newID(), idem.Key, hash)
+	if isKeyTaken(err) {
 		var earlier domain.Sprocket
 		r, err := s.replay(ctx, org, idem, events.Sprocket, &earlier)
 		r.Version = earlier.Version
 		return earlier, r, err
 	}
+	if err != nil {
+		return domain.Sprocket{}, domain.Receipt{}, fmt.Errorf("create sprocket: %w", err)
+	}
+	s.onCommit()
+	lsn, err := s.lsn(ctx)
 	if err != nil {
 		return domain.Sprocket{}, domain.Receipt{}, err
 	}

@@ -32,7 +32,7 @@ type Source interface {
 // Cache is the read model store.
 type Cache interface {
 	Write(ctx context.Context, rule readmodel.Rule, records []readmodel.Record, expected []int64) ([]int, error)
-	Get(ctx context.Context, key string, members ...int64) (readmodel.Entry, bool, error)
+	Get(ctx context.Context, key string, withMembers bool) (readmodel.Entry, bool, error)
 	GetMany(ctx context.Context, keys []string) ([]readmodel.Entry, []bool, error)
 	Delete(ctx context.Context, keys ...string) error
 	MarkDirty(ctx context.Context, names ...string) error
@@ -168,7 +168,7 @@ func (p *Projector) applyFactory(ctx context.Context, e events.Envelope) (string
 	}
 	f := pl.Factory
 	dirty := []string{factoryCompat(f.ID), orgFactories(e.OrgID)}
-	meta, ok, err := p.cache.Get(ctx, readmodel.FactoryKey(f.ID))
+	meta, ok, err := p.cache.Get(ctx, readmodel.FactoryKey(f.ID), false)
 	if err != nil {
 		return "", err
 	}

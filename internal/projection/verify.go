@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"maps"
 	"sort"
 	"time"
 
@@ -91,11 +90,7 @@ func (p *Projector) diff(ctx context.Context) ([]Drift, map[string]want, error) 
 }
 
 func (p *Projector) compare(ctx context.Context, w want) (string, error) {
-	members := make([]int64, 0, len(w.Entry.Members))
-	for id := range w.Entry.Members {
-		members = append(members, id)
-	}
-	got, ok, err := p.cache.Get(ctx, w.Key, members...)
+	got, ok, err := p.cache.Get(ctx, w.Key, w.Entry.Members != nil)
 	if err != nil {
 		return "", err
 	}
@@ -117,7 +112,7 @@ func (p *Projector) compare(ctx context.Context, w want) (string, error) {
 		return fmt.Sprintf("etag %s, want %s", got.ETag, want.ETag), nil
 	case !equalPtr(got.First, want.First) || !equalPtr(got.Last, want.Last):
 		return "history bounds differ", nil
-	case len(members) > 0 && !maps.Equal(got.Members, want.Members):
+	case !bytes.Equal(got.Members, want.Members):
 		return "collection member versions differ", nil
 	}
 	return "", nil

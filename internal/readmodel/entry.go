@@ -19,10 +19,10 @@ type Entry struct {
 	// Deleted marks a tombstone: the resource is gone, and a late event can
 	// still be told apart from a new one.
 	Deleted bool
-	// Members maps, for a collection, each member id (tombstones included)
-	// to the version the body reflects, so that a read that must see a given
-	// write can check just that member.
-	Members map[int64]int64
+	// Members lists, for a collection, each member (tombstones included)
+	// with the version the body reflects, so that a read that must see a
+	// given write can check just that member.
+	Members Members
 	// First and Last bound a factory's history (factory keys only).
 	First, Last *int64
 }

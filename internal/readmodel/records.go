@@ -46,11 +46,13 @@ func FactoryCompatRecords(f domain.Factory, samples []domain.Sample) []Record {
 // OrgSprocketsRecord returns the entry of GET /api/sprockets for org, from
 // every sprocket it ever had (tombstones give members, not items).
 func OrgSprocketsRecord(org int64, all []domain.Sprocket) Record {
-	e := Entry{Org: org, Members: make(map[int64]int64, len(all))}
+	e := Entry{Org: org}
+	versions := make(map[int64]int64, len(all))
 	for _, s := range all {
-		e.Members[s.ID] = s.Version
+		versions[s.ID] = s.Version
 		e.Version += s.Version
 	}
+	e.Members = EncodeMembers(versions)
 	e.Body = SprocketsCompatBody(all)
 	e.ETag = HashETag(e.Body)
 	return Record{OrgSprocketsKey(org), e}
@@ -58,11 +60,13 @@ func OrgSprocketsRecord(org int64, all []domain.Sprocket) Record {
 
 // OrgFactoriesRecord returns the entry of GET /api/factories for org.
 func OrgFactoriesRecord(org int64, all []domain.Factory, samples map[int64][]domain.Sample) Record {
-	e := Entry{Org: org, Members: make(map[int64]int64, len(all))}
+	e := Entry{Org: org}
+	versions := make(map[int64]int64, len(all))
 	for _, f := range all {
-		e.Members[f.ID] = f.Version
+		versions[f.ID] = f.Version
 		e.Version += f.Version
 	}
+	e.Members = EncodeMembers(versions)
 	e.Body = FactoriesCompatBody(all, samples)
 	e.ETag = HashETag(e.Body)
 	return Record{OrgFactoriesKey(org), e}

@@ -27,7 +27,7 @@ const (
 	fDeleted = "d"
 	fFirst   = "t0"
 	fLast    = "t1"
-	fMember  = "m:"
+	fMembers = "m"
 )
 
 // Keys of the cache's own bookkeeping.
@@ -119,25 +119,28 @@ func encode(e readmodel.Entry) []any {
 	if e.Last != nil {
 		f = append(f, fLast, *e.Last)
 	}
-	for id, v := range e.Members {
-		f = append(f, fMember+strconv.FormatInt(id, 10), v)
+	if e.Members != nil {
+		f = append(f, fMembers, []byte(e.Members))
 	}
 	return f
 }
 
-// Get returns the entry at key, with the versions of the given members (for
-// collections). ok is false when the key does not exist.
-func (c *Cache) Get(ctx context.Context, key string, members ...int64) (e readmodel.Entry, ok bool, err error) {
-	fields := []string{fVersion, fOrg, fDeleted, fBody, fETag, fFirst, fLast}
-	for _, m := range members {
-		fields = append(fields, fMember+strconv.FormatInt(m, 10))
+// Get returns the entry at key; its Members only when withMembers is set
+// (a collection's member list can be large and is rarely needed). ok is
+// false when the key does not exist.
+func (c *Cache) Get(ctx context.Context, key string, withMembers bool) (e readmodel.Entry, ok bool, err error) {
+	fields := entryFields
+	if withMembers {
+		fields = append(fields[:len(fields):len(fields)], fMembers)
 	}
 	vals, err := c.rdb.HMGet(ctx, key, fields...).Result()
 	if err != nil {
 		return e, false, fmt.Errorf("get %s: %w", key, err)
 	}
-	return decode(vals, members)
+	return decode(vals)
 }
+
+var entryFields = []string{fVersion, fOrg, fDeleted, fBody, fETag, fFirst, fLast}
 
 // GetMany returns the entries at keys in one round trip; ok[i] says whether
 // keys[i] exists.
@@ -145,7 +148,7 @@ func (c *Cache) GetMany(ctx context.Context, keys []string) ([]readmodel.Entry, 
 	pipe := c.rdb.Pipeline()
 	cmds := make([]*redis.SliceCmd, len(keys))
 	for i, k := range keys {
-		cmds[i] = pipe.HMGet(ctx, k, fVersion, fOrg, fDeleted, fBody, fETag, fFirst, fLast)
+		cmds[i] = pipe.HMGet(ctx, k, entryFields...)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, nil, fmt.Errorf("get %d keys: %w", len(keys), err)
@@ -153,7 +156,7 @@ func (c *Cache) GetMany(ctx context.Context, keys []string) ([]readmodel.Entry, 
 	entries := make([]readmodel.Entry, len(keys))
 	oks := make([]bool, len(keys))
 	for i, cmd := range cmds {
-		e, ok, err := decode(cmd.Val(), nil)
+		e, ok, err := decode(cmd.Val())
 		if err != nil {
 			return nil, nil, fmt.Errorf("get %s: %w", keys[i], err)
 		}
@@ -162,7 +165,7 @@ func (c *Cache) GetMany(ctx context.Context, keys []string) ([]readmodel.Entry, 
 	return entries, oks, nil
 }
 
-func decode(vals []any, members []int64) (readmodel.Entry, bool, error) {
+func decode(vals []any) (readmodel.Entry, bool, error) {
 	var e readmodel.Entry
 	if vals[0] == nil {
 		return e, false, nil
@@ -191,12 +194,9 @@ func decode(vals []any, members []int64) (readmodel.Entry, bool, error) {
 		t := num(vals[6])
 		e.Last = &t
 	}
-	if len(members) > 0 {
-		e.Members = make(map[int64]int64, len(members))
-		for i, m := range members {
-			if v := vals[7+i]; v != nil {
-				e.Members[m] = num(v)
-			}
+	if len(vals) > 7 {
+		if s, ok := vals[7].(string); ok {
+			e.Members = readmodel.Members(s)
 		}
 	}
 	return e, true, err

@@ -18,7 +18,7 @@ import (
 
 // Cache is the read model as the reader needs it.
 type Cache interface {
-	Get(ctx context.Context, key string, members ...int64) (readmodel.Entry, bool, error)
+	Get(ctx context.Context, key string, withMembers bool) (readmodel.Entry, bool, error)
 	GetMany(ctx context.Context, keys []string) ([]readmodel.Entry, []bool, error)
 }
 
@@ -138,13 +138,10 @@ func (h *Handlers) fromCache(ctx context.Context, v view, tok *consistency.Token
 	if time.Now().UnixNano() < h.skipTil.Load() {
 		return readmodel.Entry{}, false
 	}
-	var members []int64
-	if tok != nil && v.collection != "" && tok.Aggregate == v.collection {
-		members = []int64{tok.ID}
-	}
+	withMembers := tok != nil && v.collection != "" && tok.Aggregate == v.collection
 	deadline := time.Now().Add(h.cfg.ConsistencyWait)
 	for {
-		e, ok, err := h.cache.Get(ctx, v.key, members...)
+		e, ok, err := h.cache.Get(ctx, v.key, withMembers)
 		if err != nil {
 			if ctx.Err() == nil {
 				h.log.Warn("read model unavailable, reading the database", "key", v.key, "err", err)
@@ -175,7 +172,7 @@ func covers(e readmodel.Entry, v view, tok *consistency.Token) bool {
 		if tok.Aggregate != v.collection {
 			return true
 		}
-		return e.Members[tok.ID] >= tok.Version
+		return e.Members.Version(tok.ID) >= tok.Version
 	}
 	return tok.Covers(v.aggregate, v.id, e.Version)
 }

@@ -53,13 +53,21 @@ CREATE TABLE factory_samples (
 );
 CREATE INDEX factory_samples_version ON factory_samples (factory_id, version);
 
+-- One row per event, with the envelope's fields; the relay encodes the
+-- envelope. A create's payload is its inserted row (to_jsonb), so the row
+-- and its event go in one statement.
 CREATE TABLE outbox (
-    id         bigserial PRIMARY KEY,
-    event_id   uuid NOT NULL UNIQUE,
-    subject    text NOT NULL,
-    body       bytea NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    sent_at    timestamptz
+    id             bigserial PRIMARY KEY,
+    event_id       uuid NOT NULL UNIQUE,
+    subject        text NOT NULL,
+    type           text NOT NULL,
+    aggregate_type text NOT NULL,
+    aggregate_id   bigint NOT NULL,
+    org_id         bigint NOT NULL,
+    version        bigint NOT NULL,
+    occurred_at    timestamptz NOT NULL,
+    payload        jsonb NOT NULL,
+    sent_at        timestamptz
 );
 CREATE INDEX outbox_unsent ON outbox (id) WHERE sent_at IS NULL;
 

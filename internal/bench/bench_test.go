@@ -1,0 +1,257 @@
+// Package bench measures the service against baselines in the same run, on
+// the same machine and leader, as ratios: `make bench`. Nothing here asserts
+// a speed; the figures are reported.
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+
+	"github.com/sprockets-api/sprockets/internal/devstack"
+)
+
+var (
+	stack    *devstack.Stack
+	baseline *devstack.Program
+	duration = 10 * time.Second
+)
+
+func TestMain(m *testing.M) { os.Exit(testMain(m)) }
+
+func testMain(m *testing.M) int {
+	if d, err := time.ParseDuration(os.Getenv("BENCH_DURATION")); err == nil {
+		duration = d
+	}
+	ctx := context.Background()
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	bin, err := os.MkdirTemp("", "sprockets-bench-bin-")
+	if err != nil {
+		return fail(err)
+	}
+	defer os.RemoveAll(bin)
+	if err := devstack.Build(ctx, root, bin, false, "./cmd/writer", "./cmd/projector", "./cmd/reader", "./internal/bench/baseline"); err != nil {
+		return fail(err)
+	}
+	stack, err = devstack.Start(ctx, devstack.Config{
+		BinDir: bin, Replica: true, Durable: true,
+		Env: []string{"LOG_LEVEL=warn", "ACCESS_LOG=false"},
+	})
+	if err != nil {
+		return fail(err)
+	}
+	defer stack.Close()
+	if err := stack.Migrate(ctx, filepath.Join(root, "seeds")); err != nil {
+		return fail(err)
+	}
+	if err := stack.StartPrograms(ctx); err != nil {
+		return fail(err)
+	}
+	// The baseline serves the very bytes the reader serves for factory 1.
+	body, err := cachedBody(stack.Reader.URL() + "/api/factory/1")
+	if err != nil {
+		return fail(err)
+	}
+	bodyFile := filepath.Join(stack.Dir, "constant.json")
+	if err := os.WriteFile(bodyFile, body, 0o644); err != nil {
+		return fail(err)
+	}
+	port, err := devstack.FreePort()
+	if err != nil {
+		return fail(err)
+	}
+	baseline = stack.NewProgram("baseline", port, "BODY_FILE="+bodyFile)
+	if err := baseline.Start(ctx); err != nil {
+		return fail(err)
+	}
+	defer baseline.Stop()
+	return m.Run()
+}
+
+func fail(err error) int {
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	return 1
+}
+
+// cachedBody waits until url is served from the read model and returns it.
+func cachedBody(url string) ([]byte, error) {
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(url)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 && resp.Header.Get("X-Read-Source") == "cache" {
+				return b, nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil, fmt.Errorf("%s never served from the read model", url)
+}
+
+// result is one load's figures.
+type result struct {
+	name     string
+	rps      float64
+	p50, p99 time.Duration
+	success  float64
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("%-34s %9.0f req/s   p50 %7.2fms   p99 %7.2fms   ok %5.1f%%",
+		r.name, r.rps, ms(r.p50), ms(r.p99), 100*r.success)
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// load runs target as fast as workers allow for the bench duration.
+func load(name string, target vegeta.Target, workers uint64) result {
+	atk := vegeta.NewAttacker(vegeta.Workers(workers), vegeta.MaxWorkers(workers),
+		vegeta.Connections(int(workers)), vegeta.KeepAlive(true), vegeta.Timeout(10*time.Second))
+	var m vegeta.Metrics
+	for res := range atk.Attack(vegeta.NewStaticTargeter(target), vegeta.Rate{Freq: 0}, duration, name) {
+		m.Add(res)
+	}
+	m.Close()
+	return result{name: name, rps: m.Throughput, p50: m.Latencies.P50, p99: m.Latencies.P99, success: m.Success}
+}
+
+// report records both results and their ratio on b and prints them.
+func report(b *testing.B, service, base result, goal float64) {
+	ratio := service.rps / base.rps
+	b.ReportMetric(service.rps, "req/s")
+	b.ReportMetric(base.rps, "baseline-req/s")
+	b.ReportMetric(ratio, "ratio")
+	b.ReportMetric(ms(service.p99), "p99-ms")
+	fmt.Printf("\n%s\n%s\n%-34s %9.2f   (aim: at least %.2f)\n", service, base, "ratio to baseline", ratio, goal)
+}
+
+// settle waits until the pipeline has drained what earlier phases wrote: a
+// new sprocket is served from the read model only once the projector has
+// applied every event before it.
+func settle(b *testing.B) {
+	b.Helper()
+	client := &http.Client{Timeout: 5 * time.Second}
+	start := time.Now()
+	for time.Since(start) < 3*time.Minute {
+		if _, err := writeThenSee(client); err == nil {
+			fmt.Printf("\n(settled in %s)\n", time.Since(start).Round(time.Millisecond))
+			return
+		}
+	}
+	b.Fatalf("the pipeline did not drain in 3 minutes")
+}
+
+// Cached reads of the original single-factory route against a Fiber handler
+// that returns the same bytes from memory.
+func BenchmarkCachedFactoryRead(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		settle(b)
+		service := load("reader GET /api/factory/1 (cache)",
+			vegeta.Target{Method: "GET", URL: stack.Reader.URL() + "/api/factory/1"}, 32)
+		base := load("baseline GET constant bytes",
+			vegeta.Target{Method: "GET", URL: baseline.URL() + "/constant"}, 32)
+		report(b, service, base, 0.30)
+	}
+}
+
+// Sprocket creates through the writer (validation, transaction with the
+// outbox row, consistency token) against a handler doing one plain INSERT on
+// the same leader.
+func BenchmarkSprocketCreate(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		settle(b)
+		service := load("writer POST /api/sprocket/create",
+			vegeta.Target{Method: "POST", URL: stack.Writer.URL() + "/api/sprocket/create/5/6/4/7"}, 16)
+		base := load("baseline POST one INSERT",
+			vegeta.Target{Method: "POST", URL: baseline.URL() + "/insert"}, 16)
+		report(b, service, base, 0.50)
+	}
+}
+
+// The delay from a create's answer to the reader serving the new sprocket
+// from its read model, at a steady 200 writes per second.
+func BenchmarkWriteToVisible(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		settle(b)
+		const rate = 200
+		client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+		var (
+			mu     sync.Mutex
+			delays []time.Duration
+			failed int
+			wg     sync.WaitGroup
+		)
+		tick := time.NewTicker(time.Second / rate)
+		end := time.Now().Add(duration)
+		for time.Now().Before(end) {
+			<-tick.C
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d, err := writeThenSee(client)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					failed++
+					return
+				}
+				delays = append(delays, d)
+			}()
+		}
+		tick.Stop()
+		wg.Wait()
+		sort.Slice(delays, func(i, j int) bool { return delays[i] < delays[j] })
+		if len(delays) == 0 {
+			b.Fatalf("no write became visible (%d failed)", failed)
+		}
+		p50, p99 := delays[len(delays)/2], delays[len(delays)*99/100]
+		b.ReportMetric(ms(p50), "p50-ms")
+		b.ReportMetric(ms(p99), "p99-ms")
+		b.ReportMetric(float64(failed), "failed")
+		fmt.Printf("\n%-34s %9d writes at %d/s   p50 %7.2fms   p99 %7.2fms   failed %d   (aim: p99 at most 50ms)\n",
+			"write-to-visible at the reader", len(delays), rate, ms(p50), ms(p99), failed)
+	}
+}
+
+// writeThenSee creates a sprocket and returns how long after its answer the
+// reader served it from the read model.
+func writeThenSee(client *http.Client) (time.Duration, error) {
+	resp, err := client.Post(stack.Writer.URL()+"/api/sprocket/create/5/6/4/7", "", nil)
+	if err != nil {
+		return 0, err
+	}
+	var created struct{ ID int64 }
+	err = json.NewDecoder(resp.Body).Decode(&created)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 201 {
+		return 0, fmt.Errorf("create: %d %v", resp.StatusCode, err)
+	}
+	written := time.Now()
+	url := fmt.Sprintf("%s/api/sprocket/%d", stack.Reader.URL(), created.ID)
+	for time.Since(written) < 30*time.Second {
+		r, err := client.Get(url)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, r.Body)
+			r.Body.Close()
+			if r.StatusCode == 200 && r.Header.Get("X-Read-Source") == "cache" {
+				return time.Since(written), nil
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return 0, fmt.Errorf("sprocket %d not visible after 30s", created.ID)
+}

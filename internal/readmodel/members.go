@@ -1,0 +1,38 @@
+package readmodel
+
+import (
+	"encoding/binary"
+	"sort"
+)
+
+// Members is the encoded list of a collection's members and the version of
+// each that its body reflects: 16 bytes per member (id, version, both
+// big-endian), sorted by id. One compact value keeps a rebuild of a large
+// collection to one cheap write, and a lookup is a binary search with no
+// decoding.
+type Members []byte
+
+// EncodeMembers encodes a map of member id to version.
+func EncodeMembers(versions map[int64]int64) Members {
+	ids := make([]int64, 0, len(versions))
+	for id := range versions {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	out := make(Members, 16*len(ids))
+	for i, id := range ids {
+		binary.BigEndian.PutUint64(out[16*i:], uint64(id))
+		binary.BigEndian.PutUint64(out[16*i+8:], uint64(versions[id]))
+	}
+	return out
+}
+
+// Version returns the version of member id, 0 when it is not a member.
+func (m Members) Version(id int64) int64 {
+	n := len(m) / 16
+	i := sort.Search(n, func(i int) bool { return int64(binary.BigEndian.Uint64(m[16*i:])) >= id })
+	if i < n && int64(binary.BigEndian.Uint64(m[16*i:])) == id {
+		return int64(binary.BigEndian.Uint64(m[16*i+8:]))
+	}
+	return 0
+}
