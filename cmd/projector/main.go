@@ -185,7 +185,7 @@ func project(ctx context.Context, cfg config.Projector, proj *projection.Project
 		runner := natsjs.NewRunner(nc, cons, natsjs.RunConfig{
 			Batch: cfg.FetchBatch, Wait: cfg.FetchWait, ParkAfter: uint64(cfg.ParkAfter),
 		}, log, reg)
-		return runner.Run(ctx, proj.Handle)
+		return runner.Run(ctx, proj.HandleBatch)
 	})
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		return err

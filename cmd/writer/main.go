@@ -127,7 +127,7 @@ func serve(ctx context.Context, cfg config.Writer, log *slog.Logger) error {
 
 	// ---- Outbox relay and the store that feeds it -----------------------
 	relay := outbox.New(db, nc, log, outbox.Config{
-		Batch: cfg.RelayBatch, Poll: cfg.RelayPoll, Retention: cfg.OutboxRetention,
+		Batch: cfg.RelayBatch, Poll: cfg.RelayPoll,
 	}, reg)
 	store, err := postgres.NewStore(ctx, db, postgres.WithCommitHook(relay.Nudge))
 	if err != nil {

@@ -45,11 +45,10 @@ type Writer struct {
 	Common
 	HTTP
 	Stream
-	Addr            string        `env:"WRITER_ADDR" envDefault:":8081"`
-	BodyLimit       int           `env:"BODY_LIMIT" envDefault:"1048576"`
-	RelayBatch      int           `env:"RELAY_BATCH" envDefault:"256"`
-	RelayPoll       time.Duration `env:"RELAY_POLL" envDefault:"500ms"`
-	OutboxRetention time.Duration `env:"OUTBOX_RETENTION" envDefault:"1h"`
+	Addr       string        `env:"WRITER_ADDR" envDefault:":8081"`
+	BodyLimit  int           `env:"BODY_LIMIT" envDefault:"1048576"`
+	RelayBatch int           `env:"RELAY_BATCH" envDefault:"256"`
+	RelayPoll  time.Duration `env:"RELAY_POLL" envDefault:"500ms"`
 }
 
 // Reader configures cmd/reader.
@@ -237,7 +236,6 @@ func (c Writer) Validate() error {
 	p.positive("BODY_LIMIT", int64(c.BodyLimit))
 	p.positive("RELAY_BATCH", int64(c.RelayBatch))
 	p.positive("RELAY_POLL", int64(c.RelayPoll))
-	p.positive("OUTBOX_RETENTION", int64(c.OutboxRetention))
 	return p.err()
 }
 

@@ -96,14 +96,14 @@ func TestWritesSurviveANATSOutage(t *testing.T) {
 			if err := writeMix(s, 200, factory, 1700000000, nil); err != nil {
 				t.Fatal(err)
 			}
-			if n := count(t, db, `SELECT count(*) FROM outbox WHERE sent_at IS NULL`); n < 150 {
+			if n := count(t, db, `SELECT count(*) FROM outbox`); n < 150 {
 				t.Errorf("only %d events waiting in the outbox while NATS was down", n)
 			}
 			if err := s.NATS.Start(context.Background()); err != nil {
 				t.Fatal(err)
 			}
 			checkFor(t, 30*time.Second, func() string {
-				if n := count(t, db, `SELECT count(*) FROM outbox WHERE sent_at IS NULL`); n > 0 {
+				if n := count(t, db, `SELECT count(*) FROM outbox`); n > 0 {
 					return fmt.Sprintf("%d events not yet relayed", n)
 				}
 				return ""

@@ -14,17 +14,18 @@ import (
 func TestSeedsLoadTwiceAndServeTheOriginalData(t *testing.T) {
 	s := newStack(t, stackOptions{})
 	db := leader(t, s)
-	counts := func() [4]int {
-		return [4]int{
+	counts := func() [5]int {
+		return [5]int{
 			count(t, db, `SELECT count(*) FROM factories`),
 			count(t, db, `SELECT count(*) FROM factory_samples`),
 			count(t, db, `SELECT count(*) FROM sprockets`),
-			count(t, db, `SELECT count(*) FROM outbox`),
+			count(t, db, `SELECT count(*) FROM idempotency_keys`),
+			count(t, db, `SELECT coalesce(sum(version), 0) FROM factories`) + count(t, db, `SELECT coalesce(sum(version), 0) FROM sprockets`),
 		}
 	}
 	before := counts()
-	if want := [4]int{3, 60, 3, 6}; before != want {
-		t.Fatalf("after the first load: factories, samples, sprockets, events = %v, want %v", before, want)
+	if want := [5]int{3, 60, 3, 6, 6}; before != want {
+		t.Fatalf("after the first load: factories, samples, sprockets, keys, versions = %v, want %v", before, want)
 	}
 	out, err := s.Writer.Exec(context.Background(), "seed", filepath.Join(repoRoot, "seeds"))
 	if err != nil {

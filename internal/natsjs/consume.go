@@ -10,11 +10,11 @@ import (
 	"github.com/sprockets-api/sprockets/internal/domain"
 )
 
-// Handler processes one message body. A nil error acknowledges the message.
-// An EINVALID *domain.Error says the message can never be processed: it is
-// parked at once. Any other error is retried with backoff, and parked after
-// ParkAfter deliveries.
-type Handler func(ctx context.Context, data []byte) error
+// Handler processes message bodies in order and returns one error per
+// body. A nil error acknowledges the message. An EINVALID *domain.Error says
+// the message can never be processed: it is parked at once. Any other error
+// is retried with backoff, and parked after ParkAfter deliveries.
+type Handler func(ctx context.Context, bodies [][]byte) []error
 
 // RunConfig tunes Run.
 type RunConfig struct {
@@ -53,8 +53,8 @@ func NewRunner(conn *Conn, cons *Consumer, cfg RunConfig, log *slog.Logger, reg 
 func (r *Runner) Run(ctx context.Context, handle Handler) error {
 	var backoff time.Duration
 	for ctx.Err() == nil {
-		err := r.cons.Fetch(ctx, r.cfg.Batch, r.cfg.Wait, func(msg Msg) {
-			r.process(ctx, msg, handle)
+		err := r.cons.Fetch(ctx, r.cfg.Batch, r.cfg.Wait, func(msgs []Msg) {
+			r.process(ctx, msgs, handle)
 		})
 		if err == nil {
 			backoff = 0
@@ -73,8 +73,18 @@ func (r *Runner) Run(ctx context.Context, handle Handler) error {
 	return ctx.Err()
 }
 
-func (r *Runner) process(ctx context.Context, msg Msg, handle Handler) {
-	err := handle(ctx, msg.Data())
+func (r *Runner) process(ctx context.Context, msgs []Msg, handle Handler) {
+	bodies := make([][]byte, len(msgs))
+	for i, m := range msgs {
+		bodies[i] = m.Data()
+	}
+	for i, err := range handle(ctx, bodies) {
+		r.settle(ctx, msgs[i], err)
+	}
+}
+
+// settle acknowledges, retries or parks msg after handling gave err.
+func (r *Runner) settle(ctx context.Context, msg Msg, err error) {
 	if err == nil {
 		if aerr := msg.Ack(); aerr != nil {
 			// The effect is applied; a redelivery will be dropped as a

@@ -44,20 +44,42 @@ func (c *Conn) EnsureConsumer(ctx context.Context, cfg ConsumerConfig) (*Consume
 // Msg is one delivered message.
 type Msg = jetstream.Msg
 
-// Fetch calls handle for each message as it arrives, for up to max messages
-// or wait, whichever comes first. Messages left unhandled because ctx ended
-// are redelivered after the consumer's AckWait.
-func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration, handle func(Msg)) error {
+// Fetch pulls up to max messages, waiting at most wait for them, and calls
+// handle as they arrive: with each message and whichever others are already
+// waiting, so that a burst is handled as one batch. Messages left unhandled
+// because ctx ended are redelivered.
+func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration, handle func([]Msg)) error {
 	batch, err := c.c.Fetch(max, jetstream.FetchMaxWait(wait))
 	if err != nil {
 		return fmt.Errorf("fetch: %w", err)
 	}
-	for msg := range batch.Messages() {
-		if ctx.Err() != nil {
-			_ = msg.Nak()
-			continue
+	ch := batch.Messages()
+	for msg := range ch {
+		msgs := []Msg{msg}
+		closed := false
+	waiting:
+		for !closed {
+			select {
+			case m, ok := <-ch:
+				if !ok {
+					closed = true
+					break waiting
+				}
+				msgs = append(msgs, m)
+			default:
+				break waiting
+			}
 		}
-		handle(msg)
+		if ctx.Err() != nil {
+			for _, m := range msgs {
+				_ = m.Nak()
+			}
+		} else {
+			handle(msgs)
+		}
+		if closed {
+			break
+		}
 	}
 	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("fetch: %w", err)

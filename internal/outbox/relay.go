@@ -1,7 +1,8 @@
 // Package outbox relays events that the writer committed to its outbox table
-// to the message broker: it claims unsent rows, publishes each with its event
-// id as the de-duplication id, marks them sent, and backs off while the
-// broker is down. Writes never wait for it.
+// to the message broker: it claims rows, publishes each with its event id as
+// the de-duplication id, deletes the rows the broker stored (the stream keeps
+// the events), and backs off while the broker is down. Writes never wait for
+// it.
 package outbox
 
 import (
@@ -25,9 +26,8 @@ type Publisher interface {
 
 // Config tunes a Relay.
 type Config struct {
-	Batch     int           // rows claimed per transaction
-	Poll      time.Duration // how often to look for rows nobody nudged about
-	Retention time.Duration // how long sent rows are kept before purging
+	Batch int           // rows claimed per transaction
+	Poll  time.Duration // how often to look for rows nobody nudged about
 }
 
 // Relay publishes committed outbox rows.
@@ -76,7 +76,6 @@ func (r *Relay) Run(ctx context.Context) error {
 	var (
 		backoff   time.Duration
 		lastCount time.Time
-		lastPurge = time.Now()
 	)
 	for {
 		n, err := r.relayOnce(ctx)
@@ -93,10 +92,6 @@ func (r *Relay) Run(ctx context.Context) error {
 		if time.Since(lastCount) > time.Second {
 			r.refreshBacklog(ctx)
 			lastCount = time.Now()
-		}
-		if time.Since(lastPurge) > time.Minute {
-			r.purge(ctx)
-			lastPurge = time.Now()
 		}
 		if err == nil && n == r.cfg.Batch {
 			continue // more rows are waiting
@@ -149,7 +144,7 @@ func (r row) outgoing() (events.Outgoing, error) {
 }
 
 // relayOnce publishes one batch and returns how many rows it claimed. Rows
-// the broker stored are marked sent even when others of the batch failed.
+// the broker stored are deleted even when others of the batch failed.
 func (r *Relay) relayOnce(ctx context.Context) (int, error) {
 	tx, err := r.db.BeginTxx(ctx, nil)
 	if err != nil {
@@ -161,7 +156,7 @@ func (r *Relay) relayOnce(ctx context.Context) (int, error) {
 	// waiting on each other's batches.
 	if err := tx.SelectContext(ctx, &rows, `
 		SELECT id, event_id, subject, type, aggregate_type, aggregate_id, org_id, version, occurred_at, payload FROM outbox
-		WHERE sent_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, r.cfg.Batch); err != nil {
+		ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, r.cfg.Batch); err != nil {
 		return 0, fmt.Errorf("claim outbox rows: %w", err)
 	}
 	if len(rows) == 0 {
@@ -186,8 +181,8 @@ func (r *Relay) relayOnce(ctx context.Context) (int, error) {
 		sent = append(sent, rows[i].ID)
 	}
 	if len(sent) > 0 {
-		if _, err := tx.ExecContext(ctx, `UPDATE outbox SET sent_at = now() WHERE id = ANY($1)`, pq.Array(sent)); err != nil {
-			return 0, fmt.Errorf("mark sent: %w", err)
+		if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE id = ANY($1)`, pq.Array(sent)); err != nil {
+			return 0, fmt.Errorf("delete sent: %w", err)
 		}
 		if err := tx.Commit(); err != nil {
 			return 0, fmt.Errorf("commit sent: %w", err)
@@ -200,7 +195,7 @@ func (r *Relay) relayOnce(ctx context.Context) (int, error) {
 // Backlog returns how many committed events are not yet published.
 func (r *Relay) Backlog(ctx context.Context) (int64, error) {
 	var n int64
-	if err := r.db.GetContext(ctx, &n, `SELECT count(*) FROM outbox WHERE sent_at IS NULL`); err != nil {
+	if err := r.db.GetContext(ctx, &n, `SELECT count(*) FROM outbox`); err != nil {
 		return 0, fmt.Errorf("outbox backlog: %w", err)
 	}
 	return n, nil
@@ -213,16 +208,4 @@ func (r *Relay) refreshBacklog(ctx context.Context) {
 		return
 	}
 	r.backlog.Set(float64(n))
-}
-
-func (r *Relay) purge(ctx context.Context) {
-	res, err := r.db.ExecContext(ctx, `DELETE FROM outbox WHERE sent_at < now() - $1::interval`,
-		fmt.Sprintf("%d milliseconds", r.cfg.Retention.Milliseconds()))
-	if err != nil {
-		r.log.Warn("outbox purge", "err", err)
-		return
-	}
-	if n, _ := res.RowsAffected(); n > 0 {
-		r.log.Debug("outbox purged", "rows", n)
-	}
 }

@@ -45,25 +45,6 @@ func utcPtr(t *time.Time) *time.Time {
 	return &u
 }
 
-// createSprocket inserts a sprocket, its created event and, with a key,
-// its idempotency record in one statement: one round trip and one implicit
-// transaction. The event's payload is the inserted row itself, whose columns
-// are the domain's JSON fields.
-const createSprocket = `
-	WITH s AS (
-		INSERT INTO sprockets (org_id, teeth, pitch_diameter, outside_diameter, pitch, created_at, updated_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $6)
-		RETURNING *),
-	e AS (
-		INSERT INTO outbox (event_id, subject, type, aggregate_type, aggregate_id, org_id, version, occurred_at, payload)
-		SELECT $7, 'events.sprocket.' || s.id || '.created', 'created', 'sprocket', s.id, s.org_id, s.version, $6,
-		       jsonb_build_object('sprocket', to_jsonb(s))
-		FROM s),
-	k AS (
-		INSERT INTO idempotency_keys (org_id, key, request_hash, resource_type, resource)
-		SELECT s.org_id, $8, $9, 'sprocket', to_jsonb(s) FROM s WHERE $8 <> '')
-	SELECT id FROM s`
-
 // CreateSprocket stores a new sprocket and its created event. With an
 // idempotency key already used for the same request it writes nothing and
 // returns the sprocket that request created; for another request, an
@@ -75,7 +56,11 @@ func (s *Store) CreateSprocket(ctx context.Context, org int64, spec domain.Sproc
 	if hash == nil {
 		hash = []byte{}
 	}
-	err := s.createSprocket.GetContext(ctx, &sp.ID,
+	var out struct {
+		ID  int64  `db:"new_id"`
+		LSN string `db:"commit_lsn"`
+	}
+	err := s.createSprocket.GetContext(ctx, &out,
 		org, spec.Teeth, spec.PitchDiameter, spec.OutsideDiameter, spec.Pitch, at, s.newID(), idem.Key, hash)
 	if isKeyTaken(err) {
 		var earlier domain.Sprocket
@@ -87,11 +72,8 @@ func (s *Store) CreateSprocket(ctx context.Context, org int64, spec domain.Sproc
 		return domain.Sprocket{}, domain.Receipt{}, fmt.Errorf("create sprocket: %w", err)
 	}
 	s.onCommit()
-	lsn, err := s.lsn(ctx)
-	if err != nil {
-		return domain.Sprocket{}, domain.Receipt{}, err
-	}
-	return sp, domain.Receipt{Version: sp.Version, LSN: lsn}, nil
+	sp.ID = out.ID
+	return sp, domain.Receipt{Version: sp.Version, LSN: out.LSN}, nil
 }
 
 // UpdateSprocket applies change to the live sprocket id of org under a row

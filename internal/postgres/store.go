@@ -20,8 +20,7 @@ type Store struct {
 	newID    func() string
 	onCommit func()
 
-	// Hot statements, prepared once: planning the create's CTE costs more
-	// than running it.
+	// Hot statements, prepared once: planning costs more than running them.
 	createSprocket *sqlx.Stmt
 	currentLSN     *sqlx.Stmt
 }
@@ -48,7 +47,8 @@ func NewStore(ctx context.Context, db *sqlx.DB, opts ...Option) (*Store, error) 
 		o(s)
 	}
 	var err error
-	if s.createSprocket, err = db.PreparexContext(ctx, createSprocket); err != nil {
+	// See the create_sprocket procedure in the schema.
+	if s.createSprocket, err = db.PreparexContext(ctx, `CALL create_sprocket($1, $2, $3, $4, $5, $6, $7, $8, $9)`); err != nil {
 		return nil, fmt.Errorf("prepare create sprocket: %w", err)
 	}
 	if s.currentLSN, err = db.PreparexContext(ctx, currentLSN); err != nil {

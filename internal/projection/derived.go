@@ -49,16 +49,12 @@ func (p *Projector) RunDerived(ctx context.Context, interval time.Duration) erro
 	}
 }
 
-// markDirty records dirty marks and wakes RunDerived.
-func (p *Projector) markDirty(ctx context.Context, names ...string) error {
-	if err := p.cache.MarkDirty(ctx, names...); err != nil {
-		return err
-	}
+// wake tells RunDerived that this projector marked bodies dirty.
+func (p *Projector) wake() {
 	select {
 	case p.marked <- struct{}{}:
 	default:
 	}
-	return nil
 }
 
 // RebuildDirty rebuilds every body marked dirty and clears its mark unless
@@ -105,7 +101,7 @@ func (p *Projector) rebuildOrgSprockets(ctx context.Context, org int64) error {
 	if err != nil {
 		return err
 	}
-	_, err = p.cache.Write(ctx, readmodel.Newer, []readmodel.Record{readmodel.OrgSprocketsRecord(org, all)}, nil)
+	_, err = p.cache.Apply(ctx, readmodel.Write{Rule: readmodel.Newer, Records: []readmodel.Record{readmodel.OrgSprocketsRecord(org, all)}})
 	return err
 }
 
@@ -114,7 +110,7 @@ func (p *Projector) rebuildOrgFactories(ctx context.Context, org int64) error {
 	if err != nil {
 		return err
 	}
-	_, err = p.cache.Write(ctx, readmodel.Newer, []readmodel.Record{readmodel.OrgFactoriesRecord(org, all, samples)}, nil)
+	_, err = p.cache.Apply(ctx, readmodel.Write{Rule: readmodel.Newer, Records: []readmodel.Record{readmodel.OrgFactoriesRecord(org, all, samples)}})
 	return err
 }
 
@@ -126,6 +122,6 @@ func (p *Projector) rebuildFactoryCompat(ctx context.Context, id int64) error {
 	if err != nil {
 		return err
 	}
-	_, err = p.cache.Write(ctx, readmodel.Newer, readmodel.FactoryCompatRecords(f, samples), nil)
+	_, err = p.cache.Apply(ctx, readmodel.Write{Rule: readmodel.Newer, Records: readmodel.FactoryCompatRecords(f, samples)})
 	return err
 }

@@ -31,11 +31,10 @@ type Source interface {
 
 // Cache is the read model store.
 type Cache interface {
-	Write(ctx context.Context, rule readmodel.Rule, records []readmodel.Record, expected []int64) ([]int, error)
+	Apply(ctx context.Context, writes ...readmodel.Write) ([][]int, error)
 	Get(ctx context.Context, key string, withMembers bool) (readmodel.Entry, bool, error)
 	GetMany(ctx context.Context, keys []string) ([]readmodel.Entry, []bool, error)
 	Delete(ctx context.Context, keys ...string) error
-	MarkDirty(ctx context.Context, names ...string) error
 	Dirty(ctx context.Context) (map[string]string, error)
 	Clear(ctx context.Context, name, mark string) error
 	Built(ctx context.Context) (bool, error)
@@ -92,19 +91,42 @@ func New(src Source, cache Cache, log *slog.Logger, reg prometheus.Registerer) *
 // Handle decodes and applies one message body. An EINVALID *domain.Error
 // means the message can never be applied; any other error is worth a retry.
 func (p *Projector) Handle(ctx context.Context, data []byte) error {
-	e, err := events.Decode(data)
-	if err != nil {
-		return err
+	return p.HandleBatch(ctx, [][]byte{data})[0]
+}
+
+// HandleBatch decodes and applies message bodies in order and returns one
+// error per body, as Handle would. The sprocket events of a batch cost one
+// Redis round trip together.
+func (p *Projector) HandleBatch(ctx context.Context, batch [][]byte) []error {
+	errs := make([]error, len(batch))
+	envs := make([]events.Envelope, len(batch))
+	outcomes := make([]string, len(batch))
+	var sprockets []int
+	for i, data := range batch {
+		if envs[i], errs[i] = events.Decode(data); errs[i] != nil {
+			continue
+		}
+		if envs[i].AggregateType == events.Sprocket {
+			sprockets = append(sprockets, i)
+		}
 	}
-	outcome, err := p.Apply(ctx, e)
-	if err != nil {
-		return err
+	p.applySprockets(ctx, envs, sprockets, outcomes, errs)
+	for i, e := range envs {
+		if errs[i] == nil && outcomes[i] == "" {
+			outcomes[i], errs[i] = p.Apply(ctx, e)
+		}
 	}
-	p.outcomes.WithLabelValues(outcome).Inc()
-	lag := p.now().Sub(e.OccurredAt).Seconds()
-	p.delay.Observe(lag)
-	p.lastLag.Set(lag)
-	return nil
+	now := p.now()
+	for i, e := range envs {
+		if errs[i] != nil {
+			continue
+		}
+		p.outcomes.WithLabelValues(outcomes[i]).Inc()
+		lag := now.Sub(e.OccurredAt).Seconds()
+		p.delay.Observe(lag)
+		p.lastLag.Set(lag)
+	}
+	return errs
 }
 
 // Apply moves the keys of e's aggregate forward and marks the bodies derived
@@ -121,21 +143,42 @@ func (p *Projector) Apply(ctx context.Context, e events.Envelope) (string, error
 }
 
 func (p *Projector) applySprocket(ctx context.Context, e events.Envelope) (string, error) {
-	pl, err := e.Sprocket()
-	if err != nil {
-		return "", err
+	envs, outcomes, errs := []events.Envelope{e}, make([]string, 1), make([]error, 1)
+	p.applySprockets(ctx, envs, []int{0}, outcomes, errs)
+	return outcomes[0], errs[0]
+}
+
+// applySprockets applies the sprocket events envs[i] for i in idx, in order,
+// in one round trip, and records each one's outcome or error.
+func (p *Projector) applySprockets(ctx context.Context, envs []events.Envelope, idx []int, outcomes []string, errs []error) {
+	writes := make([]readmodel.Write, 0, len(idx))
+	applied := make([]int, 0, len(idx))
+	for _, i := range idx {
+		pl, err := envs[i].Sprocket()
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		writes = append(writes, readmodel.Write{
+			Rule: readmodel.Next, Records: readmodel.SprocketRecords(pl.Sprocket),
+			Dirty: []string{orgSprockets(envs[i].OrgID)},
+		})
+		applied = append(applied, i)
 	}
-	res, err := p.cache.Write(ctx, readmodel.Next, readmodel.SprocketRecords(pl.Sprocket), nil)
+	res, err := p.cache.Apply(ctx, writes...)
 	if err != nil {
-		return "", err
+		for _, i := range applied {
+			errs[i] = err
+		}
+		return
 	}
-	outcome := outcomeOf(res)
-	if outcome == Rebuilt {
-		if err := p.rebuildSprocket(ctx, e.AggregateID); err != nil {
-			return "", err
+	p.wake()
+	for k, i := range applied {
+		outcomes[i] = outcomeOf(res[k])
+		if outcomes[i] == Rebuilt {
+			errs[i] = p.rebuildSprocket(ctx, envs[i].AggregateID)
 		}
 	}
-	return outcome, p.markDirty(ctx, orgSprockets(e.OrgID))
 }
 
 func (p *Projector) rebuildSprocket(ctx context.Context, id int64) error {
@@ -143,7 +186,7 @@ func (p *Projector) rebuildSprocket(ctx context.Context, id int64) error {
 	if err != nil {
 		return fmt.Errorf("rebuild sprocket %d: %w", id, err)
 	}
-	_, err = p.cache.Write(ctx, readmodel.Newer, readmodel.SprocketRecords(s), nil)
+	_, err = p.cache.Apply(ctx, readmodel.Write{Rule: readmodel.Newer, Records: readmodel.SprocketRecords(s)})
 	return err
 }
 
@@ -196,7 +239,11 @@ func (p *Projector) applyFactory(ctx context.Context, e events.Envelope) (string
 			return "", err
 		}
 	}
-	return outcome, p.markDirty(ctx, dirty...)
+	if _, err := p.cache.Apply(ctx, readmodel.Write{Dirty: dirty}); err != nil {
+		return "", err
+	}
+	p.wake()
+	return outcome, nil
 }
 
 // applyFactoryEvent merges the event's samples into their buckets, then
@@ -216,11 +263,11 @@ func (p *Projector) applyFactoryEvent(ctx context.Context, pl events.FactoryPayl
 			return false, err
 		}
 	}
-	res, err := p.cache.Write(ctx, readmodel.Next, []readmodel.Record{readmodel.FactoryRecord(f)}, nil)
+	res, err := p.cache.Apply(ctx, readmodel.Write{Rule: readmodel.Next, Records: []readmodel.Record{readmodel.FactoryRecord(f)}})
 	if err != nil {
 		return false, err
 	}
-	return res[0] != readmodel.Refused, nil
+	return res[0][0] != readmodel.Refused, nil
 }
 
 // mergeBuckets adds samples to their buckets with read-modify-write guarded
@@ -250,15 +297,15 @@ func (p *Projector) mergeBuckets(ctx context.Context, f domain.Factory, samples 
 			}
 			records[i] = readmodel.BucketRecord(f.ID, f.OrgID, b, f.Version, readmodel.MergeSamples(have, groups[b]))
 		}
-		res, err := p.cache.Write(ctx, readmodel.Exact, records, expected)
+		res, err := p.cache.Apply(ctx, readmodel.Write{Rule: readmodel.Exact, Records: records, Expected: expected})
 		if err != nil {
 			return false, err
 		}
-		if !contains(res, readmodel.Refused) {
+		if !contains(res[0], readmodel.Refused) {
 			return true, nil
 		}
 		// Written buckets are kept; only refused ones are merged again.
-		keys, buckets = refusedOnly(keys, buckets, res)
+		keys, buckets = refusedOnly(keys, buckets, res[0])
 	}
 	return false, nil
 }
@@ -324,17 +371,17 @@ func (p *Projector) writeFactory(ctx context.Context, f domain.Factory, samples 
 		for b, s := range readmodel.GroupByBucket(samples) {
 			records = append(records, readmodel.BucketRecord(f.ID, f.OrgID, b, f.Version, s))
 			if len(records) == 500 {
-				if _, err := p.cache.Write(ctx, readmodel.Newer, records, nil); err != nil {
+				if _, err := p.cache.Apply(ctx, readmodel.Write{Rule: readmodel.Newer, Records: records}); err != nil {
 					return err
 				}
 				records = records[:0]
 			}
 		}
-		if _, err := p.cache.Write(ctx, readmodel.Newer, records, nil); err != nil {
+		if _, err := p.cache.Apply(ctx, readmodel.Write{Rule: readmodel.Newer, Records: records}); err != nil {
 			return err
 		}
 	}
-	_, err := p.cache.Write(ctx, readmodel.Newer, []readmodel.Record{readmodel.FactoryRecord(f)}, nil)
+	_, err := p.cache.Apply(ctx, readmodel.Write{Rule: readmodel.Newer, Records: []readmodel.Record{readmodel.FactoryRecord(f)}})
 	return err
 }
 

@@ -81,11 +81,11 @@ func (p *Projector) Rebuild(ctx context.Context) (int, error) {
 				for i, w := range chunk {
 					records[i] = w.Record
 				}
-				res, err := p.cache.Write(ctx, readmodel.Newer, records, nil)
+				res, err := p.cache.Apply(ctx, readmodel.Write{Rule: readmodel.Newer, Records: records})
 				if err != nil {
 					return err
 				}
-				for _, r := range res {
+				for _, r := range res[0] {
 					if r == readmodel.Written {
 						n++
 					}

@@ -65,3 +65,16 @@ const (
 	Dropped = 0  // the key already held this version or a newer one
 	Refused = -1 // the rule refused the write; see Rule
 )
+
+// Write is one guarded, atomic change of the read model: records written
+// under a rule, and derived bodies marked dirty in the same step, so that
+// once it returns both are in place or neither is.
+type Write struct {
+	Rule    Rule
+	Records []Record
+	// Expected gives, for the Exact rule, the version each record's key
+	// must hold.
+	Expected []int64
+	// Dirty names derived bodies to rebuild.
+	Dirty []string
+}

@@ -77,34 +77,68 @@ func (c *Cache) Ping(ctx context.Context) error { return c.rdb.Ping(ctx).Err() }
 // Client returns the underlying client.
 func (c *Cache) Client() redis.UniversalClient { return c.rdb }
 
-// Write stores records under rule in one atomic step. expected gives, for
-// the Exact rule, the version each record's key must hold (ignored
-// otherwise). It returns one result per record: Written, Dropped or Refused.
-func (c *Cache) Write(ctx context.Context, rule readmodel.Rule, records []readmodel.Record, expected []int64) ([]int, error) {
-	if len(records) == 0 {
+// Apply performs writes, each atomically, all in one round trip. It
+// returns, per write, one result per record: readmodel.Written, Dropped or
+// Refused.
+func (c *Cache) Apply(ctx context.Context, writes ...readmodel.Write) ([][]int, error) {
+	if len(writes) == 0 {
 		return nil, nil
 	}
-	keys := make([]string, len(records))
-	args := []any{string(rule)}
-	for i, r := range records {
-		keys[i] = r.Key
+	run := func() ([]*redis.Cmd, error) {
+		pipe := c.rdb.Pipeline()
+		cmds := make([]*redis.Cmd, len(writes))
+		for i, w := range writes {
+			keys, args := guardArgs(w)
+			cmds[i] = c.guard.EvalSha(ctx, pipe, keys, args...)
+		}
+		_, err := pipe.Exec(ctx)
+		return cmds, err
+	}
+	cmds, err := run()
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		// Redis restarted or its script cache was flushed: load and retry.
+		// The writes are guarded, so running one twice changes nothing.
+		if err = c.guard.Load(ctx, c.rdb).Err(); err == nil {
+			cmds, err = run()
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("guarded write: %w", err)
+	}
+	out := make([][]int, len(cmds))
+	for i, cmd := range cmds {
+		res, err := cmd.Int64Slice()
+		if err != nil {
+			return nil, fmt.Errorf("guarded write: %w", err)
+		}
+		out[i] = make([]int, len(res))
+		for j, r := range res {
+			out[i][j] = int(r)
+		}
+	}
+	return out, nil
+}
+
+func guardArgs(w readmodel.Write) ([]string, []any) {
+	keys := make([]string, 0, len(w.Records)+1)
+	args := []any{string(w.Rule), len(w.Records)}
+	for i, r := range w.Records {
+		keys = append(keys, r.Key)
 		var exp int64
-		if rule == readmodel.Exact {
-			exp = expected[i]
+		if w.Rule == readmodel.Exact {
+			exp = w.Expected[i]
 		}
 		fields := encode(r.Entry)
 		args = append(args, r.Entry.Version, exp, len(fields)/2)
 		args = append(args, fields...)
 	}
-	res, err := c.guard.Run(ctx, c.rdb, keys, args...).Int64Slice()
-	if err != nil {
-		return nil, fmt.Errorf("guarded write %s: %w", keys[0], err)
+	if len(w.Dirty) > 0 {
+		keys = append(keys, dirtyKey)
+		for _, d := range w.Dirty {
+			args = append(args, d)
+		}
 	}
-	out := make([]int, len(res))
-	for i, r := range res {
-		out[i] = int(r)
-	}
-	return out, nil
+	return keys, args
 }
 
 func encode(e readmodel.Entry) []any {
@@ -209,22 +243,6 @@ func (c *Cache) Delete(ctx context.Context, keys ...string) error {
 	}
 	if err := c.rdb.Del(ctx, keys...).Err(); err != nil {
 		return fmt.Errorf("delete %s: %w", keys[0], err)
-	}
-	return nil
-}
-
-// MarkDirty records that the named derived bodies must be rebuilt. Marks
-// survive a projector restart; see Dirty and Clear.
-func (c *Cache) MarkDirty(ctx context.Context, names ...string) error {
-	if len(names) == 0 {
-		return nil
-	}
-	pipe := c.rdb.Pipeline()
-	for _, n := range names {
-		pipe.HIncrBy(ctx, dirtyKey, n, 1)
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("mark dirty: %w", err)
 	}
 	return nil
 }

@@ -1,19 +1,23 @@
--- Version-guarded replacement of read-model hashes, all keys in one atomic step.
--- KEYS: the keys. ARGV[1]: the rule, then per key: version, expected, n, then
--- n field/value pairs. Per key the result is 1 (written), 0 (the key already
--- holds this version or a newer one: dropped) or -1 (the rule refused it).
+-- Version-guarded replacement of read-model hashes, and dirty marks, in one
+-- atomic step.
+-- KEYS: the n record keys, then (when marks follow) the dirty-marks hash.
+-- ARGV[1]: the rule; ARGV[2]: n; then per record key: version, expected,
+-- f, then f field/value pairs; then the names to mark dirty.
+-- Per record key the result is 1 (written), 0 (the key already holds this
+-- version or a newer one: dropped) or -1 (the rule refused it):
 --   next : write when the stored version is version-1 (a missing key is 0);
 --          -1 means a gap: events were missed.
 --   newer: write when the stored version is at most version.
 --   exact: write when the stored version is expected; -1 means someone else
 --          wrote in between and the caller must read again.
 local rule = ARGV[1]
-local i = 2
+local n = tonumber(ARGV[2])
+local i = 3
 local out = {}
-for k = 1, #KEYS do
+for k = 1, n do
   local version = tonumber(ARGV[i])
   local expected = tonumber(ARGV[i + 1])
-  local n = tonumber(ARGV[i + 2])
+  local f = tonumber(ARGV[i + 2])
   local cur = tonumber(redis.call('HGET', KEYS[k], 'v') or '0')
   local write = false
   if rule == 'next' then
@@ -27,12 +31,11 @@ for k = 1, #KEYS do
   end
   if write then
     redis.call('DEL', KEYS[k])
-    -- HSET in chunks: unpack() of a large collection's members would
-    -- overflow Lua's stack.
+    -- HSET in chunks: unpack() of many fields would overflow Lua's stack.
     local j = 0
-    while j < n do
+    while j < f do
       local args = {}
-      local last = math.min(n, j + 1000)
+      local last = math.min(f, j + 1000)
       for p = j, last - 1 do
         args[#args + 1] = ARGV[i + 3 + 2 * p]
         args[#args + 1] = ARGV[i + 4 + 2 * p]
@@ -42,6 +45,9 @@ for k = 1, #KEYS do
     end
     out[k] = 1
   end
-  i = i + 3 + 2 * n
+  i = i + 3 + 2 * f
+end
+for d = i, #ARGV do
+  redis.call('HINCRBY', KEYS[n + 1], ARGV[d], 1)
 end
 return out
