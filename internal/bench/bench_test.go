@@ -1,3 +1,5 @@
+//go:build bench
+
 // Package bench measures the service against baselines in the same run, on
 // the same machine and leader, as ratios: `make bench`. Nothing here asserts
 // a speed; the figures are reported.

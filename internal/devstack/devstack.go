@@ -89,3 +89,13 @@ func tail(path string, n int64) string {
 }
 
 var errStopped = errors.New("process exited")
+
+// PortFree reports whether nothing listens on port on 127.0.0.1.
+func PortFree(port int) bool {
+	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		return false
+	}
+	ln.Close()
+	return true
+}

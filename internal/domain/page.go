@@ -14,18 +14,6 @@ type PageRequest struct {
 	Limit int
 }
 
-// Validate returns an EINVALID *Error when the limit is out of range.
-func (p PageRequest) Validate() error {
-	var v validation
-	if p.Limit < 1 || p.Limit > MaxPageSize {
-		v.add("limit", "must be an integer from 1 to %d", MaxPageSize)
-	}
-	if p.After < 0 {
-		v.add("cursor", "is not a cursor this API issued")
-	}
-	return v.err()
-}
-
 // DefaultOrgID is the organization that owns the seed data and, until
 // access control assigns callers their own, every request's data.
 const DefaultOrgID int64 = 1

@@ -7,9 +7,9 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/sprockets-api/sprockets/internal/devstack"
@@ -35,10 +35,11 @@ func testMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	binDir = dir
-	cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/writer", "./cmd/projector", "./cmd/reader")
-	cmd.Dir = repoRoot
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build programs: %v\n%s", err, out)
+	// With E2E_RACE=1 (make test) the programs run with the race detector,
+	// and a race they report fails the test that ran them.
+	race := os.Getenv("E2E_RACE") == "1"
+	if err := devstack.Build(context.Background(), repoRoot, binDir, race, "./cmd/writer", "./cmd/projector", "./cmd/reader"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	return m.Run()
@@ -68,14 +69,16 @@ func newStack(t *testing.T, opts stackOptions) *devstack.Stack {
 		t.Fatalf("start stack: %v", err)
 	}
 	t.Cleanup(func() {
-		if t.Failed() {
-			for _, p := range []*devstack.Program{s.Writer, s.Projector, s.Reader} {
-				if b, err := os.ReadFile(p.LogFile()); err == nil && len(b) > 0 {
-					t.Logf("---- %s log (tail) ----\n%s", p.Name, tailBytes(b, 4000))
-				}
+		s.Close()
+		for _, p := range []*devstack.Program{s.Writer, s.Projector, s.Reader} {
+			b, _ := os.ReadFile(p.LogFile())
+			if i := strings.Index(string(b), "WARNING: DATA RACE"); i >= 0 {
+				t.Errorf("%s reported a data race:\n%s", p.Name, tailBytes(b[i:], 6000))
+			}
+			if t.Failed() && len(b) > 0 {
+				t.Logf("---- %s log (tail) ----\n%s", p.Name, tailBytes(b, 4000))
 			}
 		}
-		s.Close()
 	})
 	seeds := filepath.Join(repoRoot, "seeds")
 	if opts.noSeed {

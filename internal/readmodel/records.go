@@ -22,9 +22,10 @@ func SprocketRecords(s domain.Sprocket) []Record {
 
 // FactoryRecord returns the entry of GET /v1/factories/{id}.
 func FactoryRecord(f domain.Factory) Record {
-	e := Entry{Version: f.Version, Org: f.OrgID, Deleted: f.Deleted(), First: f.FirstTime, Last: f.LastTime}
+	e := Entry{Version: f.Version, Org: f.OrgID, Deleted: f.Deleted()}
 	if !f.Deleted() {
 		e.Body, e.ETag = FactoryBody(f), VersionETag(f.Version)
+		e.First, e.Last = f.FirstTime, f.LastTime
 	}
 	return Record{FactoryKey(f.ID), e}
 }

@@ -1,0 +1,53 @@
+# Sprockets API. `make help` lists the targets.
+
+GO       ?= go
+BIN      := bin
+PROGRAMS := writer projector reader
+# Debian packages the local topology and the tests run from.
+DEB_PACKAGES := postgresql redis-server nats-server
+
+.DEFAULT_GOAL := help
+.PHONY: help build run test test-short bench vet fmt deps clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build the writer, projector and reader into bin/
+	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(PROGRAMS))
+
+run: deps-check build ## run the whole topology locally (data in .run/), seeded; Ctrl-C stops it
+	$(GO) build -o $(BIN)/ ./internal/devstack/localrun
+	$(BIN)/localrun -dir .run -bin $(BIN) -seeds seeds
+
+test: deps-check vet ## run every test (unit, integration, end to end) with the race detector
+	E2E_RACE=1 $(GO) test -race -count=1 -timeout 30m ./...
+
+test-short: ## run the tests without the race detector (faster while working)
+	$(GO) test -count=1 -timeout 20m ./...
+
+bench: deps-check ## measure cached reads, creates and write-to-visible delay against baselines
+	$(GO) test -tags bench -run '^$$' -bench . -benchtime 1x -timeout 30m ./internal/bench
+
+vet: ## go vet and a gofmt check
+	$(GO) vet ./...
+	$(GO) vet -tags bench ./internal/bench
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "not gofmt-ed:"; echo "$$out"; exit 1; fi
+
+fmt: ## gofmt every file
+	gofmt -w .
+
+deps: ## install the Debian packages the tests and `make run` need (as root)
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then echo "deps: all installed ($(DEB_PACKAGES))"; exit 0; fi; \
+	echo "deps: installing $$missing"; \
+	if [ "$$(id -u)" -ne 0 ]; then echo "deps: run as root (or with sudo) to install: $$missing"; exit 1; fi; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing
+
+deps-check:
+	@for bin in redis-server nats-server; do \
+		command -v $$bin >/dev/null 2>&1 || [ -x /usr/sbin/$$bin ] || { echo "$$bin is missing: run 'make deps'"; exit 1; }; \
+	done
+	@ls /usr/lib/postgresql/*/bin/pg_basebackup >/dev/null 2>&1 || { echo "the Postgres server is missing: run 'make deps'"; exit 1; }
+
+clean: ## remove built binaries and the local run's data
+	rm -rf $(BIN) .run

@@ -1,0 +1,100 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func vars(kv ...string) func(string) string {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return func(k string) string { return m[k] }
+}
+
+const db = "postgres://app:secret@db:5432/sprockets"
+
+func TestDefaults(t *testing.T) {
+	w, err := LoadWriter(vars("DATABASE_URL", db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Addr != ":8081" || w.NATSURL != "nats://127.0.0.1:4222" || w.RelayBatch != 256 || w.StreamName != "SPROCKETS" {
+		t.Errorf("writer defaults %+v", w)
+	}
+	r, err := LoadReader(vars("DATABASE_URL", db, "REPLICA_URLS", db+","+db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Addr != ":8082" || len(r.ReplicaURLs) != 2 || r.ReplicaMaxLag != 5*time.Second {
+		t.Errorf("reader defaults %+v", r)
+	}
+	p, err := LoadProjector(vars("DATABASE_URL", db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Addr != ":8083" || p.ConsumerName != "projector" {
+		t.Errorf("projector defaults %+v", p)
+	}
+}
+
+// A bad or missing value stops the program with a message naming the
+// variable.
+func TestErrorsNameTheVariable(t *testing.T) {
+	tests := []struct {
+		name string
+		load func(func(string) string) error
+		env  func(string) string
+		want []string
+	}{
+		{"missing DATABASE_URL", writer, vars(), []string{"DATABASE_URL is required"}},
+		{"empty DATABASE_URL", reader, vars("DATABASE_URL", ""), []string{"DATABASE_URL"}},
+		{"wrong scheme", writer, vars("DATABASE_URL", "mysql://x/y"), []string{"DATABASE_URL", "postgres"}},
+		{"not a number", writer, vars("DATABASE_URL", db, "RELAY_BATCH", "many"), []string{"RELAY_BATCH"}},
+		{"not a duration", reader, vars("DATABASE_URL", db, "REPLICA_MAX_LAG", "soon"), []string{"REPLICA_MAX_LAG"}},
+		{"zero", projector, vars("DATABASE_URL", db, "FETCH_BATCH", "0"), []string{"FETCH_BATCH"}},
+		{"bad address", writer, vars("DATABASE_URL", db, "WRITER_ADDR", "8081"), []string{"WRITER_ADDR"}},
+		{"bad replica", reader, vars("DATABASE_URL", db, "REPLICA_URLS", "http://x"), []string{"REPLICA_URLS"}},
+		{"bad redis", projector, vars("DATABASE_URL", db, "REDIS_URL", "memcache://x"), []string{"REDIS_URL"}},
+		{"bad nats", projector, vars("DATABASE_URL", db, "NATS_URL", "http://x"), []string{"NATS_URL"}},
+		{"bad log level", writer, vars("DATABASE_URL", db, "LOG_LEVEL", "loud"), []string{"LOG_LEVEL"}},
+		{"bad stream name", writer, vars("DATABASE_URL", db, "STREAM_NAME", "a.b"), []string{"STREAM_NAME"}},
+		{"two problems at once", writer, vars("DATABASE_URL", db, "RELAY_BATCH", "0", "BODY_LIMIT", "-1"), []string{"RELAY_BATCH", "BODY_LIMIT"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.load(tc.env)
+			if err == nil {
+				t.Fatal("loaded")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "secret") {
+				t.Errorf("error %q shows a password", err)
+			}
+		})
+	}
+}
+
+func writer(e func(string) string) error    { _, err := LoadWriter(e); return err }
+func reader(e func(string) string) error    { _, err := LoadReader(e); return err }
+func projector(e func(string) string) error { _, err := LoadProjector(e); return err }
+
+func TestAttrsMaskSecrets(t *testing.T) {
+	r, err := LoadReader(vars("DATABASE_URL", db, "REPLICA_URLS", db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, a := range Attrs(r) {
+		b.WriteString(a.(interface{ String() string }).String())
+	}
+	if strings.Contains(b.String(), "secret") || !strings.Contains(b.String(), "REPLICA_URLS") {
+		t.Errorf("attrs %s", b.String())
+	}
+}

@@ -1,0 +1,155 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sprockets-api/sprockets/internal/devstack"
+	"github.com/sprockets-api/sprockets/internal/domain"
+	"github.com/sprockets-api/sprockets/internal/events"
+	"github.com/sprockets-api/sprockets/internal/postgres"
+)
+
+var pg *devstack.Postgres
+
+func TestMain(m *testing.M) { os.Exit(testMain(m)) }
+
+func testMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "outbox-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if pg, _, err = devstack.StartPostgres(context.Background(), dir, false); err != nil {
+		fmt.Fprintln(os.Stderr, "a real Postgres is required:", err)
+		return 1
+	}
+	defer pg.Stop()
+	return m.Run()
+}
+
+// broker is a publisher that can be down, and records what it stored.
+type broker struct {
+	mu     sync.Mutex
+	down   bool
+	failAt string // an event id it refuses once
+	stored []events.Outgoing
+}
+
+func (b *broker) PublishAll(_ context.Context, msgs []events.Outgoing) []error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	errs := make([]error, len(msgs))
+	for i, m := range msgs {
+		switch {
+		case b.down:
+			errs[i] = errors.New("broker down")
+		case m.ID == b.failAt:
+			b.failAt = ""
+			errs[i] = errors.New("timeout")
+		default:
+			b.stored = append(b.stored, m)
+		}
+	}
+	return errs
+}
+
+func (b *broker) count() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.stored)
+}
+
+func setup(t *testing.T) (*postgres.Store, *sqlx.DB) {
+	t.Helper()
+	ctx := context.Background()
+	name := fmt.Sprintf("t%d", time.Now().UnixNano())
+	if err := pg.CreateDatabase(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	db, err := postgres.Open(ctx, pg.URL(name), 8, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if _, err := postgres.Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	store, err := postgres.NewStore(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store, db
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Committed events reach the broker exactly once each while it is up; while
+// it is down they wait in the outbox, and a failed one is retried.
+func TestRelay(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	store, db := setup(t)
+	b := &broker{down: true}
+	relay := New(db, b, slog.New(slog.NewTextHandler(io.Discard, nil)), Config{Batch: 4, Poll: 20 * time.Millisecond}, prometheus.NewRegistry())
+	done := make(chan error, 1)
+	go func() { done <- relay.Run(ctx) }()
+
+	spec := domain.SprocketSpec{Teeth: 1, PitchDiameter: 1, OutsideDiameter: 1, Pitch: 1}
+	for i := 0; i < 10; i++ {
+		if _, _, err := store.CreateSprocket(ctx, 1, spec, domain.Idempotency{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n, err := relay.Backlog(ctx); err != nil || n != 10 || b.count() != 0 {
+		t.Fatalf("with the broker down: backlog %d (%v), stored %d", n, err, b.count())
+	}
+	var second string
+	if err := db.Get(&second, `SELECT event_id FROM outbox ORDER BY id OFFSET 1 LIMIT 1`); err != nil {
+		t.Fatal(err)
+	}
+	b.mu.Lock()
+	b.down, b.failAt = false, second
+	b.mu.Unlock()
+	relay.Nudge()
+	waitFor(t, "the backlog to drain", func() bool { n, _ := relay.Backlog(ctx); return n == 0 })
+	if b.count() != 10 {
+		t.Fatalf("stored %d events, want 10", b.count())
+	}
+	seen := map[string]bool{}
+	for _, m := range b.stored {
+		if seen[m.ID] {
+			t.Errorf("event %s published twice", m.ID)
+		}
+		seen[m.ID] = true
+		e, err := events.Decode(m.Body)
+		if err != nil || e.ID != m.ID || e.Subject() != m.Subject {
+			t.Errorf("published %s: %+v %v", m.Subject, e, err)
+		}
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("Run returned %v", err)
+	}
+}

@@ -1,0 +1,381 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sprockets-api/sprockets/internal/devstack"
+	"github.com/sprockets-api/sprockets/internal/domain"
+	"github.com/sprockets-api/sprockets/internal/events"
+	"github.com/sprockets-api/sprockets/internal/readmodel"
+)
+
+var pgLeader, pgReplica *devstack.Postgres
+
+func TestMain(m *testing.M) { os.Exit(testMain(m)) }
+
+func testMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "postgres-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if pgLeader, pgReplica, err = devstack.StartPostgres(context.Background(), dir, true); err != nil {
+		fmt.Fprintln(os.Stderr, "a real Postgres leader and replica are required:", err)
+		return 1
+	}
+	defer pgLeader.Stop()
+	defer pgReplica.Stop()
+	return m.Run()
+}
+
+// fresh returns a store on a new, migrated database of its own.
+func fresh(t *testing.T) (*Store, *sqlx.DB) {
+	t.Helper()
+	ctx := context.Background()
+	name := fmt.Sprintf("t%d", time.Now().UnixNano())
+	if err := pgLeader.CreateDatabase(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	db, err := Open(ctx, pgLeader.URL(name), 8, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if n, err := Migrate(ctx, db); err != nil || n == 0 {
+		t.Fatalf("migrate: %d, %v", n, err)
+	}
+	if n, err := Migrate(ctx, db); err != nil || n != 0 {
+		t.Fatalf("a second migrate applied %d: %v", n, err)
+	}
+	s, err := NewStore(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, db
+}
+
+var spec = domain.SprocketSpec{Teeth: 5, PitchDiameter: 6.35, OutsideDiameter: 7.1, Pitch: 0.1}
+
+// outbox returns the events recorded so far, in order.
+func outbox(t *testing.T, db *sqlx.DB) []events.Envelope {
+	t.Helper()
+	var rows []struct {
+		EventID       string    `db:"event_id"`
+		Subject       string    `db:"subject"`
+		Type          string    `db:"type"`
+		AggregateType string    `db:"aggregate_type"`
+		AggregateID   int64     `db:"aggregate_id"`
+		OrgID         int64     `db:"org_id"`
+		Version       int64     `db:"version"`
+		OccurredAt    time.Time `db:"occurred_at"`
+		Payload       []byte    `db:"payload"`
+	}
+	if err := db.Select(&rows, `SELECT event_id, subject, type, aggregate_type, aggregate_id, org_id, version, occurred_at, payload FROM outbox ORDER BY id`); err != nil {
+		t.Fatal(err)
+	}
+	out := make([]events.Envelope, len(rows))
+	for i, r := range rows {
+		out[i] = events.Envelope{ID: r.EventID, Type: r.Type, AggregateType: r.AggregateType, AggregateID: r.AggregateID,
+			OrgID: r.OrgID, Version: r.Version, OccurredAt: r.OccurredAt.UTC(), Payload: r.Payload}
+		if out[i].Subject() != r.Subject {
+			t.Errorf("subject %s, envelope says %s", r.Subject, out[i].Subject())
+		}
+	}
+	return out
+}
+
+// The bodies built from an event equal the bodies built from the row read
+// back: the projector's fast path and every rebuild agree byte for byte.
+func TestEventPayloadsRenderLikeRows(t *testing.T) {
+	ctx := context.Background()
+	s, db := fresh(t)
+	reads := NewReads(db)
+	sp, r, err := s.CreateSprocket(ctx, domain.DefaultOrgID, spec, domain.Idempotency{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sp.ID == 0 || r.Version != 1 || r.LSN == "" {
+		t.Fatalf("created %+v %+v", sp, r)
+	}
+	upd, _, err := s.UpdateSprocket(ctx, domain.DefaultOrgID, sp.ID, 1, func(x domain.SprocketSpec) domain.SprocketSpec { x.Teeth = 9; return x })
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := outbox(t, db)
+	if len(evs) != 2 || evs[0].Type != events.Created || evs[1].Type != events.Updated || evs[1].Version != 2 {
+		t.Fatalf("events %+v", evs)
+	}
+	stored, err := reads.Sprocket(ctx, sp.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []domain.Sprocket{sp, upd} {
+		raw, _ := evs[i].Encode()
+		e, err := events.Decode(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := e.Sprocket()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := readmodel.SprocketBody(p.Sprocket), readmodel.SprocketBody(want); string(got) != string(want) {
+			t.Errorf("event %d renders\n %s\nthe write returned\n %s", i, got, want)
+		}
+	}
+	if got, want := readmodel.SprocketBody(upd), readmodel.SprocketBody(stored); string(got) != string(want) {
+		t.Errorf("the row renders\n %s\nthe update returned\n %s", want, got)
+	}
+}
+
+func TestSprocketWrites(t *testing.T) {
+	ctx := context.Background()
+	s, db := fresh(t)
+	org := domain.DefaultOrgID
+	sp, _, err := s.CreateSprocket(ctx, org, spec, domain.Idempotency{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep := func(x domain.SprocketSpec) domain.SprocketSpec { return x }
+	tests := []struct {
+		name    string
+		do      func() error
+		code    string
+		version int64 // the version after
+	}{
+		{"an update that changes nothing writes nothing", func() error {
+			_, r, err := s.UpdateSprocket(ctx, org, sp.ID, 0, keep)
+			if err == nil && r.Version != 1 {
+				err = fmt.Errorf("version %d", r.Version)
+			}
+			return err
+		}, "", 1},
+		{"a stale If-Match", func() error { _, _, err := s.UpdateSprocket(ctx, org, sp.ID, 5, keep); return err }, domain.ESTALE, 1},
+		{"an invalid change", func() error {
+			_, _, err := s.UpdateSprocket(ctx, org, sp.ID, 0, func(x domain.SprocketSpec) domain.SprocketSpec { x.Pitch = -1; return x })
+			return err
+		}, domain.EINVALID, 1},
+		{"another organization's sprocket", func() error { _, _, err := s.UpdateSprocket(ctx, 99, sp.ID, 0, keep); return err }, domain.ENOTFOUND, 1},
+		{"an update", func() error {
+			_, _, err := s.UpdateSprocket(ctx, org, sp.ID, 1, func(x domain.SprocketSpec) domain.SprocketSpec { x.Teeth = 6; return x })
+			return err
+		}, "", 2},
+		{"a delete with a stale If-Match", func() error { _, err := s.DeleteSprocket(ctx, org, sp.ID, 1); return err }, domain.ESTALE, 2},
+		{"a delete", func() error { _, err := s.DeleteSprocket(ctx, org, sp.ID, 2); return err }, "", 3},
+		{"a second delete", func() error { _, err := s.DeleteSprocket(ctx, org, sp.ID, 0); return err }, domain.ENOTFOUND, 3},
+		{"an update of a deleted sprocket", func() error { _, _, err := s.UpdateSprocket(ctx, org, sp.ID, 0, keep); return err }, domain.ENOTFOUND, 3},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(outbox(t, db))
+			err := tc.do()
+			if domain.ErrorCode(err) != tc.code {
+				t.Fatalf("error %v, want code %q", err, tc.code)
+			}
+			got, err := NewReads(db).Sprocket(ctx, sp.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Version != tc.version {
+				t.Errorf("version %d, want %d", got.Version, tc.version)
+			}
+			wantEvents := before
+			if tc.code == "" && tc.version != int64(before) {
+				wantEvents++
+			}
+			if n := len(outbox(t, db)); n != wantEvents {
+				t.Errorf("%d events, want %d", n, wantEvents)
+			}
+		})
+	}
+	if gone, _ := NewReads(db).Sprocket(ctx, sp.ID); !gone.Deleted() {
+		t.Errorf("the deleted sprocket is not a tombstone")
+	}
+}
+
+func TestIdempotentCreates(t *testing.T) {
+	ctx := context.Background()
+	s, db := fresh(t)
+	idem := domain.Idempotency{Key: "k1", Hash: []byte("request-a")}
+	first, r1, err := s.CreateSprocket(ctx, 1, spec, idem)
+	if err != nil || r1.Replayed {
+		t.Fatal(err, r1)
+	}
+	again, r2, err := s.CreateSprocket(ctx, 1, spec, idem)
+	if err != nil || !r2.Replayed || again.ID != first.ID || string(readmodel.SprocketBody(again)) != string(readmodel.SprocketBody(first)) {
+		t.Fatalf("replay %+v %+v %v", again, r2, err)
+	}
+	_, _, err = s.CreateSprocket(ctx, 1, spec, domain.Idempotency{Key: "k1", Hash: []byte("request-b")})
+	if domain.ErrorCode(err) != domain.EKEYREUSED {
+		t.Fatalf("another request with the key: %v", err)
+	}
+	var wg sync.WaitGroup
+	ids := make(chan int64, 10)
+	for i := 0; i < 10; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sp, _, err := s.CreateSprocket(ctx, 1, spec, domain.Idempotency{Key: "burst", Hash: []byte("x")})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			ids <- sp.ID
+		}()
+	}
+	wg.Wait()
+	close(ids)
+	seen := map[int64]bool{}
+	for id := range ids {
+		seen[id] = true
+	}
+	var n int
+	if err := db.Get(&n, `SELECT count(*) FROM sprockets`); err != nil || n != 2 || len(seen) != 1 {
+		t.Fatalf("%d sprockets, %d distinct ids answered (%v)", n, len(seen), err)
+	}
+	f, r, err := s.CreateFactory(ctx, 1, domain.FactorySpec{Name: "F"}, nil, domain.Idempotency{Key: "k1", Hash: []byte("request-a")})
+	if domain.ErrorCode(err) != domain.EKEYREUSED {
+		t.Fatalf("a factory with a sprocket's key: %+v %+v %v", f, r, err)
+	}
+}
+
+func TestFactoryHistory(t *testing.T) {
+	ctx := context.Background()
+	s, db := fresh(t)
+	reads := NewReads(db)
+	sample := func(tm, a int64) domain.Sample { return domain.Sample{Time: tm, Actual: a, Goal: 1} }
+	f, _, err := s.CreateFactory(ctx, 1, domain.FactorySpec{Name: "F"}, []domain.Sample{sample(7300, 2), sample(100, 1)}, domain.Idempotency{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.SampleCount != 2 || *f.FirstTime != 100 || *f.LastTime != 7300 {
+		t.Fatalf("summary %+v", f)
+	}
+	// A retried append is harmless; a contradicting one changes nothing.
+	f2, added, r, err := s.AppendSamples(ctx, 1, f.ID, 0, []domain.Sample{sample(100, 1), sample(3700, 5)})
+	if err != nil || added != 1 || r.Version != 2 || f2.SampleCount != 3 {
+		t.Fatalf("append: %+v %d %+v %v", f2, added, r, err)
+	}
+	if _, added, r, err := s.AppendSamples(ctx, 1, f.ID, 0, []domain.Sample{sample(3700, 5)}); err != nil || added != 0 || r.Version != 2 {
+		t.Fatalf("an append of known samples: %d %+v %v", added, r, err)
+	}
+	if _, _, _, err := s.AppendSamples(ctx, 1, f.ID, 0, []domain.Sample{sample(3800, 1), sample(3700, 6)}); domain.ErrorCode(err) != domain.ECONFLICT {
+		t.Fatalf("a contradicting append: %v", err)
+	}
+	got, samples, err := reads.FactoryHistory(ctx, f.ID)
+	if err != nil || got.Version != 2 || len(samples) != 3 || samples[0].Time != 100 || samples[2].Time != 7300 {
+		t.Fatalf("history %+v %v %v", got, samples, err)
+	}
+	// Whole buckets of what changed after version 1: only hour 1.
+	_, changed, err := reads.FactoryBucketsSince(ctx, f.ID, 1, readmodel.ChartBucketSeconds)
+	if err != nil || fmt.Sprint(changed) != fmt.Sprint([]domain.Sample{sample(3700, 5)}) {
+		t.Fatalf("changed buckets %v %v", changed, err)
+	}
+	if _, all, _ := reads.FactoryBucketsSince(ctx, f.ID, 0, readmodel.ChartBucketSeconds); len(all) != 3 {
+		t.Errorf("everything since 0: %v", all)
+	}
+	_, in, err := reads.FactorySamples(ctx, f.ID, 100, 3700)
+	if err != nil || len(in) != 2 {
+		t.Errorf("range: %v %v", in, err)
+	}
+	evs := outbox(t, db)
+	var pl events.FactoryPayload
+	if err := json.Unmarshal(evs[1].Payload, &pl); err != nil || len(pl.Samples) != 1 || pl.Factory.SampleCount != 3 {
+		t.Errorf("append event %s", evs[1].Payload)
+	}
+}
+
+func TestPages(t *testing.T) {
+	ctx := context.Background()
+	s, db := fresh(t)
+	for i := 0; i < 5; i++ {
+		if _, _, err := s.CreateSprocket(ctx, 1, spec, domain.Idempotency{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.DeleteSprocket(ctx, 1, 3, 0); err != nil {
+		t.Fatal(err)
+	}
+	reads := NewReads(db)
+	page, err := reads.ListSprockets(ctx, 1, domain.PageRequest{After: 1, Limit: 2})
+	if err != nil || len(page) != 2 || page[0].ID != 2 || page[1].ID != 4 {
+		t.Fatalf("page %v %v", page, err)
+	}
+	all, err := reads.SprocketsOfOrg(ctx, 1)
+	if err != nil || len(all) != 5 || !all[2].Deleted() {
+		t.Fatalf("all %v %v", all, err)
+	}
+}
+
+// Reads go to a fresh replica, to the leader when a token's write is not
+// there yet, and to the leader when the replica fails.
+func TestReadPool(t *testing.T) {
+	ctx := context.Background()
+	_, db := fresh(t)
+	var name string
+	if err := db.Get(&name, `SELECT current_database()`); err != nil {
+		t.Fatal(err)
+	}
+	if err := devstack.WaitReplay(ctx, pgLeader, pgReplica, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	rdb, err := Connect(pgReplica.URL(name), 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	pool := NewReadPool(db, map[string]*sqlx.DB{"r1": rdb}, time.Second, log, prometheus.NewRegistry())
+	pool.Check(ctx)
+	where := func(minLSN string) string {
+		t.Helper()
+		src, err := pool.Do(ctx, minLSN, func(r Reads) error { _, err := r.OrgIDs(ctx); return err })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return src
+	}
+	if src := where(""); src != FromReplica {
+		t.Fatalf("a fresh replica was not used: %s", src)
+	}
+	if src := where("FFFF/0"); src != FromLeader {
+		t.Errorf("a write the replica lacks was read from %s", src)
+	}
+	rdb.Close() // the replica "fails"
+	if src := where(""); src != FromLeader {
+		t.Errorf("after the replica failed, read from %s", src)
+	}
+	if src := where(""); src != FromLeader {
+		t.Errorf("a failed replica is used again before a good check: %s", src)
+	}
+}
+
+func TestLSN(t *testing.T) {
+	for _, s := range []string{"0/0", "0/16B3748", "1A/FF", "FFFFFFFF/FFFFFFFF"} {
+		n, err := ParseLSN(s)
+		if err != nil || FormatLSN(n) != s {
+			t.Errorf("%s: %d %v -> %s", s, n, err, FormatLSN(n))
+		}
+	}
+	a, _ := ParseLSN("0/FFFFFFFF")
+	b, _ := ParseLSN("1/0")
+	if a >= b {
+		t.Errorf("LSNs do not order")
+	}
+	if _, err := ParseLSN("nope"); err == nil {
+		t.Errorf("parsed nonsense")
+	}
+}

@@ -1,0 +1,354 @@
+package projection
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/prometheus/client_golang/prometheus"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/sprockets-api/sprockets/internal/devstack"
+	"github.com/sprockets-api/sprockets/internal/domain"
+	"github.com/sprockets-api/sprockets/internal/events"
+	"github.com/sprockets-api/sprockets/internal/postgres"
+	"github.com/sprockets-api/sprockets/internal/readmodel"
+	"github.com/sprockets-api/sprockets/internal/rediscache"
+)
+
+var (
+	pg    *devstack.Postgres
+	redis *devstack.Redis
+)
+
+func TestMain(m *testing.M) { os.Exit(testMain(m)) }
+
+func testMain(m *testing.M) int {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "projection-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if pg, _, err = devstack.StartPostgres(ctx, dir, false); err != nil {
+		fmt.Fprintln(os.Stderr, "a real Postgres is required:", err)
+		return 1
+	}
+	defer pg.Stop()
+	if redis, err = devstack.StartRedis(ctx, dir); err != nil {
+		fmt.Fprintln(os.Stderr, "a real Redis is required:", err)
+		return 1
+	}
+	defer redis.Stop()
+	return m.Run()
+}
+
+// world is a fresh database and an empty Redis, with a store to write
+// through and a projector to apply what it recorded.
+type world struct {
+	store *postgres.Store
+	db    *sqlx.DB
+	rdb   *goredis.Client
+	cache *rediscache.Cache
+	proj  *Projector
+	seen  int64 // outbox rows already taken
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	ctx := context.Background()
+	name := fmt.Sprintf("t%d", time.Now().UnixNano())
+	if err := pg.CreateDatabase(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	db, err := postgres.Open(ctx, pg.URL(name), 8, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if _, err := postgres.Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	store, err := postgres.NewStore(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb, err := rediscache.Connect(redis.URL(), 8, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	if err := rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	cache := rediscache.New(rdb)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	return &world{store: store, db: db, rdb: rdb, cache: cache,
+		proj: New(postgres.NewReads(db), cache, log, prometheus.NewRegistry())}
+}
+
+// take returns the events recorded since the last take, in order.
+func (w *world) take(t *testing.T) []events.Envelope {
+	t.Helper()
+	var rows []struct {
+		ID            int64     `db:"id"`
+		EventID       string    `db:"event_id"`
+		Type          string    `db:"type"`
+		AggregateType string    `db:"aggregate_type"`
+		AggregateID   int64     `db:"aggregate_id"`
+		OrgID         int64     `db:"org_id"`
+		Version       int64     `db:"version"`
+		OccurredAt    time.Time `db:"occurred_at"`
+		Payload       []byte    `db:"payload"`
+	}
+	if err := w.db.Select(&rows, `SELECT id, event_id, type, aggregate_type, aggregate_id, org_id, version, occurred_at, payload
+		FROM outbox WHERE id > $1 ORDER BY id`, w.seen); err != nil {
+		t.Fatal(err)
+	}
+	out := make([]events.Envelope, len(rows))
+	for i, r := range rows {
+		out[i] = events.Envelope{ID: r.EventID, Type: r.Type, AggregateType: r.AggregateType, AggregateID: r.AggregateID,
+			OrgID: r.OrgID, Version: r.Version, OccurredAt: r.OccurredAt.UTC(), Payload: r.Payload}
+		w.seen = r.ID
+	}
+	return out
+}
+
+func (w *world) apply(t *testing.T, e events.Envelope, want string) {
+	t.Helper()
+	got, err := w.proj.Apply(context.Background(), e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Fatalf("%s v%d: outcome %s, want %s", e.Subject(), e.Version, got, want)
+	}
+}
+
+// verify fails the test unless every key matches Postgres.
+func (w *world) verify(t *testing.T) {
+	t.Helper()
+	if err := w.proj.RebuildDirty(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	drifts, err := w.proj.Verify(context.Background(), time.Millisecond, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(drifts) > 0 {
+		t.Fatalf("drift: %v", drifts)
+	}
+}
+
+var spec = domain.SprocketSpec{Teeth: 5, PitchDiameter: 5, OutsideDiameter: 6, Pitch: 1}
+
+func bump(s domain.SprocketSpec) domain.SprocketSpec { s.Teeth++; return s }
+
+func TestSprocketVersionRule(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	sp, _, err := w.store.CreateSprocket(ctx, 1, spec, domain.Idempotency{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, _, err := w.store.UpdateSprocket(ctx, 1, sp.ID, 0, bump); err != nil {
+			t.Fatal(err)
+		}
+	}
+	evs := w.take(t) // versions 1..4
+	w.apply(t, evs[0], Applied)
+	w.apply(t, evs[0], Duplicate) // redelivered
+	w.apply(t, evs[2], Rebuilt)   // v3 over v1: a gap, rebuilt from Postgres (now at v4)
+	w.apply(t, evs[1], Duplicate) // v2 arrives late: it must not roll the key back
+	w.apply(t, evs[3], Duplicate) // the rebuild already reflects v4
+	e, _, _ := w.cache.Get(ctx, readmodel.SprocketKey(sp.ID), false)
+	if e.Version != 4 {
+		t.Fatalf("key at v%d, want v4", e.Version)
+	}
+	if _, err := w.store.DeleteSprocket(ctx, 1, sp.ID, 0); err != nil {
+		t.Fatal(err)
+	}
+	w.apply(t, w.take(t)[0], Applied)
+	if e, _, _ := w.cache.Get(ctx, readmodel.SprocketCompatKey(sp.ID), false); !e.Deleted || e.Version != 5 {
+		t.Fatalf("compat key after the delete: %+v", e)
+	}
+	w.apply(t, evs[0], Duplicate) // a very late creation event does not resurrect it
+	w.verify(t)
+}
+
+func TestFactoryHistoryProjection(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	s := func(tm, a int64) domain.Sample { return domain.Sample{Time: tm, Actual: a, Goal: 1} }
+	f, _, err := w.store.CreateFactory(ctx, 1, domain.FactorySpec{Name: "F"}, []domain.Sample{s(10, 1), s(3610, 2)}, domain.Idempotency{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.apply(t, w.take(t)[0], Applied)
+	w.verify(t)
+	// Appends merge into their buckets; a redelivery changes nothing.
+	if _, _, _, err := w.store.AppendSamples(ctx, 1, f.ID, 0, []domain.Sample{s(20, 3), s(7300, 4)}); err != nil {
+		t.Fatal(err)
+	}
+	e := w.take(t)[0]
+	w.apply(t, e, Applied)
+	w.apply(t, e, Duplicate)
+	w.verify(t)
+	// Missed appends: only the buckets they touched are rebuilt.
+	for _, tm := range []int64{30, 40} {
+		if _, _, _, err := w.store.AppendSamples(ctx, 1, f.ID, 0, []domain.Sample{s(tm, 5)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	missed := w.take(t)
+	w.apply(t, missed[1], Rebuilt)
+	w.apply(t, missed[0], Duplicate)
+	w.verify(t)
+	b, _, _ := w.cache.Get(ctx, readmodel.ChartBucketKey(f.ID, 0), false)
+	if string(b.Body) != `[[10,1,1],[20,3,1],[30,5,1],[40,5,1]]` {
+		t.Errorf("bucket 0 holds %s", b.Body)
+	}
+	// Deleting drops the buckets and leaves a tombstone.
+	if _, err := w.store.DeleteFactory(ctx, 1, f.ID, 0); err != nil {
+		t.Fatal(err)
+	}
+	w.apply(t, w.take(t)[0], Applied)
+	if _, ok, _ := w.cache.Get(ctx, readmodel.ChartBucketKey(f.ID, 2), false); ok {
+		t.Errorf("a deleted factory's bucket is still there")
+	}
+	w.verify(t)
+}
+
+// Two projectors applying the same events at once, in any interleaving,
+// leave exactly what one would.
+func TestConcurrentProjectors(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	other := New(postgres.NewReads(w.db), w.cache, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	f, _, err := w.store.CreateFactory(ctx, 1, domain.FactorySpec{Name: "F"}, nil, domain.Idempotency{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []int64
+	for i := 0; i < 20; i++ {
+		sp, _, err := w.store.CreateSprocket(ctx, 1, spec, domain.Idempotency{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, sp.ID)
+		if _, _, err := w.store.UpdateSprocket(ctx, 1, sp.ID, 0, bump); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, _, err := w.store.AppendSamples(ctx, 1, f.ID, 0, []domain.Sample{{Time: int64(i) * 1000, Actual: int64(i), Goal: 1}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	evs := w.take(t)
+	var wg sync.WaitGroup
+	for _, p := range []*Projector{w.proj, other} {
+		wg.Add(1)
+		go func(p *Projector) {
+			defer wg.Done()
+			for i := range evs {
+				// One goes forward, the other backward.
+				e := evs[i]
+				if p == other {
+					e = evs[len(evs)-1-i]
+				}
+				if _, err := p.Apply(ctx, e); err != nil {
+					t.Error(err)
+				}
+			}
+		}(p)
+	}
+	wg.Wait()
+	w.verify(t)
+}
+
+func TestDerivedBodiesAndVerify(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	for i := 0; i < 3; i++ {
+		if _, _, err := w.store.CreateSprocket(ctx, 1, spec, domain.Idempotency{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := w.store.CreateFactory(ctx, 1, domain.FactorySpec{Name: "F"}, []domain.Sample{{Time: 5, Actual: 1, Goal: 1}}, domain.Idempotency{}); err != nil {
+		t.Fatal(err)
+	}
+	errs := w.proj.HandleBatch(ctx, encodeAll(t, w.take(t)))
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	marks, _ := w.cache.Dirty(ctx)
+	if len(marks) != 3 { // the org's sprockets and factories, and the factory's compat bodies
+		t.Fatalf("dirty marks %v", marks)
+	}
+	w.verify(t)
+	if marks, _ := w.cache.Dirty(ctx); len(marks) != 0 {
+		t.Errorf("marks left after rebuilding: %v", marks)
+	}
+
+	// Drift is found, and repaired.
+	if err := w.rdb.HSet(ctx, readmodel.SprocketCompatKey(2), "b", `{"id":2,"teeth":999}`).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.rdb.Del(ctx, readmodel.OrgSprocketsKey(1)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.rdb.HSet(ctx, "rm:sprocket:777:v1", "v", 1).Err(); err != nil {
+		t.Fatal(err)
+	}
+	drifts, err := w.proj.Verify(ctx, time.Millisecond, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "[rm:org:1:compat:sprockets: missing rm:sprocket:2:compat: body differs rm:sprocket:777:v1: key should not exist]"
+	if fmt.Sprint(drifts) != want {
+		t.Errorf("drifts %v\nwant %s", drifts, want)
+	}
+	w.verify(t)
+
+	// A flushed read model is rebuilt whole.
+	if err := w.rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.proj.EnsureBuilt(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w.verify(t)
+}
+
+func TestPoisonEvents(t *testing.T) {
+	w := newWorld(t)
+	for _, body := range []string{`not json`, `{"id":"x","type":"exploded","aggregate_type":"sprocket","aggregate_id":1,"org_id":1,"version":1,"payload":{}}`,
+		`{"id":"x","type":"created","aggregate_type":"sprocket","aggregate_id":1,"org_id":1,"version":1,"payload":{"sprocket":{"id":2,"version":1}}}`} {
+		err := w.proj.HandleBatch(context.Background(), [][]byte{[]byte(body)})[0]
+		if domain.ErrorCode(err) != domain.EINVALID {
+			t.Errorf("%s: %v, want EINVALID so that it is parked", body, err)
+		}
+	}
+}
+
+func encodeAll(t *testing.T, evs []events.Envelope) [][]byte {
+	t.Helper()
+	out := make([][]byte, len(evs))
+	for i, e := range evs {
+		b, err := e.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = b
+	}
+	return out
+}

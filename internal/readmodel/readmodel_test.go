@@ -1,0 +1,174 @@
+package readmodel
+
+import (
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/sprockets-api/sprockets/internal/domain"
+)
+
+var at = time.Date(2026, 11, 26, 17, 8, 21, 123456000, time.UTC)
+
+func sprocket(id, version int64, deleted bool) domain.Sprocket {
+	s := domain.Sprocket{ID: id, OrgID: 1, Version: version, CreatedAt: at, UpdatedAt: at,
+		SprocketSpec: domain.SprocketSpec{Teeth: 5, PitchDiameter: 5, OutsideDiameter: 6.35, Pitch: 1}}
+	if deleted {
+		s.DeletedAt = &at
+	}
+	return s
+}
+
+// The bodies are the API's contract: their exact bytes.
+func TestBodies(t *testing.T) {
+	samples := []domain.Sample{{Time: 1611194818, Actual: 32, Goal: 31}, {Time: 1611194878, Actual: 29, Goal: 30}}
+	first, last := int64(1611194818), int64(1611194878)
+	f := domain.Factory{ID: 2, OrgID: 1, Version: 3, Name: "Plant", SampleCount: 2, FirstTime: &first, LastTime: &last, CreatedAt: at, UpdatedAt: at}
+	tests := []struct {
+		name string
+		got  []byte
+		want string
+	}{
+		{"compat sprocket", SprocketCompatBody(sprocket(7, 2, false)),
+			`{"id":7,"teeth":5,"pitch_diameter":5,"outside_diameter":6.35,"pitch":1}`},
+		{"v1 sprocket", SprocketBody(sprocket(7, 2, false)),
+			`{"id":7,"teeth":5,"pitch_diameter":5,"outside_diameter":6.35,"pitch":1,"version":2,"created_at":"2026-11-26T17:08:21.123456Z","updated_at":"2026-11-26T17:08:21.123456Z"}`},
+		{"compat sprockets without tombstones", SprocketsCompatBody([]domain.Sprocket{sprocket(1, 1, false), sprocket(2, 3, true)}),
+			`{"sprockets":[{"id":1,"teeth":5,"pitch_diameter":5,"outside_diameter":6.35,"pitch":1}]}`},
+		{"compat sprockets empty", SprocketsCompatBody(nil), `{"sprockets":[]}`},
+		{"compat factory", FactoryCompatBody(2, samples),
+			`{"factory":{"id":2,"chart_data":{"sprocket_production_actual":[32,29],"sprocket_production_goal":[31,30],"time":[1611194818,1611194878]}}}`},
+		{"compat factory without history", FactoryCompatBody(2, nil),
+			`{"factory":{"id":2,"chart_data":{"sprocket_production_actual":[],"sprocket_production_goal":[],"time":[]}}}`},
+		{"compat chart data", ChartDataBody(samples),
+			`{"sprocket_production_actual":[32,29],"sprocket_production_goal":[31,30],"time":[1611194818,1611194878]}`},
+		{"compat factories", FactoriesCompatBody([]domain.Factory{f}, map[int64][]domain.Sample{2: samples}),
+			`{"factories":[{"factory":{"id":2,"chart_data":{"sprocket_production_actual":[32,29],"sprocket_production_goal":[31,30],"time":[1611194818,1611194878]}}}]}`},
+		{"v1 factory", FactoryBody(f),
+			`{"id":2,"name":"Plant","version":3,"sample_count":2,"first_time":1611194818,"last_time":1611194878,"created_at":"2026-11-26T17:08:21.123456Z","updated_at":"2026-11-26T17:08:21.123456Z"}`},
+		{"chart range", ChartRangeBody(2, 0, 1611194818, samples[:1]),
+			`{"factory_id":2,"from":0,"to":1611194818,"chart_data":{"sprocket_production_actual":[32],"sprocket_production_goal":[31],"time":[1611194818]}}`},
+		{"last page", SprocketListBody(nil, ""), `{"items":[],"next_cursor":null}`},
+		{"page with a next one", FactoryListBody(nil, "abc"), `{"items":[],"next_cursor":"abc"}`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if string(tc.got) != tc.want {
+				t.Errorf("\n got %s\nwant %s", tc.got, tc.want)
+			}
+		})
+	}
+}
+
+func TestRecords(t *testing.T) {
+	live := SprocketRecords(sprocket(7, 2, false))
+	if live[0].Key != "rm:sprocket:7:v1" || live[1].Key != "rm:sprocket:7:compat" {
+		t.Fatalf("keys %s %s", live[0].Key, live[1].Key)
+	}
+	if live[0].Entry.ETag != `"2"` || live[0].Entry.Version != 2 || live[0].Entry.Org != 1 {
+		t.Errorf("v1 entry %+v", live[0].Entry)
+	}
+	if live[1].Entry.ETag != HashETag(live[1].Entry.Body) {
+		t.Errorf("compat ETag %s is not the hash of its body", live[1].Entry.ETag)
+	}
+	gone := SprocketRecords(sprocket(7, 3, true))
+	for _, r := range gone {
+		if !r.Entry.Deleted || r.Entry.Body != nil || r.Entry.Version != 3 {
+			t.Errorf("tombstone %s: %+v", r.Key, r.Entry)
+		}
+	}
+	coll := OrgSprocketsRecord(1, []domain.Sprocket{sprocket(1, 4, false), sprocket(2, 3, true)})
+	if coll.Entry.Version != 7 {
+		t.Errorf("collection version %d, want the sum of member versions 7", coll.Entry.Version)
+	}
+	if coll.Entry.Members.Version(1) != 4 || coll.Entry.Members.Version(2) != 3 || coll.Entry.Members.Version(3) != 0 {
+		t.Errorf("members %v", coll.Entry.Members)
+	}
+}
+
+func TestMembers(t *testing.T) {
+	versions := map[int64]int64{}
+	for i := int64(1); i <= 1000; i += 3 {
+		versions[i] = i * 10
+	}
+	m := EncodeMembers(versions)
+	if len(m) != 16*len(versions) {
+		t.Fatalf("%d bytes for %d members", len(m), len(versions))
+	}
+	for id := int64(0); id <= 1002; id++ {
+		if got, want := m.Version(id), versions[id]; got != want {
+			t.Fatalf("Version(%d) = %d, want %d", id, got, want)
+		}
+	}
+	if string(EncodeMembers(versions)) != string(m) {
+		t.Errorf("encoding is not deterministic")
+	}
+	if Members(nil).Version(5) != 0 {
+		t.Errorf("empty members")
+	}
+}
+
+func TestBuckets(t *testing.T) {
+	tests := []struct{ time, bucket int64 }{{0, 0}, {3599, 0}, {3600, 1}, {1611194818, 447554}}
+	for _, tc := range tests {
+		if got := Bucket(tc.time); got != tc.bucket {
+			t.Errorf("Bucket(%d) = %d, want %d", tc.time, got, tc.bucket)
+		}
+	}
+	samples := []domain.Sample{{Time: 10, Actual: 1, Goal: 2}, {Time: 3700, Actual: 3, Goal: 4}}
+	back, err := DecodeBucket(EncodeBucket(samples))
+	if err != nil || fmt.Sprint(back) != fmt.Sprint(samples) {
+		t.Fatalf("round trip %v %v", back, err)
+	}
+	if string(EncodeBucket(samples)) != `[[10,1,2],[3700,3,4]]` {
+		t.Errorf("encoding %s", EncodeBucket(samples))
+	}
+	if _, err := DecodeBucket([]byte(`{`)); err == nil {
+		t.Errorf("a corrupt bucket decoded")
+	}
+	groups := GroupByBucket(samples)
+	if len(groups) != 2 || len(groups[0]) != 1 || len(groups[1]) != 1 {
+		t.Errorf("groups %v", groups)
+	}
+}
+
+func TestMergeSamples(t *testing.T) {
+	s := func(ts ...int64) []domain.Sample {
+		var out []domain.Sample
+		for _, t := range ts {
+			out = append(out, domain.Sample{Time: t, Actual: t})
+		}
+		return out
+	}
+	tests := []struct {
+		name      string
+		have, add []domain.Sample
+		want      string
+	}{
+		{"into nothing", nil, s(1, 2), "[1 2]"},
+		{"nothing added", s(1, 2), nil, "[1 2]"},
+		{"interleaved", s(1, 3, 5), s(2, 4, 6), "[1 2 3 4 5 6]"},
+		{"redelivered", s(1, 2, 3), s(2, 3), "[1 2 3]"},
+		{"before all", s(5), s(1), "[1 5]"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var times []int64
+			for _, x := range MergeSamples(tc.have, tc.add) {
+				times = append(times, x.Time)
+			}
+			if fmt.Sprint(times) != tc.want {
+				t.Errorf("got %v, want %s", times, tc.want)
+			}
+		})
+	}
+}
+
+func TestBodiesAreValidJSON(t *testing.T) {
+	for _, b := range [][]byte{SprocketBody(sprocket(1, 1, false)), FactoriesCompatBody(nil, nil)} {
+		if !json.Valid(b) {
+			t.Errorf("invalid JSON %s", b)
+		}
+	}
+}

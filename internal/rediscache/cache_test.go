@@ -1,0 +1,210 @@
+package rediscache
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sprockets-api/sprockets/internal/devstack"
+	"github.com/sprockets-api/sprockets/internal/readmodel"
+)
+
+var server *devstack.Redis
+
+func TestMain(m *testing.M) { os.Exit(testMain(m)) }
+
+func testMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "rediscache-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if server, err = devstack.StartRedis(context.Background(), dir); err != nil {
+		fmt.Fprintln(os.Stderr, "a real Redis is required:", err)
+		return 1
+	}
+	defer server.Stop()
+	return m.Run()
+}
+
+func newCache(t *testing.T) (*Cache, *redis.Client) {
+	t.Helper()
+	rdb, err := Connect(server.URL(), 4, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	if err := rdb.FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	return New(rdb), rdb
+}
+
+func rec(key string, version int64, body string) readmodel.Record {
+	return readmodel.Record{Key: key, Entry: readmodel.Entry{Body: []byte(body), ETag: `"e"`, Version: version, Org: 1}}
+}
+
+// The guard rules, each against what a key holds.
+func TestGuardRules(t *testing.T) {
+	tests := []struct {
+		name     string
+		held     int64 // 0: the key is missing
+		rule     readmodel.Rule
+		version  int64
+		expected int64
+		want     int
+	}{
+		{"next onto a missing key", 0, readmodel.Next, 1, 0, readmodel.Written},
+		{"next onto the version before", 4, readmodel.Next, 5, 0, readmodel.Written},
+		{"next, a duplicate", 5, readmodel.Next, 5, 0, readmodel.Dropped},
+		{"next, an old event", 5, readmodel.Next, 3, 0, readmodel.Dropped},
+		{"next, a gap", 2, readmodel.Next, 5, 0, readmodel.Refused},
+		{"next, a gap over a missing key", 0, readmodel.Next, 2, 0, readmodel.Refused},
+		{"newer onto older", 3, readmodel.Newer, 5, 0, readmodel.Written},
+		{"newer onto equal", 5, readmodel.Newer, 5, 0, readmodel.Written},
+		{"newer onto newer", 7, readmodel.Newer, 5, 0, readmodel.Dropped},
+		{"exact onto what was read", 3, readmodel.Exact, 5, 3, readmodel.Written},
+		{"exact after someone else wrote", 4, readmodel.Exact, 5, 3, readmodel.Refused},
+		{"exact after a newer write", 6, readmodel.Exact, 5, 3, readmodel.Dropped},
+	}
+	ctx := context.Background()
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _ := newCache(t)
+			if tc.held > 0 {
+				if _, err := c.Apply(ctx, readmodel.Write{Rule: readmodel.Newer, Records: []readmodel.Record{rec("k", tc.held, "old")}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			res, err := c.Apply(ctx, readmodel.Write{Rule: tc.rule, Records: []readmodel.Record{rec("k", tc.version, "new")},
+				Expected: []int64{tc.expected}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res[0][0] != tc.want {
+				t.Fatalf("result %d, want %d", res[0][0], tc.want)
+			}
+			e, ok, err := c.Get(ctx, "k", false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantBody, wantVersion := "old", tc.held
+			if tc.want == readmodel.Written {
+				wantBody, wantVersion = "new", tc.version
+			}
+			if tc.want != readmodel.Written && tc.held == 0 {
+				if ok {
+					t.Fatalf("a refused write created the key: %+v", e)
+				}
+				return
+			}
+			if string(e.Body) != wantBody || e.Version != wantVersion {
+				t.Fatalf("key holds %q v%d, want %q v%d", e.Body, e.Version, wantBody, wantVersion)
+			}
+		})
+	}
+}
+
+// A write replaces the whole entry, tombstones included, in one step with
+// its dirty marks.
+func TestEntriesAndMarks(t *testing.T) {
+	ctx := context.Background()
+	c, rdb := newCache(t)
+	first, last := int64(10), int64(20)
+	full := readmodel.Entry{Body: []byte(`{"a":1}`), ETag: `"1"`, Version: 1, Org: 7, First: &first, Last: &last,
+		Members: readmodel.EncodeMembers(map[int64]int64{3: 4})}
+	if _, err := c.Apply(ctx, readmodel.Write{Rule: readmodel.Next, Records: []readmodel.Record{{Key: "k", Entry: full}},
+		Dirty: []string{"sprockets:7", "factory:2"}}); err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := c.Get(ctx, "k", true)
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	if string(got.Body) != `{"a":1}` || got.ETag != `"1"` || got.Org != 7 || *got.First != 10 || *got.Last != 20 || got.Members.Version(3) != 4 {
+		t.Fatalf("entry %+v", got)
+	}
+	if noMembers, _, _ := c.Get(ctx, "k", false); noMembers.Members != nil {
+		t.Errorf("members read when not asked for")
+	}
+	tomb := readmodel.Entry{Version: 2, Org: 7, Deleted: true}
+	if _, err := c.Apply(ctx, readmodel.Write{Rule: readmodel.Next, Records: []readmodel.Record{{Key: "k", Entry: tomb}}}); err != nil {
+		t.Fatal(err)
+	}
+	got, _, _ = c.Get(ctx, "k", true)
+	if !got.Deleted || got.Body != nil || got.First != nil || got.Members != nil {
+		t.Errorf("the tombstone kept old fields: %+v", got)
+	}
+	marks, err := c.Dirty(ctx)
+	if err != nil || len(marks) != 2 || marks["sprockets:7"] != "1" {
+		t.Fatalf("marks %v %v", marks, err)
+	}
+	if _, err := c.Apply(ctx, readmodel.Write{Dirty: []string{"sprockets:7"}}); err != nil {
+		t.Fatal(err)
+	}
+	// A mark read before it was marked again is not cleared.
+	if err := c.Clear(ctx, "sprockets:7", "1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Clear(ctx, "factory:2", "1"); err != nil {
+		t.Fatal(err)
+	}
+	if marks, _ = c.Dirty(ctx); len(marks) != 1 || marks["sprockets:7"] != "2" {
+		t.Fatalf("marks after clearing %v", marks)
+	}
+	// The script is reloaded when Redis forgets it.
+	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Apply(ctx, readmodel.Write{Rule: readmodel.Newer, Records: []readmodel.Record{rec("k2", 1, "x")}}); err != nil {
+		t.Fatalf("after SCRIPT FLUSH: %v", err)
+	}
+}
+
+func TestGetManyAndKeys(t *testing.T) {
+	ctx := context.Background()
+	c, _ := newCache(t)
+	if _, err := c.Apply(ctx, readmodel.Write{Rule: readmodel.Newer, Records: []readmodel.Record{rec("rm:a", 1, "A"), rec("rm:c", 2, "C")}}); err != nil {
+		t.Fatal(err)
+	}
+	entries, oks, err := c.GetMany(ctx, []string{"rm:a", "rm:b", "rm:c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !oks[0] || oks[1] || !oks[2] || string(entries[0].Body) != "A" || string(entries[2].Body) != "C" {
+		t.Fatalf("GetMany %v %+v", oks, entries)
+	}
+	if err := c.MarkBuilt(ctx); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := c.Keys(ctx)
+	if err != nil || len(keys) != 2 {
+		t.Fatalf("keys %v %v (bookkeeping keys must not be listed)", keys, err)
+	}
+	if built, err := c.Built(ctx); !built || err != nil {
+		t.Errorf("built %v %v", built, err)
+	}
+}
+
+// A large collection's member list is one value, whatever its size.
+func TestLargeCollection(t *testing.T) {
+	ctx := context.Background()
+	c, _ := newCache(t)
+	versions := make(map[int64]int64, 50_000)
+	for i := int64(1); i <= 50_000; i++ {
+		versions[i] = i
+	}
+	e := readmodel.Entry{Body: []byte("[]"), Version: 1, Org: 1, Members: readmodel.EncodeMembers(versions)}
+	if _, err := c.Apply(ctx, readmodel.Write{Rule: readmodel.Newer, Records: []readmodel.Record{{Key: "big", Entry: e}}}); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := c.Get(ctx, "big", true)
+	if err != nil || got.Members.Version(49_999) != 49_999 {
+		t.Fatalf("member lookup %v", err)
+	}
+}
