@@ -192,12 +192,6 @@ func (p *Postgres) stalePID() int {
 // Stop shuts the server down cleanly (fast shutdown).
 func (p *Postgres) Stop() { p.proc.stop(syscall.SIGINT, 30*time.Second) }
 
-// Crash stops the server the way a power cut would.
-func (p *Postgres) Crash() { p.proc.kill() }
-
-// Running reports whether the server process is alive.
-func (p *Postgres) Running() bool { return p.proc != nil && !p.proc.exited() }
-
 // CreateDatabase creates db unless it exists.
 func (p *Postgres) CreateDatabase(ctx context.Context, db string) error {
 	conn, err := sql.Open("postgres", p.URL("postgres"))

@@ -65,9 +65,6 @@ func (p *Program) Stop() { p.proc.stop(syscall.SIGTERM, 15*time.Second) }
 // Kill ends the program at once, as a crash would.
 func (p *Program) Kill() { p.proc.kill() }
 
-// Running reports whether the program's process is alive.
-func (p *Program) Running() bool { return p.proc != nil && !p.proc.exited() }
-
 // Exec runs the program's binary with args (a subcommand) to completion and
 // returns its standard output; the error carries standard error.
 func (p *Program) Exec(ctx context.Context, args ...string) (string, error) {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/sprockets-api/sprockets/internal/domain"
@@ -150,20 +149,6 @@ func decodePayload(e Envelope, aggregate string, into any) error {
 		return domain.Errorf(domain.EINVALID, "event %s: decode payload: %v", e.ID, err)
 	}
 	return nil
-}
-
-// ParseSubject splits events.<aggregate>.<id>.<type>; it is used to route
-// and to report events whose body cannot be read.
-func ParseSubject(subject string) (aggregate string, id int64, typ string, ok bool) {
-	parts := strings.Split(subject, ".")
-	if len(parts) != 4 || parts[0] != SubjectPrefix {
-		return "", 0, "", false
-	}
-	id, err := strconv.ParseInt(parts[2], 10, 64)
-	if err != nil {
-		return "", 0, "", false
-	}
-	return parts[1], id, parts[3], true
 }
 
 // Outgoing is an encoded event on its way to the broker.

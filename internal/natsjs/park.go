@@ -25,16 +25,3 @@ func (c *Conn) Park(ctx context.Context, msg Msg, reason string) error {
 	}
 	return nil
 }
-
-// ParkedCount returns how many messages the parked stream holds.
-func (c *Conn) ParkedCount(ctx context.Context, stream string) (uint64, error) {
-	s, err := c.JS.Stream(ctx, stream)
-	if err != nil {
-		return 0, fmt.Errorf("parked stream: %w", err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("parked stream info: %w", err)
-	}
-	return info.State.Msgs, nil
-}

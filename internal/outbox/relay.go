@@ -118,8 +118,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 }
 
-type row struct {
-	ID            int64     `db:"id"`
+// Row is one outbox row: an event waiting to be published.
+type Row struct {
+	Seq           int64     `db:"id"`
 	EventID       string    `db:"event_id"`
 	Subject       string    `db:"subject"`
 	Type          string    `db:"type"`
@@ -131,16 +132,33 @@ type row struct {
 	Payload       []byte    `db:"payload"`
 }
 
-// outgoing encodes the row's event as published.
-func (r row) outgoing() (events.Outgoing, error) {
-	body, err := events.Envelope{
+const columns = `id, event_id, subject, type, aggregate_type, aggregate_id, org_id, version, occurred_at, payload`
+
+// Envelope returns the row's event.
+func (r Row) Envelope() events.Envelope {
+	return events.Envelope{
 		ID: r.EventID, Type: r.Type, AggregateType: r.AggregateType, AggregateID: r.AggregateID,
 		OrgID: r.OrgID, Version: r.Version, OccurredAt: r.OccurredAt.UTC(), Payload: r.Payload,
-	}.Encode()
+	}
+}
+
+// outgoing encodes the row's event as published.
+func (r Row) outgoing() (events.Outgoing, error) {
+	body, err := r.Envelope().Encode()
 	if err != nil {
-		return events.Outgoing{}, fmt.Errorf("encode outbox row %d: %w", r.ID, err)
+		return events.Outgoing{}, fmt.Errorf("encode outbox row %d: %w", r.Seq, err)
 	}
 	return events.Outgoing{ID: r.EventID, Subject: r.Subject, Body: body}, nil
+}
+
+// Read returns the rows after sequence number after, in order, without
+// claiming them: for tools and tests that inspect what is waiting.
+func Read(ctx context.Context, db *sqlx.DB, after int64) ([]Row, error) {
+	var rows []Row
+	if err := db.SelectContext(ctx, &rows, `SELECT `+columns+` FROM outbox WHERE id > $1 ORDER BY id`, after); err != nil {
+		return nil, fmt.Errorf("read outbox: %w", err)
+	}
+	return rows, nil
 }
 
 // relayOnce publishes one batch and returns how many rows it claimed. Rows
@@ -151,11 +169,10 @@ func (r *Relay) relayOnce(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // after Commit this is a no-op
-	var rows []row
+	var rows []Row
 	// SKIP LOCKED lets several writer instances relay side by side without
 	// waiting on each other's batches.
-	if err := tx.SelectContext(ctx, &rows, `
-		SELECT id, event_id, subject, type, aggregate_type, aggregate_id, org_id, version, occurred_at, payload FROM outbox
+	if err := tx.SelectContext(ctx, &rows, `SELECT `+columns+` FROM outbox
 		ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, r.cfg.Batch); err != nil {
 		return 0, fmt.Errorf("claim outbox rows: %w", err)
 	}
@@ -178,7 +195,7 @@ func (r *Relay) relayOnce(ctx context.Context) (int, error) {
 			pubErr = err
 			continue
 		}
-		sent = append(sent, rows[i].ID)
+		sent = append(sent, rows[i].Seq)
 	}
 	if len(sent) > 0 {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE id = ANY($1)`, pq.Array(sent)); err != nil {

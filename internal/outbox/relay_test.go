@@ -1,4 +1,4 @@
-package outbox
+package outbox_test
 
 import (
 	"context"
@@ -17,7 +17,9 @@ import (
 	"github.com/sprockets-api/sprockets/internal/devstack"
 	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/events"
+	"github.com/sprockets-api/sprockets/internal/outbox"
 	"github.com/sprockets-api/sprockets/internal/postgres"
+	"github.com/sprockets-api/sprockets/internal/postgres/pgtest"
 )
 
 var pg *devstack.Postgres
@@ -73,24 +75,8 @@ func (b *broker) count() int {
 
 func setup(t *testing.T) (*postgres.Store, *sqlx.DB) {
 	t.Helper()
-	ctx := context.Background()
-	name := fmt.Sprintf("t%d", time.Now().UnixNano())
-	if err := pg.CreateDatabase(ctx, name); err != nil {
-		t.Fatal(err)
-	}
-	db, err := postgres.Open(ctx, pg.URL(name), 8, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if _, err := postgres.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	store, err := postgres.NewStore(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return store, db
+	db, _ := pgtest.Fresh(t, pg)
+	return pgtest.Store(t, db), db
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -111,7 +97,7 @@ func TestRelay(t *testing.T) {
 	defer cancel()
 	store, db := setup(t)
 	b := &broker{down: true}
-	relay := New(db, b, slog.New(slog.NewTextHandler(io.Discard, nil)), Config{Batch: 4, Poll: 20 * time.Millisecond}, prometheus.NewRegistry())
+	relay := outbox.New(db, b, slog.New(slog.NewTextHandler(io.Discard, nil)), outbox.Config{Batch: 4, Poll: 20 * time.Millisecond}, prometheus.NewRegistry())
 	done := make(chan error, 1)
 	go func() { done <- relay.Run(ctx) }()
 

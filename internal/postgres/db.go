@@ -74,8 +74,5 @@ func ParseLSN(s string) (uint64, error) {
 	return uint64(hi)<<32 | uint64(lo), nil
 }
 
-// FormatLSN is the inverse of ParseLSN.
-func FormatLSN(n uint64) string { return fmt.Sprintf("%X/%X", uint32(n>>32), uint32(n)) }
-
 // isNoRows reports whether err means the query found nothing.
 func isNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }

@@ -1,4 +1,4 @@
-package postgres
+package postgres_test
 
 import (
 	"context"
@@ -17,6 +17,8 @@ import (
 	"github.com/sprockets-api/sprockets/internal/devstack"
 	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/events"
+	"github.com/sprockets-api/sprockets/internal/postgres"
+	"github.com/sprockets-api/sprockets/internal/postgres/pgtest"
 	"github.com/sprockets-api/sprockets/internal/readmodel"
 )
 
@@ -41,30 +43,13 @@ func testMain(m *testing.M) int {
 }
 
 // fresh returns a store on a new, migrated database of its own.
-func fresh(t *testing.T) (*Store, *sqlx.DB) {
+func fresh(t *testing.T) (*postgres.Store, *sqlx.DB) {
 	t.Helper()
-	ctx := context.Background()
-	name := fmt.Sprintf("t%d", time.Now().UnixNano())
-	if err := pgLeader.CreateDatabase(ctx, name); err != nil {
-		t.Fatal(err)
-	}
-	db, err := Open(ctx, pgLeader.URL(name), 8, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if n, err := Migrate(ctx, db); err != nil || n == 0 {
-		t.Fatalf("migrate: %d, %v", n, err)
-	}
-	if n, err := Migrate(ctx, db); err != nil || n != 0 {
+	db, _ := pgtest.Fresh(t, pgLeader)
+	if n, err := postgres.Migrate(context.Background(), db); err != nil || n != 0 {
 		t.Fatalf("a second migrate applied %d: %v", n, err)
 	}
-	s, err := NewStore(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s, db
+	return pgtest.Store(t, db), db
 }
 
 var spec = domain.SprocketSpec{Teeth: 5, PitchDiameter: 6.35, OutsideDiameter: 7.1, Pitch: 0.1}
@@ -72,29 +57,8 @@ var spec = domain.SprocketSpec{Teeth: 5, PitchDiameter: 6.35, OutsideDiameter: 7
 // outbox returns the events recorded so far, in order.
 func outbox(t *testing.T, db *sqlx.DB) []events.Envelope {
 	t.Helper()
-	var rows []struct {
-		EventID       string    `db:"event_id"`
-		Subject       string    `db:"subject"`
-		Type          string    `db:"type"`
-		AggregateType string    `db:"aggregate_type"`
-		AggregateID   int64     `db:"aggregate_id"`
-		OrgID         int64     `db:"org_id"`
-		Version       int64     `db:"version"`
-		OccurredAt    time.Time `db:"occurred_at"`
-		Payload       []byte    `db:"payload"`
-	}
-	if err := db.Select(&rows, `SELECT event_id, subject, type, aggregate_type, aggregate_id, org_id, version, occurred_at, payload FROM outbox ORDER BY id`); err != nil {
-		t.Fatal(err)
-	}
-	out := make([]events.Envelope, len(rows))
-	for i, r := range rows {
-		out[i] = events.Envelope{ID: r.EventID, Type: r.Type, AggregateType: r.AggregateType, AggregateID: r.AggregateID,
-			OrgID: r.OrgID, Version: r.Version, OccurredAt: r.OccurredAt.UTC(), Payload: r.Payload}
-		if out[i].Subject() != r.Subject {
-			t.Errorf("subject %s, envelope says %s", r.Subject, out[i].Subject())
-		}
-	}
-	return out
+	var after int64
+	return pgtest.Events(t, db, &after)
 }
 
 // The bodies built from an event equal the bodies built from the row read
@@ -102,7 +66,7 @@ func outbox(t *testing.T, db *sqlx.DB) []events.Envelope {
 func TestEventPayloadsRenderLikeRows(t *testing.T) {
 	ctx := context.Background()
 	s, db := fresh(t)
-	reads := NewReads(db)
+	reads := postgres.NewReads(db)
 	sp, r, err := s.CreateSprocket(ctx, domain.DefaultOrgID, spec, domain.Idempotency{})
 	if err != nil {
 		t.Fatal(err)
@@ -185,7 +149,7 @@ func TestSprocketWrites(t *testing.T) {
 			if domain.ErrorCode(err) != tc.code {
 				t.Fatalf("error %v, want code %q", err, tc.code)
 			}
-			got, err := NewReads(db).Sprocket(ctx, sp.ID)
+			got, err := postgres.NewReads(db).Sprocket(ctx, sp.ID)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -201,7 +165,7 @@ func TestSprocketWrites(t *testing.T) {
 			}
 		})
 	}
-	if gone, _ := NewReads(db).Sprocket(ctx, sp.ID); !gone.Deleted() {
+	if gone, _ := postgres.NewReads(db).Sprocket(ctx, sp.ID); !gone.Deleted() {
 		t.Errorf("the deleted sprocket is not a tombstone")
 	}
 }
@@ -255,7 +219,7 @@ func TestIdempotentCreates(t *testing.T) {
 func TestFactoryHistory(t *testing.T) {
 	ctx := context.Background()
 	s, db := fresh(t)
-	reads := NewReads(db)
+	reads := postgres.NewReads(db)
 	sample := func(tm, a int64) domain.Sample { return domain.Sample{Time: tm, Actual: a, Goal: 1} }
 	f, _, err := s.CreateFactory(ctx, 1, domain.FactorySpec{Name: "F"}, []domain.Sample{sample(7300, 2), sample(100, 1)}, domain.Idempotency{})
 	if err != nil {
@@ -309,7 +273,7 @@ func TestPages(t *testing.T) {
 	if _, err := s.DeleteSprocket(ctx, 1, 3, 0); err != nil {
 		t.Fatal(err)
 	}
-	reads := NewReads(db)
+	reads := postgres.NewReads(db)
 	page, err := reads.ListSprockets(ctx, 1, domain.PageRequest{After: 1, Limit: 2})
 	if err != nil || len(page) != 2 || page[0].ID != 2 || page[1].ID != 4 {
 		t.Fatalf("page %v %v", page, err)
@@ -320,7 +284,7 @@ func TestPages(t *testing.T) {
 	}
 }
 
-// Reads go to a fresh replica, to the leader when a token's write is not
+// postgres.Reads go to a fresh replica, to the leader when a token's write is not
 // there yet, and to the leader when the replica fails.
 func TestReadPool(t *testing.T) {
 	ctx := context.Background()
@@ -332,50 +296,49 @@ func TestReadPool(t *testing.T) {
 	if err := devstack.WaitReplay(ctx, pgLeader, pgReplica, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	rdb, err := Connect(pgReplica.URL(name), 4)
+	rdb, err := postgres.Connect(pgReplica.URL(name), 4)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rdb.Close()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	pool := NewReadPool(db, map[string]*sqlx.DB{"r1": rdb}, time.Second, log, prometheus.NewRegistry())
+	pool := postgres.NewReadPool(db, map[string]*sqlx.DB{"r1": rdb}, time.Second, log, prometheus.NewRegistry())
 	pool.Check(ctx)
 	where := func(minLSN string) string {
 		t.Helper()
-		src, err := pool.Do(ctx, minLSN, func(r Reads) error { _, err := r.OrgIDs(ctx); return err })
+		src, err := pool.Do(ctx, minLSN, func(r postgres.Reads) error { _, err := r.OrgIDs(ctx); return err })
 		if err != nil {
 			t.Fatal(err)
 		}
 		return src
 	}
-	if src := where(""); src != FromReplica {
+	if src := where(""); src != postgres.FromReplica {
 		t.Fatalf("a fresh replica was not used: %s", src)
 	}
-	if src := where("FFFF/0"); src != FromLeader {
+	if src := where("FFFF/0"); src != postgres.FromLeader {
 		t.Errorf("a write the replica lacks was read from %s", src)
 	}
 	rdb.Close() // the replica "fails"
-	if src := where(""); src != FromLeader {
+	if src := where(""); src != postgres.FromLeader {
 		t.Errorf("after the replica failed, read from %s", src)
 	}
-	if src := where(""); src != FromLeader {
+	if src := where(""); src != postgres.FromLeader {
 		t.Errorf("a failed replica is used again before a good check: %s", src)
 	}
 }
 
 func TestLSN(t *testing.T) {
-	for _, s := range []string{"0/0", "0/16B3748", "1A/FF", "FFFFFFFF/FFFFFFFF"} {
-		n, err := ParseLSN(s)
-		if err != nil || FormatLSN(n) != s {
-			t.Errorf("%s: %d %v -> %s", s, n, err, FormatLSN(n))
+	for s, want := range map[string]uint64{"0/0": 0, "0/16B3748": 0x16B3748, "1A/FF": 0x1A<<32 | 0xFF, "FFFFFFFF/FFFFFFFF": 1<<64 - 1} {
+		if n, err := postgres.ParseLSN(s); err != nil || n != want {
+			t.Errorf("%s: %x %v, want %x", s, n, err, want)
 		}
 	}
-	a, _ := ParseLSN("0/FFFFFFFF")
-	b, _ := ParseLSN("1/0")
+	a, _ := postgres.ParseLSN("0/FFFFFFFF")
+	b, _ := postgres.ParseLSN("1/0")
 	if a >= b {
 		t.Errorf("LSNs do not order")
 	}
-	if _, err := ParseLSN("nope"); err == nil {
+	if _, err := postgres.ParseLSN("nope"); err == nil {
 		t.Errorf("parsed nonsense")
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/events"
 	"github.com/sprockets-api/sprockets/internal/postgres"
+	"github.com/sprockets-api/sprockets/internal/postgres/pgtest"
 	"github.com/sprockets-api/sprockets/internal/readmodel"
 	"github.com/sprockets-api/sprockets/internal/rediscache"
 )
@@ -64,22 +65,7 @@ type world struct {
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	ctx := context.Background()
-	name := fmt.Sprintf("t%d", time.Now().UnixNano())
-	if err := pg.CreateDatabase(ctx, name); err != nil {
-		t.Fatal(err)
-	}
-	db, err := postgres.Open(ctx, pg.URL(name), 8, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if _, err := postgres.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	store, err := postgres.NewStore(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, _ := pgtest.Fresh(t, pg)
 	rdb, err := rediscache.Connect(redis.URL(), 8, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -90,35 +76,14 @@ func newWorld(t *testing.T) *world {
 	}
 	cache := rediscache.New(rdb)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	return &world{store: store, db: db, rdb: rdb, cache: cache,
+	return &world{store: pgtest.Store(t, db), db: db, rdb: rdb, cache: cache,
 		proj: New(postgres.NewReads(db), cache, log, prometheus.NewRegistry())}
 }
 
 // take returns the events recorded since the last take, in order.
 func (w *world) take(t *testing.T) []events.Envelope {
 	t.Helper()
-	var rows []struct {
-		ID            int64     `db:"id"`
-		EventID       string    `db:"event_id"`
-		Type          string    `db:"type"`
-		AggregateType string    `db:"aggregate_type"`
-		AggregateID   int64     `db:"aggregate_id"`
-		OrgID         int64     `db:"org_id"`
-		Version       int64     `db:"version"`
-		OccurredAt    time.Time `db:"occurred_at"`
-		Payload       []byte    `db:"payload"`
-	}
-	if err := w.db.Select(&rows, `SELECT id, event_id, type, aggregate_type, aggregate_id, org_id, version, occurred_at, payload
-		FROM outbox WHERE id > $1 ORDER BY id`, w.seen); err != nil {
-		t.Fatal(err)
-	}
-	out := make([]events.Envelope, len(rows))
-	for i, r := range rows {
-		out[i] = events.Envelope{ID: r.EventID, Type: r.Type, AggregateType: r.AggregateType, AggregateID: r.AggregateID,
-			OrgID: r.OrgID, Version: r.Version, OccurredAt: r.OccurredAt.UTC(), Payload: r.Payload}
-		w.seen = r.ID
-	}
-	return out
+	return pgtest.Events(t, w.db, &w.seen)
 }
 
 func (w *world) apply(t *testing.T, e events.Envelope, want string) {

@@ -74,9 +74,6 @@ func Connect(url string, poolSize int, timeout time.Duration) (*redis.Client, er
 // Ping reports whether Redis answers.
 func (c *Cache) Ping(ctx context.Context) error { return c.rdb.Ping(ctx).Err() }
 
-// Client returns the underlying client.
-func (c *Cache) Client() redis.UniversalClient { return c.rdb }
-
 // Apply performs writes, each atomically, all in one round trip. It
 // returns, per write, one result per record: readmodel.Written, Dropped or
 // Refused.
