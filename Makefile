@@ -4,18 +4,22 @@ GO       ?= go
 BIN      := bin
 PROGRAMS := writer projector reader
 # Debian packages the local topology and the tests run from.
-DEB_PACKAGES := postgresql redis-server nats-server
+DEB_PACKAGES := postgresql redis-server nats-server haproxy
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test test-short bench vet fmt deps clean
+COMPOSE  ?= docker compose
+READERS  ?= 2
+
+.PHONY: help build run test test-short bench vet fmt deps deps-check clean \
+	up down logs scale local-build local-run local-load-data compose-check
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build the writer, projector and reader into bin/
 	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(PROGRAMS))
 
-run: deps-check build ## run the whole topology locally (data in .run/), seeded; Ctrl-C stops it
+run: deps-check build ## run the whole topology locally, seeded, behind the edge on :8000 (data in .run/); Ctrl-C stops it
 	$(GO) build -o $(BIN)/ ./internal/devstack/localrun
 	$(BIN)/localrun -dir .run -bin $(BIN) -seeds seeds
 
@@ -43,11 +47,38 @@ deps: ## install the Debian packages the tests and `make run` need (as root)
 	if [ "$$(id -u)" -ne 0 ]; then echo "deps: run as root (or with sudo) to install: $$missing"; exit 1; fi; \
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing
 
-deps-check:
-	@for bin in redis-server nats-server; do \
+deps-check: ## say which servers are missing, if any (make deps installs them)
+	@for bin in redis-server nats-server haproxy; do \
 		command -v $$bin >/dev/null 2>&1 || [ -x /usr/sbin/$$bin ] || { echo "$$bin is missing: run 'make deps'"; exit 1; }; \
 	done
 	@ls /usr/lib/postgresql/*/bin/pg_basebackup >/dev/null 2>&1 || { echo "the Postgres server is missing: run 'make deps'"; exit 1; }
+
+# ---- docker compose (needs a Docker engine) -----------------------------------
+
+up: compose-check ## start the compose topology in the background: http://localhost:8000
+	$(COMPOSE) up --build --detach --wait
+
+down: compose-check ## stop the compose topology (data volumes are kept; add -v to remove them)
+	$(COMPOSE) down
+
+logs: compose-check ## follow the compose topology's logs
+	$(COMPOSE) logs --follow
+
+scale: compose-check ## run READERS=N readers behind the edge (default 2)
+	$(COMPOSE) up --detach --wait --scale reader=$(READERS)
+
+local-build: compose-check ## (original name) build the images
+	$(COMPOSE) build
+
+local-run: compose-check ## (original name) run everything in the foreground; then open localhost:8000/api/factories
+	$(COMPOSE) up --build
+
+local-load-data: compose-check ## (original name) load the seed data again (idempotent: nothing is duplicated)
+	$(COMPOSE) run --rm migrate
+
+compose-check: ## say whether docker compose and a Docker engine are available
+	@$(COMPOSE) version >/dev/null 2>&1 || { echo "docker compose is not available here: install Docker, or use 'make run' to run without it"; exit 1; }
+	@docker info >/dev/null 2>&1 || { echo "no Docker engine answers: start Docker, or use 'make run' to run without it"; exit 1; }
 
 clean: ## remove built binaries and the local run's data
 	rm -rf $(BIN) .run

@@ -4,6 +4,7 @@
 //	projector [run]            consume and project (default)
 //	projector rebuild          rebuild every key from Postgres
 //	projector verify [--repair] compare every key with Postgres; exit 1 on drift
+//	projector healthcheck       exit 0 if the projector on PROJECTOR_ADDR answers /healthz
 package main
 
 import (
@@ -40,7 +41,7 @@ func main() {
 	}
 }
 
-const usage = `usage: projector [run | rebuild | verify [--repair]]`
+const usage = `usage: projector [run | rebuild | verify [--repair] | healthcheck]`
 
 // errDrift makes verify exit non-zero.
 var errDrift = errors.New("the read model differs from Postgres")
@@ -54,12 +55,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, usage)
 		return nil
 	}
-	if cmd != "run" && cmd != "rebuild" && cmd != "verify" {
+	if cmd != "run" && cmd != "rebuild" && cmd != "verify" && cmd != "healthcheck" {
 		return fmt.Errorf("unknown command %q; %s", cmd, usage)
 	}
 	cfg, err := config.LoadProjector(getenv)
 	if err != nil {
 		return err
+	}
+	if cmd == "healthcheck" {
+		return httpapi.Probe(ctx, cfg.Addr)
 	}
 	log := cfg.Logger(stderr, "projector")
 	reg := httpapi.NewRegistry()

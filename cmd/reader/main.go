@@ -2,6 +2,9 @@
 // and falls back to a Postgres replica within the lag bound, then to the
 // leader, so that Redis or a replica being down makes answers slower, not
 // errors. Readers are stateless and scale out.
+//
+//	reader [serve]      serve the read API (default)
+//	reader healthcheck  exit 0 if the reader on READER_ADDR answers /healthz
 package main
 
 import (
@@ -36,17 +39,27 @@ func main() {
 	}
 }
 
+const usage = `usage: reader [serve | healthcheck] (configured by environment; see README)`
+
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cmd := "serve"
 	if len(args) > 0 {
-		if args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-			fmt.Fprintln(stdout, "usage: reader (configured by environment; see README)")
-			return nil
-		}
-		return fmt.Errorf("unexpected argument %q; usage: reader", args[0])
+		cmd = args[0]
+	}
+	switch cmd {
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, usage)
+		return nil
+	case "serve", "healthcheck":
+	default:
+		return fmt.Errorf("unknown command %q; %s", cmd, usage)
 	}
 	cfg, err := config.LoadReader(getenv)
 	if err != nil {
 		return err
+	}
+	if cmd == "healthcheck" {
+		return httpapi.Probe(ctx, cfg.Addr)
 	}
 	log := cfg.Logger(stderr, "reader")
 	log.Info("starting", config.Attrs(cfg)...)

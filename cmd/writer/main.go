@@ -3,13 +3,15 @@
 // NATS JetStream. Its subcommands migrate the schema and load the seeds.
 //
 //	writer [serve]     serve the write API (default)
-//	writer migrate     apply the database migrations
+//	writer migrate [--seed DIR]  apply the database migrations, then optionally load DIR's seeds
 //	writer seed [DIR]  load DIR/seed_*.json (default seeds/), idempotently
+//	writer healthcheck exit 0 if the writer on WRITER_ADDR answers /healthz
 package main
 
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -42,7 +44,7 @@ func main() {
 	}
 }
 
-const usage = `usage: writer [serve | migrate | seed [DIR]]`
+const usage = `usage: writer [serve | migrate [--seed DIR] | seed [DIR] | healthcheck]`
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cmd := "serve"
@@ -62,13 +64,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "serve":
 		return serve(ctx, cfg, log)
 	case "migrate":
-		return migrate(ctx, cfg, stdout)
+		// --seed lets a container without a shell migrate and seed in one
+		// step, as `writer migrate && writer seed DIR` would.
+		fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
+		fs.SetOutput(stdout)
+		seedDir := fs.String("seed", "", "after migrating, load the seed files in `DIR`")
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if err := migrate(ctx, cfg, stdout); err != nil || *seedDir == "" {
+			return err
+		}
+		return loadSeeds(ctx, cfg, *seedDir, stdout)
 	case "seed":
 		dir := "seeds"
 		if len(args) > 0 {
 			dir = args[0]
 		}
 		return loadSeeds(ctx, cfg, dir, stdout)
+	case "healthcheck":
+		return httpapi.Probe(ctx, cfg.Addr)
 	}
 	return fmt.Errorf("unknown command %q; %s", cmd, usage)
 }

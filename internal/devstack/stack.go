@@ -25,13 +25,18 @@ type Config struct {
 	EmbeddedNATS bool
 	// Durable keeps Postgres's fsync on.
 	Durable bool
+	// Readers is how many readers to run (at least one).
+	Readers int
+	// Edge runs HAProxy in front of the writer and the readers.
+	Edge bool
 	// Env is added to every program's environment (tuning for tests).
 	Env []string
 }
 
-// Ports of a stack's servers.
+// Ports of a stack's servers. Readers beyond the first take the ports
+// after Reader that are free, skipping Projector.
 type Ports struct {
-	Leader, Replica, Redis, NATS, Writer, Projector, Reader int
+	Leader, Replica, Redis, NATS, Writer, Projector, Reader, Edge, EdgeHealth int
 }
 
 // Stack is a running topology.
@@ -43,6 +48,10 @@ type Stack struct {
 	NATS    *NATS
 
 	Writer, Projector, Reader *Program
+	// Readers holds every reader, Reader first.
+	Readers []*Program
+	// Edge is nil without Config.Edge.
+	Edge *Edge
 
 	cfg     Config
 	tempDir bool
@@ -77,7 +86,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		}
 	}()
 	p := cfg.Ports
-	for _, port := range []*int{&p.Leader, &p.Replica, &p.Redis, &p.NATS, &p.Writer, &p.Projector, &p.Reader} {
+	for _, port := range []*int{&p.Leader, &p.Replica, &p.Redis, &p.NATS, &p.Writer, &p.Projector, &p.Reader, &p.Edge, &p.EdgeHealth} {
 		if *port == 0 {
 			if *port, err = FreePort(); err != nil {
 				return nil, err
@@ -120,6 +129,15 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	s.Writer = s.program("writer", p.Writer)
 	s.Projector = s.program("projector", p.Projector)
 	s.Reader = s.program("reader", p.Reader)
+	s.Readers = []*Program{s.Reader}
+	for port := p.Reader + 1; len(s.Readers) < cfg.Readers; port++ {
+		if port != p.Projector && port != p.Writer && PortFree(port) {
+			s.Readers = append(s.Readers, s.NewProgram("reader", port))
+		}
+	}
+	if cfg.Edge {
+		s.Edge = &Edge{Port: p.Edge, HealthPort: p.EdgeHealth, dir: filepath.Join(s.Dir, "edge")}
+	}
 	return s, nil
 }
 
@@ -177,20 +195,31 @@ func (s *Stack) Migrate(ctx context.Context, seedDir string) error {
 	return err
 }
 
-// StartPrograms starts the writer, projector and reader.
+// StartPrograms starts the writer, the projector, the readers and, when
+// configured, the edge.
 func (s *Stack) StartPrograms(ctx context.Context) error {
-	for _, p := range []*Program{s.Writer, s.Projector, s.Reader} {
+	for _, p := range append([]*Program{s.Writer, s.Projector}, s.Readers...) {
 		if err := p.Start(ctx); err != nil {
 			return err
 		}
 	}
-	return nil
+	if s.Edge == nil {
+		return nil
+	}
+	readers := make([]string, len(s.Readers))
+	for i, r := range s.Readers {
+		readers[i] = "127.0.0.1:" + strconv.Itoa(r.Port)
+	}
+	return s.Edge.Start(ctx, "127.0.0.1:"+strconv.Itoa(s.Writer.Port), readers)
 }
 
-// Close stops everything the stack started, programs first, and removes a
-// temporary directory.
+// Close stops everything the stack started, the edge and programs first,
+// and removes a temporary directory.
 func (s *Stack) Close() {
-	for _, p := range []*Program{s.Reader, s.Projector, s.Writer} {
+	if s.Edge != nil {
+		s.Edge.Stop()
+	}
+	for _, p := range append(append([]*Program{}, s.Readers...), s.Projector, s.Writer) {
 		if p != nil {
 			p.Stop()
 		}

@@ -50,6 +50,8 @@ type stackOptions struct {
 	embeddedNATS bool
 	noSeed       bool
 	env          []string
+	readers      int  // how many readers (default one)
+	edge         bool // HAProxy in front, as in make run
 }
 
 // newStack starts a private topology with the programs running and the
@@ -64,13 +66,14 @@ func newStack(t *testing.T, opts stackOptions) *devstack.Stack {
 	}, opts.env...)
 	s, err := devstack.Start(ctx, devstack.Config{
 		BinDir: binDir, Replica: true, EmbeddedNATS: opts.embeddedNATS, Env: env,
+		Readers: opts.readers, Edge: opts.edge,
 	})
 	if err != nil {
 		t.Fatalf("start stack: %v", err)
 	}
 	t.Cleanup(func() {
 		s.Close()
-		for _, p := range []*devstack.Program{s.Writer, s.Projector, s.Reader} {
+		for _, p := range append([]*devstack.Program{s.Writer, s.Projector}, s.Readers...) {
 			b, _ := os.ReadFile(p.LogFile())
 			if i := strings.Index(string(b), "WARNING: DATA RACE"); i >= 0 {
 				t.Errorf("%s reported a data race:\n%s", p.Name, tailBytes(b[i:], 6000))

@@ -40,6 +40,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.IntVar(&p.Writer, "writer-port", 8081, "writer")
 	fs.IntVar(&p.Reader, "reader-port", 8082, "reader")
 	fs.IntVar(&p.Projector, "projector-port", 8083, "projector (health and metrics)")
+	fs.IntVar(&p.Edge, "edge-port", 8000, "the edge proxy: the one port clients use")
+	fs.IntVar(&p.EdgeHealth, "edge-health-port", 8404, "the edge proxy's own health check")
+	readers := fs.Int("readers", 2, "how many readers to run behind the edge")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -47,14 +50,15 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	for _, port := range []int{p.Leader, p.Replica, p.Redis, p.NATS, p.Writer, p.Reader, p.Projector} {
+	for _, port := range []int{p.Leader, p.Replica, p.Redis, p.NATS, p.Writer, p.Reader, p.Projector, p.Edge, p.EdgeHealth} {
 		if !devstack.PortFree(port) {
 			return fmt.Errorf("port %d is in use: stop what uses it or choose another port (see -help)", port)
 		}
 	}
 
 	fmt.Fprintf(stdout, "starting Postgres leader and replica, Redis and NATS in %s ...\n", *dir)
-	s, err := devstack.Start(ctx, devstack.Config{Dir: *dir, BinDir: binDir, Ports: p, Replica: true, Durable: true})
+	s, err := devstack.Start(ctx, devstack.Config{Dir: *dir, BinDir: binDir, Ports: p, Replica: true, Durable: true,
+		Readers: *readers, Edge: true})
 	if err != nil {
 		return err
 	}
@@ -70,12 +74,17 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := s.StartPrograms(ctx); err != nil {
 		return err
 	}
+	var readerURLs []string
+	for _, r := range s.Readers {
+		readerURLs = append(readerURLs, r.URL())
+	}
 	fmt.Fprintf(stdout, `
 Sprockets API is running.
 
-  reader     %s   GET  /api/factories, /api/factory/1, /v1/sprockets, ...
-  writer     %s   POST /api/sprocket/create/5/6/4/7, /v1/sprockets, ...
-  projector  %s   /healthz, /readyz, /metrics
+  edge       %s   the one port to use: GET and HEAD go to the readers, the rest to the writer
+  readers    %v
+  writer     %s
+  projector  %s   /healthz, /readyz, /metrics (every program serves them)
 
   postgres   leader %s
              replica %s
@@ -85,11 +94,12 @@ Sprockets API is running.
 
 Try:
   curl %s/api/factories
+  curl %s/api/factory/1
   curl -X POST %s/api/sprocket/create/5/6/4/7/
 
 Ctrl-C stops everything.
-`, s.Reader.URL(), s.Writer.URL(), s.Projector.URL(), s.DatabaseURL(), s.ReplicaURL(), s.Redis.URL(), s.NATS.URL(),
-		filepath.Join(s.Dir, "logs"), s.Reader.URL(), s.Writer.URL())
+`, s.Edge.URL(), readerURLs, s.Writer.URL(), s.Projector.URL(), s.DatabaseURL(), s.ReplicaURL(), s.Redis.URL(), s.NATS.URL(),
+		filepath.Join(s.Dir, "logs"), s.Edge.URL(), s.Edge.URL(), s.Edge.URL())
 	<-ctx.Done()
 	return nil
 }

@@ -1,0 +1,284 @@
+// Package deploy holds what runs the service outside this machine: the
+// image, docker-compose's edge proxy and Postgres replica bootstrap, and the
+// Kubernetes manifests. Its tests check them without Docker or a cluster.
+package deploy
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/kustomize/kyaml/yaml"
+)
+
+// root is the repository root, the compose project's directory.
+const root = ".."
+
+func loadCompose(t *testing.T) *types.Project {
+	t.Helper()
+	opts, err := cli.NewProjectOptions([]string{filepath.Join(root, "docker-compose.yml")},
+		cli.WithWorkingDirectory(root), cli.WithName("sprockets"), cli.WithInterpolation(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := opts.LoadProject(context.Background())
+	if err != nil {
+		t.Fatalf("docker-compose.yml does not load: %v", err)
+	}
+	return p
+}
+
+func TestComposeFile(t *testing.T) {
+	p := loadCompose(t)
+	want := []string{"edge", "migrate", "nats", "postgres-leader", "postgres-replica", "projector", "reader", "redis", "writer"}
+	if got := p.ServiceNames(); !slices.Equal(sorted(got), want) {
+		t.Fatalf("services %v, want %v", got, want)
+	}
+	dependsOn := map[string]map[string]string{
+		"postgres-replica": {"postgres-leader": types.ServiceConditionHealthy},
+		"migrate":          {"postgres-leader": types.ServiceConditionHealthy},
+		"writer":           {"migrate": types.ServiceConditionCompletedSuccessfully, "nats": types.ServiceConditionHealthy},
+		"projector":        {"migrate": types.ServiceConditionCompletedSuccessfully, "redis": types.ServiceConditionHealthy, "nats": types.ServiceConditionHealthy},
+		"reader":           {"migrate": types.ServiceConditionCompletedSuccessfully, "redis": types.ServiceConditionHealthy, "postgres-replica": types.ServiceConditionHealthy},
+		"edge":             {"writer": types.ServiceConditionHealthy, "reader": types.ServiceConditionHealthy},
+	}
+	pinned := regexp.MustCompile(`^[a-z0-9./-]+:[0-9]+(\.[0-9]+)+(-[a-z0-9]+)?$`)
+	for _, s := range p.Services {
+		t.Run(s.Name, func(t *testing.T) {
+			oneShot := s.Name == "migrate"
+			if !oneShot && (s.HealthCheck == nil || len(s.HealthCheck.Test) == 0 || s.HealthCheck.Disable) {
+				t.Errorf("no healthcheck")
+			}
+			if !oneShot && s.Restart != types.RestartPolicyUnlessStopped {
+				t.Errorf("restart %q", s.Restart)
+			}
+			if s.Build == nil && !pinned.MatchString(s.Image) {
+				t.Errorf("image %q is not pinned to a version", s.Image)
+			}
+			got := map[string]string{}
+			for name, d := range s.DependsOn {
+				got[name] = d.Condition
+			}
+			if w := dependsOn[s.Name]; len(w) > 0 || len(got) > 0 {
+				if !mapsEqual(got, w) {
+					t.Errorf("depends_on %v, want %v", got, w)
+				}
+			}
+			for _, v := range s.Volumes {
+				if v.Type == types.VolumeTypeBind {
+					if _, err := os.Stat(v.Source); err != nil {
+						t.Errorf("mounts %s, which does not exist", v.Source)
+					}
+				} else if _, ok := p.Volumes[v.Source]; !ok {
+					t.Errorf("volume %q is not a named volume of the project", v.Source)
+				}
+			}
+			if s.Build != nil {
+				if _, err := os.Stat(filepath.Join(s.Build.Context, s.Build.Dockerfile)); err != nil {
+					t.Errorf("builds from %s, which does not exist", s.Build.Dockerfile)
+				}
+			}
+		})
+	}
+	reader := p.Services["reader"]
+	if reader.ContainerName != "" || len(reader.Ports) > 0 {
+		t.Errorf("the reader has a container name %q or host ports %v: it could not be scaled", reader.ContainerName, reader.Ports)
+	}
+	edge := p.Services["edge"]
+	if len(edge.Ports) != 1 || edge.Ports[0].Published != "8000" || edge.Ports[0].Target != 8000 {
+		t.Errorf("the edge publishes %+v, want 8000", edge.Ports)
+	}
+	for _, name := range []string{"writer", "projector", "migrate"} {
+		if s := p.Services[name]; s.ContainerName != "" || len(s.Ports) > 0 {
+			t.Errorf("%s publishes %v: only the edge should", name, s.Ports)
+		}
+	}
+}
+
+// Every setting the compose file takes from the environment has its default
+// in .env.example.
+func TestComposeSettingsAreDocumented(t *testing.T) {
+	compose, err := os.ReadFile(filepath.Join(root, "docker-compose.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	example, err := os.ReadFile(filepath.Join(root, ".env.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, m := range regexp.MustCompile(`\$\{([A-Z_]+):-`).FindAllStringSubmatch(string(compose), -1) {
+		if seen[m[1]] {
+			continue
+		}
+		seen[m[1]] = true
+		if !regexp.MustCompile(`(?m)^` + m[1] + `=`).Match(example) {
+			t.Errorf("%s is read by docker-compose.yml but not in .env.example", m[1])
+		}
+	}
+	if len(seen) < 5 {
+		t.Errorf("only %d settings found in docker-compose.yml", len(seen))
+	}
+}
+
+func TestHAProxyConfigs(t *testing.T) {
+	haproxy, err := exec.LookPath("haproxy")
+	if err != nil {
+		t.Fatal("haproxy is needed to check the edge configurations: run make deps")
+	}
+	for _, cfg := range []string{"haproxy/haproxy.cfg", "k8s/haproxy.cfg"} {
+		out, err := exec.Command(haproxy, "-c", "-f", cfg).CombinedOutput()
+		if err != nil || !bytes.Contains(out, []byte("Configuration file is valid")) {
+			t.Errorf("haproxy -c -f %s: %v\n%s", cfg, err, out)
+		}
+	}
+}
+
+func TestScripts(t *testing.T) {
+	scripts, _ := filepath.Glob("postgres/*.sh")
+	if len(scripts) != 2 {
+		t.Fatalf("scripts %v", scripts)
+	}
+	for _, s := range scripts {
+		if out, err := exec.Command("sh", "-n", s).CombinedOutput(); err != nil {
+			t.Errorf("%s: %v\n%s", s, err, out)
+		}
+	}
+}
+
+func TestDockerfile(t *testing.T) {
+	b, err := os.ReadFile("Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	df := string(b)
+	if n := strings.Count(df, "\nFROM "); n < 2 {
+		t.Errorf("%d stages; the image should be built in one and shipped in another", n)
+	}
+	if !strings.Contains(df, "distroless/static") || !strings.Contains(df, "USER nonroot") || !strings.Contains(df, "CGO_ENABLED=0") {
+		t.Errorf("the final image should be static, distroless and non-root")
+	}
+	for _, m := range regexp.MustCompile(`(?m)^COPY (?:--from=\S+ )?(\S+)`).FindAllStringSubmatch(df, -1) {
+		if strings.Contains(m[0], "--from=") {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(root, m[1])); err != nil {
+			t.Errorf("COPY %s: %v", m[1], err)
+		}
+	}
+}
+
+func TestKubernetesManifests(t *testing.T) {
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	resMap, err := k.Run(filesys.MakeFsOnDisk(), "k8s")
+	if err != nil {
+		t.Fatalf("kustomize build deploy/k8s: %v", err)
+	}
+	kinds := map[string][]string{}
+	for _, r := range resMap.Resources() {
+		kinds[r.GetKind()] = append(kinds[r.GetKind()], r.GetName())
+		node := &r.RNode // a kustomize Resource is a YAML node
+		switch r.GetKind() {
+		case "Deployment", "Job":
+			checkWorkload(t, r.GetKind()+"/"+r.GetName(), node, r.GetKind() == "Deployment")
+		case "HorizontalPodAutoscaler":
+			if target, _ := node.Pipe(yaml.Lookup("spec", "scaleTargetRef", "name")); target == nil || yaml.GetValue(target) != "reader" {
+				t.Errorf("the autoscaler does not scale the reader")
+			}
+		case "Secret":
+			t.Errorf("Secret/%s is in the manifests; secrets come from the operators", r.GetName())
+		}
+	}
+	for kind, want := range map[string][]string{
+		"Deployment":              {"edge", "projector", "reader", "writer"},
+		"Job":                     {"migrate"},
+		"HorizontalPodAutoscaler": {"reader"},
+	} {
+		if !slices.Equal(sorted(kinds[kind]), want) {
+			t.Errorf("%s: %v, want %v", kind, kinds[kind], want)
+		}
+	}
+}
+
+// checkWorkload fails the test unless every container asks for CPU and
+// memory and, for long-running workloads, has readiness and liveness probes.
+func checkWorkload(t *testing.T, name string, node *yaml.RNode, longRunning bool) {
+	t.Helper()
+	containers, err := node.Pipe(yaml.Lookup("spec", "template", "spec", "containers"))
+	if err != nil || containers == nil {
+		t.Fatalf("%s: no containers (%v)", name, err)
+	}
+	elems, _ := containers.Elements()
+	for _, c := range elems {
+		cname := yaml.GetValue(c.Field("name").Value)
+		for _, path := range [][]string{{"resources", "requests", "cpu"}, {"resources", "requests", "memory"}} {
+			if v, _ := c.Pipe(yaml.Lookup(path...)); v == nil {
+				t.Errorf("%s container %s: no %s", name, cname, strings.Join(path, "."))
+			}
+		}
+		if !longRunning {
+			continue
+		}
+		for _, probe := range []string{"readinessProbe", "livenessProbe"} {
+			if c.Field(probe) == nil {
+				t.Errorf("%s container %s: no %s", name, cname, probe)
+			}
+		}
+	}
+}
+
+func sorted(s []string) []string {
+	out := slices.Clone(s)
+	slices.Sort(out)
+	return out
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// make help lists every target of the Makefile, one line each.
+func TestMakeHelpListsEveryTarget(t *testing.T) {
+	makefile, err := os.ReadFile(filepath.Join(root, "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("make", "-s", "-C", root, "help").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if f := strings.Fields(line); len(f) > 1 {
+			listed[f[0]] = true
+		}
+	}
+	for _, m := range regexp.MustCompile(`(?m)^([a-z][a-z0-9-]*):`).FindAllStringSubmatch(string(makefile), -1) {
+		if !listed[m[1]] {
+			t.Errorf("make help does not list %s", m[1])
+		}
+	}
+	for _, want := range []string{"run", "test", "bench", "up", "down", "logs", "scale", "deps", "local-build", "local-run", "local-load-data"} {
+		if !listed[want] {
+			t.Errorf("no %s target", want)
+		}
+	}
+}
