@@ -49,6 +49,7 @@ func Open(ctx context.Context, url string, maxConns int, timeout time.Duration) 
 // transaction.
 type Querier interface {
 	sqlx.QueryerContext
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 	GetContext(ctx context.Context, dest any, query string, args ...any) error
 	SelectContext(ctx context.Context, dest any, query string, args ...any) error
 }

@@ -282,6 +282,15 @@ func TestPages(t *testing.T) {
 	if err != nil || len(all) != 5 || !all[2].Deleted() {
 		t.Fatalf("all %v %v", all, err)
 	}
+	// The lean read of collection rebuilds gives the same collection.
+	lean, err := reads.SprocketSpecsOfOrg(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := readmodel.OrgSprocketsRecord(1, all).Entry, readmodel.OrgSprocketsRecord(1, lean).Entry
+	if string(a.Body) != string(b.Body) || a.Version != b.Version || string(a.Members) != string(b.Members) {
+		t.Errorf("lean collection differs:\n %s v%d\n %s v%d", b.Body, b.Version, a.Body, a.Version)
+	}
 }
 
 // postgres.Reads go to a fresh replica, to the leader when a token's write is not

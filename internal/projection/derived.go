@@ -41,6 +41,7 @@ func (p *Projector) RunDerived(ctx context.Context, interval time.Duration) erro
 			p.log.Warn("rebuild dirty bodies", "err", err)
 		}
 		took := time.Since(start)
+		p.rounds.Observe(took.Seconds())
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -97,7 +98,7 @@ func (p *Projector) rebuildDerived(ctx context.Context, name string) error {
 }
 
 func (p *Projector) rebuildOrgSprockets(ctx context.Context, org int64) error {
-	all, err := p.src.SprocketsOfOrg(ctx, org)
+	all, err := p.src.SprocketSpecsOfOrg(ctx, org)
 	if err != nil {
 		return err
 	}

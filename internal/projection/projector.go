@@ -23,6 +23,7 @@ import (
 type Source interface {
 	Sprocket(ctx context.Context, id int64) (domain.Sprocket, error)
 	SprocketsOfOrg(ctx context.Context, org int64) ([]domain.Sprocket, error)
+	SprocketSpecsOfOrg(ctx context.Context, org int64) ([]domain.Sprocket, error)
 	FactoryHistory(ctx context.Context, id int64) (domain.Factory, []domain.Sample, error)
 	FactoryBucketsSince(ctx context.Context, id, version, bucketSeconds int64) (domain.Factory, []domain.Sample, error)
 	FactoriesWithSamples(ctx context.Context, org int64) ([]domain.Factory, map[int64][]domain.Sample, error)
@@ -55,6 +56,7 @@ type Projector struct {
 	delay    prometheus.Histogram
 	lastLag  prometheus.Gauge
 	derived  prometheus.Counter
+	rounds   prometheus.Histogram
 }
 
 // Outcomes of applying an event, as counted in sprockets_projector_events_total.
@@ -83,8 +85,13 @@ func New(src Source, cache Cache, log *slog.Logger, reg prometheus.Registerer) *
 		derived: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sprockets_projector_derived_rebuilds_total", Help: "Coalesced rebuilds of collection and compatibility bodies.",
 		}),
+		rounds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sprockets_projector_derived_round_seconds",
+			Help:    "Duration of a round of coalesced rebuilds.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}),
 	}
-	reg.MustRegister(p.outcomes, p.delay, p.lastLag, p.derived)
+	reg.MustRegister(p.outcomes, p.delay, p.lastLag, p.derived, p.rounds)
 	return p
 }
 

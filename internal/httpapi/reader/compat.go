@@ -29,7 +29,7 @@ func (h *Handlers) compatSprockets(c *fiber.Ctx) error {
 	return h.serve(c, view{
 		key: readmodel.OrgSprocketsKey(org), collection: events.Sprocket,
 		load: func(ctx context.Context, q Queries) (readmodel.Entry, error) {
-			all, err := q.SprocketsOfOrg(ctx, org)
+			all, err := q.SprocketSpecsOfOrg(ctx, org)
 			return readmodel.OrgSprocketsRecord(org, all).Entry, err
 		},
 	})

@@ -26,7 +26,7 @@ type Cache interface {
 type Queries interface {
 	Sprocket(ctx context.Context, id int64) (domain.Sprocket, error)
 	ListSprockets(ctx context.Context, org int64, page domain.PageRequest) ([]domain.Sprocket, error)
-	SprocketsOfOrg(ctx context.Context, org int64) ([]domain.Sprocket, error)
+	SprocketSpecsOfOrg(ctx context.Context, org int64) ([]domain.Sprocket, error)
 	Factory(ctx context.Context, id int64) (domain.Factory, error)
 	ListFactories(ctx context.Context, org int64, page domain.PageRequest) ([]domain.Factory, error)
 	FactoryHistory(ctx context.Context, id int64) (domain.Factory, []domain.Sample, error)
