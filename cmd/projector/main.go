@@ -153,7 +153,7 @@ func project(ctx context.Context, cfg config.Projector, proj *projection.Project
 	// ---- Run ------------------------------------------------------------
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		return httpapi.Serve(ctx, app, cfg.Addr, cfg.ShutdownGrace, func(a net.Addr) {
+		return httpapi.Serve(ctx, app, cfg.Addr, cfg.ShutdownGrace, "", "", func(a net.Addr) {
 			log.Info("listening", "addr", a.String())
 		})
 	})

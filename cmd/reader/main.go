@@ -18,12 +18,12 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/gofiber/fiber/v2"
+	"github.com/go-redis/redis_rate/v10"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/sprockets-api/sprockets/internal/auth"
 	"github.com/sprockets-api/sprockets/internal/config"
-	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/httpapi"
 	"github.com/sprockets-api/sprockets/internal/httpapi/reader"
 	"github.com/sprockets-api/sprockets/internal/postgres"
@@ -98,19 +98,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	app := httpapi.NewApp(httpapi.ServerConfig{
 		Name: "reader", BodyLimit: 64 * 1024, AccessLog: cfg.AccessLog,
 		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout,
+		TrustedProxies: cfg.TrustedProxies,
 	}, log, reg)
 	httpapi.Health(app,
 		map[string]httpapi.Check{"data": anyOf(cache.Ping, pool.Ping)},
 		map[string]httpapi.Check{"redis": cache.Ping, "postgres": pool.Ping}, reg)
+	// Grants missing from Redis are read from the leader: a token just
+	// created may not have reached a replica yet.
+	app.Use(httpapi.Access(auth.NewAuthenticator(cache, postgres.NewReads(leader)), redis_rate.NewLimiter(rdb),
+		httpapi.AccessConfig{
+			PublicReads: cfg.PublicReads, PublicOrg: cfg.PublicOrgID,
+			RateLimit: cfg.RateLimit, AnonymousRateLimit: cfg.AnonymousRateLimit,
+		}, log, reg))
 	reader.Routes(app, reader.New(cache, database{pool}, reader.Config{
 		ConsistencyWait: cfg.ConsistencyWait, CacheBackoff: cfg.RedisBackoff, MaxChartBuckets: cfg.ChartMaxBuckets,
-	}, log, defaultOrg, func(source string) { served.WithLabelValues(source).Inc() }))
+	}, log, func(source string) { served.WithLabelValues(source).Inc() }))
 
 	// ---- Run ------------------------------------------------------------
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return pool.Run(ctx, cfg.ReplicaCheckInterval) })
 	g.Go(func() error {
-		return httpapi.Serve(ctx, app, cfg.Addr, cfg.ShutdownGrace, func(a net.Addr) {
+		return httpapi.Serve(ctx, app, cfg.Addr, cfg.ShutdownGrace, cfg.TLSCertFile, cfg.TLSKeyFile, func(a net.Addr) {
 			log.Info("listening", "addr", a.String())
 		})
 	})
@@ -155,7 +163,3 @@ func replicaName(url string) string {
 	host, _, _ := strings.Cut(s, "/")
 	return host
 }
-
-// defaultOrg is the organization every request reads as until callers
-// authenticate as their own.
-func defaultOrg(*fiber.Ctx) int64 { return domain.DefaultOrgID }

@@ -6,6 +6,7 @@
 //	writer migrate [--seed DIR]  apply the database migrations, then optionally load DIR's seeds
 //	writer seed [DIR]  load DIR/seed_*.json (default seeds/), idempotently
 //	writer healthcheck exit 0 if the writer on WRITER_ADDR answers /healthz
+//	writer org|token|audit ...  manage organizations and tokens; see -h
 package main
 
 import (
@@ -21,9 +22,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gofiber/fiber/v2"
+	"github.com/go-redis/redis_rate/v10"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/sprockets-api/sprockets/internal/auth"
 	"github.com/sprockets-api/sprockets/internal/config"
 	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/events"
@@ -32,6 +34,7 @@ import (
 	"github.com/sprockets-api/sprockets/internal/natsjs"
 	"github.com/sprockets-api/sprockets/internal/outbox"
 	"github.com/sprockets-api/sprockets/internal/postgres"
+	"github.com/sprockets-api/sprockets/internal/rediscache"
 	"github.com/sprockets-api/sprockets/internal/seed"
 )
 
@@ -44,7 +47,7 @@ func main() {
 	}
 }
 
-const usage = `usage: writer [serve | migrate [--seed DIR] | seed [DIR] | healthcheck]`
+const usage = "usage: writer [serve | migrate [--seed DIR] | seed [DIR] | healthcheck | org ... | token ... | audit ...]\n" + adminUsage
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cmd := "serve"
@@ -84,6 +87,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return loadSeeds(ctx, cfg, dir, stdout)
 	case "healthcheck":
 		return httpapi.Probe(ctx, cfg.Addr)
+	case "org", "token", "audit":
+		return runAdmin(ctx, cfg, cmd, args, stdout)
 	}
 	return fmt.Errorf("unknown command %q; %s", cmd, usage)
 }
@@ -150,22 +155,33 @@ func serve(ctx context.Context, cfg config.Writer, log *slog.Logger) error {
 	}
 	defer store.Close()
 
+	// ---- Redis: token grants and rate limits (writes go on without it) ----
+	rdb, err := rediscache.Connect(cfg.RedisURL, cfg.DBMaxConns, cfg.RedisTimeout)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	cache := rediscache.New(rdb)
+
 	// ---- HTTP ---------------------------------------------------------
 	app := httpapi.NewApp(httpapi.ServerConfig{
 		Name: "writer", BodyLimit: cfg.BodyLimit, AccessLog: cfg.AccessLog,
 		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout,
+		TrustedProxies: cfg.TrustedProxies,
 	}, log, reg)
 	httpapi.Health(app,
 		map[string]httpapi.Check{"postgres": db.PingContext},
-		map[string]httpapi.Check{"nats": nc.Ping}, reg)
-	writer.Routes(app, writer.New(store, defaultOrg))
+		map[string]httpapi.Check{"nats": nc.Ping, "redis": cache.Ping}, reg)
+	app.Use(httpapi.Access(auth.NewAuthenticator(cache, postgres.NewReads(db)), redis_rate.NewLimiter(rdb),
+		httpapi.AccessConfig{RateLimit: cfg.RateLimit, AnonymousRateLimit: cfg.AnonymousRateLimit}, log, reg))
+	writer.Routes(app, writer.New(store))
 
 	// ---- Run ------------------------------------------------------------
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ensureStream(ctx, nc, cfg.Stream, log) })
 	g.Go(func() error { return relay.Run(ctx) })
 	g.Go(func() error {
-		return httpapi.Serve(ctx, app, cfg.Addr, cfg.ShutdownGrace, func(a net.Addr) {
+		return httpapi.Serve(ctx, app, cfg.Addr, cfg.ShutdownGrace, cfg.TLSCertFile, cfg.TLSKeyFile, func(a net.Addr) {
 			log.Info("listening", "addr", a.String())
 		})
 	})
@@ -175,10 +191,6 @@ func serve(ctx context.Context, cfg config.Writer, log *slog.Logger) error {
 	log.Info("stopped")
 	return nil
 }
-
-// defaultOrg is the organization every request acts for until callers
-// authenticate as their own.
-func defaultOrg(*fiber.Ctx) int64 { return domain.DefaultOrgID }
 
 // ensureStream creates the event stream, retrying while NATS is down; the
 // relay's publishes fail (and are retried) until it exists.

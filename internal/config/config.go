@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"reflect"
 	"strings"
 	"time"
@@ -33,6 +34,16 @@ type HTTP struct {
 	AccessLog     bool          `env:"ACCESS_LOG" envDefault:"true"`
 }
 
+// Access holds the settings of authentication, rate limits and transport
+// that the writer and the reader share.
+type Access struct {
+	RateLimit          int      `env:"RATE_LIMIT" envDefault:"1000"`
+	AnonymousRateLimit int      `env:"RATE_LIMIT_ANONYMOUS" envDefault:"50"`
+	TrustedProxies     []string `env:"TRUSTED_PROXIES" envDefault:"127.0.0.1,::1"`
+	TLSCertFile        string   `env:"TLS_CERT_FILE"`
+	TLSKeyFile         string   `env:"TLS_KEY_FILE"`
+}
+
 // Stream names the event stream.
 type Stream struct {
 	NATSURL      string        `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
@@ -45,17 +56,23 @@ type Writer struct {
 	Common
 	HTTP
 	Stream
-	Addr       string        `env:"WRITER_ADDR" envDefault:":8081"`
-	BodyLimit  int           `env:"BODY_LIMIT" envDefault:"1048576"`
-	RelayBatch int           `env:"RELAY_BATCH" envDefault:"256"`
-	RelayPoll  time.Duration `env:"RELAY_POLL" envDefault:"500ms"`
+	Access
+	Addr         string        `env:"WRITER_ADDR" envDefault:":8081"`
+	RedisURL     string        `env:"REDIS_URL" envDefault:"redis://127.0.0.1:6379/0"`
+	RedisTimeout time.Duration `env:"REDIS_TIMEOUT" envDefault:"250ms"`
+	BodyLimit    int           `env:"BODY_LIMIT" envDefault:"1048576"`
+	RelayBatch   int           `env:"RELAY_BATCH" envDefault:"256"`
+	RelayPoll    time.Duration `env:"RELAY_POLL" envDefault:"500ms"`
 }
 
 // Reader configures cmd/reader.
 type Reader struct {
 	Common
 	HTTP
+	Access
 	Addr                 string        `env:"READER_ADDR" envDefault:":8082"`
+	PublicReads          bool          `env:"PUBLIC_READS" envDefault:"false"`
+	PublicOrgID          int64         `env:"PUBLIC_ORG_ID" envDefault:"1"`
 	ReplicaURLs          []string      `env:"REPLICA_URLS"`
 	ReplicaMaxLag        time.Duration `env:"REPLICA_MAX_LAG" envDefault:"5s"`
 	ReplicaCheckInterval time.Duration `env:"REPLICA_CHECK_INTERVAL" envDefault:"250ms"`
@@ -218,6 +235,28 @@ func (h HTTP) validate(p *problems) {
 	p.positive("SHUTDOWN_GRACE", int64(h.ShutdownGrace))
 }
 
+func (a Access) validate(p *problems) {
+	p.positive("RATE_LIMIT", int64(a.RateLimit))
+	p.positive("RATE_LIMIT_ANONYMOUS", int64(a.AnonymousRateLimit))
+	for _, tp := range a.TrustedProxies {
+		if net.ParseIP(tp) == nil {
+			if _, _, err := net.ParseCIDR(tp); err != nil {
+				p.add("TRUSTED_PROXIES: %q is not an IP address or CIDR range", tp)
+			}
+		}
+	}
+	if (a.TLSCertFile == "") != (a.TLSKeyFile == "") {
+		p.add("TLS_CERT_FILE and TLS_KEY_FILE go together: set both or neither")
+	}
+	for name, f := range map[string]string{"TLS_CERT_FILE": a.TLSCertFile, "TLS_KEY_FILE": a.TLSKeyFile} {
+		if f != "" {
+			if _, err := os.Stat(f); err != nil {
+				p.add("%s: %v", name, err)
+			}
+		}
+	}
+}
+
 func (s Stream) validate(p *problems) {
 	p.url("NATS_URL", s.NATSURL, "nats", "tls")
 	if s.StreamName == "" || strings.ContainsAny(s.StreamName, ".*> \t") {
@@ -232,7 +271,10 @@ func (c Writer) Validate() error {
 	c.Common.validate(&p)
 	c.HTTP.validate(&p)
 	c.Stream.validate(&p)
+	c.Access.validate(&p)
 	p.addr("WRITER_ADDR", c.Addr)
+	p.url("REDIS_URL", c.RedisURL, "redis", "rediss", "unix")
+	p.positive("REDIS_TIMEOUT", int64(c.RedisTimeout))
 	p.positive("BODY_LIMIT", int64(c.BodyLimit))
 	p.positive("RELAY_BATCH", int64(c.RelayBatch))
 	p.positive("RELAY_POLL", int64(c.RelayPoll))
@@ -244,7 +286,9 @@ func (c Reader) Validate() error {
 	var p problems
 	c.Common.validate(&p)
 	c.HTTP.validate(&p)
+	c.Access.validate(&p)
 	p.addr("READER_ADDR", c.Addr)
+	p.positive("PUBLIC_ORG_ID", c.PublicOrgID)
 	for _, u := range c.ReplicaURLs {
 		p.url("REPLICA_URLS", u, "postgres", "postgresql")
 	}

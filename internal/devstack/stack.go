@@ -239,3 +239,14 @@ func (s *Stack) Close() {
 		os.RemoveAll(s.Dir)
 	}
 }
+
+// CreateToken creates a token of org with scopes (e.g. "read,write") and
+// returns its secret. extra are further flags of `writer token create`.
+func (s *Stack) CreateToken(ctx context.Context, org, scopes string, extra ...string) (string, error) {
+	out, err := s.Writer.Exec(ctx, append([]string{"token", "create", "--org", org, "--scopes", scopes}, extra...)...)
+	if err != nil {
+		return "", err
+	}
+	secret, _, _ := strings.Cut(out, "\n")
+	return strings.TrimSpace(secret), nil
+}

@@ -12,13 +12,16 @@ import (
 // Error codes. Each names a kind of failure a client can act on; the HTTP
 // layer maps them to status codes in one place.
 const (
-	EINVALID     = "invalid"     // the request is malformed or breaks a data rule
-	ENOTFOUND    = "not_found"   // no such resource, or not the caller's
-	ECONFLICT    = "conflict"    // the request contradicts stored data
-	ESTALE       = "stale"       // If-Match named a version that is no longer current
-	EKEYREUSED   = "key_reused"  // an Idempotency-Key was reused with another request
-	EINTERNAL    = "internal"    // anything else; never shown to clients in detail
-	EUNAVAILABLE = "unavailable" // a dependency needed for the answer is down
+	EINVALID         = "invalid"         // the request is malformed or breaks a data rule
+	ENOTFOUND        = "not_found"       // no such resource, or not the caller's
+	ECONFLICT        = "conflict"        // the request contradicts stored data
+	ESTALE           = "stale"           // If-Match named a version that is no longer current
+	EKEYREUSED       = "key_reused"      // an Idempotency-Key was reused with another request
+	EUNAUTHENTICATED = "unauthenticated" // no valid credentials
+	EFORBIDDEN       = "forbidden"       // valid credentials without the scope needed
+	ELIMITED         = "rate_limited"    // over the request budget
+	EINTERNAL        = "internal"        // anything else; never shown to clients in detail
+	EUNAVAILABLE     = "unavailable"     // a dependency needed for the answer is down
 )
 
 // Error is a failure with a code and a message safe to show to a client.

@@ -10,8 +10,11 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/sprockets-api/sprockets/internal/devstack"
 )
 
 // reply is one HTTP answer.
@@ -35,9 +38,35 @@ func (r reply) JSON(t *testing.T, v any) {
 
 var client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 
+// tokens holds, per host:port of a running stack's programs, the token its
+// requests carry unless they name their own Authorization.
+var tokens sync.Map
+
+// authenticate makes requests to s's programs carry token until the test
+// ends.
+func authenticate(t *testing.T, s *devstack.Stack, token string) {
+	programs := append([]*devstack.Program{s.Writer, s.Projector}, s.Readers...)
+	hosts := []string{}
+	for _, p := range programs {
+		hosts = append(hosts, strings.TrimPrefix(p.URL(), "http://"))
+	}
+	if s.Edge != nil {
+		hosts = append(hosts, strings.TrimPrefix(s.Edge.URL(), "http://"))
+	}
+	for _, h := range hosts {
+		tokens.Store(h, token)
+	}
+	t.Cleanup(func() {
+		for _, h := range hosts {
+			tokens.Delete(h)
+		}
+	})
+}
+
 // call sends a request; header is alternating names and values. A body
 // given as a string is sent as application/json unless header says
-// otherwise.
+// otherwise. The stack's token is sent unless header names Authorization
+// (an empty value sends none).
 func call(method, url string, body any, header ...string) (reply, error) {
 	var rd io.Reader
 	switch b := body.(type) {
@@ -60,8 +89,14 @@ func call(method, url string, body any, header ...string) (reply, error) {
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	if tok, ok := tokens.Load(req.URL.Host); ok {
+		req.Header.Set("Authorization", "Bearer "+tok.(string))
+	}
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
+		if header[i+1] == "" {
+			req.Header.Del(header[i])
+		}
 	}
 	resp, err := client.Do(req)
 	if err != nil {

@@ -63,6 +63,9 @@ func newStack(t *testing.T, opts stackOptions) *devstack.Stack {
 	env := append([]string{
 		"LOG_LEVEL=warn", "ACCESS_LOG=false", "REPLICA_CHECK_INTERVAL=100ms",
 		"COALESCE_INTERVAL=50ms", "FETCH_WAIT=1s", "RELAY_POLL=200ms", "VERIFY_SETTLE=500ms",
+		// Tests that load the service are not about budgets; those that are
+		// set their own.
+		"RATE_LIMIT=1000000",
 	}, opts.env...)
 	s, err := devstack.Start(ctx, devstack.Config{
 		BinDir: binDir, Replica: true, EmbeddedNATS: opts.embeddedNATS, Env: env,
@@ -93,6 +96,11 @@ func newStack(t *testing.T, opts stackOptions) *devstack.Stack {
 	if err := s.StartPrograms(ctx); err != nil {
 		t.Fatalf("start programs: %v", err)
 	}
+	token, err := s.CreateToken(ctx, "default", "read,write,admin", "--name", t.Name())
+	if err != nil {
+		t.Fatalf("create token: %v", err)
+	}
+	authenticate(t, s, token)
 	return s
 }
 

@@ -89,8 +89,9 @@ func Decode(data []byte) (Envelope, error) {
 
 func (e Envelope) check() error {
 	known := map[string][]string{
-		Sprocket: {Created, Updated, Deleted},
-		Factory:  {Created, Updated, Deleted, SamplesAppended},
+		Sprocket:     {Created, Updated, Deleted},
+		Factory:      {Created, Updated, Deleted, SamplesAppended},
+		Organization: {Deleted},
 	}
 	types, ok := known[e.AggregateType]
 	switch {
@@ -156,4 +157,28 @@ type Outgoing struct {
 	ID      string // the event id, used as the broker's de-duplication id
 	Subject string
 	Body    []byte
+}
+
+// Organization is the aggregate type of organization events; its one event
+// is Deleted, in parts when the organization owned much.
+const Organization = "organization"
+
+// OrganizationPayload lists what a deleted organization owned, so that the
+// projector removes every key of it.
+type OrganizationPayload struct {
+	Organization domain.Organization `json:"organization"`
+	Sprockets    []int64             `json:"sprockets"`
+	Factories    []domain.Factory    `json:"factories"`
+}
+
+// Organization decodes the payload of an organization event.
+func (e Envelope) Organization() (OrganizationPayload, error) {
+	var p OrganizationPayload
+	if err := decodePayload(e, Organization, &p); err != nil {
+		return p, err
+	}
+	if p.Organization.ID != e.AggregateID {
+		return p, domain.Errorf(domain.EINVALID, "event %s: payload disagrees with envelope", e.ID)
+	}
+	return p, nil
 }

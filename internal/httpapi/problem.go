@@ -32,13 +32,16 @@ type Problem struct {
 // statusOf maps domain error codes to HTTP statuses. This table is the only
 // place the mapping lives.
 var statusOf = map[string]int{
-	domain.EINVALID:     http.StatusBadRequest,
-	domain.ENOTFOUND:    http.StatusNotFound,
-	domain.ECONFLICT:    http.StatusConflict,
-	domain.ESTALE:       http.StatusPreconditionFailed,
-	domain.EKEYREUSED:   http.StatusUnprocessableEntity,
-	domain.EUNAVAILABLE: http.StatusServiceUnavailable,
-	domain.EINTERNAL:    http.StatusInternalServerError,
+	domain.EINVALID:         http.StatusBadRequest,
+	domain.ENOTFOUND:        http.StatusNotFound,
+	domain.ECONFLICT:        http.StatusConflict,
+	domain.ESTALE:           http.StatusPreconditionFailed,
+	domain.EKEYREUSED:       http.StatusUnprocessableEntity,
+	domain.EUNAVAILABLE:     http.StatusServiceUnavailable,
+	domain.EUNAUTHENTICATED: http.StatusUnauthorized,
+	domain.EFORBIDDEN:       http.StatusForbidden,
+	domain.ELIMITED:         http.StatusTooManyRequests,
+	domain.EINTERNAL:        http.StatusInternalServerError,
 }
 
 // problemType names the kind of problem; clients may switch on it.
@@ -73,8 +76,11 @@ func ErrorHandler(log *slog.Logger) fiber.ErrorHandler {
 				"request_id", RequestID(c), "err", err)
 			detail = "internal error"
 		}
-		if status == http.StatusServiceUnavailable {
+		switch status {
+		case http.StatusServiceUnavailable:
 			c.Set(fiber.HeaderRetryAfter, "1")
+		case http.StatusUnauthorized:
+			c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="sprockets"`)
 		}
 		return WriteProblem(c, Problem{
 			Type: problemType(status, code), Title: http.StatusText(status), Status: status,

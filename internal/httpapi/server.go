@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,11 @@ type ServerConfig struct {
 	WriteTimeout time.Duration
 	IdleTimeout  time.Duration
 	AccessLog    bool
+	// TrustedProxies may say, in X-Forwarded-For, which client they forward
+	// for; from anyone else the header is ignored.
+	TrustedProxies []string
+	// TLSCertFile and TLSKeyFile, when set, make the server speak HTTPS.
+	TLSCertFile, TLSKeyFile string
 }
 
 // NewApp returns a Fiber app with the service's common behaviour: errors as
@@ -37,6 +43,12 @@ func NewApp(cfg ServerConfig, log *slog.Logger, reg prometheus.Registerer) *fibe
 		ReadBufferSize:        16 * 1024, // the largest request head accepted
 		DisableStartupMessage: true,
 		CaseSensitive:         true,
+		// The client address (audit, rate limits) comes from X-Forwarded-For
+		// only when a trusted proxy (the edge) sent it.
+		ProxyHeader:             fiber.HeaderXForwardedFor,
+		EnableTrustedProxyCheck: true,
+		TrustedProxies:          cfg.TrustedProxies,
+		EnableIPValidation:      true,
 	})
 	var accessLog *slog.Logger
 	if cfg.AccessLog {
@@ -47,12 +59,21 @@ func NewApp(cfg ServerConfig, log *slog.Logger, reg prometheus.Registerer) *fibe
 }
 
 // Serve runs app on addr until ctx is done, then shuts it down gracefully,
-// letting requests in flight finish for up to grace. ready, if not nil, is
-// called with the bound address once the server accepts connections.
-func Serve(ctx context.Context, app *fiber.App, addr string, grace time.Duration, ready func(net.Addr)) error {
+// letting requests in flight finish for up to grace. With a certificate and
+// key it serves HTTPS. ready, if not nil, is called with the bound address
+// once the server accepts connections.
+func Serve(ctx context.Context, app *fiber.App, addr string, grace time.Duration, certFile, keyFile string, ready func(net.Addr)) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("load TLS certificate: %w", err)
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	}
 	if ready != nil {
 		ready(ln.Addr())

@@ -103,7 +103,7 @@ func TestRelay(t *testing.T) {
 
 	spec := domain.SprocketSpec{Teeth: 1, PitchDiameter: 1, OutsideDiameter: 1, Pitch: 1}
 	for i := 0; i < 10; i++ {
-		if _, _, err := store.CreateSprocket(ctx, 1, spec, domain.Idempotency{}); err != nil {
+		if _, _, err := store.CreateSprocket(ctx, domain.System(1, "test"), spec, domain.Idempotency{}); err != nil {
 			t.Fatal(err)
 		}
 	}

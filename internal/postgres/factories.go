@@ -40,10 +40,11 @@ func (r factoryRow) domain() domain.Factory {
 // CreateFactory stores a new factory with its initial samples (which may be
 // empty) and its created event. Idempotency works as for CreateSprocket.
 // spec and samples must be valid.
-func (s *Store) CreateFactory(ctx context.Context, org int64, spec domain.FactorySpec, samples []domain.Sample, idem domain.Idempotency) (domain.Factory, domain.Receipt, error) {
+func (s *Store) CreateFactory(ctx context.Context, actor domain.Actor, spec domain.FactorySpec, samples []domain.Sample, idem domain.Idempotency) (domain.Factory, domain.Receipt, error) {
+	org := actor.OrgID
 	samples = sortedSamples(samples)
 	var f domain.Factory
-	lsn, err := s.write(ctx, func(tx *sqlx.Tx, rec *recorder) error {
+	lsn, err := s.write(ctx, actor, func(tx *sqlx.Tx, rec *recorder) error {
 		f = domain.Factory{OrgID: org, Version: 1, Name: spec.Name, CreatedAt: rec.at, UpdatedAt: rec.at}
 		extend(&f, samples)
 		err := tx.GetContext(ctx, &f.ID, `
@@ -78,9 +79,10 @@ func (s *Store) CreateFactory(ctx context.Context, org int64, spec domain.Factor
 
 // UpdateFactory applies change to the live factory id of org.
 // Errors: ENOTFOUND, ESTALE, EINVALID.
-func (s *Store) UpdateFactory(ctx context.Context, org, id, ifVersion int64, change func(domain.FactorySpec) domain.FactorySpec) (domain.Factory, domain.Receipt, error) {
+func (s *Store) UpdateFactory(ctx context.Context, actor domain.Actor, id, ifVersion int64, change func(domain.FactorySpec) domain.FactorySpec) (domain.Factory, domain.Receipt, error) {
+	org := actor.OrgID
 	var f domain.Factory
-	lsn, err := s.write(ctx, func(tx *sqlx.Tx, rec *recorder) error {
+	lsn, err := s.write(ctx, actor, func(tx *sqlx.Tx, rec *recorder) error {
 		cur, err := lockFactory(ctx, tx, org, id, ifVersion)
 		if err != nil {
 			return err
@@ -109,9 +111,10 @@ func (s *Store) UpdateFactory(ctx context.Context, org, id, ifVersion int64, cha
 
 // DeleteFactory turns the live factory id of org into a tombstone; its
 // samples stay until the organization is removed. Errors: ENOTFOUND, ESTALE.
-func (s *Store) DeleteFactory(ctx context.Context, org, id, ifVersion int64) (domain.Receipt, error) {
+func (s *Store) DeleteFactory(ctx context.Context, actor domain.Actor, id, ifVersion int64) (domain.Receipt, error) {
+	org := actor.OrgID
 	var version int64
-	lsn, err := s.write(ctx, func(tx *sqlx.Tx, rec *recorder) error {
+	lsn, err := s.write(ctx, actor, func(tx *sqlx.Tx, rec *recorder) error {
 		f, err := lockFactory(ctx, tx, org, id, ifVersion)
 		if err != nil {
 			return err
@@ -137,12 +140,13 @@ func (s *Store) DeleteFactory(ctx context.Context, org, id, ifVersion int64) (do
 // so a retried append is harmless; with other values the whole append is an
 // ECONFLICT error. It returns the factory after the append and how many
 // samples were new. Errors: ENOTFOUND, ESTALE, ECONFLICT.
-func (s *Store) AppendSamples(ctx context.Context, org, id, ifVersion int64, samples []domain.Sample) (domain.Factory, int, domain.Receipt, error) {
+func (s *Store) AppendSamples(ctx context.Context, actor domain.Actor, id, ifVersion int64, samples []domain.Sample) (domain.Factory, int, domain.Receipt, error) {
+	org := actor.OrgID
 	var (
 		f     domain.Factory
 		added []domain.Sample
 	)
-	lsn, err := s.write(ctx, func(tx *sqlx.Tx, rec *recorder) error {
+	lsn, err := s.write(ctx, actor, func(tx *sqlx.Tx, rec *recorder) error {
 		cur, err := lockFactory(ctx, tx, org, id, ifVersion)
 		if err != nil {
 			return err
@@ -351,10 +355,10 @@ func (r Reads) SamplesOfOrg(ctx context.Context, org int64) (map[int64][]domain.
 	return out, nil
 }
 
-// OrgIDs returns the id of every organization.
+// OrgIDs returns the id of every live organization.
 func (r Reads) OrgIDs(ctx context.Context) ([]int64, error) {
 	var ids []int64
-	if err := r.q.SelectContext(ctx, &ids, `SELECT id FROM organizations ORDER BY id`); err != nil {
+	if err := r.q.SelectContext(ctx, &ids, `SELECT id FROM organizations WHERE deleted_at IS NULL ORDER BY id`); err != nil {
 		return nil, fmt.Errorf("org ids: %w", err)
 	}
 	return ids, nil

@@ -67,14 +67,14 @@ func TestEventPayloadsRenderLikeRows(t *testing.T) {
 	ctx := context.Background()
 	s, db := fresh(t)
 	reads := postgres.NewReads(db)
-	sp, r, err := s.CreateSprocket(ctx, domain.DefaultOrgID, spec, domain.Idempotency{})
+	sp, r, err := s.CreateSprocket(ctx, domain.System(domain.DefaultOrgID, "test"), spec, domain.Idempotency{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if sp.ID == 0 || r.Version != 1 || r.LSN == "" {
 		t.Fatalf("created %+v %+v", sp, r)
 	}
-	upd, _, err := s.UpdateSprocket(ctx, domain.DefaultOrgID, sp.ID, 1, func(x domain.SprocketSpec) domain.SprocketSpec { x.Teeth = 9; return x })
+	upd, _, err := s.UpdateSprocket(ctx, domain.System(domain.DefaultOrgID, "test"), sp.ID, 1, func(x domain.SprocketSpec) domain.SprocketSpec { x.Teeth = 9; return x })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +109,7 @@ func TestSprocketWrites(t *testing.T) {
 	ctx := context.Background()
 	s, db := fresh(t)
 	org := domain.DefaultOrgID
-	sp, _, err := s.CreateSprocket(ctx, org, spec, domain.Idempotency{})
+	sp, _, err := s.CreateSprocket(ctx, domain.System(org, "test"), spec, domain.Idempotency{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,26 +121,35 @@ func TestSprocketWrites(t *testing.T) {
 		version int64 // the version after
 	}{
 		{"an update that changes nothing writes nothing", func() error {
-			_, r, err := s.UpdateSprocket(ctx, org, sp.ID, 0, keep)
+			_, r, err := s.UpdateSprocket(ctx, domain.System(org, "test"), sp.ID, 0, keep)
 			if err == nil && r.Version != 1 {
 				err = fmt.Errorf("version %d", r.Version)
 			}
 			return err
 		}, "", 1},
-		{"a stale If-Match", func() error { _, _, err := s.UpdateSprocket(ctx, org, sp.ID, 5, keep); return err }, domain.ESTALE, 1},
+		{"a stale If-Match", func() error {
+			_, _, err := s.UpdateSprocket(ctx, domain.System(org, "test"), sp.ID, 5, keep)
+			return err
+		}, domain.ESTALE, 1},
 		{"an invalid change", func() error {
-			_, _, err := s.UpdateSprocket(ctx, org, sp.ID, 0, func(x domain.SprocketSpec) domain.SprocketSpec { x.Pitch = -1; return x })
+			_, _, err := s.UpdateSprocket(ctx, domain.System(org, "test"), sp.ID, 0, func(x domain.SprocketSpec) domain.SprocketSpec { x.Pitch = -1; return x })
 			return err
 		}, domain.EINVALID, 1},
-		{"another organization's sprocket", func() error { _, _, err := s.UpdateSprocket(ctx, 99, sp.ID, 0, keep); return err }, domain.ENOTFOUND, 1},
+		{"another organization's sprocket", func() error {
+			_, _, err := s.UpdateSprocket(ctx, domain.System(99, "test"), sp.ID, 0, keep)
+			return err
+		}, domain.ENOTFOUND, 1},
 		{"an update", func() error {
-			_, _, err := s.UpdateSprocket(ctx, org, sp.ID, 1, func(x domain.SprocketSpec) domain.SprocketSpec { x.Teeth = 6; return x })
+			_, _, err := s.UpdateSprocket(ctx, domain.System(org, "test"), sp.ID, 1, func(x domain.SprocketSpec) domain.SprocketSpec { x.Teeth = 6; return x })
 			return err
 		}, "", 2},
-		{"a delete with a stale If-Match", func() error { _, err := s.DeleteSprocket(ctx, org, sp.ID, 1); return err }, domain.ESTALE, 2},
-		{"a delete", func() error { _, err := s.DeleteSprocket(ctx, org, sp.ID, 2); return err }, "", 3},
-		{"a second delete", func() error { _, err := s.DeleteSprocket(ctx, org, sp.ID, 0); return err }, domain.ENOTFOUND, 3},
-		{"an update of a deleted sprocket", func() error { _, _, err := s.UpdateSprocket(ctx, org, sp.ID, 0, keep); return err }, domain.ENOTFOUND, 3},
+		{"a delete with a stale If-Match", func() error { _, err := s.DeleteSprocket(ctx, domain.System(org, "test"), sp.ID, 1); return err }, domain.ESTALE, 2},
+		{"a delete", func() error { _, err := s.DeleteSprocket(ctx, domain.System(org, "test"), sp.ID, 2); return err }, "", 3},
+		{"a second delete", func() error { _, err := s.DeleteSprocket(ctx, domain.System(org, "test"), sp.ID, 0); return err }, domain.ENOTFOUND, 3},
+		{"an update of a deleted sprocket", func() error {
+			_, _, err := s.UpdateSprocket(ctx, domain.System(org, "test"), sp.ID, 0, keep)
+			return err
+		}, domain.ENOTFOUND, 3},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -174,15 +183,15 @@ func TestIdempotentCreates(t *testing.T) {
 	ctx := context.Background()
 	s, db := fresh(t)
 	idem := domain.Idempotency{Key: "k1", Hash: []byte("request-a")}
-	first, r1, err := s.CreateSprocket(ctx, 1, spec, idem)
+	first, r1, err := s.CreateSprocket(ctx, domain.System(1, "test"), spec, idem)
 	if err != nil || r1.Replayed {
 		t.Fatal(err, r1)
 	}
-	again, r2, err := s.CreateSprocket(ctx, 1, spec, idem)
+	again, r2, err := s.CreateSprocket(ctx, domain.System(1, "test"), spec, idem)
 	if err != nil || !r2.Replayed || again.ID != first.ID || string(readmodel.SprocketBody(again)) != string(readmodel.SprocketBody(first)) {
 		t.Fatalf("replay %+v %+v %v", again, r2, err)
 	}
-	_, _, err = s.CreateSprocket(ctx, 1, spec, domain.Idempotency{Key: "k1", Hash: []byte("request-b")})
+	_, _, err = s.CreateSprocket(ctx, domain.System(1, "test"), spec, domain.Idempotency{Key: "k1", Hash: []byte("request-b")})
 	if domain.ErrorCode(err) != domain.EKEYREUSED {
 		t.Fatalf("another request with the key: %v", err)
 	}
@@ -192,7 +201,7 @@ func TestIdempotentCreates(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sp, _, err := s.CreateSprocket(ctx, 1, spec, domain.Idempotency{Key: "burst", Hash: []byte("x")})
+			sp, _, err := s.CreateSprocket(ctx, domain.System(1, "test"), spec, domain.Idempotency{Key: "burst", Hash: []byte("x")})
 			if err != nil {
 				t.Error(err)
 				return
@@ -210,7 +219,7 @@ func TestIdempotentCreates(t *testing.T) {
 	if err := db.Get(&n, `SELECT count(*) FROM sprockets`); err != nil || n != 2 || len(seen) != 1 {
 		t.Fatalf("%d sprockets, %d distinct ids answered (%v)", n, len(seen), err)
 	}
-	f, r, err := s.CreateFactory(ctx, 1, domain.FactorySpec{Name: "F"}, nil, domain.Idempotency{Key: "k1", Hash: []byte("request-a")})
+	f, r, err := s.CreateFactory(ctx, domain.System(1, "test"), domain.FactorySpec{Name: "F"}, nil, domain.Idempotency{Key: "k1", Hash: []byte("request-a")})
 	if domain.ErrorCode(err) != domain.EKEYREUSED {
 		t.Fatalf("a factory with a sprocket's key: %+v %+v %v", f, r, err)
 	}
@@ -221,7 +230,7 @@ func TestFactoryHistory(t *testing.T) {
 	s, db := fresh(t)
 	reads := postgres.NewReads(db)
 	sample := func(tm, a int64) domain.Sample { return domain.Sample{Time: tm, Actual: a, Goal: 1} }
-	f, _, err := s.CreateFactory(ctx, 1, domain.FactorySpec{Name: "F"}, []domain.Sample{sample(7300, 2), sample(100, 1)}, domain.Idempotency{})
+	f, _, err := s.CreateFactory(ctx, domain.System(1, "test"), domain.FactorySpec{Name: "F"}, []domain.Sample{sample(7300, 2), sample(100, 1)}, domain.Idempotency{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,14 +238,14 @@ func TestFactoryHistory(t *testing.T) {
 		t.Fatalf("summary %+v", f)
 	}
 	// A retried append is harmless; a contradicting one changes nothing.
-	f2, added, r, err := s.AppendSamples(ctx, 1, f.ID, 0, []domain.Sample{sample(100, 1), sample(3700, 5)})
+	f2, added, r, err := s.AppendSamples(ctx, domain.System(1, "test"), f.ID, 0, []domain.Sample{sample(100, 1), sample(3700, 5)})
 	if err != nil || added != 1 || r.Version != 2 || f2.SampleCount != 3 {
 		t.Fatalf("append: %+v %d %+v %v", f2, added, r, err)
 	}
-	if _, added, r, err := s.AppendSamples(ctx, 1, f.ID, 0, []domain.Sample{sample(3700, 5)}); err != nil || added != 0 || r.Version != 2 {
+	if _, added, r, err := s.AppendSamples(ctx, domain.System(1, "test"), f.ID, 0, []domain.Sample{sample(3700, 5)}); err != nil || added != 0 || r.Version != 2 {
 		t.Fatalf("an append of known samples: %d %+v %v", added, r, err)
 	}
-	if _, _, _, err := s.AppendSamples(ctx, 1, f.ID, 0, []domain.Sample{sample(3800, 1), sample(3700, 6)}); domain.ErrorCode(err) != domain.ECONFLICT {
+	if _, _, _, err := s.AppendSamples(ctx, domain.System(1, "test"), f.ID, 0, []domain.Sample{sample(3800, 1), sample(3700, 6)}); domain.ErrorCode(err) != domain.ECONFLICT {
 		t.Fatalf("a contradicting append: %v", err)
 	}
 	got, samples, err := reads.FactoryHistory(ctx, f.ID)
@@ -266,11 +275,11 @@ func TestPages(t *testing.T) {
 	ctx := context.Background()
 	s, db := fresh(t)
 	for i := 0; i < 5; i++ {
-		if _, _, err := s.CreateSprocket(ctx, 1, spec, domain.Idempotency{}); err != nil {
+		if _, _, err := s.CreateSprocket(ctx, domain.System(1, "test"), spec, domain.Idempotency{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := s.DeleteSprocket(ctx, 1, 3, 0); err != nil {
+	if _, err := s.DeleteSprocket(ctx, domain.System(1, "test"), 3, 0); err != nil {
 		t.Fatal(err)
 	}
 	reads := postgres.NewReads(db)

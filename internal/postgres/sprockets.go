@@ -49,7 +49,8 @@ func utcPtr(t *time.Time) *time.Time {
 // idempotency key already used for the same request it writes nothing and
 // returns the sprocket that request created; for another request, an
 // EKEYREUSED error. spec must be valid.
-func (s *Store) CreateSprocket(ctx context.Context, org int64, spec domain.SprocketSpec, idem domain.Idempotency) (domain.Sprocket, domain.Receipt, error) {
+func (s *Store) CreateSprocket(ctx context.Context, actor domain.Actor, spec domain.SprocketSpec, idem domain.Idempotency) (domain.Sprocket, domain.Receipt, error) {
+	org := actor.OrgID
 	at := s.timestamp()
 	sp := domain.Sprocket{OrgID: org, Version: 1, SprocketSpec: spec, CreatedAt: at, UpdatedAt: at}
 	hash := idem.Hash
@@ -61,7 +62,8 @@ func (s *Store) CreateSprocket(ctx context.Context, org int64, spec domain.Sproc
 		LSN string `db:"commit_lsn"`
 	}
 	err := s.createSprocket.GetContext(ctx, &out,
-		org, spec.Teeth, spec.PitchDiameter, spec.OutsideDiameter, spec.Pitch, at, s.newID(), idem.Key, hash)
+		org, spec.Teeth, spec.PitchDiameter, spec.OutsideDiameter, spec.Pitch, at, s.newID(), idem.Key, hash,
+		nullID(actor.TokenID), actor.Kind, actor.ClientAddr, actor.UserAgent, actor.RequestID)
 	if isKeyTaken(err) {
 		var earlier domain.Sprocket
 		r, err := s.replay(ctx, org, idem, events.Sprocket, &earlier)
@@ -80,9 +82,10 @@ func (s *Store) CreateSprocket(ctx context.Context, org int64, spec domain.Sproc
 // lock. ifVersion, when not zero, must equal the current version or the
 // result is an ESTALE error. A change that alters nothing writes nothing.
 // Errors: ENOTFOUND, ESTALE, EINVALID (from Validate of the new spec).
-func (s *Store) UpdateSprocket(ctx context.Context, org, id, ifVersion int64, change func(domain.SprocketSpec) domain.SprocketSpec) (domain.Sprocket, domain.Receipt, error) {
+func (s *Store) UpdateSprocket(ctx context.Context, actor domain.Actor, id, ifVersion int64, change func(domain.SprocketSpec) domain.SprocketSpec) (domain.Sprocket, domain.Receipt, error) {
+	org := actor.OrgID
 	var sp domain.Sprocket
-	lsn, err := s.write(ctx, func(tx *sqlx.Tx, rec *recorder) error {
+	lsn, err := s.write(ctx, actor, func(tx *sqlx.Tx, rec *recorder) error {
 		cur, err := lockSprocket(ctx, tx, org, id, ifVersion)
 		if err != nil {
 			return err
@@ -113,9 +116,10 @@ func (s *Store) UpdateSprocket(ctx context.Context, org, id, ifVersion int64, ch
 
 // DeleteSprocket turns the live sprocket id of org into a tombstone.
 // Errors: ENOTFOUND, ESTALE.
-func (s *Store) DeleteSprocket(ctx context.Context, org, id, ifVersion int64) (domain.Receipt, error) {
+func (s *Store) DeleteSprocket(ctx context.Context, actor domain.Actor, id, ifVersion int64) (domain.Receipt, error) {
+	org := actor.OrgID
 	var version int64
-	lsn, err := s.write(ctx, func(tx *sqlx.Tx, rec *recorder) error {
+	lsn, err := s.write(ctx, actor, func(tx *sqlx.Tx, rec *recorder) error {
 		sp, err := lockSprocket(ctx, tx, org, id, ifVersion)
 		if err != nil {
 			return err

@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 
+	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/events"
 )
 
@@ -48,7 +49,8 @@ func NewStore(ctx context.Context, db *sqlx.DB, opts ...Option) (*Store, error) 
 	}
 	var err error
 	// See the create_sprocket procedure in the schema.
-	if s.createSprocket, err = db.PreparexContext(ctx, `CALL create_sprocket($1, $2, $3, $4, $5, $6, $7, $8, $9)`); err != nil {
+	if s.createSprocket, err = db.PreparexContext(ctx,
+		`CALL create_sprocket($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`); err != nil {
 		return nil, fmt.Errorf("prepare create sprocket: %w", err)
 	}
 	if s.currentLSN, err = db.PreparexContext(ctx, currentLSN); err != nil {
@@ -92,9 +94,10 @@ func (r *recorder) record(typ, aggregate string, id, org, version int64, payload
 }
 
 // write runs fn in a transaction on the leader, inserts the events fn
-// recorded into the outbox, commits, and returns the WAL position after the
-// commit. fn's error rolls everything back and is returned as is.
-func (s *Store) write(ctx context.Context, fn func(tx *sqlx.Tx, rec *recorder) error) (string, error) {
+// recorded into the outbox with one audit row each (attributed to actor),
+// commits, and returns the WAL position after the commit. fn's error rolls
+// everything back and is returned as is.
+func (s *Store) write(ctx context.Context, actor domain.Actor, fn func(tx *sqlx.Tx, rec *recorder) error) (string, error) {
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return "", fmt.Errorf("begin: %w", err)
@@ -110,6 +113,9 @@ func (s *Store) write(ctx context.Context, fn func(tx *sqlx.Tx, rec *recorder) e
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
 			e.ID, e.Subject(), e.Type, e.AggregateType, e.AggregateID, e.OrgID, e.Version, e.OccurredAt, []byte(e.Payload)); err != nil {
 			return "", fmt.Errorf("insert outbox: %w", err)
+		}
+		if err := audit(ctx, tx, actor, e); err != nil {
+			return "", err
 		}
 	}
 	if err := tx.Commit(); err != nil {

@@ -102,7 +102,7 @@ func (p *Projector) rebuildOrgSprockets(ctx context.Context, org int64) error {
 	if err != nil {
 		return err
 	}
-	_, err = p.cache.Apply(ctx, readmodel.Write{Rule: readmodel.Newer, Records: []readmodel.Record{readmodel.OrgSprocketsRecord(org, all)}})
+	_, err = p.cache.Apply(ctx, readmodel.Write{Org: org, Rule: readmodel.Newer, Records: []readmodel.Record{readmodel.OrgSprocketsRecord(org, all)}})
 	return err
 }
 
@@ -111,7 +111,7 @@ func (p *Projector) rebuildOrgFactories(ctx context.Context, org int64) error {
 	if err != nil {
 		return err
 	}
-	_, err = p.cache.Apply(ctx, readmodel.Write{Rule: readmodel.Newer, Records: []readmodel.Record{readmodel.OrgFactoriesRecord(org, all, samples)}})
+	_, err = p.cache.Apply(ctx, readmodel.Write{Org: org, Rule: readmodel.Newer, Records: []readmodel.Record{readmodel.OrgFactoriesRecord(org, all, samples)}})
 	return err
 }
 
@@ -123,6 +123,6 @@ func (p *Projector) rebuildFactoryCompat(ctx context.Context, id int64) error {
 	if err != nil {
 		return err
 	}
-	_, err = p.cache.Apply(ctx, readmodel.Write{Rule: readmodel.Newer, Records: readmodel.FactoryCompatRecords(f, samples)})
+	_, err = p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Newer, Records: readmodel.FactoryCompatRecords(f, samples)})
 	return err
 }

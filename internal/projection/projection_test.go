@@ -119,12 +119,12 @@ func bump(s domain.SprocketSpec) domain.SprocketSpec { s.Teeth++; return s }
 func TestSprocketVersionRule(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)
-	sp, _, err := w.store.CreateSprocket(ctx, 1, spec, domain.Idempotency{})
+	sp, _, err := w.store.CreateSprocket(ctx, domain.System(1, "test"), spec, domain.Idempotency{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 3; i++ {
-		if _, _, err := w.store.UpdateSprocket(ctx, 1, sp.ID, 0, bump); err != nil {
+		if _, _, err := w.store.UpdateSprocket(ctx, domain.System(1, "test"), sp.ID, 0, bump); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -138,7 +138,7 @@ func TestSprocketVersionRule(t *testing.T) {
 	if e.Version != 4 {
 		t.Fatalf("key at v%d, want v4", e.Version)
 	}
-	if _, err := w.store.DeleteSprocket(ctx, 1, sp.ID, 0); err != nil {
+	if _, err := w.store.DeleteSprocket(ctx, domain.System(1, "test"), sp.ID, 0); err != nil {
 		t.Fatal(err)
 	}
 	w.apply(t, w.take(t)[0], Applied)
@@ -153,14 +153,14 @@ func TestFactoryHistoryProjection(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)
 	s := func(tm, a int64) domain.Sample { return domain.Sample{Time: tm, Actual: a, Goal: 1} }
-	f, _, err := w.store.CreateFactory(ctx, 1, domain.FactorySpec{Name: "F"}, []domain.Sample{s(10, 1), s(3610, 2)}, domain.Idempotency{})
+	f, _, err := w.store.CreateFactory(ctx, domain.System(1, "test"), domain.FactorySpec{Name: "F"}, []domain.Sample{s(10, 1), s(3610, 2)}, domain.Idempotency{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	w.apply(t, w.take(t)[0], Applied)
 	w.verify(t)
 	// Appends merge into their buckets; a redelivery changes nothing.
-	if _, _, _, err := w.store.AppendSamples(ctx, 1, f.ID, 0, []domain.Sample{s(20, 3), s(7300, 4)}); err != nil {
+	if _, _, _, err := w.store.AppendSamples(ctx, domain.System(1, "test"), f.ID, 0, []domain.Sample{s(20, 3), s(7300, 4)}); err != nil {
 		t.Fatal(err)
 	}
 	e := w.take(t)[0]
@@ -169,7 +169,7 @@ func TestFactoryHistoryProjection(t *testing.T) {
 	w.verify(t)
 	// Missed appends: only the buckets they touched are rebuilt.
 	for _, tm := range []int64{30, 40} {
-		if _, _, _, err := w.store.AppendSamples(ctx, 1, f.ID, 0, []domain.Sample{s(tm, 5)}); err != nil {
+		if _, _, _, err := w.store.AppendSamples(ctx, domain.System(1, "test"), f.ID, 0, []domain.Sample{s(tm, 5)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -182,7 +182,7 @@ func TestFactoryHistoryProjection(t *testing.T) {
 		t.Errorf("bucket 0 holds %s", b.Body)
 	}
 	// Deleting drops the buckets and leaves a tombstone.
-	if _, err := w.store.DeleteFactory(ctx, 1, f.ID, 0); err != nil {
+	if _, err := w.store.DeleteFactory(ctx, domain.System(1, "test"), f.ID, 0); err != nil {
 		t.Fatal(err)
 	}
 	w.apply(t, w.take(t)[0], Applied)
@@ -198,21 +198,21 @@ func TestConcurrentProjectors(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)
 	other := New(postgres.NewReads(w.db), w.cache, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	f, _, err := w.store.CreateFactory(ctx, 1, domain.FactorySpec{Name: "F"}, nil, domain.Idempotency{})
+	f, _, err := w.store.CreateFactory(ctx, domain.System(1, "test"), domain.FactorySpec{Name: "F"}, nil, domain.Idempotency{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var ids []int64
 	for i := 0; i < 20; i++ {
-		sp, _, err := w.store.CreateSprocket(ctx, 1, spec, domain.Idempotency{})
+		sp, _, err := w.store.CreateSprocket(ctx, domain.System(1, "test"), spec, domain.Idempotency{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, sp.ID)
-		if _, _, err := w.store.UpdateSprocket(ctx, 1, sp.ID, 0, bump); err != nil {
+		if _, _, err := w.store.UpdateSprocket(ctx, domain.System(1, "test"), sp.ID, 0, bump); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, _, err := w.store.AppendSamples(ctx, 1, f.ID, 0, []domain.Sample{{Time: int64(i) * 1000, Actual: int64(i), Goal: 1}}); err != nil {
+		if _, _, _, err := w.store.AppendSamples(ctx, domain.System(1, "test"), f.ID, 0, []domain.Sample{{Time: int64(i) * 1000, Actual: int64(i), Goal: 1}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -242,11 +242,11 @@ func TestDerivedBodiesAndVerify(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)
 	for i := 0; i < 3; i++ {
-		if _, _, err := w.store.CreateSprocket(ctx, 1, spec, domain.Idempotency{}); err != nil {
+		if _, _, err := w.store.CreateSprocket(ctx, domain.System(1, "test"), spec, domain.Idempotency{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, _, err := w.store.CreateFactory(ctx, 1, domain.FactorySpec{Name: "F"}, []domain.Sample{{Time: 5, Actual: 1, Goal: 1}}, domain.Idempotency{}); err != nil {
+	if _, _, err := w.store.CreateFactory(ctx, domain.System(1, "test"), domain.FactorySpec{Name: "F"}, []domain.Sample{{Time: 5, Actual: 1, Goal: 1}}, domain.Idempotency{}); err != nil {
 		t.Fatal(err)
 	}
 	errs := w.proj.HandleBatch(ctx, encodeAll(t, w.take(t)))

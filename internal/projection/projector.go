@@ -28,6 +28,7 @@ type Source interface {
 	FactoryBucketsSince(ctx context.Context, id, version, bucketSeconds int64) (domain.Factory, []domain.Sample, error)
 	FactoriesWithSamples(ctx context.Context, org int64) ([]domain.Factory, map[int64][]domain.Sample, error)
 	OrgIDs(ctx context.Context) ([]int64, error)
+	DeletedOrgIDs(ctx context.Context) ([]int64, error)
 }
 
 // Cache is the read model store.
@@ -41,6 +42,7 @@ type Cache interface {
 	Built(ctx context.Context) (bool, error)
 	MarkBuilt(ctx context.Context) error
 	Keys(ctx context.Context) ([]string, error)
+	Fence(ctx context.Context, orgs ...int64) error
 }
 
 // Projector applies events to the read model.
@@ -145,6 +147,8 @@ func (p *Projector) Apply(ctx context.Context, e events.Envelope) (string, error
 		return p.applySprocket(ctx, e)
 	case events.Factory:
 		return p.applyFactory(ctx, e)
+	case events.Organization:
+		return p.applyOrganization(ctx, e)
 	}
 	return "", domain.Errorf(domain.EINVALID, "event %s: unknown aggregate %q", e.ID, e.AggregateType)
 }
@@ -167,7 +171,7 @@ func (p *Projector) applySprockets(ctx context.Context, envs []events.Envelope, 
 			continue
 		}
 		writes = append(writes, readmodel.Write{
-			Rule: readmodel.Next, Records: readmodel.SprocketRecords(pl.Sprocket),
+			Org: envs[i].OrgID, Rule: readmodel.Next, Records: readmodel.SprocketRecords(pl.Sprocket),
 			Dirty: []string{orgSprockets(envs[i].OrgID)},
 		})
 		applied = append(applied, i)
@@ -190,18 +194,24 @@ func (p *Projector) applySprockets(ctx context.Context, envs []events.Envelope, 
 
 func (p *Projector) rebuildSprocket(ctx context.Context, id int64) error {
 	s, err := p.src.Sprocket(ctx, id)
+	if isNotFound(err) {
+		return nil // purged with its organization: nothing to rebuild
+	}
 	if err != nil {
 		return fmt.Errorf("rebuild sprocket %d: %w", id, err)
 	}
-	_, err = p.cache.Apply(ctx, readmodel.Write{Rule: readmodel.Newer, Records: readmodel.SprocketRecords(s)})
+	_, err = p.cache.Apply(ctx, readmodel.Write{Org: s.OrgID, Rule: readmodel.Newer, Records: readmodel.SprocketRecords(s)})
 	return err
 }
 
-// outcomeOf summarizes per-key results: any refusal is a gap.
+// outcomeOf summarizes per-key results: any refusal is a gap; a fenced
+// (deleted) organization's event is dropped like a duplicate.
 func outcomeOf(res []int) string {
 	outcome := Duplicate
 	for _, r := range res {
 		switch r {
+		case readmodel.Fenced:
+			return Duplicate
 		case readmodel.Refused:
 			return Rebuilt
 		case readmodel.Written:
@@ -246,7 +256,7 @@ func (p *Projector) applyFactory(ctx context.Context, e events.Envelope) (string
 			return "", err
 		}
 	}
-	if _, err := p.cache.Apply(ctx, readmodel.Write{Dirty: dirty}); err != nil {
+	if _, err := p.cache.Apply(ctx, readmodel.Write{Org: e.OrgID, Dirty: dirty}); err != nil {
 		return "", err
 	}
 	p.wake()
@@ -270,7 +280,7 @@ func (p *Projector) applyFactoryEvent(ctx context.Context, pl events.FactoryPayl
 			return false, err
 		}
 	}
-	res, err := p.cache.Apply(ctx, readmodel.Write{Rule: readmodel.Next, Records: []readmodel.Record{readmodel.FactoryRecord(f)}})
+	res, err := p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Next, Records: []readmodel.Record{readmodel.FactoryRecord(f)}})
 	if err != nil {
 		return false, err
 	}
@@ -304,11 +314,11 @@ func (p *Projector) mergeBuckets(ctx context.Context, f domain.Factory, samples 
 			}
 			records[i] = readmodel.BucketRecord(f.ID, f.OrgID, b, f.Version, readmodel.MergeSamples(have, groups[b]))
 		}
-		res, err := p.cache.Apply(ctx, readmodel.Write{Rule: readmodel.Exact, Records: records, Expected: expected})
+		res, err := p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Exact, Records: records, Expected: expected})
 		if err != nil {
 			return false, err
 		}
-		if !contains(res[0], readmodel.Refused) {
+		if contains(res[0], readmodel.Fenced) || !contains(res[0], readmodel.Refused) {
 			return true, nil
 		}
 		// Written buckets are kept; only refused ones are merged again.
@@ -360,6 +370,9 @@ func (p *Projector) dropBuckets(ctx context.Context, f domain.Factory) error {
 // buckets that changed after version held.
 func (p *Projector) rebuildFactorySince(ctx context.Context, id, held int64) error {
 	f, samples, err := p.src.FactoryBucketsSince(ctx, id, held, readmodel.ChartBucketSeconds)
+	if isNotFound(err) {
+		return nil // purged with its organization: nothing to rebuild
+	}
 	if err != nil {
 		return fmt.Errorf("rebuild factory %d: %w", id, err)
 	}
@@ -378,21 +391,52 @@ func (p *Projector) writeFactory(ctx context.Context, f domain.Factory, samples 
 		for b, s := range readmodel.GroupByBucket(samples) {
 			records = append(records, readmodel.BucketRecord(f.ID, f.OrgID, b, f.Version, s))
 			if len(records) == 500 {
-				if _, err := p.cache.Apply(ctx, readmodel.Write{Rule: readmodel.Newer, Records: records}); err != nil {
+				if _, err := p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Newer, Records: records}); err != nil {
 					return err
 				}
 				records = records[:0]
 			}
 		}
-		if _, err := p.cache.Apply(ctx, readmodel.Write{Rule: readmodel.Newer, Records: records}); err != nil {
+		if _, err := p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Newer, Records: records}); err != nil {
 			return err
 		}
 	}
-	_, err := p.cache.Apply(ctx, readmodel.Write{Rule: readmodel.Newer, Records: []readmodel.Record{readmodel.FactoryRecord(f)}})
+	_, err := p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Newer, Records: []readmodel.Record{readmodel.FactoryRecord(f)}})
 	return err
 }
 
-// isNotFound reports whether err says the aggregate does not exist.
+// applyOrganization removes every key of a deleted organization. The fence
+// goes first: from then on no write of the organization's keys succeeds,
+// whatever event arrives late or whichever projector applies it.
+func (p *Projector) applyOrganization(ctx context.Context, e events.Envelope) (string, error) {
+	pl, err := e.Organization()
+	if err != nil {
+		return "", err
+	}
+	if err := p.cache.Fence(ctx, e.OrgID); err != nil {
+		return "", err
+	}
+	keys := []string{readmodel.OrgSprocketsKey(e.OrgID), readmodel.OrgFactoriesKey(e.OrgID)}
+	for _, id := range pl.Sprockets {
+		keys = append(keys, readmodel.SprocketKey(id), readmodel.SprocketCompatKey(id))
+	}
+	for _, f := range pl.Factories {
+		keys = append(keys, readmodel.FactoryKey(f.ID), readmodel.FactoryCompatKey(f.ID), readmodel.FactoryCompatChartKey(f.ID))
+		if err := p.dropBuckets(ctx, f); err != nil {
+			return "", err
+		}
+	}
+	for start := 0; start < len(keys); start += 1000 {
+		if err := p.cache.Delete(ctx, keys[start:min(start+1000, len(keys))]...); err != nil {
+			return "", err
+		}
+	}
+	return Applied, nil
+}
+
+// isNotFound reports whether err says the aggregate does not exist. Deleted
+// aggregates keep tombstone rows, so for a rebuild it means the aggregate
+// was purged with its organization.
 func isNotFound(err error) bool {
 	var de *domain.Error
 	return errors.As(err, &de) && de.Code == domain.ENOTFOUND

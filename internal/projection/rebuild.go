@@ -63,11 +63,18 @@ func factoryWants(f domain.Factory, samples []domain.Sample) []want {
 	return out
 }
 
-// Rebuild rewrites every key of every organization from Postgres, under the
-// Newer rule so that it never rolls back a key a concurrent projector moved
-// further, then marks the read model built. It returns how many keys it
-// wrote.
+// Rebuild rewrites every key of every live organization from Postgres,
+// under the Newer rule so that it never rolls back a key a concurrent
+// projector moved further, fences the deleted organizations, then marks the
+// read model built. It returns how many keys it wrote.
 func (p *Projector) Rebuild(ctx context.Context) (int, error) {
+	deleted, err := p.src.DeletedOrgIDs(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if err := p.cache.Fence(ctx, deleted...); err != nil {
+		return 0, err
+	}
 	orgs, err := p.src.OrgIDs(ctx)
 	if err != nil {
 		return 0, err
@@ -81,7 +88,7 @@ func (p *Projector) Rebuild(ctx context.Context) (int, error) {
 				for i, w := range chunk {
 					records[i] = w.Record
 				}
-				res, err := p.cache.Apply(ctx, readmodel.Write{Rule: readmodel.Newer, Records: records})
+				res, err := p.cache.Apply(ctx, readmodel.Write{Org: org, Rule: readmodel.Newer, Records: records})
 				if err != nil {
 					return err
 				}

@@ -42,7 +42,7 @@ func (p *Projector) Verify(ctx context.Context, settle time.Duration, repair boo
 				return drifts, err
 			}
 			if w, ok := wants[d.Key]; ok {
-				if _, err := p.cache.Apply(ctx, readmodel.Write{Rule: readmodel.Newer, Records: []readmodel.Record{w.Record}}); err != nil {
+				if _, err := p.cache.Apply(ctx, readmodel.Write{Org: w.Entry.Org, Rule: readmodel.Newer, Records: []readmodel.Record{w.Record}}); err != nil {
 					return drifts, err
 				}
 			}

@@ -156,3 +156,11 @@ func listBody[T any](items []T, next string) []byte {
 		NextCursor *string `json:"next_cursor"`
 	}{items, cursor})
 }
+
+// AuditListBody is a page of GET /v1/audit.
+func AuditListBody(items []domain.AuditEntry, next string) []byte {
+	if items == nil {
+		items = []domain.AuditEntry{}
+	}
+	return listBody(items, next)
+}

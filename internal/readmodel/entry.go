@@ -64,12 +64,16 @@ const (
 	Written = 1  // the key now holds the record
 	Dropped = 0  // the key already held this version or a newer one
 	Refused = -1 // the rule refused the write; see Rule
+	Fenced  = -2 // the organization was deleted: nothing of it is written
 )
 
 // Write is one guarded, atomic change of the read model: records written
 // under a rule, and derived bodies marked dirty in the same step, so that
 // once it returns both are in place or neither is.
 type Write struct {
+	// Org owns the records; when set, nothing is written once it is
+	// deleted.
+	Org     int64
 	Rule    Rule
 	Records []Record
 	// Expected gives, for the Exact rule, the version each record's key

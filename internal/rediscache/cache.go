@@ -47,11 +47,12 @@ type Cache struct {
 	rdb   redis.UniversalClient
 	guard *redis.Script
 	clear *redis.Script
+	grant *redis.Script
 }
 
 // New returns a Cache over rdb.
 func New(rdb redis.UniversalClient) *Cache {
-	return &Cache{rdb: rdb, guard: redis.NewScript(guardSrc), clear: redis.NewScript(clearSrc)}
+	return &Cache{rdb: rdb, guard: redis.NewScript(guardSrc), clear: redis.NewScript(clearSrc), grant: redis.NewScript(grantSrc)}
 }
 
 // Connect parses url, dials Redis with short timeouts (a slow Redis must
@@ -75,8 +76,8 @@ func Connect(url string, poolSize int, timeout time.Duration) (*redis.Client, er
 func (c *Cache) Ping(ctx context.Context) error { return c.rdb.Ping(ctx).Err() }
 
 // Apply performs writes, each atomically, all in one round trip. It
-// returns, per write, one result per record: readmodel.Written, Dropped or
-// Refused.
+// returns, per write, one result per record: readmodel.Written, Dropped,
+// Refused or Fenced.
 func (c *Cache) Apply(ctx context.Context, writes ...readmodel.Write) ([][]int, error) {
 	if len(writes) == 0 {
 		return nil, nil
@@ -117,8 +118,12 @@ func (c *Cache) Apply(ctx context.Context, writes ...readmodel.Write) ([][]int, 
 }
 
 func guardArgs(w readmodel.Write) ([]string, []any) {
-	keys := make([]string, 0, len(w.Records)+1)
-	args := []any{string(w.Rule), len(w.Records)}
+	keys := make([]string, 0, len(w.Records)+2)
+	fence := "0"
+	if w.Org > 0 {
+		fence = "1"
+	}
+	args := []any{string(w.Rule), len(w.Records), fence}
 	for i, r := range w.Records {
 		keys = append(keys, r.Key)
 		var exp int64
@@ -128,6 +133,9 @@ func guardArgs(w readmodel.Write) ([]string, []any) {
 		fields := encode(r.Entry)
 		args = append(args, r.Entry.Version, exp, len(fields)/2)
 		args = append(args, fields...)
+	}
+	if w.Org > 0 {
+		keys = append(keys, FenceKey(w.Org))
 	}
 	if len(w.Dirty) > 0 {
 		keys = append(keys, dirtyKey)

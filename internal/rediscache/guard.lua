@@ -1,8 +1,11 @@
 -- Version-guarded replacement of read-model hashes, and dirty marks, in one
 -- atomic step.
--- KEYS: the n record keys, then (when marks follow) the dirty-marks hash.
--- ARGV[1]: the rule; ARGV[2]: n; then per record key: version, expected,
--- f, then f field/value pairs; then the names to mark dirty.
+-- KEYS: the n record keys, then the organization's fence when ARGV[3] is
+-- "1", then (when marks follow) the dirty-marks hash.
+-- ARGV[1]: the rule; ARGV[2]: n; ARGV[3]: whether a fence is given; then per
+-- record key: version, expected, f, then f field/value pairs; then the names
+-- to mark dirty.
+-- A fenced (deleted) organization gets -2 for every key and no marks.
 -- Per record key the result is 1 (written), 0 (the key already holds this
 -- version or a newer one: dropped) or -1 (the rule refused it):
 --   next : write when the stored version is version-1 (a missing key is 0);
@@ -12,7 +15,17 @@
 --          wrote in between and the caller must read again.
 local rule = ARGV[1]
 local n = tonumber(ARGV[2])
-local i = 3
+local fenced = ARGV[3] == '1'
+local extra = n + 1
+if fenced then
+  extra = n + 2
+  if redis.call('EXISTS', KEYS[n + 1]) == 1 then
+    local out = {}
+    for k = 1, n do out[k] = -2 end
+    return out
+  end
+end
+local i = 4
 local out = {}
 for k = 1, n do
   local version = tonumber(ARGV[i])
@@ -48,6 +61,6 @@ for k = 1, n do
   i = i + 3 + 2 * f
 end
 for d = i, #ARGV do
-  redis.call('HINCRBY', KEYS[n + 1], ARGV[d], 1)
+  redis.call('HINCRBY', KEYS[extra], ARGV[d], 1)
 end
 return out

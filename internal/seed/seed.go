@@ -24,8 +24,8 @@ const (
 
 // Store is the write path the loader goes through.
 type Store interface {
-	CreateSprocket(ctx context.Context, org int64, spec domain.SprocketSpec, idem domain.Idempotency) (domain.Sprocket, domain.Receipt, error)
-	CreateFactory(ctx context.Context, org int64, spec domain.FactorySpec, samples []domain.Sample, idem domain.Idempotency) (domain.Factory, domain.Receipt, error)
+	CreateSprocket(ctx context.Context, actor domain.Actor, spec domain.SprocketSpec, idem domain.Idempotency) (domain.Sprocket, domain.Receipt, error)
+	CreateFactory(ctx context.Context, actor domain.Actor, spec domain.FactorySpec, samples []domain.Sample, idem domain.Idempotency) (domain.Factory, domain.Receipt, error)
 }
 
 // Result counts what a load did.
@@ -88,6 +88,7 @@ func readJSON(path string, into any) error {
 // EKEYREUSED error.
 func Load(ctx context.Context, store Store, dir string, org int64) (Result, error) {
 	var res Result
+	actor := domain.System(org, "seed")
 	d, err := Read(dir)
 	if err != nil {
 		return res, err
@@ -96,7 +97,7 @@ func Load(ctx context.Context, store Store, dir string, org int64) (Result, erro
 		samples, _ := f.Factory.ChartData.Samples() // validated by Read
 		spec := domain.FactorySpec{Name: fmt.Sprintf("Factory %d", i+1)}
 		idem := key(fmt.Sprintf("seed:factory:%d", i+1), spec, samples)
-		_, r, err := store.CreateFactory(ctx, org, spec, samples, idem)
+		_, r, err := store.CreateFactory(ctx, actor, spec, samples, idem)
 		if err != nil {
 			return res, fmt.Errorf("seed factory %d: %w", i+1, err)
 		}
@@ -108,7 +109,7 @@ func Load(ctx context.Context, store Store, dir string, org int64) (Result, erro
 	}
 	for i, s := range d.Sprockets {
 		idem := key(fmt.Sprintf("seed:sprocket:%d", i+1), s)
-		_, r, err := store.CreateSprocket(ctx, org, s, idem)
+		_, r, err := store.CreateSprocket(ctx, actor, s, idem)
 		if err != nil {
 			return res, fmt.Errorf("seed sprocket %d: %w", i+1, err)
 		}

@@ -74,6 +74,10 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := s.StartPrograms(ctx); err != nil {
 		return err
 	}
+	token, err := s.CreateToken(ctx, "default", "read,write,admin", "--name", "make-run")
+	if err != nil {
+		return err
+	}
 	var readerURLs []string
 	for _, r := range s.Readers {
 		readerURLs = append(readerURLs, r.URL())
@@ -92,14 +96,20 @@ Sprockets API is running.
   nats       %s
   logs       %s
 
-Try:
-  curl %s/api/factories
-  curl %s/api/factory/1
-  curl -X POST %s/api/sprocket/create/5/6/4/7/
+A token of the organization "default" (read, write and admin) for local
+development, created for this run and shown only now:
 
+  export TOKEN=%s
+
+Try:
+  curl -H "Authorization: Bearer $TOKEN" %s/api/factories
+  curl -H "Authorization: Bearer $TOKEN" %s/api/factory/1
+  curl -H "Authorization: Bearer $TOKEN" -X POST %s/api/sprocket/create/5/6/4/7/
+
+More tokens: bin/writer token create --org default --scopes read (with DATABASE_URL and REDIS_URL set).
 Ctrl-C stops everything.
 `, s.Edge.URL(), readerURLs, s.Writer.URL(), s.Projector.URL(), s.DatabaseURL(), s.ReplicaURL(), s.Redis.URL(), s.NATS.URL(),
-		filepath.Join(s.Dir, "logs"), s.Edge.URL(), s.Edge.URL(), s.Edge.URL())
+		filepath.Join(s.Dir, "logs"), token, s.Edge.URL(), s.Edge.URL(), s.Edge.URL())
 	<-ctx.Done()
 	return nil
 }

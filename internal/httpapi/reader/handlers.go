@@ -32,6 +32,7 @@ type Queries interface {
 	FactoryHistory(ctx context.Context, id int64) (domain.Factory, []domain.Sample, error)
 	FactorySamples(ctx context.Context, id, from, to int64) (domain.Factory, []domain.Sample, error)
 	FactoriesWithSamples(ctx context.Context, org int64) ([]domain.Factory, map[int64][]domain.Sample, error)
+	AuditLog(ctx context.Context, org int64, page domain.PageRequest) ([]domain.AuditEntry, error)
 }
 
 // Database runs reads on a replica fresh enough for minLSN ("" for any
@@ -59,7 +60,6 @@ type Handlers struct {
 	db      Database
 	cfg     Config
 	log     *slog.Logger
-	org     func(*fiber.Ctx) int64
 	skipTil atomic.Int64 // unix nanoseconds before which Redis is not asked
 	served  func(source string)
 }
@@ -69,11 +69,15 @@ const (
 	FromCache = "cache"
 )
 
-// New returns the read API's handlers. org says which organization a
-// request reads as; served is told where each answer came from (metrics).
-func New(cache Cache, db Database, cfg Config, log *slog.Logger, org func(*fiber.Ctx) int64, served func(string)) *Handlers {
-	return &Handlers{cache: cache, db: db, cfg: cfg, log: log, org: org, served: served}
+// New returns the read API's handlers. Each request reads as its principal's
+// organization (see httpapi.Access); served is told where each answer came
+// from (metrics).
+func New(cache Cache, db Database, cfg Config, log *slog.Logger, served func(string)) *Handlers {
+	return &Handlers{cache: cache, db: db, cfg: cfg, log: log, served: served}
 }
+
+// org is the organization a request reads as.
+func (h *Handlers) org(c *fiber.Ctx) int64 { return httpapi.PrincipalOf(c).OrgID }
 
 // view is one read-model key and how to check and rebuild it.
 type view struct {

@@ -6,15 +6,18 @@ package reader
 import (
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/httpapi"
 )
 
 const readMethods = "GET, HEAD"
 
-// Routes mounts the whole read API on app.
+// Routes mounts the whole read API on app. Every route needs the read
+// scope; the audit trail needs admin.
 func Routes(app fiber.Router, h *Handlers) {
+	read := httpapi.Require(domain.ScopeRead)
 	get := func(path string, handler fiber.Handler) {
-		app.Get(path, handler)
+		app.Get(path, read, handler)
 		app.All(path, httpapi.MethodNotAllowed(readMethods))
 	}
 	// The original service's routes, with its bodies.
@@ -27,7 +30,9 @@ func Routes(app fiber.Router, h *Handlers) {
 	app.All("/api/sprocket/create/:teeth/:pitch_diameter/:outside_diameter/:pitch", httpapi.MethodNotAllowed("POST"))
 	app.All("/api/sprocket/:id/update/:teeth/:pitch_diameter/:outside_diameter/:pitch", httpapi.MethodNotAllowed("POST"))
 
-	get("/v1/openapi.json", h.openAPI)
+	app.Get("/v1/openapi.json", h.openAPI) // public, like the probes
+	app.Get("/v1/audit", httpapi.Require(domain.ScopeAdmin), h.audit)
+	app.All("/v1/audit", httpapi.MethodNotAllowed(readMethods))
 	get("/v1/sprockets", h.listSprockets)
 	get("/v1/sprockets/:id", h.sprocket)
 	get("/v1/factories", h.listFactories)

@@ -197,6 +197,19 @@ func (h *Handlers) bucketSamples(ctx context.Context, id int64, meta readmodel.E
 	return out, true
 }
 
+// GET /v1/audit: a page of the caller's organization's audit trail, oldest
+// first (admin scope).
+func (h *Handlers) audit(c *fiber.Ctx) error {
+	return h.list(c, "/v1/audit", func(ctx context.Context, q Queries, org int64, page domain.PageRequest) ([]byte, string, error) {
+		items, err := q.AuditLog(ctx, org, page)
+		if err != nil {
+			return nil, "", err
+		}
+		items, next := trim(items, page.Limit-1, func(e domain.AuditEntry) int64 { return e.ID })
+		return readmodel.AuditListBody(items, next), next, nil
+	})
+}
+
 // GET /v1/openapi.json
 func (h *Handlers) openAPI(c *fiber.Ctx) error {
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)

@@ -56,12 +56,12 @@ func (h *Handlers) createFactory(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	org := h.org(c)
-	f, r, err := h.store.CreateFactory(c.UserContext(), org, spec, samples, idem)
+	actor := httpapi.ActorOf(c)
+	f, r, err := h.store.CreateFactory(c.UserContext(), actor, spec, samples, idem)
 	if err != nil {
 		return err
 	}
-	committed(c, org, events.Factory, f.ID, r, readmodel.VersionETag(f.Version))
+	committed(c, actor.OrgID, events.Factory, f.ID, r, readmodel.VersionETag(f.Version))
 	c.Location(location("/v1/factories/", f.ID))
 	return sendJSON(c, http.StatusCreated, readmodel.FactoryBody(f))
 }
@@ -96,12 +96,12 @@ func (h *Handlers) updateFactory(c *fiber.Ctx, change func(domain.FactorySpec) d
 	if err != nil {
 		return err
 	}
-	org := h.org(c)
-	f, r, err := h.store.UpdateFactory(c.UserContext(), org, id, ifVersion, change)
+	actor := httpapi.ActorOf(c)
+	f, r, err := h.store.UpdateFactory(c.UserContext(), actor, id, ifVersion, change)
 	if err != nil {
 		return err
 	}
-	committed(c, org, events.Factory, id, r, readmodel.VersionETag(f.Version))
+	committed(c, actor.OrgID, events.Factory, id, r, readmodel.VersionETag(f.Version))
 	return sendJSON(c, http.StatusOK, readmodel.FactoryBody(f))
 }
 
@@ -115,12 +115,12 @@ func (h *Handlers) deleteFactory(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	org := h.org(c)
-	r, err := h.store.DeleteFactory(c.UserContext(), org, id, ifVersion)
+	actor := httpapi.ActorOf(c)
+	r, err := h.store.DeleteFactory(c.UserContext(), actor, id, ifVersion)
 	if err != nil {
 		return err
 	}
-	committed(c, org, events.Factory, id, r, "")
+	committed(c, actor.OrgID, events.Factory, id, r, "")
 	return c.SendStatus(http.StatusNoContent)
 }
 
@@ -146,12 +146,12 @@ func (h *Handlers) appendSamples(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	org := h.org(c)
-	f, added, r, err := h.store.AppendSamples(c.UserContext(), org, id, ifVersion, in.Samples)
+	actor := httpapi.ActorOf(c)
+	f, added, r, err := h.store.AppendSamples(c.UserContext(), actor, id, ifVersion, in.Samples)
 	if err != nil {
 		return err
 	}
-	committed(c, org, events.Factory, id, r, readmodel.VersionETag(f.Version))
+	committed(c, actor.OrgID, events.Factory, id, r, readmodel.VersionETag(f.Version))
 	c.Set("X-Samples-Added", strconv.Itoa(added))
 	return sendJSON(c, http.StatusOK, readmodel.FactoryBody(f))
 }

@@ -15,26 +15,24 @@ import (
 
 // Store is the system of record as the write API needs it.
 type Store interface {
-	CreateSprocket(ctx context.Context, org int64, spec domain.SprocketSpec, idem domain.Idempotency) (domain.Sprocket, domain.Receipt, error)
-	UpdateSprocket(ctx context.Context, org, id, ifVersion int64, change func(domain.SprocketSpec) domain.SprocketSpec) (domain.Sprocket, domain.Receipt, error)
-	DeleteSprocket(ctx context.Context, org, id, ifVersion int64) (domain.Receipt, error)
-	CreateFactory(ctx context.Context, org int64, spec domain.FactorySpec, samples []domain.Sample, idem domain.Idempotency) (domain.Factory, domain.Receipt, error)
-	UpdateFactory(ctx context.Context, org, id, ifVersion int64, change func(domain.FactorySpec) domain.FactorySpec) (domain.Factory, domain.Receipt, error)
-	DeleteFactory(ctx context.Context, org, id, ifVersion int64) (domain.Receipt, error)
-	AppendSamples(ctx context.Context, org, id, ifVersion int64, samples []domain.Sample) (domain.Factory, int, domain.Receipt, error)
+	CreateSprocket(ctx context.Context, actor domain.Actor, spec domain.SprocketSpec, idem domain.Idempotency) (domain.Sprocket, domain.Receipt, error)
+	UpdateSprocket(ctx context.Context, actor domain.Actor, id, ifVersion int64, change func(domain.SprocketSpec) domain.SprocketSpec) (domain.Sprocket, domain.Receipt, error)
+	DeleteSprocket(ctx context.Context, actor domain.Actor, id, ifVersion int64) (domain.Receipt, error)
+	CreateFactory(ctx context.Context, actor domain.Actor, spec domain.FactorySpec, samples []domain.Sample, idem domain.Idempotency) (domain.Factory, domain.Receipt, error)
+	UpdateFactory(ctx context.Context, actor domain.Actor, id, ifVersion int64, change func(domain.FactorySpec) domain.FactorySpec) (domain.Factory, domain.Receipt, error)
+	DeleteFactory(ctx context.Context, actor domain.Actor, id, ifVersion int64) (domain.Receipt, error)
+	AppendSamples(ctx context.Context, actor domain.Actor, id, ifVersion int64, samples []domain.Sample) (domain.Factory, int, domain.Receipt, error)
 }
 
-// Handlers serve the write API.
+// Handlers serve the write API. Every write acts for the request's
+// principal (see httpapi.Access) and is audited as its actor.
 type Handlers struct {
 	store Store
-	// org returns the organization a request acts for.
-	org func(*fiber.Ctx) int64
 }
 
-// New returns the write API's handlers. org says which organization a
-// request acts for.
-func New(store Store, org func(*fiber.Ctx) int64) *Handlers {
-	return &Handlers{store: store, org: org}
+// New returns the write API's handlers.
+func New(store Store) *Handlers {
+	return &Handlers{store: store}
 }
 
 // committed sets the headers every successful write carries: the new

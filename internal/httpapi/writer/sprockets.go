@@ -125,12 +125,12 @@ func (h *Handlers) deleteSprocket(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	org := h.org(c)
-	r, err := h.store.DeleteSprocket(c.UserContext(), org, id, ifVersion)
+	actor := httpapi.ActorOf(c)
+	r, err := h.store.DeleteSprocket(c.UserContext(), actor, id, ifVersion)
 	if err != nil {
 		return err
 	}
-	committed(c, org, events.Sprocket, id, r, "")
+	committed(c, actor.OrgID, events.Sprocket, id, r, "")
 	return c.SendStatus(http.StatusNoContent)
 }
 
@@ -139,12 +139,12 @@ func (h *Handlers) create(c *fiber.Ctx, route string, spec domain.SprocketSpec) 
 	if err != nil {
 		return domain.Sprocket{}, err
 	}
-	org := h.org(c)
-	s, r, err := h.store.CreateSprocket(c.UserContext(), org, spec, idem)
+	actor := httpapi.ActorOf(c)
+	s, r, err := h.store.CreateSprocket(c.UserContext(), actor, spec, idem)
 	if err != nil {
 		return domain.Sprocket{}, err
 	}
-	committed(c, org, events.Sprocket, s.ID, r, readmodel.VersionETag(s.Version))
+	committed(c, actor.OrgID, events.Sprocket, s.ID, r, readmodel.VersionETag(s.Version))
 	return s, nil
 }
 
@@ -153,11 +153,11 @@ func (h *Handlers) update(c *fiber.Ctx, id int64, change func(domain.SprocketSpe
 	if err != nil {
 		return domain.Sprocket{}, err
 	}
-	org := h.org(c)
-	s, r, err := h.store.UpdateSprocket(c.UserContext(), org, id, ifVersion, change)
+	actor := httpapi.ActorOf(c)
+	s, r, err := h.store.UpdateSprocket(c.UserContext(), actor, id, ifVersion, change)
 	if err != nil {
 		return domain.Sprocket{}, err
 	}
-	committed(c, org, events.Sprocket, id, r, readmodel.VersionETag(s.Version))
+	committed(c, actor.OrgID, events.Sprocket, id, r, readmodel.VersionETag(s.Version))
 	return s, nil
 }

@@ -117,7 +117,7 @@ END $$;
 -- +goose StatementEnd
 
 -- +goose Down
-DROP PROCEDURE create_sprocket;
+DROP PROCEDURE IF EXISTS create_sprocket;
 DROP TABLE idempotency_keys;
 DROP TABLE outbox;
 DROP TABLE factory_samples;

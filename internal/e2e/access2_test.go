@@ -1,0 +1,298 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+)
+
+// A token's budget is shared by every reader; going over it is a 429 with
+// the headers that say when to come back; a 304 costs nothing; requests
+// without a token are limited per client address.
+func TestRateLimits(t *testing.T) {
+	s := newStack(t, stackOptions{readers: 2, env: []string{"RATE_LIMIT_ANONYMOUS=5"}})
+	writerCmd(t, s, "org", "create", "small", "--rate-limit", "10")
+	tok := token(t, s, "small", "read,write")
+	readers := []string{s.Readers[0].URL(), s.Readers[1].URL()}
+
+	// Conditional reads answered 304 are free.
+	first := do(t, "GET", readers[0]+"/api/sprockets", nil, as(tok)...)
+	expect(t, first, 200, "first read")
+	etag := first.Header.Get("ETag")
+	var last reply
+	for i := 0; i < 30; i++ {
+		last = do(t, "GET", readers[i%2]+"/api/sprockets", nil, append(as(tok), "If-None-Match", etag)...)
+		if last.Status != 304 {
+			t.Fatalf("conditional read %d: %s", i, last)
+		}
+	}
+	if rl := last.Header.Get("RateLimit"); !strings.Contains(rl, `r=8`) && !strings.Contains(rl, `r=9`) {
+		t.Errorf("after 30 free reads the budget says %q, want about 9 of 10 left", rl)
+	}
+
+	// Both readers draw on one budget of 10 per second.
+	var ok, limited int
+	var tooMany reply
+	start := time.Now()
+	for i := 0; i < 30; i++ {
+		r := do(t, "GET", readers[i%2]+"/api/sprockets", nil, as(tok)...)
+		switch r.Status {
+		case 200:
+			ok++
+		case 429:
+			limited++
+			tooMany = r
+		default:
+			t.Fatalf("read %d: %s", i, r)
+		}
+	}
+	elapsed := time.Since(start)
+	if refill := int(elapsed.Seconds()*10) + 1; ok > 10+refill || limited == 0 {
+		t.Fatalf("%d allowed and %d refused in %s with a budget of 10/s shared by two readers", ok, limited, elapsed)
+	}
+	checkProblem(t, tooMany, 429, "10 per second")
+	if tooMany.Header.Get("Retry-After") == "" || !strings.Contains(tooMany.Header.Get("RateLimit-Policy"), "q=10;w=1") ||
+		!strings.Contains(tooMany.Header.Get("RateLimit"), "r=0") {
+		t.Errorf("429 headers: Retry-After %q, RateLimit-Policy %q, RateLimit %q",
+			tooMany.Header.Get("Retry-After"), tooMany.Header.Get("RateLimit-Policy"), tooMany.Header.Get("RateLimit"))
+	}
+	t.Logf("budget 10/s over two readers: %d allowed, %d refused in %s", ok, limited, elapsed.Round(time.Millisecond))
+
+	// Without a token, the client address has its own small budget.
+	statuses := map[int]int{}
+	for i := 0; i < 12; i++ {
+		statuses[do(t, "GET", readers[i%2]+"/api/factories", nil, as("")...).Status]++
+	}
+	if statuses[401] < 5 || statuses[401] > 7 || statuses[429] < 5 {
+		t.Errorf("12 requests without a token: %v, want 5 or so 401 then 429", statuses)
+	}
+}
+
+// rawRequest sends a request exactly as written, so that a test can send
+// what Go's client refuses to (control characters in a header).
+func rawRequest(t *testing.T, method, rawURL, token, userAgent, body string) reply {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.DialTimeout("tcp", u.Host, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	req := fmt.Sprintf("%s %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nUser-Agent: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
+		method, u.RequestURI(), u.Host, token, userAgent, len(body), body)
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return reply{Status: resp.StatusCode, Header: resp.Header, Body: b}
+}
+
+// Every write leaves exactly one audit row, in its transaction, naming the
+// token, address, user agent (escaped and cut) and request id; an admin
+// reads the trail through the API.
+func TestAuditTrail(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	db := leader(t, s)
+	w := s.Writer.URL()
+	tok := token(t, s, "default", "read,write", "--name", "auditor")
+	hostile := "evil\x1b[31mred\x07bell" + strings.Repeat("A", 600)
+	writes := []struct{ method, path, body, action string }{
+		{"POST", "/api/sprocket/create/5/6/4/7", "", "sprocket.created"},
+		{"POST", "/v1/sprockets", `{"teeth":9,"pitch_diameter":1,"outside_diameter":2,"pitch":3}`, "sprocket.created"},
+		{"PUT", "/v1/sprockets/1", `{"teeth":6,"pitch_diameter":1,"outside_diameter":2,"pitch":3}`, "sprocket.updated"},
+		{"PATCH", "/v1/sprockets/1", `{"pitch":4}`, "sprocket.updated"},
+		{"POST", "/api/sprocket/2/update/5/6/4/7", "", "sprocket.updated"},
+		{"DELETE", "/v1/sprockets/3", "", "sprocket.deleted"},
+		{"POST", "/v1/factories", `{"name":"Audited"}`, "factory.created"},
+		{"POST", "/v1/factories/1/samples", `{"samples":[{"time":1700000000,"actual":1,"goal":2}]}`, "factory.samples_appended"},
+		{"PATCH", "/v1/factories/1", `{"name":"Renamed"}`, "factory.updated"},
+		{"DELETE", "/v1/factories/2", "", "factory.deleted"},
+	}
+	for _, wr := range writes {
+		before := count(t, db, `SELECT count(*) FROM audit_log`)
+		r := rawRequest(t, wr.method, w+wr.path, tok, hostile, wr.body)
+		if r.Status/100 != 2 {
+			t.Fatalf("%s %s: %s", wr.method, wr.path, r)
+		}
+		if n := count(t, db, `SELECT count(*) FROM audit_log`) - before; n != 1 {
+			t.Fatalf("%s %s left %d audit rows", wr.method, wr.path, n)
+		}
+		var row struct {
+			Action    string `db:"action"`
+			UserAgent string `db:"user_agent"`
+			Actor     string `db:"actor"`
+			Client    string `db:"client_addr"`
+			RequestID string `db:"request_id"`
+			HasToken  bool   `db:"has_token"`
+		}
+		if err := db.Get(&row, `SELECT action, user_agent, actor, client_addr, request_id, token_id IS NOT NULL AS has_token
+			FROM audit_log ORDER BY id DESC LIMIT 1`); err != nil {
+			t.Fatal(err)
+		}
+		if row.Action != wr.action || row.Actor != "token" || !row.HasToken || row.Client != "127.0.0.1" ||
+			row.RequestID != r.Header.Get("X-Request-ID") {
+			t.Errorf("%s %s: audit row %+v", wr.method, wr.path, row)
+		}
+		if strings.ContainsAny(row.UserAgent, "\x1b\x07") || !strings.HasPrefix(row.UserAgent, `evil'\x1b'[31mred'\a'bell`) || len(row.UserAgent) > 300 {
+			t.Errorf("user agent stored as %q", row.UserAgent)
+		}
+	}
+	// Refused and replayed writes change nothing, so they leave no row.
+	before := count(t, db, `SELECT count(*) FROM audit_log`)
+	do(t, "POST", w+"/v1/sprockets", `{"teeth":0}`)
+	do(t, "POST", w+"/v1/sprockets", `{"teeth":9,"pitch_diameter":1,"outside_diameter":2,"pitch":3}`, "Idempotency-Key", "k")
+	do(t, "POST", w+"/v1/sprockets", `{"teeth":9,"pitch_diameter":1,"outside_diameter":2,"pitch":3}`, "Idempotency-Key", "k")
+	if n := count(t, db, `SELECT count(*) FROM audit_log`) - before; n != 1 {
+		t.Errorf("a refused write, a create and its replay left %d audit rows, want 1", n)
+	}
+
+	r := do(t, "GET", s.Reader.URL()+"/v1/audit?limit=500", nil)
+	expect(t, r, 200, "GET /v1/audit as admin")
+	var page struct {
+		Items []struct {
+			Action    string `json:"action"`
+			UserAgent string `json:"user_agent"`
+		} `json:"items"`
+	}
+	r.JSON(t, &page)
+	if len(page.Items) < len(writes) {
+		t.Errorf("the audit API lists %d entries", len(page.Items))
+	}
+	checkProblem(t, do(t, "GET", s.Reader.URL()+"/v1/audit", nil, as(tok)...), 403, "admin")
+	if out := writerCmd(t, s, "audit", "--org", "default", "--limit", "3"); strings.Count(out, "\n") != 3 || !json.Valid([]byte(strings.Split(out, "\n")[0])) {
+		t.Errorf("writer audit printed %q", out)
+	}
+}
+
+// Deleting an organization revokes its tokens at once, removes its data
+// from Postgres and Redis, and neither a rebuild nor a replayed event brings
+// any of it back.
+func TestDeletingAnOrganization(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	db := leader(t, s)
+	ctx := context.Background()
+	w, rd := s.Writer.URL(), s.Reader.URL()
+	writerCmd(t, s, "org", "create", "doomed")
+	tok := token(t, s, "doomed", "read,write")
+	var ids []int64
+	for i := 0; i < 3; i++ {
+		r := do(t, "POST", w+"/v1/sprockets", `{"teeth":3,"pitch_diameter":1,"outside_diameter":1,"pitch":1}`, as(tok)...)
+		var sp sprocketV1
+		r.JSON(t, &sp)
+		ids = append(ids, sp.ID)
+	}
+	r := do(t, "POST", w+"/v1/factories", `{"name":"Doomed plant","samples":[{"time":1700000000,"actual":1,"goal":1},{"time":1700090000,"actual":2,"goal":2}]}`, as(tok)...)
+	var f factoryV1
+	r.JSON(t, &f)
+	for _, path := range []string{fmt.Sprintf("/v1/sprockets/%d", ids[2]), fmt.Sprintf("/api/factory/%d", f.ID), "/api/sprockets"} {
+		checkFor(t, 10*time.Second, func() string {
+			r := do(t, "GET", rd+path, nil, as(tok)...)
+			if r.Status != 200 || r.Header.Get("X-Read-Source") != "cache" {
+				return path + ": " + r.String() + " from " + r.Header.Get("X-Read-Source")
+			}
+			return ""
+		})
+	}
+	org := orgID(t, db, "doomed")
+	rdb := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", s.Redis.Port)})
+	defer rdb.Close()
+	// orgKeys lists the read-model keys the organization owns.
+	orgKeys := func() []string {
+		t.Helper()
+		var found []string
+		iter := rdb.Scan(ctx, 0, "rm:*", 1000).Iterator()
+		for iter.Next(ctx) {
+			if o, _ := rdb.HGet(ctx, iter.Val(), "o").Result(); o == fmt.Sprint(org) {
+				found = append(found, iter.Val())
+			}
+		}
+		return found
+	}
+	if keys := orgKeys(); len(keys) < 8 {
+		t.Fatalf("only %d keys of the organization before deleting it: %v", len(keys), keys)
+	}
+
+	writerCmd(t, s, "org", "delete", "doomed", "--yes")
+	checkProblem(t, do(t, "GET", rd+"/api/sprockets", nil, as(tok)...), 401, "revoked")
+	checkProblem(t, do(t, "POST", w+"/v1/sprockets", `{"teeth":3,"pitch_diameter":1,"outside_diameter":1,"pitch":1}`, as(tok)...), 401, "revoked")
+	for table, query := range map[string]string{
+		"sprockets":        `SELECT count(*) FROM sprockets WHERE org_id = $1`,
+		"factories":        `SELECT count(*) FROM factories WHERE org_id = $1`,
+		"samples":          fmt.Sprintf(`SELECT count(*) FROM factory_samples WHERE factory_id = %d AND $1 > 0`, f.ID),
+		"idempotency keys": `SELECT count(*) FROM idempotency_keys WHERE org_id = $1`,
+		"live tokens":      `SELECT count(*) FROM tokens WHERE org_id = $1 AND revoked_at IS NULL`,
+	} {
+		var n int
+		if err := db.Get(&n, query, org); err != nil || n != 0 {
+			t.Errorf("%s of the deleted organization: %d (%v)", table, n, err)
+		}
+	}
+	checkFor(t, 10*time.Second, func() string {
+		if keys := orgKeys(); len(keys) > 0 {
+			return fmt.Sprintf("keys left in Redis: %v", keys)
+		}
+		return ""
+	})
+
+	// Replay one of its events, as a redelivery would; then rebuild.
+	nc, err := nats.Connect(s.NATS.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	stream, err := js.Stream(ctx, "SPROCKETS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := stream.GetLastMsgForSubject(ctx, fmt.Sprintf("events.sprocket.%d.created", ids[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, old.Subject, old.Data); err != nil {
+		t.Fatal(err)
+	}
+	r = do(t, "POST", w+"/api/sprocket/create/5/6/4/7", nil) // a later event, to know the replay was handled
+	var later struct{ ID int64 }
+	r.JSON(t, &later)
+	eventually(t, fmt.Sprintf("%s/api/sprocket/%d", rd, later.ID), 200, nil)
+	if out, err := s.Projector.Exec(ctx, "rebuild"); err != nil {
+		t.Fatal(err, out)
+	}
+	if keys := orgKeys(); len(keys) > 0 {
+		t.Errorf("the replay or the rebuild brought keys back: %v", keys)
+	}
+	verifyConverges(t, s, 20*time.Second)
+}
+
+func orgID(t *testing.T, db interface {
+	Get(any, string, ...any) error
+}, name string) int64 {
+	t.Helper()
+	var id int64
+	if err := db.Get(&id, `SELECT id FROM organizations WHERE name = $1`, name); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}

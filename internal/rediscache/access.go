@@ -1,0 +1,96 @@
+package rediscache
+
+import (
+	"context"
+	_ "embed"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sprockets-api/sprockets/internal/domain"
+)
+
+//go:embed grant.lua
+var grantSrc string
+
+// How long grants are kept. A valid one is re-read from Postgres after
+// grantTTL, so that an organization's new rate limit reaches every instance
+// within it; a revoked one is kept long enough that no grant read before the
+// revocation can still be written back.
+const (
+	grantTTL   = time.Minute
+	revokedTTL = 24 * time.Hour
+)
+
+func grantKey(hash []byte) string { return "auth:grant:" + hex.EncodeToString(hash) }
+
+// FenceKey marks a deleted organization: the guard script refuses every
+// write of its keys.
+func FenceKey(org int64) string { return "fence:org:" + strconv.FormatInt(org, 10) }
+
+// Grant returns the grant stored for a token hash; ok is false when none is.
+func (c *Cache) Grant(ctx context.Context, hash []byte) (domain.Grant, bool, error) {
+	m, err := c.rdb.HGetAll(ctx, grantKey(hash)).Result()
+	if err != nil {
+		return domain.Grant{}, false, fmt.Errorf("get grant: %w", err)
+	}
+	if len(m) == 0 {
+		return domain.Grant{}, false, nil
+	}
+	g := domain.Grant{Revoked: m["revoked"] == "1"}
+	g.TokenID, _ = strconv.ParseInt(m["token"], 10, 64)
+	g.OrgID, _ = strconv.ParseInt(m["org"], 10, 64)
+	g.RateLimit, _ = strconv.Atoi(m["limit"])
+	if s := m["scopes"]; s != "" {
+		g.Scopes = strings.Split(s, ",")
+	}
+	if exp, err := strconv.ParseInt(m["expires"], 10, 64); err == nil && exp > 0 {
+		t := time.Unix(exp, 0).UTC()
+		g.ExpiresAt = &t
+	}
+	return g, true, nil
+}
+
+// PutGrant stores a grant unless a revoked one is stored.
+func (c *Cache) PutGrant(ctx context.Context, hash []byte, g domain.Grant) error {
+	revoked, ttl := "0", grantTTL
+	if g.Revoked {
+		revoked, ttl = "1", revokedTTL
+	}
+	var expires int64
+	if g.ExpiresAt != nil {
+		expires = g.ExpiresAt.Unix()
+	}
+	err := c.grant.Run(ctx, c.rdb, []string{grantKey(hash)}, revoked, int64(ttl.Seconds()),
+		"token", g.TokenID, "org", g.OrgID, "limit", g.RateLimit,
+		"scopes", strings.Join(g.Scopes, ","), "expires", expires).Err()
+	if err != nil && err != redis.Nil {
+		return fmt.Errorf("put grant: %w", err)
+	}
+	return nil
+}
+
+// Revoke marks the tokens with these hashes revoked on every instance at
+// once. It must succeed before the revocation is committed in Postgres.
+func (c *Cache) Revoke(ctx context.Context, hashes ...[]byte) error {
+	for _, h := range hashes {
+		if err := c.PutGrant(ctx, h, domain.Grant{Revoked: true}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Fence marks organizations deleted in the read model.
+func (c *Cache) Fence(ctx context.Context, orgs ...int64) error {
+	for _, org := range orgs {
+		if err := c.rdb.Set(ctx, FenceKey(org), time.Now().UTC().Format(time.RFC3339), 0).Err(); err != nil {
+			return fmt.Errorf("fence organization %d: %w", org, err)
+		}
+	}
+	return nil
+}
