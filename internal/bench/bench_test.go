@@ -30,6 +30,10 @@ var (
 	stack    *devstack.Stack
 	baseline *devstack.Program
 	duration = 10 * time.Second
+	// bearer is the Authorization header every request to the service
+	// carries: authentication and the rate limiter are part of what is
+	// measured (with a budget too high to refuse anything).
+	bearer http.Header
 )
 
 func TestMain(m *testing.M) { os.Exit(testMain(m)) }
@@ -51,7 +55,7 @@ func testMain(m *testing.M) int {
 	}
 	stack, err = devstack.Start(ctx, devstack.Config{
 		BinDir: bin, Replica: true, Durable: true,
-		Env: []string{"LOG_LEVEL=warn", "ACCESS_LOG=false"},
+		Env: []string{"LOG_LEVEL=warn", "ACCESS_LOG=false", "RATE_LIMIT=10000000"},
 	})
 	if err != nil {
 		return fail(err)
@@ -63,6 +67,11 @@ func testMain(m *testing.M) int {
 	if err := stack.StartPrograms(ctx); err != nil {
 		return fail(err)
 	}
+	token, err := stack.CreateToken(ctx, "default", "read,write", "--name", "bench")
+	if err != nil {
+		return fail(err)
+	}
+	bearer = http.Header{"Authorization": {"Bearer " + token}}
 	// The baseline serves the very bytes the reader serves for factory 1.
 	body, err := cachedBody(stack.Reader.URL() + "/api/factory/1")
 	if err != nil {
@@ -89,11 +98,21 @@ func fail(err error) int {
 	return 1
 }
 
+// get sends an authenticated GET.
+func get(client *http.Client, url string) (*http.Response, error) {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header = bearer.Clone()
+	return client.Do(req)
+}
+
 // cachedBody waits until url is served from the read model and returns it.
 func cachedBody(url string) ([]byte, error) {
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := http.Get(url)
+		resp, err := get(http.DefaultClient, url)
 		if err == nil {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
@@ -165,7 +184,7 @@ func BenchmarkCachedFactoryRead(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		settle(b)
 		service := load("reader GET /api/factory/1 (cache)",
-			vegeta.Target{Method: "GET", URL: stack.Reader.URL() + "/api/factory/1"}, 32)
+			vegeta.Target{Method: "GET", URL: stack.Reader.URL() + "/api/factory/1", Header: bearer}, 32)
 		base := load("baseline GET constant bytes",
 			vegeta.Target{Method: "GET", URL: baseline.URL() + "/constant"}, 32)
 		report(b, service, base, 0.30)
@@ -191,7 +210,7 @@ func BenchmarkSprocketCreate(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		settle(b)
 		service := load("writer POST /api/sprocket/create",
-			vegeta.Target{Method: "POST", URL: stack.Writer.URL() + "/api/sprocket/create/5/6/4/7"}, 16)
+			vegeta.Target{Method: "POST", URL: stack.Writer.URL() + "/api/sprocket/create/5/6/4/7", Header: bearer}, 16)
 		base := load("baseline POST one INSERT",
 			vegeta.Target{Method: "POST", URL: baseline.URL() + "/insert"}, 16)
 		report(b, service, base, 0.50)
@@ -263,7 +282,12 @@ func sprockets(b *testing.B) int {
 // writeThenSee creates a sprocket and returns how long after its answer the
 // reader served it from the read model.
 func writeThenSee(client *http.Client) (time.Duration, error) {
-	resp, err := client.Post(stack.Writer.URL()+"/api/sprocket/create/5/6/4/7", "", nil)
+	req, err := http.NewRequest(http.MethodPost, stack.Writer.URL()+"/api/sprocket/create/5/6/4/7", nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header = bearer.Clone()
+	resp, err := client.Do(req)
 	if err != nil {
 		return 0, err
 	}
@@ -276,7 +300,7 @@ func writeThenSee(client *http.Client) (time.Duration, error) {
 	written := time.Now()
 	url := fmt.Sprintf("%s/api/sprocket/%d", stack.Reader.URL(), created.ID)
 	for time.Since(written) < 30*time.Second {
-		r, err := client.Get(url)
+		r, err := get(client, url)
 		if err == nil {
 			_, _ = io.Copy(io.Discard, r.Body)
 			r.Body.Close()

@@ -116,6 +116,7 @@ func TestOrganizationsAreIsolated(t *testing.T) {
 	expect(t, r, 201, "B creates a sprocket")
 	var mine sprocketV1
 	r.JSON(t, &mine)
+	mineToken := r.Header.Get("X-Consistency-Token")
 	eventually(t, rd+"/api/sprockets", 200, bodyHas(`"id":3`)) // A's collection is built
 
 	reads := []string{"/api/sprocket/1", "/v1/sprockets/1", "/api/factory/1", "/api/factory/1/chart-data",
@@ -142,7 +143,7 @@ func TestOrganizationsAreIsolated(t *testing.T) {
 		lists := map[string]string{"/api/sprockets": `"sprockets":[{"id":` + fmt.Sprint(mine.ID) + `,`,
 			"/v1/sprockets": `"items":[{"id":` + fmt.Sprint(mine.ID) + `,`, "/api/factories": `{"factories":[]}`, "/v1/factories": `{"items":[],`}
 		for path, want := range lists {
-			r := do(t, "GET", rd+path, nil, as(b)...)
+			r := do(t, "GET", rd+path, nil, append(as(b), "X-Consistency-Token", mineToken)...)
 			expect(t, r, 200, "B lists "+path)
 			if !strings.Contains(string(r.Body), want) || strings.Contains(string(r.Body), `"id":1,`) {
 				t.Errorf("B's %s holds another organization's items: %s", path, r.Body)

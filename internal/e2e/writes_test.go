@@ -143,13 +143,18 @@ func TestEveryWriteRouteReachesTheReader(t *testing.T) {
 	})
 
 	t.Run("v1 lists page with cursors", func(t *testing.T) {
+		var last reply
 		for i := 0; i < 4; i++ {
-			expect(t, do(t, "POST", w+"/v1/sprockets", fmt.Sprintf(`{"teeth":%d,"pitch_diameter":1,"outside_diameter":2,"pitch":3}`, 20+i)), 201, "create")
+			last = do(t, "POST", w+"/v1/sprockets", fmt.Sprintf(`{"teeth":%d,"pitch_diameter":1,"outside_diameter":2,"pitch":3}`, 20+i))
+			expect(t, last, 201, "create")
 		}
+		// Pages come from a replica: the last write's token keeps every page
+		// at least as new as the writes.
+		tok := last.Header.Get("X-Consistency-Token")
 		var ids []int64
 		next := rd + "/v1/sprockets?limit=2"
 		for next != "" {
-			r := do(t, "GET", next, nil)
+			r := do(t, "GET", next, nil, "X-Consistency-Token", tok)
 			expect(t, r, 200, "list")
 			var page struct {
 				Items      []sprocketV1 `json:"items"`
@@ -173,7 +178,7 @@ func TestEveryWriteRouteReachesTheReader(t *testing.T) {
 			}
 		}
 		var all struct{ Items []json.RawMessage }
-		do(t, "GET", rd+"/v1/sprockets?limit=500", nil).JSON(t, &all)
+		do(t, "GET", rd+"/v1/sprockets?limit=500", nil, "X-Consistency-Token", tok).JSON(t, &all)
 		if len(ids) != len(all.Items) {
 			t.Errorf("paging saw %d sprockets, one page of 500 shows %d", len(ids), len(all.Items))
 		}

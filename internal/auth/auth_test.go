@@ -1,0 +1,128 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sprockets-api/sprockets/internal/domain"
+)
+
+func TestSecrets(t *testing.T) {
+	a, ha, da := NewSecret()
+	b, _, _ := NewSecret()
+	if a == b || !strings.HasPrefix(a, Prefix) || len(a) != len(Prefix)+43 || !WellFormed(a) {
+		t.Fatalf("secrets %q %q", a, b)
+	}
+	if string(Hash(a)) != string(ha) || len(ha) != 32 || !strings.HasPrefix(a, da) || len(da) >= len(a) {
+		t.Errorf("hash or display of %q", a)
+	}
+	for _, bad := range []string{"", "spk_short", strings.Replace(a, "spk_", "xyz_", 1), a + "x", a[:len(a)-1] + "!"} {
+		if WellFormed(bad) {
+			t.Errorf("%q is well formed", bad)
+		}
+	}
+	for header, want := range map[string]string{"Bearer " + a: a, "bearer  " + a: a, "Basic abc": "", a: "", "": ""} {
+		if got := Bearer(header); got != want {
+			t.Errorf("Bearer(%q) = %q", header, got)
+		}
+	}
+}
+
+type fakeCache struct {
+	grants map[string]domain.Grant
+	down   bool
+	puts   int
+}
+
+func (c *fakeCache) Grant(_ context.Context, h []byte) (domain.Grant, bool, error) {
+	if c.down {
+		return domain.Grant{}, false, errors.New("redis down")
+	}
+	g, ok := c.grants[string(h)]
+	return g, ok, nil
+}
+
+func (c *fakeCache) PutGrant(_ context.Context, h []byte, g domain.Grant) error {
+	c.puts++
+	if old, ok := c.grants[string(h)]; ok && old.Revoked {
+		return nil
+	}
+	c.grants[string(h)] = g
+	return nil
+}
+
+type fakeStore struct {
+	grants  map[string]domain.Grant
+	lookups int
+	down    bool
+}
+
+func (s *fakeStore) Grant(_ context.Context, h []byte) (domain.Grant, error) {
+	s.lookups++
+	if s.down {
+		return domain.Grant{}, errors.New("postgres down")
+	}
+	g, ok := s.grants[string(h)]
+	if !ok {
+		return domain.Grant{}, domain.Errorf(domain.ENOTFOUND, "no such token")
+	}
+	return g, nil
+}
+
+func TestAuthenticate(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	past, future := now.Add(-time.Second), now.Add(time.Hour)
+	secret := func() (string, []byte) { s, h, _ := NewSecret(); return s, h }
+	valid, vh := secret()
+	expired, eh := secret()
+	revoked, rh := secret()
+	later, lh := secret()
+	unknown, _ := secret()
+	store := &fakeStore{grants: map[string]domain.Grant{
+		string(vh): {TokenID: 1, OrgID: 7, Scopes: []string{"read"}, ExpiresAt: &future, RateLimit: 5},
+		string(eh): {TokenID: 2, OrgID: 7, Scopes: []string{"read"}, ExpiresAt: &past},
+		string(rh): {TokenID: 3, OrgID: 7, Scopes: []string{"read"}, Revoked: true},
+		string(lh): {TokenID: 4, OrgID: 7, Scopes: []string{"write"}},
+	}}
+	cache := &fakeCache{grants: map[string]domain.Grant{}}
+	a := NewAuthenticator(cache, store)
+	a.now = func() time.Time { return now }
+	ctx := context.Background()
+
+	p, err := a.Authenticate(ctx, valid)
+	if err != nil || p.OrgID != 7 || p.TokenID != 1 || p.RateLimit != 5 || !p.Can("read") || p.Can("write") {
+		t.Fatalf("valid: %+v %v", p, err)
+	}
+	if _, err := a.Authenticate(ctx, valid); err != nil || store.lookups != 1 {
+		t.Errorf("the second use read the store again (%d lookups): %v", store.lookups, err)
+	}
+	for name, tok := range map[string]string{"expired": expired, "revoked": revoked, "unknown": unknown, "malformed": "spk_nope"} {
+		if _, err := a.Authenticate(ctx, tok); !errors.Is(err, ErrUnauthenticated) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	lookups := store.lookups
+	for i := 0; i < 5; i++ {
+		_, _ = a.Authenticate(ctx, unknown)
+	}
+	if store.lookups != lookups {
+		t.Errorf("an unknown token was looked up again %d times", store.lookups-lookups)
+	}
+	// A revocation written to the cache wins over the stored grant at once.
+	cache.grants[string(vh)] = domain.Grant{Revoked: true}
+	if _, err := a.Authenticate(ctx, valid); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("after revocation: %v", err)
+	}
+	// With Redis down, the store answers; with both down, it is a 503.
+	cache.down = true
+	if p, err := a.Authenticate(ctx, later); err != nil || p.TokenID != 4 {
+		t.Errorf("with the cache down: %+v %v", p, err)
+	}
+	store.down = true
+	if _, err := a.Authenticate(ctx, later); domain.ErrorCode(err) != domain.EUNAVAILABLE {
+		t.Errorf("with both down: %v", err)
+	}
+}
