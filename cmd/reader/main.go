@@ -18,7 +18,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/go-redis/redis_rate/v10"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
@@ -105,7 +104,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		map[string]httpapi.Check{"redis": cache.Ping, "postgres": pool.Ping}, reg)
 	// Grants missing from Redis are read from the leader: a token just
 	// created may not have reached a replica yet.
-	app.Use(httpapi.Access(auth.NewAuthenticator(cache, postgres.NewReads(leader)), redis_rate.NewLimiter(rdb),
+	app.Use(httpapi.Access(auth.NewAuthenticator(cache, postgres.NewReads(leader)), cache.NewLimiter(),
 		httpapi.AccessConfig{
 			PublicReads: cfg.PublicReads, PublicOrg: cfg.PublicOrgID,
 			RateLimit: cfg.RateLimit, AnonymousRateLimit: cfg.AnonymousRateLimit,

@@ -155,12 +155,22 @@ func (a admin) orgSetLimit(ctx context.Context, args []string) error {
 	if err := a.store.SetRateLimit(ctx, o.ID, limit); err != nil {
 		return err
 	}
-	fmt.Fprintf(a.out, "organization %q: rate limit %s (every instance applies it within a minute)\n", o.Name, args[1])
+	// Instances hold grants, with their limits, until the auth epoch
+	// changes: change it so that they read the new limit now.
+	cache, closeRedis, err := a.revoker()
+	if err != nil {
+		return err
+	}
+	defer closeRedis()
+	if err := cache.BumpEpoch(ctx); err != nil {
+		return fmt.Errorf("the limit is stored, but instances keep the old one until Redis answers: %w", err)
+	}
+	fmt.Fprintf(a.out, "organization %q: rate limit %s, in force on every instance\n", o.Name, args[1])
 	return nil
 }
 
-// revoker connects to Redis for revocations, which must reach every
-// instance before they are committed.
+// revoker connects to Redis for revocations (which must reach every
+// instance before they are committed) and limit changes.
 func (a admin) revoker() (*rediscache.Cache, func(), error) {
 	rdb, err := rediscache.Connect(a.cfg.RedisURL, 2, 5*time.Second)
 	if err != nil {

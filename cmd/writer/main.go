@@ -22,7 +22,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/go-redis/redis_rate/v10"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sprockets-api/sprockets/internal/auth"
@@ -172,7 +171,7 @@ func serve(ctx context.Context, cfg config.Writer, log *slog.Logger) error {
 	httpapi.Health(app,
 		map[string]httpapi.Check{"postgres": db.PingContext},
 		map[string]httpapi.Check{"nats": nc.Ping, "redis": cache.Ping}, reg)
-	app.Use(httpapi.Access(auth.NewAuthenticator(cache, postgres.NewReads(db)), redis_rate.NewLimiter(rdb),
+	app.Use(httpapi.Access(auth.NewAuthenticator(cache, postgres.NewReads(db)), cache.NewLimiter(),
 		httpapi.AccessConfig{RateLimit: cfg.RateLimit, AnonymousRateLimit: cfg.AnonymousRateLimit}, log, reg))
 	writer.Routes(app, writer.New(store))
 

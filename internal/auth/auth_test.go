@@ -33,16 +33,17 @@ func TestSecrets(t *testing.T) {
 
 type fakeCache struct {
 	grants map[string]domain.Grant
+	epoch  string
 	down   bool
 	puts   int
 }
 
-func (c *fakeCache) Grant(_ context.Context, h []byte) (domain.Grant, bool, error) {
+func (c *fakeCache) Grant(_ context.Context, h []byte) (domain.Grant, bool, string, error) {
 	if c.down {
-		return domain.Grant{}, false, errors.New("redis down")
+		return domain.Grant{}, false, "", errors.New("redis down")
 	}
 	g, ok := c.grants[string(h)]
-	return g, ok, nil
+	return g, ok, c.epoch, nil
 }
 
 func (c *fakeCache) PutGrant(_ context.Context, h []byte, g domain.Grant) error {
@@ -87,17 +88,18 @@ func TestAuthenticate(t *testing.T) {
 		string(rh): {TokenID: 3, OrgID: 7, Scopes: []string{"read"}, Revoked: true},
 		string(lh): {TokenID: 4, OrgID: 7, Scopes: []string{"write"}},
 	}}
-	cache := &fakeCache{grants: map[string]domain.Grant{}}
+	cache := &fakeCache{grants: map[string]domain.Grant{}, epoch: "e1"}
 	a := NewAuthenticator(cache, store)
 	a.now = func() time.Time { return now }
 	ctx := context.Background()
 
-	p, err := a.Authenticate(ctx, valid)
-	if err != nil || p.OrgID != 7 || p.TokenID != 1 || p.RateLimit != 5 || !p.Can("read") || p.Can("write") {
-		t.Fatalf("valid: %+v %v", p, err)
+	c, err := a.Authenticate(ctx, valid)
+	p := c.Principal
+	if err != nil || p.OrgID != 7 || p.TokenID != 1 || p.RateLimit != 5 || !p.Can("read") || p.Can("write") || c.Held || c.Epoch != "e1" {
+		t.Fatalf("valid: %+v %v", c, err)
 	}
-	if _, err := a.Authenticate(ctx, valid); err != nil || store.lookups != 1 {
-		t.Errorf("the second use read the store again (%d lookups): %v", store.lookups, err)
+	if c, err := a.Authenticate(ctx, valid); err != nil || !c.Held || c.Epoch != "e1" || store.lookups != 1 {
+		t.Errorf("the second use was not answered from memory (%d lookups): %+v %v", store.lookups, c, err)
 	}
 	for name, tok := range map[string]string{"expired": expired, "revoked": revoked, "unknown": unknown, "malformed": "spk_nope"} {
 		if _, err := a.Authenticate(ctx, tok); !errors.Is(err, ErrUnauthenticated) {
@@ -111,18 +113,39 @@ func TestAuthenticate(t *testing.T) {
 	if store.lookups != lookups {
 		t.Errorf("an unknown token was looked up again %d times", store.lookups-lookups)
 	}
-	// A revocation written to the cache wins over the stored grant at once.
+	// A revocation (a revoked grant and a new epoch) reaches a held grant
+	// through Refresh, which the caller makes on seeing the new epoch.
 	cache.grants[string(vh)] = domain.Grant{Revoked: true}
-	if _, err := a.Authenticate(ctx, valid); !errors.Is(err, ErrUnauthenticated) {
+	cache.epoch = "e2"
+	if c, err := a.Authenticate(ctx, valid); err != nil || !c.Held || c.Epoch != "e1" {
+		t.Fatalf("held: %+v %v", c, err)
+	}
+	if _, err := a.Refresh(ctx, valid); !errors.Is(err, ErrUnauthenticated) {
 		t.Errorf("after revocation: %v", err)
 	}
-	// With Redis down, the store answers; with both down, it is a 503.
+	// An expiry needs no epoch: it is checked on every use, held or not.
+	soon := now.Add(time.Minute)
+	cache.grants[string(lh)] = domain.Grant{TokenID: 4, OrgID: 7, Scopes: []string{"write"}, ExpiresAt: &soon}
+	if _, err := a.Authenticate(ctx, later); err != nil {
+		t.Fatal(err)
+	}
+	a.now = func() time.Time { return soon }
+	if _, err := a.Authenticate(ctx, later); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("a held grant past its expiry: %v", err)
+	}
+	a.now = func() time.Time { return now }
+	// With Redis down, the store answers and nothing is held; with both
+	// down, it is a 503.
 	cache.down = true
-	if p, err := a.Authenticate(ctx, later); err != nil || p.TokenID != 4 {
-		t.Errorf("with the cache down: %+v %v", p, err)
+	store.grants[string(lh)] = domain.Grant{TokenID: 4, OrgID: 7, Scopes: []string{"write"}}
+	if c, err := a.Refresh(ctx, later); err != nil || c.Principal.TokenID != 4 || c.Epoch != "" {
+		t.Errorf("with the cache down: %+v %v", c, err)
+	}
+	if c, _ := a.Authenticate(ctx, later); c.Held {
+		t.Errorf("a grant read while Redis was down was held")
 	}
 	store.down = true
-	if _, err := a.Authenticate(ctx, later); domain.ErrorCode(err) != domain.EUNAVAILABLE {
+	if _, err := a.Refresh(ctx, later); domain.ErrorCode(err) != domain.EUNAVAILABLE {
 		t.Errorf("with both down: %v", err)
 	}
 }

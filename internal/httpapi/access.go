@@ -19,14 +19,17 @@ import (
 )
 
 // Authenticator turns a bearer token into the principal it acts as, or
-// returns auth.ErrUnauthenticated.
+// returns auth.ErrUnauthenticated. A check that rests on a grant held in
+// memory is confirmed against the current auth epoch, or refreshed.
 type Authenticator interface {
-	Authenticate(ctx context.Context, token string) (domain.Principal, error)
+	Authenticate(ctx context.Context, token string) (auth.Check, error)
+	Refresh(ctx context.Context, token string) (auth.Check, error)
 }
 
-// Limiter is a GCRA rate limiter shared by every instance (redis_rate).
+// Limiter is a GCRA rate limiter shared by every instance (redis_rate) that
+// also reports, from the same round trip, the current auth epoch.
 type Limiter interface {
-	AllowN(ctx context.Context, key string, limit redis_rate.Limit, n int) (*redis_rate.Result, error)
+	AllowN(ctx context.Context, key string, limit redis_rate.Limit, n int) (*redis_rate.Result, string, error)
 }
 
 // AccessConfig says who may do what without a token, and how fast.
@@ -65,7 +68,9 @@ func Access(authn Authenticator, limiter Limiter, cfg AccessConfig, log *slog.Lo
 			return c.Next()
 		}
 		ctx := c.UserContext()
-		p, authErr := principal(ctx, c, authn, cfg)
+		token := auth.Bearer(c.Get(fiber.HeaderAuthorization))
+		check, authErr := authenticate(ctx, c, authn, cfg, token)
+		p := check.Principal
 		key, perSecond := "ip:"+c.IP(), cfg.AnonymousRateLimit
 		if authErr == nil && p.TokenID != 0 {
 			key, perSecond = "token:"+strconv.FormatInt(p.TokenID, 10), cfg.RateLimit
@@ -79,7 +84,13 @@ func Access(authn Authenticator, limiter Limiter, cfg AccessConfig, log *slog.Lo
 		if conditional {
 			cost = 0 // look without spending; spent below unless the answer is 304
 		}
-		res, err := limiter.AllowN(ctx, key, limit, cost)
+		res, epoch, err := limiter.AllowN(ctx, key, limit, cost)
+		if authErr == nil && check.Held && (err != nil || epoch != check.Epoch) {
+			// Revocations change the epoch: a grant held under another one
+			// (or when the epoch cannot be read) is read again.
+			check, authErr = authn.Refresh(ctx, token)
+			p = check.Principal
+		}
 		if err != nil {
 			limiterErrors.Inc()
 			log.Warn("rate limiter unavailable, letting the request through", "err", err)
@@ -98,7 +109,7 @@ func Access(authn Authenticator, limiter Limiter, cfg AccessConfig, log *slog.Lo
 		c.Locals(principalKey, p)
 		err = c.Next()
 		if conditional && (err != nil || c.Response().StatusCode() != fiber.StatusNotModified) {
-			if _, lerr := limiter.AllowN(ctx, key, limit, 1); lerr != nil {
+			if _, _, lerr := limiter.AllowN(ctx, key, limit, 1); lerr != nil {
 				limiterErrors.Inc()
 			}
 		}
@@ -106,20 +117,20 @@ func Access(authn Authenticator, limiter Limiter, cfg AccessConfig, log *slog.Lo
 	}
 }
 
-// principal returns who the request acts as, or the error to answer with.
-func principal(ctx context.Context, c *fiber.Ctx, authn Authenticator, cfg AccessConfig) (domain.Principal, error) {
-	header := c.Get(fiber.HeaderAuthorization)
-	if header == "" {
+// authenticate returns who the request acts as, or the error to answer
+// with.
+func authenticate(ctx context.Context, c *fiber.Ctx, authn Authenticator, cfg AccessConfig, token string) (auth.Check, error) {
+	if c.Get(fiber.HeaderAuthorization) == "" {
 		if cfg.PublicReads && (c.Method() == fiber.MethodGet || c.Method() == fiber.MethodHead) {
-			return domain.Principal{OrgID: cfg.PublicOrg, Scopes: []string{domain.ScopeRead}}, nil
+			return auth.Check{Principal: domain.Principal{OrgID: cfg.PublicOrg, Scopes: []string{domain.ScopeRead}}}, nil
 		}
-		return domain.Principal{}, domain.Errorf(domain.EUNAUTHENTICATED, "send a token: Authorization: Bearer spk_...")
+		return auth.Check{}, domain.Errorf(domain.EUNAUTHENTICATED, "send a token: Authorization: Bearer spk_...")
 	}
-	p, err := authn.Authenticate(ctx, auth.Bearer(header))
+	check, err := authn.Authenticate(ctx, token)
 	if errors.Is(err, auth.ErrUnauthenticated) {
-		return domain.Principal{}, domain.Errorf(domain.EUNAUTHENTICATED, "the token is unknown, revoked or expired")
+		return auth.Check{}, domain.Errorf(domain.EUNAUTHENTICATED, "the token is unknown, revoked or expired")
 	}
-	return p, err
+	return check, err
 }
 
 // setRateHeaders describes the budget as draft-ietf-httpapi-ratelimit-headers

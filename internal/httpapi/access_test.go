@@ -20,11 +20,15 @@ import (
 
 type fakeAuthn map[string]domain.Principal
 
-func (f fakeAuthn) Authenticate(_ context.Context, tok string) (domain.Principal, error) {
+func (f fakeAuthn) Authenticate(_ context.Context, tok string) (auth.Check, error) {
 	if p, ok := f[tok]; ok {
-		return p, nil
+		return auth.Check{Principal: p}, nil
 	}
-	return domain.Principal{}, auth.ErrUnauthenticated
+	return auth.Check{}, auth.ErrUnauthenticated
+}
+
+func (f fakeAuthn) Refresh(ctx context.Context, tok string) (auth.Check, error) {
+	return f.Authenticate(ctx, tok)
 }
 
 // fakeLimiter counts spending per key against a fixed budget.
@@ -33,9 +37,9 @@ type fakeLimiter struct {
 	down  bool
 }
 
-func (l *fakeLimiter) AllowN(_ context.Context, key string, limit redis_rate.Limit, n int) (*redis_rate.Result, error) {
+func (l *fakeLimiter) AllowN(_ context.Context, key string, limit redis_rate.Limit, n int) (*redis_rate.Result, string, error) {
 	if l.down {
-		return nil, errors.New("redis down")
+		return nil, "", errors.New("redis down")
 	}
 	left := limit.Burst - l.spent[key]
 	res := &redis_rate.Result{Limit: limit, Remaining: left, ResetAfter: time.Second}
@@ -45,7 +49,7 @@ func (l *fakeLimiter) AllowN(_ context.Context, key string, limit redis_rate.Lim
 	} else if n > 0 {
 		res.RetryAfter = 100 * time.Millisecond
 	}
-	return res, nil
+	return res, "", nil
 }
 
 func accessApp(t *testing.T, lim *fakeLimiter, cfg AccessConfig) *fiber.App {

@@ -32,14 +32,9 @@ func grantKey(hash []byte) string { return "auth:grant:" + hex.EncodeToString(ha
 // write of its keys.
 func FenceKey(org int64) string { return "fence:org:" + strconv.FormatInt(org, 10) }
 
-// Grant returns the grant stored for a token hash; ok is false when none is.
-func (c *Cache) Grant(ctx context.Context, hash []byte) (domain.Grant, bool, error) {
-	m, err := c.rdb.HGetAll(ctx, grantKey(hash)).Result()
-	if err != nil {
-		return domain.Grant{}, false, fmt.Errorf("get grant: %w", err)
-	}
+func parseGrant(m map[string]string) (domain.Grant, bool) {
 	if len(m) == 0 {
-		return domain.Grant{}, false, nil
+		return domain.Grant{}, false
 	}
 	g := domain.Grant{Revoked: m["revoked"] == "1"}
 	g.TokenID, _ = strconv.ParseInt(m["token"], 10, 64)
@@ -52,7 +47,7 @@ func (c *Cache) Grant(ctx context.Context, hash []byte) (domain.Grant, bool, err
 		t := time.Unix(exp, 0).UTC()
 		g.ExpiresAt = &t
 	}
-	return g, true, nil
+	return g, true
 }
 
 // PutGrant stores a grant unless a revoked one is stored.
@@ -75,14 +70,16 @@ func (c *Cache) PutGrant(ctx context.Context, hash []byte, g domain.Grant) error
 }
 
 // Revoke marks the tokens with these hashes revoked on every instance at
-// once. It must succeed before the revocation is committed in Postgres.
+// once: the revoked grants first, then a new auth epoch, which makes every
+// instance drop the grants it holds. It must succeed before the revocation
+// is committed in Postgres.
 func (c *Cache) Revoke(ctx context.Context, hashes ...[]byte) error {
 	for _, h := range hashes {
 		if err := c.PutGrant(ctx, h, domain.Grant{Revoked: true}); err != nil {
 			return err
 		}
 	}
-	return nil
+	return c.BumpEpoch(ctx)
 }
 
 // Fence marks organizations deleted in the read model.

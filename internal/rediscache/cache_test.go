@@ -7,9 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sprockets-api/sprockets/internal/devstack"
+	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/readmodel"
 )
 
@@ -206,5 +208,52 @@ func TestLargeCollection(t *testing.T) {
 	got, _, err := c.Get(ctx, "big", true)
 	if err != nil || got.Members.Version(49_999) != 49_999 {
 		t.Fatalf("member lookup %v", err)
+	}
+}
+
+// The rate limiter reads the auth epoch in its own round trip; a
+// revocation changes the epoch and can never be undone by a stale grant.
+func TestGrantsAndEpoch(t *testing.T) {
+	ctx := context.Background()
+	c, rdb := newCache(t)
+	limiter := c.NewLimiter()
+	limit := redis_rate.PerSecond(5)
+	res, epoch0, err := limiter.AllowN(ctx, "token:1", limit, 1)
+	if err != nil || res.Allowed != 1 || res.Remaining != 4 {
+		t.Fatalf("AllowN: %+v %v", res, err)
+	}
+	hash := []byte("0123456789abcdef0123456789abcdef")
+	valid := domain.Grant{TokenID: 1, OrgID: 2, Scopes: []string{"read", "write"}, RateLimit: 9}
+	if err := c.PutGrant(ctx, hash, valid); err != nil {
+		t.Fatal(err)
+	}
+	g, ok, epoch, err := c.Grant(ctx, hash)
+	if err != nil || !ok || epoch != epoch0 || g.TokenID != 1 || g.OrgID != 2 || g.RateLimit != 9 || len(g.Scopes) != 2 {
+		t.Fatalf("grant %+v %v %q %v", g, ok, epoch, err)
+	}
+	if err := c.Revoke(ctx, hash); err != nil {
+		t.Fatal(err)
+	}
+	if _, epoch1, _ := limiter.AllowN(ctx, "token:1", limit, 0); epoch1 == epoch0 {
+		t.Errorf("the epoch did not change on revocation")
+	}
+	if err := c.PutGrant(ctx, hash, valid); err != nil { // a stale read arriving late
+		t.Fatal(err)
+	}
+	if g, _, _, _ := c.Grant(ctx, hash); !g.Revoked {
+		t.Errorf("a revoked grant was replaced by a valid one")
+	}
+	// A Redis that lost its data (and the revocations made since an
+	// instance read its grants) never shows an epoch seen before.
+	_, before, _ := limiter.AllowN(ctx, "token:1", limit, 0)
+	if err := rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	_, after, _ := limiter.AllowN(ctx, "token:1", limit, 0)
+	if after == "" || after == before || after == epoch0 {
+		t.Errorf("epoch after a flush %q, before %q", after, before)
+	}
+	if _, _, again, _ := c.Grant(ctx, hash); again != after {
+		t.Errorf("the epoch changed again without a revocation: %q, %q", again, after)
 	}
 }
