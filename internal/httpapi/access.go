@@ -89,6 +89,7 @@ func Access(authn Authenticator, limiter Limiter, cfg AccessConfig, log *slog.Lo
 			// Revocations change the epoch: a grant held under another one
 			// (or when the epoch cannot be read) is read again.
 			check, authErr = authn.Refresh(ctx, token)
+			authErr = clientError(authErr)
 			p = check.Principal
 		}
 		if err != nil {
@@ -127,10 +128,15 @@ func authenticate(ctx context.Context, c *fiber.Ctx, authn Authenticator, cfg Ac
 		return auth.Check{}, domain.Errorf(domain.EUNAUTHENTICATED, "send a token: Authorization: Bearer spk_...")
 	}
 	check, err := authn.Authenticate(ctx, token)
+	return check, clientError(err)
+}
+
+// clientError says what a failed authentication means to the client.
+func clientError(err error) error {
 	if errors.Is(err, auth.ErrUnauthenticated) {
-		return auth.Check{}, domain.Errorf(domain.EUNAUTHENTICATED, "the token is unknown, revoked or expired")
+		return domain.Errorf(domain.EUNAUTHENTICATED, "the token is unknown, revoked or expired")
 	}
-	return check, err
+	return err
 }
 
 // setRateHeaders describes the budget as draft-ietf-httpapi-ratelimit-headers

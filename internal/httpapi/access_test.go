@@ -22,12 +22,17 @@ type fakeAuthn map[string]domain.Principal
 
 func (f fakeAuthn) Authenticate(_ context.Context, tok string) (auth.Check, error) {
 	if p, ok := f[tok]; ok {
-		return auth.Check{Principal: p}, nil
+		return auth.Check{Principal: p, Held: true, Epoch: "held"}, nil
 	}
 	return auth.Check{}, auth.ErrUnauthenticated
 }
 
+// Refresh says the token was revoked since it was held, when it is
+// "revoked-since".
 func (f fakeAuthn) Refresh(ctx context.Context, tok string) (auth.Check, error) {
+	if tok == "revoked-since" {
+		return auth.Check{}, auth.ErrUnauthenticated
+	}
 	return f.Authenticate(ctx, tok)
 }
 
@@ -57,8 +62,9 @@ func accessApp(t *testing.T, lim *fakeLimiter, cfg AccessConfig) *fiber.App {
 	app := testApp(t)
 	Health(app, nil, nil, prometheus.NewRegistry())
 	authn := fakeAuthn{
-		"reader": {OrgID: 1, TokenID: 1, Scopes: []string{domain.ScopeRead}},
-		"writer": {OrgID: 1, TokenID: 2, Scopes: []string{domain.ScopeWrite}, RateLimit: 2},
+		"reader":        {OrgID: 1, TokenID: 1, Scopes: []string{domain.ScopeRead}},
+		"revoked-since": {OrgID: 1, TokenID: 3, Scopes: []string{domain.ScopeRead}},
+		"writer":        {OrgID: 1, TokenID: 2, Scopes: []string{domain.ScopeWrite}, RateLimit: 2},
 	}
 	app.Use(Access(authn, lim, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry()))
 	app.Get("/r", Require(domain.ScopeRead), func(c *fiber.Ctx) error {
@@ -127,6 +133,10 @@ func TestAccess(t *testing.T) {
 	// Without a valid token, the address's budget (2) was spent by the table.
 	if a := send(t, app, request("GET", "/r", "")); a.status != 429 {
 		t.Errorf("anonymous over budget: %d", a.status)
+	}
+	// A token held in memory but revoked since (the epoch changed) is a 401.
+	if a := send(t, app, request("GET", "/r", "revoked-since")); a.status != 401 {
+		t.Errorf("a token revoked since it was held: %d %s", a.status, a.body)
 	}
 	// A limiter outage lets requests through.
 	lim.down = true
