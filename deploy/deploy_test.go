@@ -47,7 +47,7 @@ func TestComposeFile(t *testing.T) {
 	dependsOn := map[string]map[string]string{
 		"postgres-replica": {"postgres-leader": types.ServiceConditionHealthy},
 		"migrate":          {"postgres-leader": types.ServiceConditionHealthy},
-		"writer":           {"migrate": types.ServiceConditionCompletedSuccessfully, "nats": types.ServiceConditionHealthy},
+		"writer":           {"migrate": types.ServiceConditionCompletedSuccessfully, "redis": types.ServiceConditionHealthy, "nats": types.ServiceConditionHealthy},
 		"projector":        {"migrate": types.ServiceConditionCompletedSuccessfully, "redis": types.ServiceConditionHealthy, "nats": types.ServiceConditionHealthy},
 		"reader":           {"migrate": types.ServiceConditionCompletedSuccessfully, "redis": types.ServiceConditionHealthy, "postgres-replica": types.ServiceConditionHealthy},
 		"edge":             {"writer": types.ServiceConditionHealthy, "reader": types.ServiceConditionHealthy},

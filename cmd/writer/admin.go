@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/sprockets-api/sprockets/internal/auth"
 	"github.com/sprockets-api/sprockets/internal/config"
 	"github.com/sprockets-api/sprockets/internal/domain"
@@ -33,9 +31,8 @@ const adminUsage = `admin commands:
                                                print an organization's audit trail as JSON lines`
 
 // admin runs the organization, token and audit commands against the leader
-// and, for revocations, Redis.
+// and, for revocations and limit changes, Redis.
 type admin struct {
-	db    *sqlx.DB
 	store *postgres.Store
 	reads postgres.Reads
 	cfg   config.Writer
@@ -43,17 +40,12 @@ type admin struct {
 }
 
 func runAdmin(ctx context.Context, cfg config.Writer, cmd string, args []string, stdout io.Writer) error {
-	db, err := postgres.Open(ctx, cfg.DatabaseURL, 2, 10*time.Second)
+	store, closeStore, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	store, err := postgres.NewStore(ctx, db)
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	a := admin{db: db, store: store, reads: postgres.NewReads(db), cfg: cfg, out: stdout}
+	defer closeStore()
+	a := admin{store: store, reads: postgres.NewReads(store.DB()), cfg: cfg, out: stdout}
 	sub := ""
 	if len(args) > 0 {
 		sub, args = args[0], args[1:]

@@ -106,17 +106,26 @@ func migrate(ctx context.Context, cfg config.Writer, stdout io.Writer) error {
 	return nil
 }
 
-func loadSeeds(ctx context.Context, cfg config.Writer, dir string, stdout io.Writer) error {
+// openStore connects a one-shot command to the leader.
+func openStore(ctx context.Context, cfg config.Writer) (*postgres.Store, func(), error) {
 	db, err := postgres.Open(ctx, cfg.DatabaseURL, 2, 10*time.Second)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	defer db.Close()
 	store, err := postgres.NewStore(ctx, db)
+	if err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	return store, func() { store.Close(); db.Close() }, nil
+}
+
+func loadSeeds(ctx context.Context, cfg config.Writer, dir string, stdout io.Writer) error {
+	store, closeStore, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	defer closeStore()
 	res, err := seed.Load(ctx, store, dir, domain.DefaultOrgID)
 	if err != nil {
 		return err

@@ -3,7 +3,6 @@ package outbox_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -27,18 +26,7 @@ var pg *devstack.Postgres
 func TestMain(m *testing.M) { os.Exit(testMain(m)) }
 
 func testMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "outbox-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	if pg, _, err = devstack.StartPostgres(context.Background(), dir, false); err != nil {
-		fmt.Fprintln(os.Stderr, "a real Postgres is required:", err)
-		return 1
-	}
-	defer pg.Stop()
-	return m.Run()
+	return pgtest.Main(m, false, func(leader, _ *devstack.Postgres) { pg = leader })
 }
 
 // broker is a publisher that can be down, and records what it stored.

@@ -27,19 +27,7 @@ var pgLeader, pgReplica *devstack.Postgres
 func TestMain(m *testing.M) { os.Exit(testMain(m)) }
 
 func testMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "postgres-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	if pgLeader, pgReplica, err = devstack.StartPostgres(context.Background(), dir, true); err != nil {
-		fmt.Fprintln(os.Stderr, "a real Postgres leader and replica are required:", err)
-		return 1
-	}
-	defer pgLeader.Stop()
-	defer pgReplica.Stop()
-	return m.Run()
+	return pgtest.Main(m, true, func(leader, replica *devstack.Postgres) { pgLeader, pgReplica = leader, replica })
 }
 
 // fresh returns a store on a new, migrated database of its own.

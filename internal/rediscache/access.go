@@ -17,10 +17,9 @@ import (
 //go:embed grant.lua
 var grantSrc string
 
-// How long grants are kept. A valid one is re-read from Postgres after
-// grantTTL, so that an organization's new rate limit reaches every instance
-// within it; a revoked one is kept long enough that no grant read before the
-// revocation can still be written back.
+// How long grants are kept in Redis. A valid one is cheap to read again
+// from Postgres, so it goes soon; a revoked one is kept long enough that no
+// grant read before the revocation can still be written back.
 const (
 	grantTTL   = time.Minute
 	revokedTTL = 24 * time.Hour

@@ -83,41 +83,7 @@ CREATE TABLE idempotency_keys (
     PRIMARY KEY (org_id, key)
 );
 
--- create_sprocket is the writer's hottest path in one round trip: it inserts
--- a sprocket, its created event (whose payload is the inserted row, whose
--- columns are the domain's JSON fields) and, with a key, its idempotency
--- record in one statement; commits; and returns the new id and the WAL
--- position after the commit, for the consistency token. It must be CALLed
--- outside a transaction. A taken key raises the unique violation of
--- idempotency_keys_pkey.
--- +goose StatementBegin
-CREATE PROCEDURE create_sprocket(
-    p_org bigint, p_teeth bigint, p_pitch_diameter double precision,
-    p_outside_diameter double precision, p_pitch double precision,
-    p_at timestamptz, p_event_id uuid, p_key text, p_hash bytea,
-    INOUT new_id bigint DEFAULT NULL, INOUT commit_lsn text DEFAULT NULL)
-LANGUAGE plpgsql AS $$
-BEGIN
-    WITH s AS (
-        INSERT INTO sprockets (org_id, teeth, pitch_diameter, outside_diameter, pitch, created_at, updated_at)
-        VALUES (p_org, p_teeth, p_pitch_diameter, p_outside_diameter, p_pitch, p_at, p_at)
-        RETURNING *),
-    e AS (
-        INSERT INTO outbox (event_id, subject, type, aggregate_type, aggregate_id, org_id, version, occurred_at, payload)
-        SELECT p_event_id, 'events.sprocket.' || s.id || '.created', 'created', 'sprocket', s.id, s.org_id, s.version, p_at,
-               jsonb_build_object('sprocket', to_jsonb(s))
-        FROM s),
-    k AS (
-        INSERT INTO idempotency_keys (org_id, key, request_hash, resource_type, resource)
-        SELECT s.org_id, p_key, p_hash, 'sprocket', to_jsonb(s) FROM s WHERE p_key <> '')
-    SELECT s.id INTO new_id FROM s;
-    COMMIT;
-    commit_lsn := pg_current_wal_lsn()::text;
-END $$;
--- +goose StatementEnd
-
 -- +goose Down
-DROP PROCEDURE IF EXISTS create_sprocket;
 DROP TABLE idempotency_keys;
 DROP TABLE outbox;
 DROP TABLE factory_samples;

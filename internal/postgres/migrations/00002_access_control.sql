@@ -38,8 +38,13 @@ CREATE TABLE audit_log (
 );
 CREATE INDEX audit_log_org_id ON audit_log (org_id, id);
 
--- create_sprocket, now with its audit row.
-DROP PROCEDURE create_sprocket;
+-- create_sprocket is the writer's hottest path in one round trip: it inserts
+-- a sprocket, its created event (whose payload is the inserted row, whose
+-- columns are the domain's JSON fields), its audit row and, with a key, its
+-- idempotency record in one statement; commits; and returns the new id and
+-- the WAL position after the commit, for the consistency token. It must be
+-- CALLed outside a transaction. A taken key raises the unique violation of
+-- idempotency_keys_pkey.
 -- +goose StatementBegin
 CREATE PROCEDURE create_sprocket(
     p_org bigint, p_teeth bigint, p_pitch_diameter double precision,

@@ -5,6 +5,7 @@ package pgtest
 import (
 	"context"
 	"fmt"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -67,4 +68,28 @@ func Events(t testing.TB, db *sqlx.DB, after *int64) []events.Envelope {
 		*after = r.Seq
 	}
 	return out
+}
+
+// Main runs a package's tests against a private Postgres leader (and, with
+// replica, a streaming replica), which it hands to use before the tests run
+// and stops after; it returns the exit code for os.Exit. A server that
+// cannot start fails the run: these tests never skip.
+func Main(m *testing.M, replica bool, use func(leader, replica *devstack.Postgres)) int {
+	dir, err := os.MkdirTemp("", "pgtest-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	leader, standby, err := devstack.StartPostgres(context.Background(), dir, replica)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "a real Postgres is required:", err)
+		return 1
+	}
+	defer leader.Stop()
+	if standby != nil {
+		defer standby.Stop()
+	}
+	use(leader, standby)
+	return m.Run()
 }
