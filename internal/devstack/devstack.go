@@ -9,24 +9,62 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 )
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP port on 127.0.0.1 for a server to listen on, that
+// no other caller gets while this process lives: ports are picked at random
+// below the kernel's ephemeral range (so no outgoing connection takes one
+// before the server binds it), never twice in this process, and reserved
+// across processes with a lock file that dies with its holder. Asking the
+// kernel for port 0 and closing it is not enough: it may hand the same port
+// to the next caller, and two servers would race for it.
 func FreePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	ports.mu.Lock()
+	defer ports.mu.Unlock()
+	if err := os.MkdirAll(portLockDir, 0o777); err != nil {
 		return 0, fmt.Errorf("free port: %w", err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	for range 1000 {
+		port := portMin + rand.IntN(portMax-portMin)
+		if ports.held[port] != nil || !PortFree(port) {
+			continue
+		}
+		f, err := os.OpenFile(filepath.Join(portLockDir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o666)
+		if err != nil {
+			continue
+		}
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+			f.Close() // another process holds it
+			continue
+		}
+		ports.held[port] = f // kept open: the lock lasts as long as we do
+		return port, nil
+	}
+	return 0, errors.New("free port: none found")
 }
+
+// Ports are taken from [portMin, portMax): below Linux's default ephemeral
+// range (32768-60999).
+const (
+	portMin     = 20000
+	portMax     = 32000
+	portLockDir = "/tmp/sprockets-devstack-ports"
+)
+
+var ports = struct {
+	mu   sync.Mutex
+	held map[int]*os.File
+}{held: make(map[int]*os.File)}
 
 // waitPort waits until something accepts connections on port.
 func waitPort(ctx context.Context, port int, timeout time.Duration) error {
@@ -87,8 +125,6 @@ func tail(path string, n int64) string {
 	k, _ := f.Read(b)
 	return string(b[:k])
 }
-
-var errStopped = errors.New("process exited")
 
 // PortFree reports whether nothing listens on port on 127.0.0.1.
 func PortFree(port int) bool {

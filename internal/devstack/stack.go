@@ -33,8 +33,8 @@ type Config struct {
 	Env []string
 }
 
-// Ports of a stack's servers. Readers beyond the first take the ports
-// after Reader that are free, skipping Projector.
+// Ports of a stack's servers. When Reader is set, readers beyond the first
+// take the free ports after it; otherwise every port comes from FreePort.
 type Ports struct {
 	Leader, Replica, Redis, NATS, Writer, Projector, Reader, Edge, EdgeHealth int
 }
@@ -131,9 +131,15 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	s.Reader = s.program("reader", p.Reader)
 	s.Readers = []*Program{s.Reader}
 	for port := p.Reader + 1; len(s.Readers) < cfg.Readers; port++ {
-		if port != p.Projector && port != p.Writer && PortFree(port) {
-			s.Readers = append(s.Readers, s.NewProgram("reader", port))
+		if cfg.Ports.Reader == 0 {
+			// Ports were not chosen: take another from the allocator.
+			if port, err = FreePort(); err != nil {
+				return nil, err
+			}
+		} else if port == p.Projector || port == p.Writer || !PortFree(port) {
+			continue
 		}
+		s.Readers = append(s.Readers, s.NewProgram("reader", port))
 	}
 	if cfg.Edge {
 		s.Edge = &Edge{Port: p.Edge, HealthPort: p.EdgeHealth, dir: filepath.Join(s.Dir, "edge")}
