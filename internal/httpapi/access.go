@@ -8,6 +8,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
@@ -63,6 +64,7 @@ func Access(authn Authenticator, limiter Limiter, cfg AccessConfig, log *slog.Lo
 		Name: "sprockets_ratelimited_total", Help: "Requests refused with 429.",
 	})
 	reg.MustRegister(limiterErrors, limited)
+	var lastWarned atomic.Int64 // unix seconds; the counter has every occurrence
 	return func(c *fiber.Ctx) error {
 		if publicPaths[c.Path()] {
 			return c.Next()
@@ -94,7 +96,9 @@ func Access(authn Authenticator, limiter Limiter, cfg AccessConfig, log *slog.Lo
 		}
 		if err != nil {
 			limiterErrors.Inc()
-			log.Warn("rate limiter unavailable, letting the request through", "err", err)
+			if now := time.Now().Unix(); lastWarned.Swap(now) != now {
+				log.Warn("rate limiter unavailable, letting requests through", "err", err)
+			}
 		} else {
 			setRateHeaders(c, res)
 			if (cost == 1 && res.Allowed == 0) || (cost == 0 && res.Remaining < 1) {
