@@ -125,40 +125,71 @@ func cachedBody(url string) ([]byte, error) {
 	return nil, fmt.Errorf("%s never served from the read model", url)
 }
 
-// result is one load's figures.
-type result struct {
+// rounds is how many times a comparison alternates between the service and
+// its baseline: the machine's speed drifts over minutes, and alternating
+// spreads the drift over both sides.
+const rounds = 3
+
+// side accumulates one side of a comparison over its rounds.
+type side struct {
 	name     string
-	rps      float64
-	p50, p99 time.Duration
-	success  float64
+	target   vegeta.Target
+	metrics  vegeta.Metrics
+	elapsed  time.Duration
+	cpu      cpuTimes // CPU time used during its loads, by process group
+	requests float64
 }
 
-func (r result) String() string {
-	return fmt.Sprintf("%-34s %9.0f req/s   p50 %7.2fms   p99 %7.2fms   ok %5.1f%%",
-		r.name, r.rps, ms(r.p50), ms(r.p99), 100*r.success)
+// load runs the side's target as fast as workers allow for d.
+func (s *side) load(d time.Duration, workers uint64) {
+	atk := vegeta.NewAttacker(vegeta.Workers(workers), vegeta.MaxWorkers(workers),
+		vegeta.Connections(int(workers)), vegeta.KeepAlive(true), vegeta.Timeout(10*time.Second))
+	before, start := readProcessTimes(), time.Now()
+	var n int
+	for res := range atk.Attack(vegeta.NewStaticTargeter(s.target), vegeta.Rate{Freq: 0}, d, s.name) {
+		s.metrics.Add(res)
+		n++
+	}
+	s.elapsed += time.Since(start)
+	s.requests += float64(n)
+	if s.cpu == nil {
+		s.cpu = cpuTimes{}
+	}
+	for group, t := range before.since() {
+		s.cpu[group] += t
+	}
+}
+
+// rps is the side's successful requests per second of load, once its
+// metrics are closed.
+func (s *side) rps() float64 {
+	return s.metrics.Success * s.requests / s.elapsed.Seconds()
+}
+
+func (s *side) String() string {
+	return fmt.Sprintf("%-34s %9.0f req/s   p50 %7.2fms   p99 %7.2fms   ok %5.1f%%\n%s",
+		s.name, s.rps(), ms(s.metrics.Latencies.P50), ms(s.metrics.Latencies.P99), 100*s.metrics.Success,
+		cpuReport(s.cpu, s.elapsed, s.requests))
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// load runs target as fast as workers allow for the bench duration.
-func load(name string, target vegeta.Target, workers uint64) result {
-	atk := vegeta.NewAttacker(vegeta.Workers(workers), vegeta.MaxWorkers(workers),
-		vegeta.Connections(int(workers)), vegeta.KeepAlive(true), vegeta.Timeout(10*time.Second))
-	var m vegeta.Metrics
-	for res := range atk.Attack(vegeta.NewStaticTargeter(target), vegeta.Rate{Freq: 0}, duration, name) {
-		m.Add(res)
+// compare loads service and base alternately, each for the bench duration in
+// all, and reports both and their ratio; goal is the ratio aimed at.
+func compare(b *testing.B, goal float64, workers uint64, service, base *side) {
+	for range rounds {
+		settle(b)
+		service.load(duration/rounds, workers)
+		settle(b)
+		base.load(duration/rounds, workers)
 	}
-	m.Close()
-	return result{name: name, rps: m.Throughput, p50: m.Latencies.P50, p99: m.Latencies.P99, success: m.Success}
-}
-
-// report records both results and their ratio on b and prints them.
-func report(b *testing.B, service, base result, goal float64) {
-	ratio := service.rps / base.rps
-	b.ReportMetric(service.rps, "req/s")
-	b.ReportMetric(base.rps, "baseline-req/s")
+	service.metrics.Close()
+	base.metrics.Close()
+	ratio := service.rps() / base.rps()
+	b.ReportMetric(service.rps(), "req/s")
+	b.ReportMetric(base.rps(), "baseline-req/s")
 	b.ReportMetric(ratio, "ratio")
-	b.ReportMetric(ms(service.p99), "p99-ms")
+	b.ReportMetric(ms(service.metrics.Latencies.P99), "p99-ms")
 	fmt.Printf("\n%s\n%s\n%-34s %9.2f   (aim: at least %.2f)\n", service, base, "ratio to baseline", ratio, goal)
 }
 
@@ -182,12 +213,11 @@ func settle(b *testing.B) {
 // that returns the same bytes from memory.
 func BenchmarkCachedFactoryRead(b *testing.B) {
 	for i := 0; i < b.N; i++ {
-		settle(b)
-		service := load("reader GET /api/factory/1 (cache)",
-			vegeta.Target{Method: "GET", URL: stack.Reader.URL() + "/api/factory/1", Header: bearer}, 32)
-		base := load("baseline GET constant bytes",
-			vegeta.Target{Method: "GET", URL: baseline.URL() + "/constant"}, 32)
-		report(b, service, base, 0.30)
+		compare(b, 0.30, 32,
+			&side{name: "reader GET /api/factory/1 (cache)",
+				target: vegeta.Target{Method: "GET", URL: stack.Reader.URL() + "/api/factory/1", Header: bearer}},
+			&side{name: "baseline GET constant bytes",
+				target: vegeta.Target{Method: "GET", URL: baseline.URL() + "/constant"}})
 	}
 }
 
@@ -208,12 +238,11 @@ func BenchmarkWriteToVisible(b *testing.B) {
 // the same leader.
 func BenchmarkSprocketCreate(b *testing.B) {
 	for i := 0; i < b.N; i++ {
-		settle(b)
-		service := load("writer POST /api/sprocket/create",
-			vegeta.Target{Method: "POST", URL: stack.Writer.URL() + "/api/sprocket/create/5/6/4/7", Header: bearer}, 16)
-		base := load("baseline POST one INSERT",
-			vegeta.Target{Method: "POST", URL: baseline.URL() + "/insert"}, 16)
-		report(b, service, base, 0.50)
+		compare(b, 0.50, 16,
+			&side{name: "writer POST /api/sprocket/create",
+				target: vegeta.Target{Method: "POST", URL: stack.Writer.URL() + "/api/sprocket/create/5/6/4/7", Header: bearer}},
+			&side{name: "baseline POST one INSERT",
+				target: vegeta.Target{Method: "POST", URL: baseline.URL() + "/insert"}})
 	}
 }
 
