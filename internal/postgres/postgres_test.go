@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sprockets-api/sprockets/internal/devstack"
@@ -330,6 +332,22 @@ func TestReadPool(t *testing.T) {
 	}
 	if src := where(""); src != postgres.FromLeader {
 		t.Errorf("a failed replica is used again before a good check: %s", src)
+	}
+}
+
+// Rows keep their organization without foreign keys to it because an
+// organization row is never removed.
+func TestOrganizationsAreNeverRemoved(t *testing.T) {
+	_, db := fresh(t)
+	for _, stmt := range []string{`DELETE FROM organizations WHERE id = 1`, `TRUNCATE organizations CASCADE`} {
+		var pqErr *pq.Error
+		if _, err := db.Exec(stmt); !errors.As(err, &pqErr) || pqErr.Code.Name() != "restrict_violation" {
+			t.Errorf("%s: %v", stmt, err)
+		}
+	}
+	var n int
+	if err := db.Get(&n, `SELECT count(*) FROM organizations`); err != nil || n != 1 {
+		t.Errorf("%d organizations remain (%v)", n, err)
 	}
 }
 
