@@ -215,6 +215,83 @@ func TestIdempotentCreates(t *testing.T) {
 	}
 }
 
+// Creates that arrive together are committed together, and each is still
+// its own: its row, event and audit row carry its values, in two
+// organizations at once. A create whose key is taken fails alone.
+func TestConcurrentCreatesAreCommittedTogether(t *testing.T) {
+	ctx := context.Background()
+	s, db := fresh(t)
+	other, err := s.CreateOrganization(ctx, "other", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	taken := domain.Idempotency{Key: "taken", Hash: []byte("first")}
+	if _, _, err := s.CreateSprocket(ctx, domain.System(1, "test"), spec, taken); err != nil {
+		t.Fatal(err)
+	}
+	const n = 64
+	type answer struct {
+		sp  domain.Sprocket
+		r   domain.Receipt
+		err error
+	}
+	answers := make([]answer, n+1)
+	var wg sync.WaitGroup
+	for i := range n + 1 {
+		wg.Go(func() {
+			actor := domain.Actor{OrgID: 1 + int64(i%2)*(other.ID-1), Kind: "test", RequestID: fmt.Sprintf("r%d", i)}
+			sp := spec
+			sp.Teeth = int64(100 + i)
+			idem := domain.Idempotency{Key: fmt.Sprintf("k%d", i), Hash: []byte("x")}
+			if i == n {
+				idem = domain.Idempotency{Key: "taken", Hash: []byte("another")}
+			}
+			answers[i].sp, answers[i].r, answers[i].err = s.CreateSprocket(ctx, actor, sp, idem)
+		})
+	}
+	wg.Wait()
+	if domain.ErrorCode(answers[n].err) != domain.EKEYREUSED {
+		t.Errorf("the create with a taken key: %v", answers[n].err)
+	}
+	batches := map[time.Time]bool{} // a batch's creates share their time
+	for i, a := range answers[:n] {
+		if a.err != nil {
+			t.Fatalf("create %d: %v", i, a.err)
+		}
+		batches[a.sp.CreatedAt] = true
+		var row struct {
+			Org   int64  `db:"org_id"`
+			Teeth int64  `db:"teeth"`
+			Audit string `db:"request_id"`
+		}
+		err := db.Get(&row, `SELECT s.org_id, s.teeth, a.request_id FROM sprockets s
+			JOIN audit_log a ON a.resource_type = 'sprocket' AND a.resource_id = s.id WHERE s.id = $1`, a.sp.ID)
+		if err != nil || row.Teeth != int64(100+i) || row.Org != a.sp.OrgID || row.Audit != fmt.Sprintf("r%d", i) {
+			t.Errorf("create %d answered %+v; stored %+v (%v)", i, a.sp, row, err)
+		}
+	}
+	if len(batches) > n/2 {
+		t.Errorf("%d creates sent together were committed in %d batches", n, len(batches))
+	}
+	created := map[int64]int64{} // sprocket id -> teeth in its event
+	for _, e := range outbox(t, db) {
+		p, err := e.Sprocket()
+		sp := p.Sprocket
+		if err != nil || e.AggregateID != sp.ID || e.OrgID != sp.OrgID {
+			t.Fatalf("event %+v: %+v %v", e, sp, err)
+		}
+		created[sp.ID] = sp.Teeth
+	}
+	for i, a := range answers[:n] {
+		if created[a.sp.ID] != int64(100+i) {
+			t.Errorf("create %d (sprocket %d): its event has %d teeth", i, a.sp.ID, created[a.sp.ID])
+		}
+	}
+	if len(created) != n+1 {
+		t.Errorf("%d created events, want %d", len(created), n+1)
+	}
+}
+
 func TestFactoryHistory(t *testing.T) {
 	ctx := context.Background()
 	s, db := fresh(t)

@@ -50,32 +50,20 @@ func utcPtr(t *time.Time) *time.Time {
 // returns the sprocket that request created; for another request, an
 // EKEYREUSED error. spec must be valid.
 func (s *Store) CreateSprocket(ctx context.Context, actor domain.Actor, spec domain.SprocketSpec, idem domain.Idempotency) (domain.Sprocket, domain.Receipt, error) {
-	org := actor.OrgID
-	at := s.timestamp()
-	sp := domain.Sprocket{OrgID: org, Version: 1, SprocketSpec: spec, CreatedAt: at, UpdatedAt: at}
-	hash := idem.Hash
-	if hash == nil {
-		hash = []byte{}
-	}
-	var out struct {
-		ID  int64  `db:"new_id"`
-		LSN string `db:"commit_lsn"`
-	}
-	err := s.createSprocket.GetContext(ctx, &out,
-		org, spec.Teeth, spec.PitchDiameter, spec.OutsideDiameter, spec.Pitch, at, s.newID(), idem.Key, hash,
-		nullID(actor.TokenID), actor.Kind, actor.ClientAddr, actor.UserAgent, actor.RequestID)
-	if isKeyTaken(err) {
+	res := s.creates.do(&createReq{
+		ctx: ctx, actor: actor, spec: spec, idem: idem, eventID: s.newID(), done: make(chan createResult, 1),
+	})
+	if isKeyTaken(res.err) {
 		var earlier domain.Sprocket
-		r, err := s.replay(ctx, org, idem, events.Sprocket, &earlier)
+		r, err := s.replay(ctx, actor.OrgID, idem, events.Sprocket, &earlier)
 		r.Version = earlier.Version
 		return earlier, r, err
 	}
-	if err != nil {
-		return domain.Sprocket{}, domain.Receipt{}, fmt.Errorf("create sprocket: %w", err)
+	if res.err != nil {
+		return domain.Sprocket{}, domain.Receipt{}, fmt.Errorf("create sprocket: %w", res.err)
 	}
-	s.onCommit()
-	sp.ID = out.ID
-	return sp, domain.Receipt{Version: sp.Version, LSN: out.LSN}, nil
+	sp := domain.Sprocket{ID: res.id, OrgID: actor.OrgID, Version: 1, SprocketSpec: spec, CreatedAt: res.at, UpdatedAt: res.at}
+	return sp, domain.Receipt{Version: sp.Version, LSN: res.lsn}, nil
 }
 
 // UpdateSprocket applies change to the live sprocket id of org under a row

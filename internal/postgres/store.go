@@ -22,8 +22,10 @@ type Store struct {
 	onCommit func()
 
 	// Hot statements, prepared once: planning costs more than running them.
-	createSprocket *sqlx.Stmt
-	currentLSN     *sqlx.Stmt
+	createSprockets *sqlx.Stmt
+	currentLSN      *sqlx.Stmt
+
+	creates *creates
 }
 
 // Option configures a Store.
@@ -48,20 +50,24 @@ func NewStore(ctx context.Context, db *sqlx.DB, opts ...Option) (*Store, error) 
 		o(s)
 	}
 	var err error
-	// See the create_sprocket procedure in the schema.
-	if s.createSprocket, err = db.PreparexContext(ctx,
-		`CALL create_sprocket($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`); err != nil {
-		return nil, fmt.Errorf("prepare create sprocket: %w", err)
+	// See the create_sprockets procedure in the schema.
+	if s.createSprockets, err = db.PreparexContext(ctx,
+		`CALL create_sprockets($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`); err != nil {
+		return nil, fmt.Errorf("prepare create sprockets: %w", err)
 	}
 	if s.currentLSN, err = db.PreparexContext(ctx, currentLSN); err != nil {
+		s.createSprockets.Close()
 		return nil, fmt.Errorf("prepare current lsn: %w", err)
 	}
+	s.creates = newCreates(s.createSprockets, s.timestamp, func() { s.onCommit() })
 	return s, nil
 }
 
-// Close releases the prepared statements.
+// Close waits for the creates being written, fails those still queued, and
+// releases the prepared statements.
 func (s *Store) Close() error {
-	s.createSprocket.Close()
+	s.creates.close()
+	s.createSprockets.Close()
 	return s.currentLSN.Close()
 }
 
