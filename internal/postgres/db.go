@@ -54,10 +54,13 @@ type Querier interface {
 	SelectContext(ctx context.Context, dest any, query string, args ...any) error
 }
 
-const currentLSN = `SELECT pg_current_wal_lsn()::text`
+// The insert position, not pg_current_wal_lsn (the write position): with
+// synchronous_commit off a commit returns before its record is written out,
+// so only the insert position is sure to be past it.
+const currentLSN = `SELECT pg_current_wal_insert_lsn()::text`
 
 // CurrentLSN returns the leader's current WAL position as text (e.g.
-// "0/16B3748"); called after a commit, it is at or past that commit.
+// "0/16B3748"); called after a commit, it is past that commit.
 func CurrentLSN(ctx context.Context, q Querier) (string, error) {
 	var lsn string
 	if err := q.GetContext(ctx, &lsn, currentLSN); err != nil {

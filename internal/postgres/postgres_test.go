@@ -412,6 +412,59 @@ func TestReadPool(t *testing.T) {
 	}
 }
 
+// A write's consistency token covers the write: once a replica has replayed
+// up to it, the replica holds the write. The test servers commit
+// asynchronously (synchronous_commit off), where a commit can return before
+// its record is written out: the token must still be past it.
+func TestTokensCoverTheirWrites(t *testing.T) {
+	ctx := context.Background()
+	s, db := fresh(t)
+	var name string
+	if err := db.Get(&name, `SELECT current_database()`); err != nil {
+		t.Fatal(err)
+	}
+	if err := devstack.WaitReplay(ctx, pgLeader, pgReplica, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	rdb, err := postgres.Connect(pgReplica.URL(name), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	actor := domain.System(1, "test")
+	for i := range 20 {
+		sp, r, err := s.CreateSprocket(ctx, actor, spec, domain.Idempotency{})
+		if err == nil && i%2 == 1 { // and the transaction every other write uses
+			sp, r, err = s.UpdateSprocket(ctx, actor, sp.ID, 0, func(o domain.SprocketSpec) domain.SprocketSpec {
+				o.Teeth++
+				return o
+			})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			var replayed bool
+			if err := rdb.Get(&replayed, `SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn`, r.LSN); err != nil {
+				t.Fatal(err)
+			}
+			if replayed {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the replica never reached %s", r.LSN)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		var version int64
+		if err := rdb.Get(&version, `SELECT version FROM sprockets WHERE id = $1`, sp.ID); err != nil || version != sp.Version {
+			t.Fatalf("write %d: the replica at its token %s has version %d of sprocket %d, want %d (%v)",
+				i, r.LSN, version, sp.ID, sp.Version, err)
+		}
+	}
+}
+
 // Rows keep their organization without foreign keys to it because an
 // organization row is never removed.
 func TestOrganizationsAreNeverRemoved(t *testing.T) {
