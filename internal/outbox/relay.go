@@ -1,14 +1,16 @@
 // Package outbox relays events that the writer committed to its outbox table
-// to the message broker: it claims rows, publishes each with its event id as
-// the de-duplication id, deletes the rows the broker stored (the stream keeps
-// the events), and backs off while the broker is down. Writes never wait for
-// it.
+// to the message broker: it claims rows by deleting them in a transaction,
+// publishes each with its event id as the de-duplication id, commits once
+// the broker stored them (the stream keeps the events), and backs off while
+// the broker is down. Writes never wait for it.
 package outbox
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -37,6 +39,7 @@ type Relay struct {
 	log   *slog.Logger
 	cfg   Config
 	nudge chan struct{}
+	claim *sqlx.Stmt // claimRows, prepared on first use
 
 	backlog   prometheus.Gauge
 	published prometheus.Counter
@@ -161,24 +164,40 @@ func Read(ctx context.Context, db *sqlx.DB, after int64) ([]Row, error) {
 	return rows, nil
 }
 
-// relayOnce publishes one batch and returns how many rows it claimed. Rows
-// the broker stored are deleted even when others of the batch failed.
+// claimRows deletes the oldest rows no other relay holds, up to a batch,
+// and returns them: one statement, whose deletion only commits once the
+// broker has stored the events. SKIP LOCKED lets several writer instances
+// relay side by side without waiting on each other's batches. The ids go
+// through an array so that the delete finds them by the primary key: with
+// "id IN (SELECT ...)" the planner hashes the subquery and scans the whole
+// table, dead rows and all.
+const claimRows = `DELETE FROM outbox WHERE id = ANY(ARRAY(
+	SELECT id FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED))
+	RETURNING ` + columns
+
+// relayOnce publishes one batch and returns how many rows it claimed. When
+// some of the batch failed, the rows the broker stored are still deleted.
 func (r *Relay) relayOnce(ctx context.Context) (int, error) {
+	if r.claim == nil {
+		stmt, err := r.db.PreparexContext(ctx, claimRows)
+		if err != nil {
+			return 0, fmt.Errorf("prepare claim: %w", err)
+		}
+		r.claim = stmt
+	}
 	tx, err := r.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // after Commit this is a no-op
 	var rows []Row
-	// SKIP LOCKED lets several writer instances relay side by side without
-	// waiting on each other's batches.
-	if err := tx.SelectContext(ctx, &rows, `SELECT `+columns+` FROM outbox
-		ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, r.cfg.Batch); err != nil {
+	if err := tx.StmtxContext(ctx, r.claim).SelectContext(ctx, &rows, r.cfg.Batch); err != nil {
 		return 0, fmt.Errorf("claim outbox rows: %w", err)
 	}
 	if len(rows) == 0 {
 		return 0, nil
 	}
+	slices.SortFunc(rows, func(a, b Row) int { return cmp.Compare(a.Seq, b.Seq) })
 	msgs := make([]events.Outgoing, len(rows))
 	for i, m := range rows {
 		if msgs[i], err = m.outgoing(); err != nil {
@@ -197,12 +216,22 @@ func (r *Relay) relayOnce(ctx context.Context) (int, error) {
 		}
 		sent = append(sent, rows[i].Seq)
 	}
-	if len(sent) > 0 {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE id = ANY($1)`, pq.Array(sent)); err != nil {
-			return 0, fmt.Errorf("delete sent: %w", err)
-		}
+	if pubErr == nil {
 		if err := tx.Commit(); err != nil {
 			return 0, fmt.Errorf("commit sent: %w", err)
+		}
+		r.published.Add(float64(len(sent)))
+		return len(rows), nil
+	}
+	// Keep the rows that failed: put the batch back, then delete what was
+	// sent. Should another relay publish those meanwhile, the broker drops
+	// the duplicates by event id.
+	if err := tx.Rollback(); err != nil {
+		return 0, fmt.Errorf("roll back claim: %w", err)
+	}
+	if len(sent) > 0 {
+		if _, err := r.db.ExecContext(ctx, `DELETE FROM outbox WHERE id = ANY($1)`, pq.Array(sent)); err != nil {
+			return 0, fmt.Errorf("delete sent: %w", err)
 		}
 		r.published.Add(float64(len(sent)))
 	}
