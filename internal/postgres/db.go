@@ -54,13 +54,18 @@ type Querier interface {
 	SelectContext(ctx context.Context, dest any, query string, args ...any) error
 }
 
-// The insert position, not pg_current_wal_lsn (the write position): with
-// synchronous_commit off a commit returns before its record is written out,
-// so only the insert position is sure to be past it.
-const currentLSN = `SELECT pg_current_wal_insert_lsn()::text`
+const currentLSN = `SELECT pg_current_wal_lsn()::text`
 
-// CurrentLSN returns the leader's current WAL position as text (e.g.
-// "0/16B3748"); called after a commit, it is past that commit.
+// commitLSN is a write's consistency token, read after its commit: the
+// insert position, not the write position of currentLSN. With
+// synchronous_commit off a commit returns before its record is written out,
+// so only the insert position is sure to be past it. (Replica lag is
+// measured against the write position: a replica can only have what was
+// written.)
+const commitLSN = `SELECT pg_current_wal_insert_lsn()::text`
+
+// CurrentLSN returns the leader's current WAL write position as text (e.g.
+// "0/16B3748"), what replicas can have replayed at most.
 func CurrentLSN(ctx context.Context, q Querier) (string, error) {
 	var lsn string
 	if err := q.GetContext(ctx, &lsn, currentLSN); err != nil {

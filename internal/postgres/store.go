@@ -23,7 +23,7 @@ type Store struct {
 
 	// Hot statements, prepared once: planning costs more than running them.
 	createSprockets *sqlx.Stmt
-	currentLSN      *sqlx.Stmt
+	commitLSN       *sqlx.Stmt
 
 	creates *creates
 }
@@ -55,9 +55,9 @@ func NewStore(ctx context.Context, db *sqlx.DB, opts ...Option) (*Store, error) 
 		`CALL create_sprockets($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`); err != nil {
 		return nil, fmt.Errorf("prepare create sprockets: %w", err)
 	}
-	if s.currentLSN, err = db.PreparexContext(ctx, currentLSN); err != nil {
+	if s.commitLSN, err = db.PreparexContext(ctx, commitLSN); err != nil {
 		s.createSprockets.Close()
-		return nil, fmt.Errorf("prepare current lsn: %w", err)
+		return nil, fmt.Errorf("prepare commit lsn: %w", err)
 	}
 	s.creates = newCreates(s.createSprockets, s.timestamp, func() { s.onCommit() })
 	return s, nil
@@ -68,13 +68,13 @@ func NewStore(ctx context.Context, db *sqlx.DB, opts ...Option) (*Store, error) 
 func (s *Store) Close() error {
 	s.creates.close()
 	s.createSprockets.Close()
-	return s.currentLSN.Close()
+	return s.commitLSN.Close()
 }
 
-// lsn returns the leader's WAL position now.
+// lsn returns the token of a write just committed: see commitLSN.
 func (s *Store) lsn(ctx context.Context) (string, error) {
 	var lsn string
-	if err := s.currentLSN.GetContext(ctx, &lsn); err != nil {
+	if err := s.commitLSN.GetContext(ctx, &lsn); err != nil {
 		return "", fmt.Errorf("current lsn: %w", err)
 	}
 	return lsn, nil
