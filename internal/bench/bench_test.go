@@ -132,12 +132,11 @@ const rounds = 3
 
 // side accumulates one side of a comparison over its rounds.
 type side struct {
-	name     string
-	target   vegeta.Target
-	metrics  vegeta.Metrics
-	elapsed  time.Duration
-	cpu      cpuTimes // CPU time used during its loads, by process group
-	requests float64
+	name    string
+	target  vegeta.Target
+	metrics vegeta.Metrics
+	elapsed time.Duration
+	cpu     cpuTimes // CPU time used during its loads, by process group
 }
 
 // load runs the side's target as fast as workers allow for d.
@@ -145,13 +144,10 @@ func (s *side) load(d time.Duration, workers uint64) {
 	atk := vegeta.NewAttacker(vegeta.Workers(workers), vegeta.MaxWorkers(workers),
 		vegeta.Connections(int(workers)), vegeta.KeepAlive(true), vegeta.Timeout(10*time.Second))
 	before, start := readProcessTimes(), time.Now()
-	var n int
 	for res := range atk.Attack(vegeta.NewStaticTargeter(s.target), vegeta.Rate{Freq: 0}, d, s.name) {
 		s.metrics.Add(res)
-		n++
 	}
 	s.elapsed += time.Since(start)
-	s.requests += float64(n)
 	if s.cpu == nil {
 		s.cpu = cpuTimes{}
 	}
@@ -163,13 +159,13 @@ func (s *side) load(d time.Duration, workers uint64) {
 // rps is the side's successful requests per second of load, once its
 // metrics are closed.
 func (s *side) rps() float64 {
-	return s.metrics.Success * s.requests / s.elapsed.Seconds()
+	return s.metrics.Success * float64(s.metrics.Requests) / s.elapsed.Seconds()
 }
 
 func (s *side) String() string {
 	return fmt.Sprintf("%-34s %9.0f req/s   p50 %7.2fms   p99 %7.2fms   ok %5.1f%%\n%s",
 		s.name, s.rps(), ms(s.metrics.Latencies.P50), ms(s.metrics.Latencies.P99), 100*s.metrics.Success,
-		cpuReport(s.cpu, s.elapsed, s.requests))
+		cpuReport(s.cpu, s.elapsed, float64(s.metrics.Requests)))
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -20,9 +20,10 @@ import (
 // goes alone, at once; under load, creates share one round trip, one
 // statement and one commit instead of paying for one each.
 //
-// One worker makes the largest groups. Measured with `make bench` on two
-// cores: 1 worker, 0.50 of the bare-INSERT baseline; 2 workers, 0.46;
-// 4 workers, 0.41 (most creates then go alone).
+// One worker makes the largest groups. Measured with the create phase of
+// `make bench` on two cores, as a share of the bare-INSERT baseline:
+// 1 worker, 0.47 to 0.54 over three runs; 2 workers, 0.46 twice; 3 workers,
+// 0.45 twice; 4 workers, 0.41 (most creates then go alone).
 const (
 	createWorkers  = 1  // batches in the database at once
 	createBatchMax = 64 // creates per batch

@@ -42,6 +42,25 @@ func fresh(t *testing.T) (*postgres.Store, *sqlx.DB) {
 	return pgtest.Store(t, db), db
 }
 
+// replicaOf waits until the replica has replayed what the leader has
+// written, then connects to its copy of db's database.
+func replicaOf(t *testing.T, db *sqlx.DB) *sqlx.DB {
+	t.Helper()
+	var name string
+	if err := db.Get(&name, `SELECT current_database()`); err != nil {
+		t.Fatal(err)
+	}
+	if err := devstack.WaitReplay(context.Background(), pgLeader, pgReplica, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	rdb, err := postgres.Connect(pgReplica.URL(name), 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
 var spec = domain.SprocketSpec{Teeth: 5, PitchDiameter: 6.35, OutsideDiameter: 7.1, Pitch: 0.1}
 
 // outbox returns the events recorded so far, in order.
@@ -374,18 +393,7 @@ func TestPages(t *testing.T) {
 func TestReadPool(t *testing.T) {
 	ctx := context.Background()
 	_, db := fresh(t)
-	var name string
-	if err := db.Get(&name, `SELECT current_database()`); err != nil {
-		t.Fatal(err)
-	}
-	if err := devstack.WaitReplay(ctx, pgLeader, pgReplica, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	rdb, err := postgres.Connect(pgReplica.URL(name), 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rdb.Close()
+	rdb := replicaOf(t, db)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	pool := postgres.NewReadPool(db, map[string]*sqlx.DB{"r1": rdb}, time.Second, log, prometheus.NewRegistry())
 	pool.Check(ctx)
@@ -419,18 +427,7 @@ func TestReadPool(t *testing.T) {
 func TestTokensCoverTheirWrites(t *testing.T) {
 	ctx := context.Background()
 	s, db := fresh(t)
-	var name string
-	if err := db.Get(&name, `SELECT current_database()`); err != nil {
-		t.Fatal(err)
-	}
-	if err := devstack.WaitReplay(ctx, pgLeader, pgReplica, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	rdb, err := postgres.Connect(pgReplica.URL(name), 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rdb.Close()
+	rdb := replicaOf(t, db)
 	actor := domain.System(1, "test")
 	for i := range 20 {
 		sp, r, err := s.CreateSprocket(ctx, actor, spec, domain.Idempotency{})

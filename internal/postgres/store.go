@@ -59,7 +59,7 @@ func NewStore(ctx context.Context, db *sqlx.DB, opts ...Option) (*Store, error) 
 		s.createSprockets.Close()
 		return nil, fmt.Errorf("prepare commit lsn: %w", err)
 	}
-	s.creates = newCreates(s.createSprockets, s.timestamp, func() { s.onCommit() })
+	s.creates = newCreates(s.createSprockets, s.timestamp, s.onCommit)
 	return s, nil
 }
 
@@ -75,7 +75,7 @@ func (s *Store) Close() error {
 func (s *Store) lsn(ctx context.Context) (string, error) {
 	var lsn string
 	if err := s.commitLSN.GetContext(ctx, &lsn); err != nil {
-		return "", fmt.Errorf("current lsn: %w", err)
+		return "", fmt.Errorf("commit lsn: %w", err)
 	}
 	return lsn, nil
 }
