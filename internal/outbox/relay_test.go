@@ -127,3 +127,86 @@ func TestRelay(t *testing.T) {
 		t.Errorf("Run returned %v", err)
 	}
 }
+
+// The claim must find its rows through the primary key however the outbox
+// looked when the claim was first planned. Planned on a table of a page, a
+// cached plan scanned the whole table for the ids it had just picked, and
+// deleted rows awaiting vacuum made that thousands of pages per batch.
+func TestClaimDoesNotScanTheOutbox(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	store, db := setup(t)
+	relayDB, err := postgres.Open(ctx, pg.URL(dbName(t, db)), 1, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relayDB.Close()
+	b := &broker{}
+	// Claims happen only when nudged: each one is counted.
+	relay := outbox.New(relayDB, b, slog.New(slog.NewTextHandler(io.Discard, nil)), outbox.Config{Batch: 4, Poll: time.Hour}, prometheus.NewRegistry())
+	done := make(chan error, 1)
+	go func() { done <- relay.Run(ctx) }()
+
+	// A dozen claims on a table of one page: enough for a plan to be cached.
+	spec := domain.SprocketSpec{Teeth: 1, PitchDiameter: 1, OutsideDiameter: 1, Pitch: 1}
+	for i := 1; i <= 12; i++ {
+		if _, _, err := store.CreateSprocket(ctx, domain.System(1, "test"), spec, domain.Idempotency{}); err != nil {
+			t.Fatal(err)
+		}
+		relay.Nudge()
+		waitFor(t, "the event to be published", func() bool { return b.count() == i })
+	}
+	// Tens of thousands of deleted rows, and 100 to relay in 25 claims.
+	conn, err := db.Connx(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `INSERT INTO outbox (event_id, subject, type, aggregate_type, aggregate_id, org_id, version, occurred_at, payload)
+		SELECT gen_random_uuid(), 'sprockets.sprocket.1', 'sprocket.created', 'sprocket', g, 1, 1, now(), '{}'
+		FROM generate_series(1, 30100) g`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, `DELETE FROM outbox WHERE id <= (SELECT max(id) - 100 FROM outbox)`); err != nil {
+		t.Fatal(err)
+	}
+	before := outboxScans(t, conn, relayDB)
+	relay.Nudge()
+	waitFor(t, "the outbox to drain", func() bool { return b.count() == 112 })
+	scans := outboxScans(t, conn, relayDB) - before
+	// Only the backlog count, about once a second, may read it whole.
+	if scans > 3 {
+		t.Errorf("%d whole-table scans of the outbox for 26 claims", scans)
+	}
+	cancel()
+	<-done
+}
+
+func dbName(t *testing.T, db *sqlx.DB) string {
+	t.Helper()
+	var name string
+	if err := db.Get(&name, `SELECT current_database()`); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+// outboxScans returns how many sequential scans of the outbox the server
+// has counted, once the sessions of conn and relay have reported theirs
+// (relay has a single connection: the relay's own).
+func outboxScans(t *testing.T, conn *sqlx.Conn, relay *sqlx.DB) int64 {
+	t.Helper()
+	ctx := context.Background()
+	for _, flush := range []sqlx.ExecerContext{conn, relay} {
+		if _, err := flush.ExecContext(ctx, `SELECT pg_stat_force_next_flush()`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A session flushes what it counted once it goes idle.
+	time.Sleep(100 * time.Millisecond)
+	var n int64
+	if err := conn.GetContext(ctx, &n, `SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'outbox'`); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
