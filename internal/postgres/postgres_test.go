@@ -386,6 +386,14 @@ func TestPages(t *testing.T) {
 	if string(a.Body) != string(b.Body) || a.Version != b.Version || string(a.Members) != string(b.Members) {
 		t.Errorf("lean collection differs:\n %s v%d\n %s v%d", b.Body, b.Version, a.Body, a.Version)
 	}
+	// So does reading just some of them, and only the org's.
+	some, err := reads.SprocketSpecs(ctx, 1, []int64{5, 3, 99})
+	if err != nil || fmt.Sprint(some) != fmt.Sprint([]domain.Sprocket{lean[2], lean[4]}) {
+		t.Errorf("some %v %v, want %v and %v", some, err, lean[2], lean[4])
+	}
+	if other, err := reads.SprocketSpecs(ctx, 2, []int64{1, 2}); err != nil || len(other) != 0 {
+		t.Errorf("another org's read %v %v", other, err)
+	}
 }
 
 // postgres.Reads go to a fresh replica, to the leader when a token's write is not

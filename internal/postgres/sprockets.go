@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 
 	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/events"
@@ -196,8 +197,20 @@ func sprocketsOf(rows []sprocketRow) []domain.Sprocket {
 // nothing else (the timestamps are zero, a deleted sprocket's DeletedAt
 // the zero time), so that rebuilding a large collection stays cheap.
 func (r Reads) SprocketSpecsOfOrg(ctx context.Context, org int64) ([]domain.Sprocket, error) {
-	rows, err := r.q.QueryContext(ctx, `SELECT id, version, teeth, pitch_diameter, outside_diameter, pitch, deleted_at IS NOT NULL
+	return r.sprocketSpecs(ctx, org, `SELECT id, version, teeth, pitch_diameter, outside_diameter, pitch, deleted_at IS NOT NULL
 		FROM sprockets WHERE org_id = $1 ORDER BY id`, org)
+}
+
+// SprocketSpecs is SprocketSpecsOfOrg for just the given sprockets of org,
+// to patch a collection body with the members that changed. Ids not in org
+// are left out.
+func (r Reads) SprocketSpecs(ctx context.Context, org int64, ids []int64) ([]domain.Sprocket, error) {
+	return r.sprocketSpecs(ctx, org, `SELECT id, version, teeth, pitch_diameter, outside_diameter, pitch, deleted_at IS NOT NULL
+		FROM sprockets WHERE org_id = $1 AND id = ANY($2) ORDER BY id`, org, pq.Array(ids))
+}
+
+func (r Reads) sprocketSpecs(ctx context.Context, org int64, query string, args ...any) ([]domain.Sprocket, error) {
+	rows, err := r.q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("sprocket specs of org: %w", err)
 	}

@@ -13,7 +13,9 @@ import (
 // Derived bodies are those built from a whole history or from many
 // aggregates: the compatibility factory bodies and the organizations'
 // collections. Events only mark them dirty; RebuildDirty rebuilds each once
-// for however many events marked it.
+// for however many events marked it. A sprocket event also marks which
+// member changed, so that the collection, which grows to tens of thousands
+// of items, is patched with just those instead of read whole.
 
 func orgSprockets(org int64) string { return "sprockets:" + strconv.FormatInt(org, 10) }
 func orgFactories(org int64) string { return "factories:" + strconv.FormatInt(org, 10) }
@@ -58,19 +60,24 @@ func (p *Projector) wake() {
 	}
 }
 
-// RebuildDirty rebuilds every body marked dirty and clears its mark unless
-// it was marked again meanwhile. It stops at the first error; the marks of
-// bodies not rebuilt stay for the next round.
+// RebuildDirty brings every body marked dirty up to date and clears the
+// marks it took care of, unless they were marked again meanwhile. It stops
+// at the first error; the marks of bodies not rebuilt stay for the next
+// round, as do those of a body another projector moved meanwhile.
 func (p *Projector) RebuildDirty(ctx context.Context) error {
 	marks, err := p.cache.Dirty(ctx)
 	if err != nil {
 		return err
 	}
-	for name, mark := range marks {
-		if err := p.rebuildDerived(ctx, name); err != nil {
+	for name, d := range byBody(marks) {
+		done, err := p.rebuildDerived(ctx, name, d.members)
+		if err != nil {
 			return fmt.Errorf("rebuild %s: %w", name, err)
 		}
-		if err := p.cache.Clear(ctx, name, mark); err != nil {
+		if !done {
+			continue
+		}
+		if err := p.cache.Clear(ctx, d.marks); err != nil {
 			return err
 		}
 		p.derived.Inc()
@@ -78,51 +85,113 @@ func (p *Projector) RebuildDirty(ctx context.Context) error {
 	return nil
 }
 
-func (p *Projector) rebuildDerived(ctx context.Context, name string) error {
+// dirtyBody is what the marks say of one derived body: the marks to clear
+// once it is rebuilt, and the members recorded as changed.
+type dirtyBody struct {
+	marks   map[string]string
+	members []int64
+}
+
+func byBody(marks map[string]string) map[string]*dirtyBody {
+	out := map[string]*dirtyBody{}
+	for field, mark := range marks {
+		name, member := readmodel.SplitMark(field)
+		d := out[name]
+		if d == nil {
+			d = &dirtyBody{marks: map[string]string{}}
+			out[name] = d
+		}
+		d.marks[field] = mark
+		if member > 0 {
+			d.members = append(d.members, member)
+		}
+	}
+	return out
+}
+
+// rebuildDerived brings the body name up to date; members are those
+// recorded as changed, when known. It reports whether the body it wrote is
+// the one Redis now holds: if not, another projector wrote a newer one
+// meanwhile, which may lack this round's changes.
+func (p *Projector) rebuildDerived(ctx context.Context, name string, members []int64) (bool, error) {
 	kind, idText, ok := strings.Cut(name, ":")
 	id, err := strconv.ParseInt(idText, 10, 64)
 	if !ok || err != nil {
 		p.log.Warn("unknown dirty mark dropped", "name", name)
-		return nil
+		return true, nil
 	}
+	var res [][]int
 	switch kind {
 	case "sprockets":
-		return p.rebuildOrgSprockets(ctx, id)
+		res, err = p.refreshOrgSprockets(ctx, id, members)
 	case "factories":
-		return p.rebuildOrgFactories(ctx, id)
+		res, err = p.rebuildOrgFactories(ctx, id)
 	case "factory":
-		return p.rebuildFactoryCompat(ctx, id)
+		res, err = p.rebuildFactoryCompat(ctx, id)
+	default:
+		p.log.Warn("unknown dirty mark dropped", "name", name)
+		return true, nil
 	}
-	p.log.Warn("unknown dirty mark dropped", "name", name)
-	return nil
+	if err != nil {
+		return false, err
+	}
+	for _, r := range res {
+		for _, k := range r {
+			if k != readmodel.Written && k != readmodel.Fenced {
+				return false, nil
+			}
+		}
+	}
+	return true, nil
 }
 
-func (p *Projector) rebuildOrgSprockets(ctx context.Context, org int64) error {
+// maxPatch is the most changed members a collection body is patched with;
+// past it, reading them costs about what reading them all does.
+const maxPatch = 2000
+
+// refreshOrgSprockets patches the members that changed into the org's
+// sprocket collection, or builds it whole when there is nothing to patch
+// or they are not known.
+func (p *Projector) refreshOrgSprockets(ctx context.Context, org int64, members []int64) ([][]int, error) {
+	if len(members) > 0 && len(members) <= maxPatch {
+		base, ok, err := p.cache.Get(ctx, readmodel.OrgSprocketsKey(org), true)
+		if err != nil {
+			return nil, err
+		}
+		if ok && !base.Deleted {
+			changed, err := p.src.SprocketSpecs(ctx, org, members)
+			if err != nil {
+				return nil, err
+			}
+			if rec, ok := readmodel.PatchOrgSprockets(org, base, changed); ok {
+				return p.cache.Apply(ctx, readmodel.Write{Org: org, Rule: readmodel.Exact,
+					Records: []readmodel.Record{rec}, Expected: []int64{base.Version}})
+			}
+			p.log.Warn("collection body unreadable, building it whole", "key", readmodel.OrgSprocketsKey(org))
+		}
+	}
 	all, err := p.src.SprocketSpecsOfOrg(ctx, org)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	_, err = p.cache.Apply(ctx, readmodel.Write{Org: org, Rule: readmodel.Newer, Records: []readmodel.Record{readmodel.OrgSprocketsRecord(org, all)}})
-	return err
+	return p.cache.Apply(ctx, readmodel.Write{Org: org, Rule: readmodel.Newer, Records: []readmodel.Record{readmodel.OrgSprocketsRecord(org, all)}})
 }
 
-func (p *Projector) rebuildOrgFactories(ctx context.Context, org int64) error {
+func (p *Projector) rebuildOrgFactories(ctx context.Context, org int64) ([][]int, error) {
 	all, samples, err := p.src.FactoriesWithSamples(ctx, org)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	_, err = p.cache.Apply(ctx, readmodel.Write{Org: org, Rule: readmodel.Newer, Records: []readmodel.Record{readmodel.OrgFactoriesRecord(org, all, samples)}})
-	return err
+	return p.cache.Apply(ctx, readmodel.Write{Org: org, Rule: readmodel.Newer, Records: []readmodel.Record{readmodel.OrgFactoriesRecord(org, all, samples)}})
 }
 
-func (p *Projector) rebuildFactoryCompat(ctx context.Context, id int64) error {
+func (p *Projector) rebuildFactoryCompat(ctx context.Context, id int64) ([][]int, error) {
 	f, samples, err := p.src.FactoryHistory(ctx, id)
 	if isNotFound(err) {
-		return nil // never existed here: nothing to show
+		return nil, nil // never existed here: nothing to show
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
-	_, err = p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Newer, Records: readmodel.FactoryCompatRecords(f, samples)})
-	return err
+	return p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Newer, Records: readmodel.FactoryCompatRecords(f, samples)})
 }

@@ -250,7 +250,7 @@ func TestDerivedBodiesAndVerify(t *testing.T) {
 		}
 	}
 	marks, _ := w.cache.Dirty(ctx)
-	if len(marks) != 3 { // the org's sprockets and factories, and the factory's compat bodies
+	if len(marks) != 6 { // the org's sprockets (and which of them changed) and factories, and the factory's compat bodies
 		t.Fatalf("dirty marks %v", marks)
 	}
 	w.verify(t)
@@ -296,6 +296,138 @@ func TestPoisonEvents(t *testing.T) {
 		if domain.ErrorCode(err) != domain.EINVALID {
 			t.Errorf("%s: %v, want EINVALID so that it is parked", body, err)
 		}
+	}
+}
+
+// wholeReads counts the reads of a whole organization's sprockets, and
+// can act between a patch's reads and its write.
+type wholeReads struct {
+	Source
+	whole   int
+	between func()
+}
+
+func (r *wholeReads) SprocketSpecsOfOrg(ctx context.Context, org int64) ([]domain.Sprocket, error) {
+	r.whole++
+	return r.Source.SprocketSpecsOfOrg(ctx, org)
+}
+
+func (r *wholeReads) SprocketSpecs(ctx context.Context, org int64, ids []int64) ([]domain.Sprocket, error) {
+	if r.between != nil {
+		r.between()
+	}
+	return r.Source.SprocketSpecs(ctx, org, ids)
+}
+
+// A collection body is built whole once, then patched with just the
+// sprockets that changed; a patch that loses a race with another projector
+// keeps its marks and is done again.
+func TestCollectionPatches(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	reads := &wholeReads{Source: postgres.NewReads(w.db)}
+	proj := New(reads, w.cache, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	project := func() {
+		t.Helper()
+		for _, err := range proj.HandleBatch(ctx, encodeAll(t, w.take(t))) {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	sys := domain.System(1, "test")
+	var ids []int64
+	for i := 0; i < 5; i++ {
+		sp, _, err := w.store.CreateSprocket(ctx, sys, spec, domain.Idempotency{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, sp.ID)
+	}
+	project()
+	if err := proj.RebuildDirty(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if reads.whole != 1 {
+		t.Fatalf("%d whole reads to build a collection that was not there, want 1", reads.whole)
+	}
+	w.verify(t)
+
+	// An update, a delete and a create: patched in, nothing read whole.
+	if _, _, err := w.store.UpdateSprocket(ctx, sys, ids[1], 0, bump); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.store.DeleteSprocket(ctx, sys, ids[3], 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := w.store.CreateSprocket(ctx, sys, spec, domain.Idempotency{}); err != nil {
+		t.Fatal(err)
+	}
+	project()
+	if err := proj.RebuildDirty(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if reads.whole != 1 {
+		t.Fatalf("%d whole reads, want the patch to read none", reads.whole)
+	}
+	if marks, _ := w.cache.Dirty(ctx); len(marks) != 0 {
+		t.Fatalf("marks left after patching: %v", marks)
+	}
+	w.verify(t)
+
+	// Another projector writes the body between this patch's reads and its
+	// write: the patch is refused and its marks stay for the next round.
+	if _, _, err := w.store.UpdateSprocket(ctx, sys, ids[0], 0, bump); err != nil {
+		t.Fatal(err)
+	}
+	project()
+	reads.between = func() {
+		reads.between = nil
+		if _, _, err := w.store.UpdateSprocket(ctx, sys, ids[2], 0, bump); err != nil {
+			t.Fatal(err)
+		}
+		project()
+		all, err := reads.Source.SprocketSpecsOfOrg(ctx, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.cache.Apply(ctx, readmodel.Write{Org: 1, Rule: readmodel.Newer,
+			Records: []readmodel.Record{readmodel.OrgSprocketsRecord(1, all)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := proj.RebuildDirty(ctx); err != nil {
+		t.Fatal(err)
+	}
+	marks, _ := w.cache.Dirty(ctx)
+	if len(marks) != 3 {
+		t.Fatalf("marks after losing the race %v, want the body's and both members'", marks)
+	}
+	if err := proj.RebuildDirty(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w.verify(t)
+	if marks, _ := w.cache.Dirty(ctx); len(marks) != 0 {
+		t.Fatalf("marks left after the next round: %v", marks)
+	}
+	if reads.whole != 1 {
+		t.Fatalf("%d whole reads, want every change patched in", reads.whole)
+	}
+
+	// A body that is not one the projector wrote is built whole.
+	if err := w.rdb.HSet(ctx, readmodel.OrgSprocketsKey(1), "b", `{"sprockets":[garbage]}`).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := w.store.UpdateSprocket(ctx, sys, ids[4], 0, bump); err != nil {
+		t.Fatal(err)
+	}
+	project()
+	if err := proj.RebuildDirty(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w.verify(t)
+	if reads.whole != 2 {
+		t.Fatalf("%d whole reads, want one more for the unreadable body", reads.whole)
 	}
 }
 

@@ -24,6 +24,7 @@ type Source interface {
 	Sprocket(ctx context.Context, id int64) (domain.Sprocket, error)
 	SprocketsOfOrg(ctx context.Context, org int64) ([]domain.Sprocket, error)
 	SprocketSpecsOfOrg(ctx context.Context, org int64) ([]domain.Sprocket, error)
+	SprocketSpecs(ctx context.Context, org int64, ids []int64) ([]domain.Sprocket, error)
 	FactoryHistory(ctx context.Context, id int64) (domain.Factory, []domain.Sample, error)
 	FactoryBucketsSince(ctx context.Context, id, version, bucketSeconds int64) (domain.Factory, []domain.Sample, error)
 	FactoriesWithSamples(ctx context.Context, org int64) ([]domain.Factory, map[int64][]domain.Sample, error)
@@ -38,7 +39,7 @@ type Cache interface {
 	GetMany(ctx context.Context, keys []string) ([]readmodel.Entry, []bool, error)
 	Delete(ctx context.Context, keys ...string) error
 	Dirty(ctx context.Context) (map[string]string, error)
-	Clear(ctx context.Context, name, mark string) error
+	Clear(ctx context.Context, marks map[string]string) error
 	Built(ctx context.Context) (bool, error)
 	MarkBuilt(ctx context.Context) error
 	Keys(ctx context.Context) ([]string, error)
@@ -172,7 +173,7 @@ func (p *Projector) applySprockets(ctx context.Context, envs []events.Envelope, 
 		}
 		writes = append(writes, readmodel.Write{
 			Org: envs[i].OrgID, Rule: readmodel.Next, Records: readmodel.SprocketRecords(pl.Sprocket),
-			Dirty: []string{orgSprockets(envs[i].OrgID)},
+			Dirty: []string{readmodel.MemberMark(orgSprockets(envs[i].OrgID), envs[i].AggregateID)},
 		})
 		applied = append(applied, i)
 	}

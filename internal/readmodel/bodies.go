@@ -44,20 +44,6 @@ func SprocketCompatBody(s domain.Sprocket) []byte {
 	return mustJSON(compatSprocket{ID: s.ID, SprocketSpec: s.SprocketSpec})
 }
 
-// SprocketsCompatBody is GET /api/sprockets: the seed file's shape.
-// Tombstones are left out.
-func SprocketsCompatBody(all []domain.Sprocket) []byte {
-	items := make([]compatSprocket, 0, len(all))
-	for _, s := range all {
-		if !s.Deleted() {
-			items = append(items, compatSprocket{ID: s.ID, SprocketSpec: s.SprocketSpec})
-		}
-	}
-	return mustJSON(struct {
-		Sprockets []compatSprocket `json:"sprockets"`
-	}{items})
-}
-
 type v1Factory struct {
 	ID          int64     `json:"id"`
 	Name        string    `json:"name"`

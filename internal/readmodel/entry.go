@@ -2,6 +2,8 @@ package readmodel
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -80,6 +82,26 @@ type Write struct {
 	// Expected gives, for the Exact rule, the version each record's key
 	// must hold.
 	Expected []int64
-	// Dirty names derived bodies to rebuild.
+	// Dirty names derived bodies to rebuild, or gives MemberMark when the
+	// body can be patched with just the member that changed.
 	Dirty []string
+}
+
+// MemberMark marks the derived body name dirty and records that member
+// changed: a mark of the body and one of the member, so that the rebuild
+// can patch just the members that changed.
+func MemberMark(name string, member int64) string { return name + "|" + id(member) }
+
+// SplitMark returns the body a dirty mark is for, and the member it records
+// (0 for a mark of the body itself).
+func SplitMark(mark string) (name string, member int64) {
+	name, m, found := strings.Cut(mark, "|")
+	if !found {
+		return mark, 0
+	}
+	member, err := strconv.ParseInt(m, 10, 64)
+	if err != nil || member <= 0 {
+		return name, 0
+	}
+	return name, member
 }

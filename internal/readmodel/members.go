@@ -21,8 +21,7 @@ func EncodeMembers(versions map[int64]int64) Members {
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 	out := make(Members, 16*len(ids))
 	for i, id := range ids {
-		binary.BigEndian.PutUint64(out[16*i:], uint64(id))
-		binary.BigEndian.PutUint64(out[16*i+8:], uint64(versions[id]))
+		out.set(i, id, versions[id])
 	}
 	return out
 }
@@ -30,9 +29,24 @@ func EncodeMembers(versions map[int64]int64) Members {
 // Version returns the version of member id, 0 when it is not a member.
 func (m Members) Version(id int64) int64 {
 	n := len(m) / 16
-	i := sort.Search(n, func(i int) bool { return int64(binary.BigEndian.Uint64(m[16*i:])) >= id })
-	if i < n && int64(binary.BigEndian.Uint64(m[16*i:])) == id {
-		return int64(binary.BigEndian.Uint64(m[16*i+8:]))
+	i := sort.Search(n, func(i int) bool { return m.id(i) >= id })
+	if i < n && m.id(i) == id {
+		return m.version(i)
 	}
 	return 0
+}
+
+func (m Members) id(i int) int64      { return int64(binary.BigEndian.Uint64(m[16*i:])) }
+func (m Members) version(i int) int64 { return int64(binary.BigEndian.Uint64(m[16*i+8:])) }
+
+func (m Members) set(i int, id, version int64) {
+	binary.BigEndian.PutUint64(m[16*i:], uint64(id))
+	binary.BigEndian.PutUint64(m[16*i+8:], uint64(version))
+}
+
+// append adds a member after the last, which must have a smaller id.
+func (m Members) append(id, version int64) Members {
+	m = append(m, make(Members, 16)...)
+	m.set(len(m)/16-1, id, version)
+	return m
 }

@@ -44,21 +44,6 @@ func FactoryCompatRecords(f domain.Factory, samples []domain.Sample) []Record {
 	return []Record{{FactoryCompatKey(f.ID), whole}, {FactoryCompatChartKey(f.ID), chart}}
 }
 
-// OrgSprocketsRecord returns the entry of GET /api/sprockets for org, from
-// every sprocket it ever had (tombstones give members, not items).
-func OrgSprocketsRecord(org int64, all []domain.Sprocket) Record {
-	e := Entry{Org: org}
-	versions := make(map[int64]int64, len(all))
-	for _, s := range all {
-		versions[s.ID] = s.Version
-		e.Version += s.Version
-	}
-	e.Members = EncodeMembers(versions)
-	e.Body = SprocketsCompatBody(all)
-	e.ETag = HashETag(e.Body)
-	return Record{OrgSprocketsKey(org), e}
-}
-
 // OrgFactoriesRecord returns the entry of GET /api/factories for org.
 func OrgFactoriesRecord(org int64, all []domain.Factory, samples map[int64][]domain.Sample) Record {
 	e := Entry{Org: org}

@@ -252,7 +252,8 @@ func (c *Cache) Delete(ctx context.Context, keys ...string) error {
 	return nil
 }
 
-// Dirty returns the pending marks: name to mark counter.
+// Dirty returns the pending marks: each body's mark, and each member mark
+// (readmodel.MemberMark), to its counter.
 func (c *Cache) Dirty(ctx context.Context) (map[string]string, error) {
 	m, err := c.rdb.HGetAll(ctx, dirtyKey).Result()
 	if err != nil {
@@ -261,13 +262,31 @@ func (c *Cache) Dirty(ctx context.Context) (map[string]string, error) {
 	return m, nil
 }
 
-// Clear removes the mark of name if it still equals mark, that is if nobody
-// marked it again while it was being rebuilt.
-func (c *Cache) Clear(ctx context.Context, name, mark string) error {
-	if err := c.clear.Run(ctx, c.rdb, []string{dirtyKey}, name, mark).Err(); err != nil && !errors.Is(err, redis.Nil) {
-		return fmt.Errorf("clear dirty mark %s: %w", name, err)
+// Clear removes the given marks, each only if it still holds the counter
+// given, that is if nobody marked it again since it was read. Each mark is
+// checked on its own, so a long list goes in several steps and never holds
+// Redis up for long.
+func (c *Cache) Clear(ctx context.Context, marks map[string]string) error {
+	args := make([]any, 0, 2*min(len(marks), 1000))
+	flush := func() error {
+		if len(args) == 0 {
+			return nil
+		}
+		err := c.clear.Run(ctx, c.rdb, []string{dirtyKey}, args...).Err()
+		args = args[:0]
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return fmt.Errorf("clear dirty marks: %w", err)
+		}
+		return nil
 	}
-	return nil
+	for field, mark := range marks {
+		if args = append(args, field, mark); len(args) == cap(args) {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
 }
 
 // Built reports whether a full rebuild has completed since Redis last lost

@@ -150,14 +150,27 @@ func TestEntriesAndMarks(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A mark read before it was marked again is not cleared.
-	if err := c.Clear(ctx, "sprockets:7", "1"); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Clear(ctx, "factory:2", "1"); err != nil {
+	if err := c.Clear(ctx, map[string]string{"sprockets:7": "1", "factory:2": "1"}); err != nil {
 		t.Fatal(err)
 	}
 	if marks, _ = c.Dirty(ctx); len(marks) != 1 || marks["sprockets:7"] != "2" {
 		t.Fatalf("marks after clearing %v", marks)
+	}
+	// A member mark marks its body too, and each is cleared on its own.
+	for _, id := range []int64{3, 4, 3} {
+		if _, err := c.Apply(ctx, readmodel.Write{Dirty: []string{readmodel.MemberMark("sprockets:7", id)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	marks, _ = c.Dirty(ctx)
+	if want := map[string]string{"sprockets:7": "5", "sprockets:7|3": "2", "sprockets:7|4": "1"}; fmt.Sprint(marks) != fmt.Sprint(want) {
+		t.Fatalf("member marks %v, want %v", marks, want)
+	}
+	if err := c.Clear(ctx, map[string]string{"sprockets:7": "5", "sprockets:7|3": "1", "sprockets:7|4": "1"}); err != nil {
+		t.Fatal(err)
+	}
+	if marks, _ = c.Dirty(ctx); fmt.Sprint(marks) != fmt.Sprint(map[string]string{"sprockets:7|3": "2"}) {
+		t.Fatalf("marks after clearing members %v", marks)
 	}
 	// The script is reloaded when Redis forgets it.
 	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
@@ -255,5 +268,28 @@ func TestGrantsAndEpoch(t *testing.T) {
 	}
 	if _, _, again, _ := c.Grant(ctx, hash); again != after {
 		t.Errorf("the epoch changed again without a revocation: %q, %q", again, after)
+	}
+}
+
+// Marks are cleared in steps; every step counts.
+func TestClearManyMarks(t *testing.T) {
+	ctx := context.Background()
+	c, _ := newCache(t)
+	var dirty []string
+	for id := int64(1); id <= 2500; id++ {
+		dirty = append(dirty, readmodel.MemberMark("sprockets:1", id))
+	}
+	if _, err := c.Apply(ctx, readmodel.Write{Dirty: dirty}); err != nil {
+		t.Fatal(err)
+	}
+	marks, err := c.Dirty(ctx)
+	if err != nil || len(marks) != 2501 || marks["sprockets:1"] != "2500" {
+		t.Fatalf("%d marks, body mark %q, %v", len(marks), marks["sprockets:1"], err)
+	}
+	if err := c.Clear(ctx, marks); err != nil {
+		t.Fatal(err)
+	}
+	if marks, _ := c.Dirty(ctx); len(marks) != 0 {
+		t.Fatalf("%d marks left", len(marks))
 	}
 }

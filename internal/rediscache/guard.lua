@@ -61,6 +61,11 @@ for k = 1, n do
   i = i + 3 + 2 * f
 end
 for d = i, #ARGV do
+  -- A member mark "name|id" also marks the body name itself.
+  local sep = string.find(ARGV[d], '|', 1, true)
+  if sep then
+    redis.call('HINCRBY', KEYS[extra], string.sub(ARGV[d], 1, sep - 1), 1)
+  end
   redis.call('HINCRBY', KEYS[extra], ARGV[d], 1)
 end
 return out
