@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -291,5 +293,68 @@ func TestClearManyMarks(t *testing.T) {
 	}
 	if marks, _ := c.Dirty(ctx); len(marks) != 0 {
 		t.Fatalf("%d marks left", len(marks))
+	}
+}
+
+// Concurrent calls of the limiter share pipelines, and each still gets its
+// own answer and the epoch.
+func TestLimiterSharesRoundTrips(t *testing.T) {
+	ctx := context.Background()
+	c, rdb := newCache(t)
+	limiter := c.NewLimiter()
+	limit := redis_rate.PerMinute(3)
+	_, epoch, err := limiter.AllowN(ctx, "warm", limit, 1) // loads the script
+	if err != nil || epoch == "" {
+		t.Fatalf("%q %v", epoch, err)
+	}
+	trips := &pipelines{}
+	rdb.AddHook(trips)
+	const callers = 300 // more than a pipeline takes
+	var (
+		wg      sync.WaitGroup
+		start   = make(chan struct{})
+		allowed [callers]int
+	)
+	for i := 0; i < callers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			for k := 0; k < 4; k++ { // the fourth is over the limit
+				res, got, err := limiter.AllowN(ctx, fmt.Sprintf("token:%d", i), limit, 1)
+				if err != nil || got != epoch {
+					t.Errorf("caller %d: %v, epoch %q", i, err, got)
+					return
+				}
+				allowed[i] += res.Allowed
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	for i, n := range allowed {
+		if n != 3 {
+			t.Errorf("caller %d was allowed %d of 4 at 3 a minute", i, n)
+		}
+	}
+	if trips.scripts.Load() != 4*callers || trips.n.Load() > callers {
+		t.Errorf("%d scripts in %d round trips", trips.scripts.Load(), trips.n.Load())
+	}
+}
+
+// pipelines counts the pipelines a client sends and the scripts in them.
+type pipelines struct{ n, scripts atomic.Int64 }
+
+func (p *pipelines) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (p *pipelines) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (p *pipelines) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		p.n.Add(1)
+		for _, c := range cmds {
+			if c.Name() == "evalsha" {
+				p.scripts.Add(1)
+			}
+		}
+		return next(ctx, cmds)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"sync"
 
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
@@ -70,7 +71,7 @@ type Limiter struct {
 
 // NewLimiter returns a Limiter over the cache's Redis.
 func (c *Cache) NewLimiter() *Limiter {
-	return &Limiter{limiter: redis_rate.NewLimiter(epochReader{c.rdb})}
+	return &Limiter{limiter: redis_rate.NewLimiter(&epochReader{UniversalClient: c.rdb})}
 }
 
 // AllowN is redis_rate's AllowN; it also returns the auth epoch.
@@ -86,23 +87,93 @@ type epochSlot struct{}
 // epochReader is the client redis_rate runs its script on: it sends the
 // script together with a read of the auth epoch, in one pipeline, and hands
 // the epoch to the caller through the context.
-type epochReader struct{ redis.UniversalClient }
+//
+// Every request runs the script, so the calls of concurrent requests share
+// pipelines: a call that finds none in flight sends its own at once; calls
+// that arrive meanwhile wait, and when it is back the first of them sends
+// all of theirs in the next one, with one read of the epoch. Each script
+// still runs on its own, atomically, in Redis.
+type epochReader struct {
+	redis.UniversalClient
 
-func (e epochReader) withEpoch(ctx context.Context, run func(redis.Pipeliner) *redis.Cmd) *redis.Cmd {
-	pipe := e.Pipeline()
-	ep := pipe.Get(ctx, epochKey)
-	cmd := run(pipe)
-	_, _ = pipe.Exec(ctx) // each command carries its own error
-	if slot, ok := ctx.Value(epochSlot{}).(*string); ok {
-		*slot = epochOf(ctx, e.UniversalClient, ep)
-	}
-	return cmd
+	mu      sync.Mutex
+	sending bool          // a pipeline is in flight
+	waiting []*scriptCall // calls for the next pipeline
 }
 
-func (e epochReader) EvalSha(ctx context.Context, sha1 string, keys []string, args ...interface{}) *redis.Cmd {
+// maxScriptBatch bounds a shared pipeline, so that it holds Redis up for
+// a few milliseconds at most.
+const maxScriptBatch = 128
+
+// scriptCall is one call of the script, and what it read.
+type scriptCall struct {
+	ctx   context.Context
+	run   func(redis.Pipeliner) *redis.Cmd
+	cmd   *redis.Cmd
+	epoch string
+	done  chan struct{} // closed once cmd and epoch are set
+	lead  chan struct{} // closed when this call is to send the next pipeline
+}
+
+func (e *epochReader) withEpoch(ctx context.Context, run func(redis.Pipeliner) *redis.Cmd) *redis.Cmd {
+	c := &scriptCall{ctx: ctx, run: run, done: make(chan struct{}), lead: make(chan struct{})}
+	e.mu.Lock()
+	e.waiting = append(e.waiting, c)
+	if e.sending {
+		e.mu.Unlock()
+		select {
+		case <-c.done:
+			return e.finish(c)
+		case <-c.lead:
+		}
+		e.mu.Lock()
+	}
+	e.sending = true
+	batch := e.waiting[:min(len(e.waiting), maxScriptBatch)]
+	e.waiting = append([]*scriptCall(nil), e.waiting[len(batch):]...)
+	e.mu.Unlock()
+
+	e.send(batch)
+
+	e.mu.Lock()
+	if len(e.waiting) > 0 {
+		close(e.waiting[0].lead)
+	} else {
+		e.sending = false
+	}
+	e.mu.Unlock()
+	return e.finish(c)
+}
+
+// send runs the calls of batch in one pipeline, with one read of the epoch.
+// It waits for the round trip whatever the callers' contexts say, so that
+// the callers after them get their turn.
+func (e *epochReader) send(batch []*scriptCall) {
+	ctx := context.WithoutCancel(batch[0].ctx)
+	pipe := e.Pipeline()
+	ep := pipe.Get(ctx, epochKey)
+	for _, c := range batch {
+		c.cmd = c.run(pipe)
+	}
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	epoch := epochOf(ctx, e.UniversalClient, ep)
+	for _, c := range batch {
+		c.epoch = epoch
+		close(c.done)
+	}
+}
+
+func (e *epochReader) finish(c *scriptCall) *redis.Cmd {
+	if slot, ok := c.ctx.Value(epochSlot{}).(*string); ok {
+		*slot = c.epoch
+	}
+	return c.cmd
+}
+
+func (e *epochReader) EvalSha(ctx context.Context, sha1 string, keys []string, args ...interface{}) *redis.Cmd {
 	return e.withEpoch(ctx, func(p redis.Pipeliner) *redis.Cmd { return p.EvalSha(ctx, sha1, keys, args...) })
 }
 
-func (e epochReader) Eval(ctx context.Context, script string, keys []string, args ...interface{}) *redis.Cmd {
+func (e *epochReader) Eval(ctx context.Context, script string, keys []string, args ...interface{}) *redis.Cmd {
 	return e.withEpoch(ctx, func(p redis.Pipeliner) *redis.Cmd { return p.Eval(ctx, script, keys, args...) })
 }
