@@ -151,20 +151,21 @@ func (p *Projector) rebuildDerived(ctx context.Context, name string, members []i
 	return true, nil
 }
 
-// maxPatch is the most changed members a collection body is patched with;
-// past it, reading them costs about what reading them all does.
-const maxPatch = 2000
+// patchable reports whether a collection of n members is best patched with
+// changed of them: a patch reads each by its id, and past a quarter of the
+// collection reading it whole costs less.
+func patchable(changed, n int) bool { return changed <= max(n/4, 100) }
 
 // refreshOrgSprockets patches the members that changed into the org's
-// sprocket collection, or builds it whole when there is nothing to patch
-// or they are not known.
+// sprocket collection, or builds it whole when there is nothing to patch,
+// they are not known, or they are too many.
 func (p *Projector) refreshOrgSprockets(ctx context.Context, org int64, members []int64) ([][]int, error) {
-	if len(members) > 0 && len(members) <= maxPatch {
+	if len(members) > 0 {
 		base, ok, err := p.cache.Get(ctx, readmodel.OrgSprocketsKey(org), true)
 		if err != nil {
 			return nil, err
 		}
-		if ok && !base.Deleted {
+		if ok && !base.Deleted && patchable(len(members), len(base.Members)/16) {
 			changed, err := p.src.SprocketSpecs(ctx, org, members)
 			if err != nil {
 				return nil, err

@@ -414,6 +414,22 @@ func TestCollectionPatches(t *testing.T) {
 		t.Fatalf("%d whole reads, want every change patched in", reads.whole)
 	}
 
+	// More changes than a quarter of the collection (and than 100): read
+	// whole.
+	for i := 0; i < 101; i++ {
+		if _, _, err := w.store.CreateSprocket(ctx, sys, spec, domain.Idempotency{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	project()
+	if err := proj.RebuildDirty(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w.verify(t)
+	if reads.whole != 2 {
+		t.Fatalf("%d whole reads, want one more for 101 changes to 6", reads.whole)
+	}
+
 	// A body that is not one the projector wrote is built whole.
 	if err := w.rdb.HSet(ctx, readmodel.OrgSprocketsKey(1), "b", `{"sprockets":[garbage]}`).Err(); err != nil {
 		t.Fatal(err)
@@ -426,7 +442,7 @@ func TestCollectionPatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.verify(t)
-	if reads.whole != 2 {
+	if reads.whole != 3 {
 		t.Fatalf("%d whole reads, want one more for the unreadable body", reads.whole)
 	}
 }
