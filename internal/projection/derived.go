@@ -165,7 +165,7 @@ func (p *Projector) refreshOrgSprockets(ctx context.Context, org int64, members 
 		if err != nil {
 			return nil, err
 		}
-		if ok && !base.Deleted && patchable(len(members), len(base.Members)/16) {
+		if ok && !base.Deleted && patchable(len(members), base.Members.Len()) {
 			changed, err := p.src.SprocketSpecs(ctx, org, members)
 			if err != nil {
 				return nil, err

@@ -335,6 +335,18 @@ func TestCollectionPatches(t *testing.T) {
 			}
 		}
 	}
+	rebuild := func() {
+		t.Helper()
+		if err := proj.RebuildDirty(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantWhole := func(n int, why string) {
+		t.Helper()
+		if reads.whole != n {
+			t.Fatalf("%d whole reads, want %d: %s", reads.whole, n, why)
+		}
+	}
 	sys := domain.System(1, "test")
 	var ids []int64
 	for i := 0; i < 5; i++ {
@@ -345,12 +357,8 @@ func TestCollectionPatches(t *testing.T) {
 		ids = append(ids, sp.ID)
 	}
 	project()
-	if err := proj.RebuildDirty(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if reads.whole != 1 {
-		t.Fatalf("%d whole reads to build a collection that was not there, want 1", reads.whole)
-	}
+	rebuild()
+	wantWhole(1, "a collection that was not there is built whole")
 	w.verify(t)
 
 	// An update, a delete and a create: patched in, nothing read whole.
@@ -364,12 +372,8 @@ func TestCollectionPatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	project()
-	if err := proj.RebuildDirty(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if reads.whole != 1 {
-		t.Fatalf("%d whole reads, want the patch to read none", reads.whole)
-	}
+	rebuild()
+	wantWhole(1, "the patch reads none")
 	if marks, _ := w.cache.Dirty(ctx); len(marks) != 0 {
 		t.Fatalf("marks left after patching: %v", marks)
 	}
@@ -396,23 +400,17 @@ func TestCollectionPatches(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := proj.RebuildDirty(ctx); err != nil {
-		t.Fatal(err)
-	}
+	rebuild()
 	marks, _ := w.cache.Dirty(ctx)
 	if len(marks) != 3 {
 		t.Fatalf("marks after losing the race %v, want the body's and both members'", marks)
 	}
-	if err := proj.RebuildDirty(ctx); err != nil {
-		t.Fatal(err)
-	}
+	rebuild()
 	w.verify(t)
 	if marks, _ := w.cache.Dirty(ctx); len(marks) != 0 {
 		t.Fatalf("marks left after the next round: %v", marks)
 	}
-	if reads.whole != 1 {
-		t.Fatalf("%d whole reads, want every change patched in", reads.whole)
-	}
+	wantWhole(1, "every change is patched in")
 
 	// More changes than a quarter of the collection (and than 100): read
 	// whole.
@@ -422,13 +420,9 @@ func TestCollectionPatches(t *testing.T) {
 		}
 	}
 	project()
-	if err := proj.RebuildDirty(ctx); err != nil {
-		t.Fatal(err)
-	}
+	rebuild()
 	w.verify(t)
-	if reads.whole != 2 {
-		t.Fatalf("%d whole reads, want one more for 101 changes to 6", reads.whole)
-	}
+	wantWhole(2, "101 changes to 6 are read whole")
 
 	// A body that is not one the projector wrote is built whole.
 	if err := w.rdb.HSet(ctx, readmodel.OrgSprocketsKey(1), "b", `{"sprockets":[garbage]}`).Err(); err != nil {
@@ -438,13 +432,9 @@ func TestCollectionPatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	project()
-	if err := proj.RebuildDirty(ctx); err != nil {
-		t.Fatal(err)
-	}
+	rebuild()
 	w.verify(t)
-	if reads.whole != 3 {
-		t.Fatalf("%d whole reads, want one more for the unreadable body", reads.whole)
-	}
+	wantWhole(3, "an unreadable body is built whole")
 }
 
 func encodeAll(t *testing.T, evs []events.Envelope) [][]byte {

@@ -26,9 +26,12 @@ func EncodeMembers(versions map[int64]int64) Members {
 	return out
 }
 
+// Len returns how many members m lists.
+func (m Members) Len() int { return len(m) / 16 }
+
 // Version returns the version of member id, 0 when it is not a member.
 func (m Members) Version(id int64) int64 {
-	n := len(m) / 16
+	n := m.Len()
 	i := sort.Search(n, func(i int) bool { return m.id(i) >= id })
 	if i < n && m.id(i) == id {
 		return m.version(i)
@@ -47,6 +50,6 @@ func (m Members) set(i int, id, version int64) {
 // append adds a member after the last, which must have a smaller id.
 func (m Members) append(id, version int64) Members {
 	m = append(m, make(Members, 16)...)
-	m.set(len(m)/16-1, id, version)
+	m.set(m.Len()-1, id, version)
 	return m
 }

@@ -28,16 +28,10 @@ const (
 func SprocketsCompatBody(all []domain.Sprocket) []byte {
 	b := make([]byte, 0, len(sprocketsOpen)+len(sprocketsClose)+96*len(all))
 	b = append(b, sprocketsOpen...)
-	first := true
 	for _, s := range sortedByID(all) {
-		if s.Deleted() {
-			continue
+		if !s.Deleted() {
+			b = appendCompatSprocket(itemSeparator(b), s)
 		}
-		if !first {
-			b = append(b, ',')
-		}
-		first = false
-		b = appendCompatSprocket(b, s)
 	}
 	return append(b, sprocketsClose...)
 }
@@ -63,21 +57,18 @@ func OrgSprocketsRecord(org int64, all []domain.Sprocket) Record {
 // package (its body or members do not parse, or disagree): the caller must
 // build the entry whole.
 func PatchOrgSprockets(org int64, base Entry, changed []domain.Sprocket) (rec Record, ok bool) {
-	items, ok := splitItems(base.Body, len(base.Members)/16)
-	if !ok || len(base.Members)%16 != 0 {
+	if len(base.Members)%16 != 0 {
+		return Record{}, false
+	}
+	n := base.Members.Len()
+	items, ok := splitItems(base.Body, n)
+	if !ok {
 		return Record{}, false
 	}
 	changed = sortedByID(changed)
-	n := len(base.Members) / 16
 	e := Entry{Org: org, Members: make(Members, 0, len(base.Members)+16*len(changed))}
 	body := make([]byte, 0, len(base.Body)+96*len(changed))
 	body = append(body, sprocketsOpen...)
-	item := func(b []byte) {
-		if len(body) > len(sprocketsOpen) {
-			body = append(body, ',')
-		}
-		body = append(body, b...)
-	}
 	member := func(id, version int64) {
 		e.Members = e.Members.append(id, version)
 		e.Version += version
@@ -94,35 +85,30 @@ func PatchOrgSprockets(org int64, base Entry, changed []domain.Sprocket) (rec Re
 			return Record{}, false // an item that is not a member
 		}
 		live := it < len(items) && items[it].id == mid
-		switch {
-		case c < len(changed) && changed[c].ID < mid:
-			// A sprocket new to the collection.
+		if c < len(changed) && (changed[c].ID < mid ||
+			changed[c].ID == mid && changed[c].Version > base.Members.version(m)) {
+			// A sprocket new to the collection, or newer than base holds.
 			s := changed[c]
 			member(s.ID, s.Version)
 			if !s.Deleted() {
-				item(appendCompatSprocket(nil, s))
+				body = appendCompatSprocket(itemSeparator(body), s)
 			}
 			c = next(changed, c)
-		case c < len(changed) && changed[c].ID == mid && changed[c].Version > base.Members.version(m):
-			s := changed[c]
-			member(s.ID, s.Version)
-			if !s.Deleted() {
-				item(appendCompatSprocket(nil, s))
+			if s.ID < mid {
+				continue
 			}
-			c, m = next(changed, c), m+1
-			if live {
-				it++
-			}
-		default:
+		} else {
 			if c < len(changed) && changed[c].ID == mid {
 				c = next(changed, c) // not newer than what base holds
 			}
 			member(mid, base.Members.version(m))
 			if live {
-				item(items[it].text)
-				it++
+				body = append(itemSeparator(body), items[it].text...)
 			}
-			m++
+		}
+		m++
+		if live {
+			it++
 		}
 	}
 	if it != len(items) {
@@ -131,6 +117,15 @@ func PatchOrgSprockets(org int64, base Entry, changed []domain.Sprocket) (rec Re
 	e.Body = append(body, sprocketsClose...)
 	e.ETag = HashETag(e.Body)
 	return Record{OrgSprocketsKey(org), e}, true
+}
+
+// itemSeparator appends the comma that goes before an item of a body,
+// unless the body holds no item yet.
+func itemSeparator(body []byte) []byte {
+	if len(body) > len(sprocketsOpen) {
+		return append(body, ',')
+	}
+	return body
 }
 
 // next skips the other entries of changed[c]'s id (the newest is first).
