@@ -157,7 +157,7 @@ func serve(ctx context.Context, cfg config.Writer, log *slog.Logger) error {
 	relay := outbox.New(db, nc, log, outbox.Config{
 		Batch: cfg.RelayBatch, Poll: cfg.RelayPoll,
 	}, reg)
-	store, err := postgres.NewStore(ctx, db, postgres.WithCommitHook(relay.Nudge))
+	store, err := postgres.NewStore(ctx, db, postgres.WithCommitHook(relay.Committed))
 	if err != nil {
 		return err
 	}

@@ -11,8 +11,11 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
+	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,8 +41,12 @@ type Relay struct {
 	pub   Publisher
 	log   *slog.Logger
 	cfg   Config
-	nudge chan struct{}
-	claim *sqlx.Stmt // claimRows, prepared on first use
+	nudge chan struct{} // wakes Run; holds at most one signal
+	claim *sqlx.Stmt    // claimRows, prepared on first use
+
+	mu        sync.Mutex
+	handed    []events.Envelope // committed, not yet published: see Committed
+	claimSoon bool              // a claim was asked for: see Nudge
 
 	backlog   prometheus.Gauge
 	published prometheus.Counter
@@ -65,23 +72,67 @@ func New(db *sqlx.DB, pub Publisher, log *slog.Logger, cfg Config, reg prometheu
 	return r
 }
 
-// Nudge tells the relay that rows were committed. It never blocks.
+// Nudge tells the relay that rows were committed that were not handed over
+// (Committed): it claims from the outbox at once instead of at its next
+// poll. It never blocks.
 func (r *Relay) Nudge() {
+	r.mu.Lock()
+	r.claimSoon = true
+	r.mu.Unlock()
+	r.wake()
+}
+
+// maxHanded bounds the events waiting for the relay in memory. Past it,
+// events are left to the claims: their rows are in the outbox anyway.
+const maxHanded = 4096
+
+// Committed hands the relay events whose outbox rows have just committed,
+// so that it publishes them from memory and deletes their rows, without
+// reading them back. It never blocks. An event it drops, or fails to
+// publish, stays in the outbox for the next claim.
+func (r *Relay) Committed(envs []events.Envelope) {
+	r.mu.Lock()
+	if len(r.handed)+len(envs) <= maxHanded {
+		r.handed = append(r.handed, envs...)
+	} else {
+		r.claimSoon = true
+	}
+	r.mu.Unlock()
+	r.wake()
+}
+
+func (r *Relay) wake() {
 	select {
 	case r.nudge <- struct{}{}:
 	default:
 	}
 }
 
-// Run relays until ctx is done. Failures are logged and retried with
-// exponential backoff; Run returns only ctx's error.
+// take returns the events handed over since the last call, and whether a
+// claim was asked for.
+func (r *Relay) take() ([]events.Envelope, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	handed, claim := r.handed, r.claimSoon
+	r.handed, r.claimSoon = nil, false
+	return handed, claim
+}
+
+// Run relays until ctx is done: events handed over as they commit, and
+// claims from the outbox at start, on each poll, when nudged and while
+// claims come back full. Failures are logged and retried with exponential
+// backoff, by claims: the events that failed wait in the outbox. Run returns
+// only ctx's error.
 func (r *Relay) Run(ctx context.Context) error {
+	poll := time.NewTicker(r.cfg.Poll)
+	defer poll.Stop()
 	var (
 		backoff   time.Duration
 		lastCount time.Time
+		claim     = true // rows may be waiting from before
 	)
 	for {
-		n, err := r.relayOnce(ctx)
+		err := r.round(ctx, &claim)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -89,6 +140,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			r.failures.Inc()
 			backoff = min(max(2*backoff, 50*time.Millisecond), 5*time.Second)
 			r.log.Warn("outbox relay", "err", err, "retry_in", backoff)
+			claim = true
 		} else {
 			backoff = 0
 		}
@@ -96,29 +148,47 @@ func (r *Relay) Run(ctx context.Context) error {
 			r.refreshBacklog(ctx)
 			lastCount = time.Now()
 		}
-		if err == nil && n == r.cfg.Batch {
-			continue // more rows are waiting
-		}
-		wait := r.cfg.Poll
 		if backoff > 0 {
-			wait = backoff
+			// Publishing just failed: wait it out, however many events are
+			// handed over meanwhile, rather than busy loop against a dead
+			// broker. The claims after it publish them.
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(backoff):
+			}
+			r.take()
+			continue
+		}
+		if claim {
+			continue // more rows are waiting
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-r.nudge:
-			if backoff > 0 {
-				// Publishing just failed; a nudge must not turn backoff into
-				// a busy loop against a dead broker.
-				select {
-				case <-ctx.Done():
-					return ctx.Err()
-				case <-time.After(backoff):
-				}
-			}
-		case <-time.After(wait):
+		case <-poll.C:
+			claim = true
 		}
 	}
+}
+
+// round publishes the events handed over, then claims a batch from the
+// outbox if *claim; *claim tells afterwards whether more rows are waiting.
+func (r *Relay) round(ctx context.Context, claim *bool) error {
+	handed, asked := r.take()
+	*claim = *claim || asked
+	if len(handed) > 0 {
+		if err := r.publishHanded(ctx, handed); err != nil {
+			return err
+		}
+	}
+	if !*claim {
+		return nil
+	}
+	n, err := r.relayOnce(ctx)
+	*claim = err == nil && n == r.cfg.Batch
+	return err
 }
 
 // Row is one outbox row: an event waiting to be published.
@@ -251,6 +321,56 @@ func (r *Relay) relayOnce(ctx context.Context) (int, error) {
 		r.published.Add(float64(len(sent)))
 	}
 	return len(rows), pubErr
+}
+
+// publishHanded publishes events committed moments ago and deletes the
+// rows of those the broker stored. The deletion is one statement, its ids
+// written into its text: a simple query is planned afresh each time, so it
+// finds the rows by the event id's index however small the outbox was when
+// a prepared plan would have been made. Like a claim, it commits without
+// waiting for the flush: a lost deletion only publishes the events again.
+func (r *Relay) publishHanded(ctx context.Context, envs []events.Envelope) error {
+	msgs := make([]events.Outgoing, len(envs))
+	for i, e := range envs {
+		body, err := e.Encode()
+		if err != nil {
+			return fmt.Errorf("encode event %s: %w", e.ID, err)
+		}
+		msgs[i] = events.Outgoing{ID: e.ID, Subject: e.Subject(), Body: body}
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	errs := r.pub.PublishAll(pctx, msgs)
+	cancel()
+	var (
+		q      strings.Builder
+		n      int
+		pubErr error
+	)
+	q.WriteString(`WITH sent AS (DELETE FROM outbox WHERE event_id = ANY('{`)
+	for i, err := range errs {
+		if err != nil {
+			pubErr = err
+			continue
+		}
+		id, err := uuid.Parse(envs[i].ID)
+		if err != nil {
+			continue // not an outbox row's id: nothing to delete
+		}
+		if n > 0 {
+			q.WriteByte(',')
+		}
+		q.WriteString(id.String())
+		n++
+	}
+	q.WriteString(`}'::uuid[]) RETURNING 1)
+		SELECT set_config('synchronous_commit', 'off', true), (SELECT count(*) FROM sent)`)
+	if n > 0 {
+		if _, err := r.db.ExecContext(ctx, q.String()); err != nil {
+			return fmt.Errorf("delete published rows: %w", err)
+		}
+		r.published.Add(float64(n))
+	}
+	return pubErr
 }
 
 // Backlog returns how many committed events are not yet published.

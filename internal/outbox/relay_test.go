@@ -128,6 +128,72 @@ func TestRelay(t *testing.T) {
 	}
 }
 
+// Events handed over as they commit are published from memory and their
+// rows deleted, with no claim; those the broker refuses stay in the outbox
+// until a claim publishes them.
+func TestRelayPublishesHandedEvents(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	db, _ := pgtest.Fresh(t, pg)
+	b := &broker{}
+	// Claims happen only at start, on Nudge and after a failure: the poll
+	// never comes.
+	reg := prometheus.NewRegistry()
+	relay := outbox.New(db, b, slog.New(slog.NewTextHandler(io.Discard, nil)), outbox.Config{Batch: 4, Poll: time.Hour}, reg)
+	store, err := postgres.NewStore(ctx, db, postgres.WithCommitHook(relay.Committed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	spec := domain.SprocketSpec{Teeth: 1, PitchDiameter: 1, OutsideDiameter: 1, Pitch: 1}
+	create := func(n int) {
+		var wg sync.WaitGroup
+		for range n {
+			wg.Go(func() {
+				if _, _, err := store.CreateSprocket(ctx, domain.System(1, "test"), spec, domain.Idempotency{}); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	// One event from before the relay runs: its first round publishes it
+	// and claims nothing more. The events handed over come after it.
+	create(1)
+	done := make(chan error, 1)
+	go func() { done <- relay.Run(ctx) }()
+	waitFor(t, "the first round", func() bool { return b.count() == 1 })
+	create(20)
+	waitFor(t, "20 events to be published", func() bool { return b.count() == 21 })
+	waitFor(t, "their rows to be deleted", func() bool { n, _ := relay.Backlog(ctx); return n == 0 })
+
+	b.mu.Lock()
+	b.down = true
+	b.mu.Unlock()
+	create(5)
+	waitFor(t, "a failed publication", func() bool { return failures(t, reg) > 0 })
+	if n, err := relay.Backlog(ctx); err != nil || n != 5 {
+		t.Fatalf("with the broker down: backlog %d (%v), want 5", n, err)
+	}
+	b.mu.Lock()
+	b.down = false
+	b.mu.Unlock()
+	waitFor(t, "the refused events to be claimed and published", func() bool { return b.count() == 26 })
+	waitFor(t, "the outbox to drain", func() bool { n, _ := relay.Backlog(ctx); return n == 0 })
+	seen := map[string]bool{}
+	for _, m := range b.stored {
+		if seen[m.ID] {
+			t.Errorf("event %s published twice", m.ID)
+		}
+		seen[m.ID] = true
+		if e, err := events.Decode(m.Body); err != nil || e.ID != m.ID || e.Subject() != m.Subject {
+			t.Errorf("published %s: %+v %v", m.Subject, e, err)
+		}
+	}
+	cancel()
+	<-done
+}
+
 // The claim must find its rows through the primary key however the outbox
 // looked when the claim was first planned. Planned on a table of a page, a
 // cached plan scanned the whole table for the ids it had just picked, and
@@ -180,6 +246,22 @@ func TestClaimDoesNotScanTheOutbox(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// failures returns the relay's count of failed rounds.
+func failures(t *testing.T, reg *prometheus.Registry) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == "sprockets_outbox_publish_failures_total" {
+			return f.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatal("no failure counter")
+	return 0
 }
 
 func dbName(t *testing.T, db *sqlx.DB) string {

@@ -11,6 +11,7 @@ import (
 	"github.com/lib/pq"
 
 	"github.com/sprockets-api/sprockets/internal/domain"
+	"github.com/sprockets-api/sprockets/internal/events"
 )
 
 // Sprocket creates are committed in groups (group commit in the writer):
@@ -54,11 +55,11 @@ type creates struct {
 	queue chan *createReq
 	stop  chan struct{}
 	wg    sync.WaitGroup
-	// committed is called after each commit.
-	committed func()
+	// committed is called after each commit with its events.
+	committed func([]events.Envelope)
 }
 
-func newCreates(stmt *sqlx.Stmt, now func() time.Time, committed func()) *creates {
+func newCreates(stmt *sqlx.Stmt, now func() time.Time, committed func([]events.Envelope)) *creates {
 	c := &creates{
 		stmt: stmt, now: now, committed: committed,
 		queue: make(chan *createReq), stop: make(chan struct{}),
@@ -190,9 +191,32 @@ func (c *creates) write(batch []*createReq) []createResult {
 		results[i] = createResult{id: out.IDs[i], at: at, lsn: out.LSN}
 	}
 	if err == nil {
-		c.committed()
+		c.committed(createdEvents(batch, results))
 	}
 	return results
+}
+
+// createdEvents returns the created events of a committed batch, equal to
+// those create_sprockets put in the outbox.
+func createdEvents(batch []*createReq, results []createResult) []events.Envelope {
+	envs := make([]events.Envelope, 0, len(batch))
+	for i, r := range batch {
+		sp := results[i].sprocket(r)
+		e, err := events.New(r.eventID, events.Created, events.Sprocket, sp.ID, sp.OrgID, sp.Version, sp.CreatedAt,
+			events.SprocketPayload{Sprocket: sp})
+		if err != nil {
+			continue // left to the relay's claims: the outbox has it
+		}
+		envs = append(envs, e)
+	}
+	return envs
+}
+
+// sprocket returns the sprocket r created.
+func (res createResult) sprocket(r *createReq) domain.Sprocket {
+	return domain.Sprocket{
+		ID: res.id, OrgID: r.actor.OrgID, Version: 1, SprocketSpec: r.spec, CreatedAt: res.at, UpdatedAt: res.at,
+	}
 }
 
 // isConstraintViolation tells whether err is an integrity constraint

@@ -114,6 +114,103 @@ func TestEventPayloadsRenderLikeRows(t *testing.T) {
 	}
 }
 
+// The commit hook hands over the very events the outbox holds, so that the
+// relay may publish them without reading them back: grouped creates (whose
+// rows the database writes), a create that fails on its key (nothing to
+// hand over), updates, deletes and factory writes.
+func TestCommitHookHandsOverTheOutboxEvents(t *testing.T) {
+	ctx := context.Background()
+	db, _ := pgtest.Fresh(t, pgLeader)
+	var (
+		mu     sync.Mutex
+		handed = map[string]events.Envelope{}
+	)
+	s, err := postgres.NewStore(ctx, db, postgres.WithCommitHook(func(envs []events.Envelope) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, e := range envs {
+			if _, ok := handed[e.ID]; ok {
+				t.Errorf("event %s handed over twice", e.ID)
+			}
+			handed[e.ID] = e
+		}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	actor := domain.System(domain.DefaultOrgID, "test")
+	taken := domain.Idempotency{Key: "taken", Hash: []byte("first")}
+	if _, _, err := s.CreateSprocket(ctx, actor, spec, taken); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 17 {
+		wg.Go(func() {
+			sp, idem := spec, domain.Idempotency{}
+			sp.PitchDiameter += float64(i) / 3
+			if i == 16 {
+				idem = domain.Idempotency{Key: "taken", Hash: []byte("another")}
+			}
+			if _, _, err := s.CreateSprocket(ctx, actor, sp, idem); (err != nil) != (i == 16) {
+				t.Errorf("create %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	sp, _, err := s.CreateSprocket(ctx, actor, spec, domain.Idempotency{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.UpdateSprocket(ctx, actor, sp.ID, 0, func(x domain.SprocketSpec) domain.SprocketSpec { x.Teeth = 9; return x }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DeleteSprocket(ctx, actor, sp.ID, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.CreateFactory(ctx, actor, domain.FactorySpec{Name: "F"}, []domain.Sample{{Time: 7300, Actual: 2, Goal: 3}}, domain.Idempotency{}); err != nil {
+		t.Fatal(err)
+	}
+	stored := outbox(t, db)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(stored) != 21 || len(handed) != len(stored) {
+		t.Fatalf("the outbox holds %d events, %d were handed over; want 21", len(stored), len(handed))
+	}
+	for _, want := range stored {
+		got, ok := handed[want.ID]
+		if !ok {
+			t.Errorf("event %s (%s) was not handed over", want.ID, want.Subject())
+			continue
+		}
+		if got.Subject() != want.Subject() || got.Version != want.Version || got.OrgID != want.OrgID || !got.OccurredAt.Equal(want.OccurredAt) {
+			t.Errorf("handed over %+v\nthe outbox holds %+v", got, want)
+		}
+		if g, w := renderPayload(t, got), renderPayload(t, want); g != w {
+			t.Errorf("event %s: handed over\n %s\nthe outbox holds\n %s", want.ID, g, w)
+		}
+	}
+}
+
+// renderPayload renders what the projector would make of e's payload.
+func renderPayload(t *testing.T, e events.Envelope) string {
+	t.Helper()
+	switch e.AggregateType {
+	case events.Sprocket:
+		p, err := e.Sprocket()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(readmodel.SprocketBody(p.Sprocket))
+	default:
+		p, err := e.Factory()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("%s %+v", readmodel.FactoryBody(p.Factory), p.Samples)
+	}
+}
+
 func TestSprocketWrites(t *testing.T) {
 	ctx := context.Background()
 	s, db := fresh(t)

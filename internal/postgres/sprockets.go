@@ -51,9 +51,10 @@ func utcPtr(t *time.Time) *time.Time {
 // returns the sprocket that request created; for another request, an
 // EKEYREUSED error. spec must be valid.
 func (s *Store) CreateSprocket(ctx context.Context, actor domain.Actor, spec domain.SprocketSpec, idem domain.Idempotency) (domain.Sprocket, domain.Receipt, error) {
-	res := s.creates.do(&createReq{
+	req := &createReq{
 		ctx: ctx, actor: actor, spec: spec, idem: idem, eventID: s.newID(), done: make(chan createResult, 1),
-	})
+	}
+	res := s.creates.do(req)
 	if isKeyTaken(res.err) {
 		var earlier domain.Sprocket
 		r, err := s.replay(ctx, actor.OrgID, idem, events.Sprocket, &earlier)
@@ -63,7 +64,7 @@ func (s *Store) CreateSprocket(ctx context.Context, actor domain.Actor, spec dom
 	if res.err != nil {
 		return domain.Sprocket{}, domain.Receipt{}, fmt.Errorf("create sprocket: %w", res.err)
 	}
-	sp := domain.Sprocket{ID: res.id, OrgID: actor.OrgID, Version: 1, SprocketSpec: spec, CreatedAt: res.at, UpdatedAt: res.at}
+	sp := res.sprocket(req)
 	return sp, domain.Receipt{Version: sp.Version, LSN: res.lsn}, nil
 }
 

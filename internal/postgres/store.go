@@ -14,12 +14,13 @@ import (
 
 // Store writes to the leader. Each write method runs one transaction that
 // changes the rows, bumps the aggregate's version and records the events in
-// the outbox; nothing is published from here.
+// the outbox; nothing is published from here (the commit hook hands the
+// events to whoever publishes them).
 type Store struct {
 	db       *sqlx.DB
 	now      func() time.Time
 	newID    func() string
-	onCommit func()
+	onCommit func([]events.Envelope)
 
 	// Hot statements, prepared once: planning costs more than running them.
 	createSprockets *sqlx.Stmt
@@ -38,14 +39,15 @@ func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = no
 func WithIDs(newID func() string) Option { return func(s *Store) { s.newID = newID } }
 
 // WithCommitHook sets a function called after each commit that recorded
-// events, so that the outbox relay can publish at once instead of on its
-// next poll. It must not block.
-func WithCommitHook(fn func()) Option { return func(s *Store) { s.onCommit = fn } }
+// events, with those events, so that the outbox relay can publish them at
+// once instead of reading them back on its next poll. It must not block,
+// nor keep the slice's elements from being read meanwhile.
+func WithCommitHook(fn func([]events.Envelope)) Option { return func(s *Store) { s.onCommit = fn } }
 
 // NewStore returns a Store writing to the leader db, with its hot
 // statements prepared.
 func NewStore(ctx context.Context, db *sqlx.DB, opts ...Option) (*Store, error) {
-	s := &Store{db: db, now: time.Now, newID: uuid.NewString, onCommit: func() {}}
+	s := &Store{db: db, now: time.Now, newID: uuid.NewString, onCommit: func([]events.Envelope) {}}
 	for _, o := range opts {
 		o(s)
 	}
@@ -128,7 +130,7 @@ func (s *Store) write(ctx context.Context, actor domain.Actor, fn func(tx *sqlx.
 		return "", fmt.Errorf("commit: %w", err)
 	}
 	if len(rec.events) > 0 {
-		s.onCommit()
+		s.onCommit(rec.events)
 	}
 	return s.lsn(ctx)
 }
