@@ -1,6 +1,8 @@
 package events
 
 import (
+	"encoding/json"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -57,5 +59,45 @@ func TestDecodeRefusesBadEnvelopes(t *testing.T) {
 	}
 	if _, err := e.Sprocket(); domain.ErrorCode(err) != domain.EINVALID {
 		t.Errorf("a payload about another sprocket: %v", err)
+	}
+}
+
+// Encode writes what encoding/json writes, for any envelope: strings that
+// need escaping, payloads with spaces, HTML characters and non-ASCII text.
+func TestEncodeMatchesEncodingJSON(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	pieces := []string{"a", "Z", "0", "-", " ", "\t", "\n", `"`, `\`, "<", ">", "&", "é", "\u2028", "\x01", "{", "}", "[", "]", ":", ","}
+	text := func() string {
+		var b strings.Builder
+		for range rng.IntN(12) {
+			b.WriteString(pieces[rng.IntN(len(pieces))])
+		}
+		return b.String()
+	}
+	for i := range 20000 {
+		payload, _ := json.Marshal(map[string]any{text(): text(), "n": rng.Float64() * 1e6, "list": []any{rng.Int64(), text(), nil, true}})
+		switch i % 3 {
+		case 1:
+			payload, _ = json.MarshalIndent(json.RawMessage(payload), " ", "  ")
+		case 2: // compact, with one character encoding/json escapes written raw
+			raw := []string{"<", ">", "&", "é", "\u2028", "\u2029", "plain"}
+			payload = []byte(`{"a":"x` + raw[rng.IntN(len(raw))] + `y","b":[1,2.5e3]}`)
+		}
+		e := Envelope{
+			ID: text(), Type: text(), AggregateType: text(),
+			AggregateID: rng.Int64() - rng.Int64(), OrgID: rng.Int64N(100), Version: rng.Int64N(1 << 40),
+			OccurredAt: time.Unix(rng.Int64N(4e9), rng.Int64N(1e9)).UTC(), Payload: payload,
+		}
+		if i%3 == 0 {
+			e.OccurredAt = e.OccurredAt.In(time.FixedZone("x", 3600*rng.IntN(12)))
+		}
+		got, err := e.Encode()
+		want, werr := json.Marshal(e)
+		if err != nil || werr != nil || string(got) != string(want) {
+			t.Fatalf("envelope %d:\n got %s (%v)\nwant %s (%v)", i, got, err, want, werr)
+		}
+	}
+	if _, err := (Envelope{ID: "x", Payload: json.RawMessage(`{"a":`)}).Encode(); err == nil {
+		t.Error("an envelope whose payload is not JSON encoded")
 	}
 }
