@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sprockets-api/sprockets/internal/domain"
+	"github.com/sprockets-api/sprockets/internal/jsonenc"
 )
 
 // Aggregate types.
@@ -52,6 +53,34 @@ type SprocketPayload struct {
 	Sprocket domain.Sprocket `json:"sprocket"`
 }
 
+// appendJSON appends the payload exactly as encoding/json writes it.
+func (p SprocketPayload) appendJSON(b []byte) []byte {
+	s := p.Sprocket
+	b = append(b, `{"sprocket":{"id":`...)
+	b = strconv.AppendInt(b, s.ID, 10)
+	b = append(b, `,"org_id":`...)
+	b = strconv.AppendInt(b, s.OrgID, 10)
+	b = append(b, `,"version":`...)
+	b = strconv.AppendInt(b, s.Version, 10)
+	b = append(b, `,"teeth":`...)
+	b = strconv.AppendInt(b, s.Teeth, 10)
+	b = append(b, `,"pitch_diameter":`...)
+	b = jsonenc.Float(b, s.PitchDiameter)
+	b = append(b, `,"outside_diameter":`...)
+	b = jsonenc.Float(b, s.OutsideDiameter)
+	b = append(b, `,"pitch":`...)
+	b = jsonenc.Float(b, s.Pitch)
+	b = append(b, `,"created_at":`...)
+	b = jsonenc.Time(b, s.CreatedAt)
+	b = append(b, `,"updated_at":`...)
+	b = jsonenc.Time(b, s.UpdatedAt)
+	if s.DeletedAt != nil {
+		b = append(b, `,"deleted_at":`...)
+		b = jsonenc.Time(b, *s.DeletedAt)
+	}
+	return append(b, "}}"...)
+}
+
 // FactoryPayload carries a factory's summary after the change and, for
 // creation and appends, the samples that were added.
 type FactoryPayload struct {
@@ -61,9 +90,14 @@ type FactoryPayload struct {
 
 // New returns an envelope with the payload encoded.
 func New(id, typ, aggregate string, aggID, orgID, version int64, at time.Time, payload any) (Envelope, error) {
-	raw, err := json.Marshal(payload)
-	if err != nil {
-		return Envelope{}, fmt.Errorf("encode %s.%s payload: %w", aggregate, typ, err)
+	var raw []byte
+	if p, ok := payload.(SprocketPayload); ok {
+		raw = p.appendJSON(make([]byte, 0, 256)) // every sprocket write has one
+	} else {
+		var err error
+		if raw, err = json.Marshal(payload); err != nil {
+			return Envelope{}, fmt.Errorf("encode %s.%s payload: %w", aggregate, typ, err)
+		}
 	}
 	return Envelope{
 		ID: id, Type: typ, AggregateType: aggregate, AggregateID: aggID,
@@ -78,13 +112,16 @@ func (e Envelope) Encode() ([]byte, error) {
 	if !json.Valid(e.Payload) {
 		return nil, fmt.Errorf("event %s: payload is not JSON: %q", e.ID, e.Payload)
 	}
+	if y := e.OccurredAt.Year(); y < 0 || y > 9999 {
+		return nil, fmt.Errorf("event %s: occurred in year %d", e.ID, y)
+	}
 	b := make([]byte, 0, 160+len(e.Payload))
 	b = append(b, `{"id":`...)
-	b = appendString(b, e.ID)
+	b = jsonenc.String(b, e.ID)
 	b = append(b, `,"type":`...)
-	b = appendString(b, e.Type)
+	b = jsonenc.String(b, e.Type)
 	b = append(b, `,"aggregate_type":`...)
-	b = appendString(b, e.AggregateType)
+	b = jsonenc.String(b, e.AggregateType)
 	b = append(b, `,"aggregate_id":`...)
 	b = strconv.AppendInt(b, e.AggregateID, 10)
 	b = append(b, `,"org_id":`...)
@@ -92,33 +129,17 @@ func (e Envelope) Encode() ([]byte, error) {
 	b = append(b, `,"version":`...)
 	b = strconv.AppendInt(b, e.Version, 10)
 	b = append(b, `,"occurred_at":`...)
-	at, err := e.OccurredAt.MarshalJSON()
-	if err != nil {
-		return nil, fmt.Errorf("event %s: %w", e.ID, err)
-	}
-	b = append(b, at...)
+	b = jsonenc.Time(b, e.OccurredAt)
 	b = append(b, `,"payload":`...)
 	payload := []byte(e.Payload)
 	if !compact(payload) {
+		var err error
 		if payload, err = json.Marshal(e.Payload); err != nil {
 			return nil, fmt.Errorf("event %s: payload: %w", e.ID, err)
 		}
 	}
 	b = append(b, payload...)
 	return append(b, '}'), nil
-}
-
-// appendString appends s as a JSON string, escaped as encoding/json would.
-func appendString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s) // a string always encodes
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }
 
 // compact reports whether valid JSON raw has no whitespace outside its

@@ -2,6 +2,7 @@ package events
 
 import (
 	"encoding/json"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -99,5 +100,34 @@ func TestEncodeMatchesEncodingJSON(t *testing.T) {
 	}
 	if _, err := (Envelope{ID: "x", Payload: json.RawMessage(`{"a":`)}).Encode(); err == nil {
 		t.Error("an envelope whose payload is not JSON encoded")
+	}
+}
+
+// Sprocket payloads, written by hand, are what encoding/json writes.
+func TestSprocketPayloadMatchesEncodingJSON(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	floats := []float64{0, 0.1, 6.35, 1e-7, 1e21, 123456789.125}
+	float := func() float64 {
+		if rng.IntN(2) == 0 {
+			return floats[rng.IntN(len(floats))]
+		}
+		return rng.Float64() * math.Pow(10, float64(rng.IntN(40)-20))
+	}
+	for i := range 20000 {
+		at := time.Unix(rng.Int64N(4e9), rng.Int64N(1e9)).UTC()
+		s := domain.Sprocket{
+			ID: rng.Int64(), OrgID: rng.Int64N(1000), Version: rng.Int64N(1 << 40),
+			SprocketSpec: domain.SprocketSpec{Teeth: rng.Int64() - rng.Int64(), PitchDiameter: float(), OutsideDiameter: float(), Pitch: -float()},
+			CreatedAt:    at, UpdatedAt: at.Add(time.Duration(rng.Int64N(1e15))),
+		}
+		if i%3 == 0 {
+			deleted := s.UpdatedAt.In(time.FixedZone("x", 3600))
+			s.DeletedAt = &deleted
+		}
+		e, err := New("id", Updated, Sprocket, s.ID, s.OrgID, s.Version, at, SprocketPayload{Sprocket: s})
+		want, werr := json.Marshal(SprocketPayload{Sprocket: s})
+		if err != nil || werr != nil || string(e.Payload) != string(want) {
+			t.Fatalf("sprocket %d:\n got %s (%v)\nwant %s (%v)", i, e.Payload, err, want, werr)
+		}
 	}
 }

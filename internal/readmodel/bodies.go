@@ -3,9 +3,11 @@ package readmodel
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/sprockets-api/sprockets/internal/domain"
+	"github.com/sprockets-api/sprockets/internal/jsonenc"
 )
 
 // mustJSON encodes values built from domain types, which cannot fail to
@@ -35,13 +37,20 @@ type v1Sprocket struct {
 
 // SprocketBody is GET /v1/sprockets/{id}.
 func SprocketBody(s domain.Sprocket) []byte {
-	return mustJSON(v1Sprocket{ID: s.ID, SprocketSpec: s.SprocketSpec, Version: s.Version, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt})
+	b := appendCompatSprocket(make([]byte, 0, 256), s) // written by hand: see appendCompatSprocket
+	b = append(b[:len(b)-1], `,"version":`...)
+	b = strconv.AppendInt(b, s.Version, 10)
+	b = append(b, `,"created_at":`...)
+	b = jsonenc.Time(b, s.CreatedAt)
+	b = append(b, `,"updated_at":`...)
+	b = jsonenc.Time(b, s.UpdatedAt)
+	return append(b, '}')
 }
 
 // SprocketCompatBody is GET /api/sprocket/{id}: the seed file's item shape
 // with the id.
 func SprocketCompatBody(s domain.Sprocket) []byte {
-	return mustJSON(compatSprocket{ID: s.ID, SprocketSpec: s.SprocketSpec})
+	return appendCompatSprocket(make([]byte, 0, 128), s)
 }
 
 type v1Factory struct {

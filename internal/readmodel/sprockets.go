@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/sprockets-api/sprockets/internal/domain"
+	"github.com/sprockets-api/sprockets/internal/jsonenc"
 )
 
 // The body of GET /api/sprockets holds every live sprocket of an
@@ -199,30 +200,12 @@ func appendCompatSprocket(b []byte, s domain.Sprocket) []byte {
 	b = append(b, `,"teeth":`...)
 	b = strconv.AppendInt(b, s.Teeth, 10)
 	b = append(b, `,"pitch_diameter":`...)
-	b = appendFloat(b, s.PitchDiameter)
+	b = jsonenc.Float(b, s.PitchDiameter)
 	b = append(b, `,"outside_diameter":`...)
-	b = appendFloat(b, s.OutsideDiameter)
+	b = jsonenc.Float(b, s.OutsideDiameter)
 	b = append(b, `,"pitch":`...)
-	b = appendFloat(b, s.Pitch)
+	b = jsonenc.Float(b, s.Pitch)
 	return append(b, '}')
-}
-
-// appendFloat formats f as encoding/json does: plain decimals, exponents
-// only for very small or very large magnitudes, and "e-7" not "e-07". Specs
-// are validated finite.
-func appendFloat(b []byte, f float64) []byte {
-	format := byte('f')
-	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
-		format = 'e'
-	}
-	b = strconv.AppendFloat(b, f, format, -1, 64)
-	if format == 'e' {
-		if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
-			b[n-2] = b[n-1]
-			b = b[:n-1]
-		}
-	}
-	return b
 }
 
 // sortedByID returns all in id order, newest version first among equal ids,

@@ -5,13 +5,14 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/sprockets-api/sprockets/internal/domain"
 )
 
-// The hand-written item encoder must write what encoding/json writes, for
-// every value a spec can hold.
-func TestCompatItemsMatchEncodingJSON(t *testing.T) {
+// The hand-written sprocket bodies (the compatibility items, and the /v1
+// body) must be what encoding/json writes, for every value a spec can hold.
+func TestSprocketBodiesMatchEncodingJSON(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	floats := []float64{0, 1, 5, 6.35, 0.1, 1e-6, 9.99e-7, 1e-7, 1.5e-10, 1e20, 1e21, 123456789.125, 1e300, 5e-324, math.MaxFloat64}
 	for i := 0; i < 20000; i++ {
@@ -26,6 +27,19 @@ func TestCompatItemsMatchEncodingJSON(t *testing.T) {
 		}
 		if got := appendCompatSprocket(nil, s); string(got) != string(want) {
 			t.Fatalf("\n got %s\nwant %s", got, want)
+		}
+		if got := SprocketCompatBody(s); string(got) != string(want) {
+			t.Fatalf("compat body\n got %s\nwant %s", got, want)
+		}
+		s.Version = r.Int64N(1 << 40)
+		s.CreatedAt = time.Unix(r.Int64N(4e9), r.Int64N(1e9)).UTC()
+		s.UpdatedAt = s.CreatedAt.Add(time.Duration(r.Int64N(1e15)))
+		want, err = json.Marshal(v1Sprocket{ID: s.ID, SprocketSpec: s.SprocketSpec, Version: s.Version, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := SprocketBody(s); string(got) != string(want) {
+			t.Fatalf("v1 body\n got %s\nwant %s", got, want)
 		}
 	}
 }
