@@ -1,6 +1,7 @@
 package config
 
 import (
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -96,5 +97,17 @@ func TestAttrsMaskSecrets(t *testing.T) {
 	}
 	if strings.Contains(b.String(), "secret") || !strings.Contains(b.String(), "REPLICA_URLS") {
 		t.Errorf("attrs %s", b.String())
+	}
+}
+
+func TestTuneGC(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	TuneGC(func(string) string { return "" })
+	if got := debug.SetGCPercent(100); got != DefaultGOGC {
+		t.Errorf("without GOGC the target is %d, want %d", got, DefaultGOGC)
+	}
+	TuneGC(func(k string) string { return map[string]string{"GOGC": "50"}[k] })
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("with GOGC set, TuneGC changed the target to %d", got)
 	}
 }
