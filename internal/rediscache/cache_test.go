@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -356,5 +357,88 @@ func (p *pipelines) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 			}
 		}
 		return next(ctx, cmds)
+	}
+}
+
+// Large entries are staged in a hash of their own and renamed over the key
+// by the guard script: the rules, the marks and the fence work as for small
+// ones, and nothing staged is left behind, written or not.
+func TestStagedWrites(t *testing.T) {
+	ctx := context.Background()
+	c, rdb := newCache(t)
+	if err := rdb.ConfigResetStat(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	big := strings.Repeat("x", stageOver+1)
+	staged := func() []string {
+		t.Helper()
+		keys, err := rdb.Keys(ctx, readmodel.Prefix+"meta:staging:*").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return keys
+	}
+	apply := func(w readmodel.Write) []int {
+		t.Helper()
+		res, err := c.Apply(ctx, w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if left := staged(); len(left) > 0 {
+			t.Fatalf("staged hashes left behind: %v", left)
+		}
+		return res[0]
+	}
+	// A large and a small record in one write, with a mark.
+	res := apply(readmodel.Write{Org: 1, Rule: readmodel.Next, Records: []readmodel.Record{rec("big", 1, big), rec("small", 1, "s")},
+		Dirty: []string{"sprockets:1"}})
+	if res[0] != readmodel.Written || res[1] != readmodel.Written {
+		t.Fatalf("results %v", res)
+	}
+	e, ok, err := c.Get(ctx, "big", false)
+	if err != nil || !ok || string(e.Body) != big || e.Version != 1 || e.ETag != `"e"` {
+		t.Fatalf("the staged entry reads back as v%d, %d bytes (%v %v)", e.Version, len(e.Body), ok, err)
+	}
+	if stats := rdb.Info(ctx, "commandstats").Val(); !strings.Contains(stats, "cmdstat_rename:calls=1,") {
+		t.Errorf("the large entry was not staged and renamed:\n%s", stats)
+	}
+	if ttl := rdb.TTL(ctx, "big").Val(); ttl != -1 {
+		t.Errorf("the written key expires in %s", ttl)
+	}
+	if marks, _ := c.Dirty(ctx); marks["sprockets:1"] != "1" {
+		t.Errorf("marks %v", marks)
+	}
+	// Refused, dropped, then written under the exact rule.
+	if res := apply(readmodel.Write{Rule: readmodel.Next, Records: []readmodel.Record{rec("big", 3, big+"y")}}); res[0] != readmodel.Refused {
+		t.Errorf("a gap: %v", res)
+	}
+	if res := apply(readmodel.Write{Rule: readmodel.Newer, Records: []readmodel.Record{rec("big", 0, big+"y")}}); res[0] != readmodel.Dropped {
+		t.Errorf("an older version: %v", res)
+	}
+	if res := apply(readmodel.Write{Rule: readmodel.Exact, Records: []readmodel.Record{rec("big", 2, big+"y")}, Expected: []int64{1}}); res[0] != readmodel.Written {
+		t.Errorf("exact: %v", res)
+	}
+	if e, _, _ := c.Get(ctx, "big", false); string(e.Body) != big+"y" || e.Version != 2 {
+		t.Errorf("after the exact write: v%d, %d bytes", e.Version, len(e.Body))
+	}
+	// A fenced organization's large entry is not written.
+	if err := c.Fence(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if res := apply(readmodel.Write{Org: 1, Rule: readmodel.Newer, Records: []readmodel.Record{rec("big", 5, big), rec("small", 5, "s")}}); res[0] != readmodel.Fenced || res[1] != readmodel.Fenced {
+		t.Errorf("fenced: %v", res)
+	}
+	if e, _, _ := c.Get(ctx, "big", false); e.Version != 2 {
+		t.Errorf("a fenced write landed: v%d", e.Version)
+	}
+	// When Redis has forgotten the script, the retry uses what was staged.
+	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if res := apply(readmodel.Write{Rule: readmodel.Newer, Records: []readmodel.Record{rec("big2", 1, big)}}); res[0] != readmodel.Written {
+		t.Errorf("after SCRIPT FLUSH: %v", res)
+	}
+	if e, _, _ := c.Get(ctx, "big2", false); string(e.Body) != big {
+		t.Errorf("after SCRIPT FLUSH the entry holds %d bytes", len(e.Body))
 	}
 }
