@@ -217,11 +217,21 @@ func (r Row) Envelope() events.Envelope {
 
 // outgoing encodes the row's event as published.
 func (r Row) outgoing() (events.Outgoing, error) {
-	body, err := r.Envelope().Encode()
+	m, err := outgoing(r.Envelope(), r.Subject)
 	if err != nil {
-		return events.Outgoing{}, fmt.Errorf("encode outbox row %d: %w", r.Seq, err)
+		return events.Outgoing{}, fmt.Errorf("outbox row %d: %w", r.Seq, err)
 	}
-	return events.Outgoing{ID: r.EventID, Subject: r.Subject, Body: body}, nil
+	return m, nil
+}
+
+// outgoing encodes e as published on subject, with its id for the broker
+// to drop duplicates by.
+func outgoing(e events.Envelope, subject string) (events.Outgoing, error) {
+	body, err := e.Encode()
+	if err != nil {
+		return events.Outgoing{}, fmt.Errorf("encode event %s: %w", e.ID, err)
+	}
+	return events.Outgoing{ID: e.ID, Subject: subject, Body: body}, nil
 }
 
 // Read returns the rows after sequence number after, in order, without
@@ -332,11 +342,10 @@ func (r *Relay) relayOnce(ctx context.Context) (int, error) {
 func (r *Relay) publishHanded(ctx context.Context, envs []events.Envelope) error {
 	msgs := make([]events.Outgoing, len(envs))
 	for i, e := range envs {
-		body, err := e.Encode()
-		if err != nil {
-			return fmt.Errorf("encode event %s: %w", e.ID, err)
+		var err error
+		if msgs[i], err = outgoing(e, e.Subject()); err != nil {
+			return err
 		}
-		msgs[i] = events.Outgoing{ID: e.ID, Subject: e.Subject(), Body: body}
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	errs := r.pub.PublishAll(pctx, msgs)

@@ -8,7 +8,6 @@ import (
 	"strconv"
 
 	"github.com/sprockets-api/sprockets/internal/domain"
-	"github.com/sprockets-api/sprockets/internal/jsonenc"
 )
 
 // The body of GET /api/sprockets holds every live sprocket of an
@@ -197,14 +196,8 @@ func leadingID(b []byte) (int64, bool) {
 func appendCompatSprocket(b []byte, s domain.Sprocket) []byte {
 	b = append(b, itemOpen...)
 	b = strconv.AppendInt(b, s.ID, 10)
-	b = append(b, `,"teeth":`...)
-	b = strconv.AppendInt(b, s.Teeth, 10)
-	b = append(b, `,"pitch_diameter":`...)
-	b = jsonenc.Float(b, s.PitchDiameter)
-	b = append(b, `,"outside_diameter":`...)
-	b = jsonenc.Float(b, s.OutsideDiameter)
-	b = append(b, `,"pitch":`...)
-	b = jsonenc.Float(b, s.Pitch)
+	b = append(b, ',')
+	b = s.AppendJSONFields(b)
 	return append(b, '}')
 }
 

@@ -112,8 +112,8 @@ func (c *Cache) Apply(ctx context.Context, writes ...readmodel.Write) ([][]int, 
 		pipe := c.rdb.Pipeline()
 		cmds := make([]*redis.Cmd, len(calls))
 		for i, cl := range calls {
-			for _, h := range cl.staged {
-				if stage {
+			if stage {
+				for _, h := range cl.staged {
 					pipe.HSet(ctx, h.key, h.fields...)
 					pipe.Expire(ctx, h.key, stagedTTL)
 				}
