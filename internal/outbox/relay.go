@@ -33,6 +33,9 @@ type Publisher interface {
 type Config struct {
 	Batch int           // rows claimed per transaction
 	Poll  time.Duration // how often to look for rows nobody nudged about
+	// DeleteAfter is how long the rows of published events may wait to be
+	// deleted together; 0 means 50ms.
+	DeleteAfter time.Duration
 }
 
 // Relay publishes committed outbox rows.
@@ -48,6 +51,11 @@ type Relay struct {
 	handed    []events.Envelope // committed, not yet published: see Committed
 	claimSoon bool              // a claim was asked for: see Nudge
 
+	// Handed events the broker stored, whose rows are not deleted yet; only
+	// Run uses them. See deleteSent.
+	sent      []uuid.UUID
+	sentSince time.Time // when the oldest of sent was published
+
 	backlog   prometheus.Gauge
 	published prometheus.Counter
 	failures  prometheus.Counter
@@ -56,10 +64,13 @@ type Relay struct {
 // New returns a relay over the outbox table in db. Its metrics are
 // registered with reg.
 func New(db *sqlx.DB, pub Publisher, log *slog.Logger, cfg Config, reg prometheus.Registerer) *Relay {
+	if cfg.DeleteAfter <= 0 {
+		cfg.DeleteAfter = defaultDeleteAfter
+	}
 	r := &Relay{
 		db: db, pub: pub, log: log, cfg: cfg, nudge: make(chan struct{}, 1),
 		backlog: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "sprockets_outbox_backlog", Help: "Committed events not yet published to the broker.",
+			Name: "sprockets_outbox_backlog", Help: "Outbox rows: committed events not yet published to the broker (and, briefly, published ones not yet deleted).",
 		}),
 		published: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sprockets_outbox_published_total", Help: "Events published by the relay.",
@@ -85,6 +96,19 @@ func (r *Relay) Nudge() {
 // maxHanded bounds the events waiting for the relay in memory. Past it,
 // events are left to the claims: their rows are in the outbox anyway.
 const maxHanded = 4096
+
+// The rows of published events are deleted together, in one statement, once
+// the oldest has waited Config.DeleteAfter or deleteMax are waiting, before
+// any claim (so that a claim never takes a row this relay has published) and
+// when Run returns. A deletion per hand-off cost about as much as the rest
+// of the relay.
+const (
+	defaultDeleteAfter = 50 * time.Millisecond
+	deleteMax          = 4096
+	// keepSentMax bounds the ids kept for another try while deletions fail;
+	// past it they are forgotten, and claims publish those events again.
+	keepSentMax = 4 * deleteMax
+)
 
 // Committed hands the relay events whose outbox rows have just committed,
 // so that it publishes them from memory and deletes their rows, without
@@ -126,6 +150,9 @@ func (r *Relay) take() ([]events.Envelope, bool) {
 func (r *Relay) Run(ctx context.Context) error {
 	poll := time.NewTicker(r.cfg.Poll)
 	defer poll.Stop()
+	deleteDue := time.NewTimer(r.cfg.DeleteAfter)
+	defer deleteDue.Stop()
+	defer r.deleteOnExit(ctx)
 	var (
 		backoff   time.Duration
 		lastCount time.Time
@@ -163,13 +190,32 @@ func (r *Relay) Run(ctx context.Context) error {
 		if claim {
 			continue // more rows are waiting
 		}
+		var deleteC <-chan time.Time
+		if len(r.sent) > 0 {
+			deleteDue.Reset(time.Until(r.sentSince.Add(r.cfg.DeleteAfter)))
+			deleteC = deleteDue.C
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-r.nudge:
+		case <-deleteC:
 		case <-poll.C:
 			claim = true
 		}
+	}
+}
+
+// deleteOnExit deletes the rows of what was published before Run returns,
+// so that a relay that stops publishes nothing twice when it starts again.
+func (r *Relay) deleteOnExit(ctx context.Context) {
+	if len(r.sent) == 0 {
+		return
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if err := r.deleteSent(dctx); err != nil {
+		r.log.Warn("outbox relay: delete published rows", "err", err)
 	}
 }
 
@@ -178,10 +224,17 @@ func (r *Relay) Run(ctx context.Context) error {
 func (r *Relay) round(ctx context.Context, claim *bool) error {
 	handed, asked := r.take()
 	*claim = *claim || asked
+	var pubErr error
 	if len(handed) > 0 {
-		if err := r.publishHanded(ctx, handed); err != nil {
+		pubErr = r.publishHanded(ctx, handed)
+	}
+	if len(r.sent) > 0 && (*claim || pubErr != nil || len(r.sent) >= deleteMax || time.Since(r.sentSince) >= r.cfg.DeleteAfter) {
+		if err := r.deleteSent(ctx); err != nil {
 			return err
 		}
+	}
+	if pubErr != nil {
+		return pubErr
 	}
 	if !*claim {
 		return nil
@@ -333,12 +386,8 @@ func (r *Relay) relayOnce(ctx context.Context) (int, error) {
 	return len(rows), pubErr
 }
 
-// publishHanded publishes events committed moments ago and deletes the
-// rows of those the broker stored. The deletion is one statement, its ids
-// written into its text: a simple query is planned afresh each time, so it
-// finds the rows by the event id's index however small the outbox was when
-// a prepared plan would have been made. Like a claim, it commits without
-// waiting for the flush: a lost deletion only publishes the events again.
+// publishHanded publishes events committed moments ago and keeps the ids
+// of those the broker stored, for deleteSent.
 func (r *Relay) publishHanded(ctx context.Context, envs []events.Envelope) error {
 	msgs := make([]events.Outgoing, len(envs))
 	for i, e := range envs {
@@ -350,39 +399,56 @@ func (r *Relay) publishHanded(ctx context.Context, envs []events.Envelope) error
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	errs := r.pub.PublishAll(pctx, msgs)
 	cancel()
-	var (
-		q      strings.Builder
-		n      int
-		pubErr error
-	)
-	q.WriteString(`WITH sent AS (DELETE FROM outbox WHERE event_id = ANY('{`)
+	var pubErr error
 	for i, err := range errs {
 		if err != nil {
 			pubErr = err
 			continue
 		}
+		r.published.Inc()
 		id, err := uuid.Parse(envs[i].ID)
 		if err != nil {
 			continue // not an outbox row's id: nothing to delete
 		}
-		if n > 0 {
-			q.WriteByte(',')
+		if len(r.sent) == 0 {
+			r.sentSince = time.Now()
 		}
-		q.WriteString(id.String())
-		n++
-	}
-	q.WriteString(`}'::uuid[]) RETURNING 1)
-		SELECT set_config('synchronous_commit', 'off', true), (SELECT count(*) FROM sent)`)
-	if n > 0 {
-		if _, err := r.db.ExecContext(ctx, q.String()); err != nil {
-			return fmt.Errorf("delete published rows: %w", err)
-		}
-		r.published.Add(float64(n))
+		r.sent = append(r.sent, id)
 	}
 	return pubErr
 }
 
-// Backlog returns how many committed events are not yet published.
+// deleteSent deletes the rows of the published events in one statement, its
+// ids written into its text: a simple query is planned afresh each time, so
+// it finds the rows by the event id's index however small the outbox was
+// when a prepared plan would have been made. Like a claim, it commits
+// without waiting for the flush: a lost deletion only publishes the events
+// again. Rows a claim took meanwhile (another writer's) are simply gone.
+func (r *Relay) deleteSent(ctx context.Context) error {
+	var q strings.Builder
+	q.Grow(len(r.sent)*37 + 160)
+	q.WriteString(`WITH sent AS (DELETE FROM outbox WHERE event_id = ANY('{`)
+	for i, id := range r.sent {
+		if i > 0 {
+			q.WriteByte(',')
+		}
+		q.WriteString(id.String())
+	}
+	q.WriteString(`}'::uuid[]) RETURNING 1)
+		SELECT set_config('synchronous_commit', 'off', true), (SELECT count(*) FROM sent)`)
+	if _, err := r.db.ExecContext(ctx, q.String()); err != nil {
+		if len(r.sent) > keepSentMax {
+			r.sent = r.sent[:0]
+		}
+		return fmt.Errorf("delete published rows: %w", err)
+	}
+	r.sent = r.sent[:0]
+	return nil
+}
+
+// Backlog returns how many rows the outbox holds: committed events not yet
+// published, and for at most Config.DeleteAfter those published whose rows
+// are about to be deleted.
 func (r *Relay) Backlog(ctx context.Context) (int64, error) {
 	var n int64
 	if err := r.db.GetContext(ctx, &n, `SELECT count(*) FROM outbox`); err != nil {

@@ -194,6 +194,68 @@ func TestRelayPublishesHandedEvents(t *testing.T) {
 	<-done
 }
 
+// The rows of published events are deleted together, later: before the
+// next claim, which so never publishes them again, and when Run returns.
+func TestRelayDeletesPublishedRowsTogether(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	db, _ := pgtest.Fresh(t, pg)
+	b := &broker{}
+	// Claims happen at start and on Nudge; deletions never fall due.
+	relay := outbox.New(db, b, slog.New(slog.NewTextHandler(io.Discard, nil)),
+		outbox.Config{Batch: 4, Poll: time.Hour, DeleteAfter: time.Hour}, prometheus.NewRegistry())
+	store, err := postgres.NewStore(ctx, db, postgres.WithCommitHook(relay.Committed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	rows := func() int {
+		var n int
+		if err := db.Get(&n, `SELECT count(*) FROM outbox`); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	spec := domain.SprocketSpec{Teeth: 1, PitchDiameter: 1, OutsideDiameter: 1, Pitch: 1}
+	create := func(n int) {
+		for range n {
+			if _, _, err := store.CreateSprocket(ctx, domain.System(1, "test"), spec, domain.Idempotency{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// One event handed over before Run: its first round publishes it, then
+	// claims, and that claim must not publish it again. (Created after Run
+	// started, an event could be claimed before it is handed over, and be
+	// published twice: the broker drops such a duplicate by its id, this
+	// one does not.)
+	create(1)
+	done := make(chan error, 1)
+	go func() { done <- relay.Run(ctx) }()
+	waitFor(t, "the first round", func() bool { return b.count() == 1 })
+	time.Sleep(100 * time.Millisecond) // for its claim
+
+	create(6) // six commits, six hand-offs
+	waitFor(t, "6 more events to be published", func() bool { return b.count() == 7 })
+	if n := rows(); n != 6 {
+		t.Fatalf("%d outbox rows right after publication, want all 6 still there", n)
+	}
+	relay.Nudge()
+	waitFor(t, "the rows to be deleted before the claim", func() bool { return rows() == 0 })
+	time.Sleep(100 * time.Millisecond) // for the claim that follows
+	if b.count() != 7 {
+		t.Fatalf("the claim published %d events again", b.count()-7)
+	}
+
+	create(3)
+	waitFor(t, "3 more events to be published", func() bool { return b.count() == 10 })
+	cancel()
+	<-done
+	if n := rows(); n != 0 {
+		t.Fatalf("%d outbox rows left after Run returned, want 0", n)
+	}
+}
+
 // The claim must find its rows through the primary key however the outbox
 // looked when the claim was first planned. Planned on a table of a page, a
 // cached plan scanned the whole table for the ids it had just picked, and
