@@ -120,11 +120,10 @@ func byBody(marks map[string]string) map[string]*dirtyBody {
 // the one Redis now holds: if not, another projector wrote a newer one
 // meanwhile, which may lack this round's changes.
 func (p *Projector) rebuildDerived(ctx context.Context, name string, members []int64) (bool, error) {
-	kind, idText, ok := strings.Cut(name, ":")
+	kind, idText, _ := strings.Cut(name, ":")
 	id, err := strconv.ParseInt(idText, 10, 64)
-	if !ok || err != nil {
-		p.log.Warn("unknown dirty mark dropped", "name", name)
-		return true, nil
+	if err != nil {
+		kind = "" // no body this projector knows
 	}
 	var res [][]int
 	switch kind {

@@ -449,3 +449,19 @@ func encodeAll(t *testing.T, evs []events.Envelope) [][]byte {
 	}
 	return out
 }
+
+// Marks of no body this projector knows (another version's, or garbage)
+// are dropped, not retried forever, and do not stop the round.
+func TestUnknownDirtyMarksAreDropped(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	if err := w.rdb.HSet(ctx, readmodel.Prefix+"dirty", "widgets:1", "1", "sprockets:x", "1", "nocolon", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.proj.RebuildDirty(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if marks, _ := w.cache.Dirty(ctx); len(marks) != 0 {
+		t.Errorf("marks left: %v", marks)
+	}
+}
