@@ -20,13 +20,6 @@ func mustJSON(v any) []byte {
 	return b
 }
 
-// compatSprocket is an item of the original service's sprocket file, with
-// its id.
-type compatSprocket struct {
-	ID int64 `json:"id"`
-	domain.SprocketSpec
-}
-
 type v1Sprocket struct {
 	ID int64 `json:"id"`
 	domain.SprocketSpec

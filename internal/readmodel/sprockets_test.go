@@ -10,6 +10,13 @@ import (
 	"github.com/sprockets-api/sprockets/internal/domain"
 )
 
+// compatSprocket is an item of the original service's sprocket file, with
+// its id: the shape appendCompatSprocket writes by hand.
+type compatSprocket struct {
+	ID int64 `json:"id"`
+	domain.SprocketSpec
+}
+
 // The hand-written sprocket bodies (the compatibility items, and the /v1
 // body) must be what encoding/json writes, for every value a spec can hold.
 func TestSprocketBodiesMatchEncodingJSON(t *testing.T) {
