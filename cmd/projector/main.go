@@ -137,10 +137,9 @@ func project(ctx context.Context, cfg config.Projector, proj *projection.Project
 		return err
 	}
 	defer nc.Close()
-	pending := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "sprockets_projection_pending_events", Help: "Events in the stream not yet applied and acknowledged.",
-	})
-	reg.MustRegister(pending)
+	runner := natsjs.NewRunner(nc, natsjs.RunConfig{
+		Batch: cfg.FetchBatch, Wait: cfg.FetchWait, ParkAfter: uint64(cfg.ParkAfter),
+	}, log, reg)
 
 	// ---- HTTP: health and metrics -----------------------------------------
 	app := httpapi.NewApp(httpapi.ServerConfig{
@@ -161,12 +160,37 @@ func project(ctx context.Context, cfg config.Projector, proj *projection.Project
 	g.Go(func() error { return proj.RunDerived(ctx, cfg.CoalesceInterval) })
 	g.Go(func() error {
 		// A flushed or new Redis is rebuilt before events are applied to it.
-		if err := natsjs.Retry(ctx, log, "build read model", proj.EnsureBuilt); err != nil || ctx.Err() != nil {
+		var rebuilt bool
+		err := natsjs.Retry(ctx, log, "build read model", 0, func(ctx context.Context) (err error) {
+			rebuilt, err = proj.EnsureBuilt(ctx)
+			return err
+		})
+		if err != nil || ctx.Err() != nil {
 			return err
 		}
-		go watchBuilt(ctx, proj, log)
-		var cons *natsjs.Consumer
-		err := natsjs.Retry(ctx, log, "ensure stream and consumer", func(ctx context.Context) error {
+		g.Go(func() error { return watchBuilt(ctx, proj, log) })
+		return consume(ctx, cfg, nc, runner, proj, rebuilt, log)
+	})
+	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// consume applies the stream's events until ctx is done. When the broker
+// loses the stream or the consumer (a restart without its store), it makes
+// them again and rebuilds the read model: the events that were in the
+// stream and not yet applied are gone, and only Postgres still has what
+// they said. A consumer that has to be created on a read model built
+// before (and not just now) means the same.
+func consume(ctx context.Context, cfg config.Projector, nc *natsjs.Conn, runner *natsjs.Runner, proj *projection.Projector, rebuilt bool, log *slog.Logger) error {
+	for {
+		var (
+			cons    *natsjs.Consumer
+			created bool
+		)
+		err := natsjs.Retry(ctx, log, "ensure stream and consumer", 5*time.Second, func(ctx context.Context) error {
 			if err := nc.EnsureStream(ctx, natsjs.StreamConfig{
 				Name: cfg.StreamName, Subjects: []string{events.SubjectPrefix + ".>"}, MaxAge: cfg.StreamMaxAge,
 			}); err != nil {
@@ -178,7 +202,7 @@ func project(ctx context.Context, cfg config.Projector, proj *projection.Project
 				return err
 			}
 			var err error
-			cons, err = nc.EnsureConsumer(ctx, natsjs.ConsumerConfig{
+			cons, created, err = nc.EnsureConsumer(ctx, natsjs.ConsumerConfig{
 				Stream: cfg.StreamName, Durable: cfg.ConsumerName, Filter: events.SubjectPrefix + ".>", AckWait: cfg.AckWait,
 			})
 			return err
@@ -186,48 +210,41 @@ func project(ctx context.Context, cfg config.Projector, proj *projection.Project
 		if err != nil || ctx.Err() != nil {
 			return err
 		}
-		go watchPending(ctx, cons, pending)
-		runner := natsjs.NewRunner(nc, cons, natsjs.RunConfig{
-			Batch: cfg.FetchBatch, Wait: cfg.FetchWait, ParkAfter: uint64(cfg.ParkAfter),
-		}, log, reg)
-		return runner.Run(ctx, proj.HandleBatch)
-	})
-	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
-		return err
-	}
-	log.Info("stopped")
-	return nil
-}
-
-// watchPending keeps the pending-events gauge current.
-func watchPending(ctx context.Context, cons *natsjs.Consumer, gauge prometheus.Gauge) {
-	t := time.NewTicker(2 * time.Second)
-	defer t.Stop()
-	for {
-		if n, err := cons.Pending(ctx); err == nil {
-			gauge.Set(float64(n))
+		if created && !rebuilt {
+			log.Warn("the consumer was missing: events may have been lost with the broker's store; rebuilding the read model")
+			err := natsjs.Retry(ctx, log, "rebuild read model", 0, func(ctx context.Context) error {
+				n, err := proj.Rebuild(ctx)
+				if err == nil {
+					log.Info("read model rebuilt", "keys", n)
+				}
+				return err
+			})
+			if err != nil || ctx.Err() != nil {
+				return err
+			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+		rebuilt = false
+		err = runner.Run(ctx, cons, proj.HandleBatch)
+		if !errors.Is(err, natsjs.ErrConsumerLost) {
+			return err
 		}
+		log.Warn("consumer lost; creating it again", "err", err)
 	}
 }
 
 // watchBuilt rebuilds the read model when Redis loses it while running (a
 // flush or a restart without persistence), instead of serving from the
 // database until an operator notices.
-func watchBuilt(ctx context.Context, proj *projection.Projector, log *slog.Logger) {
+func watchBuilt(ctx context.Context, proj *projection.Projector, log *slog.Logger) error {
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return ctx.Err()
 		case <-t.C:
 		}
-		if err := proj.EnsureBuilt(ctx); err != nil && ctx.Err() == nil {
+		if _, err := proj.EnsureBuilt(ctx); err != nil && ctx.Err() == nil {
 			log.Warn("check read model", "err", err)
 		}
 	}

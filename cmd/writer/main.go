@@ -187,7 +187,11 @@ func serve(ctx context.Context, cfg config.Writer, log *slog.Logger) error {
 
 	// ---- Run ------------------------------------------------------------
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return ensureStream(ctx, nc, cfg.Stream, log) })
+	g.Go(func() error {
+		return nc.KeepStream(ctx, natsjs.StreamConfig{
+			Name: cfg.StreamName, Subjects: []string{events.SubjectPrefix + ".>"}, MaxAge: cfg.StreamMaxAge,
+		}, log)
+	})
 	g.Go(func() error { return relay.Run(ctx) })
 	g.Go(func() error {
 		return httpapi.Serve(ctx, app, cfg.Addr, cfg.ShutdownGrace, cfg.TLSCertFile, cfg.TLSKeyFile, func(a net.Addr) {
@@ -199,14 +203,4 @@ func serve(ctx context.Context, cfg config.Writer, log *slog.Logger) error {
 	}
 	log.Info("stopped")
 	return nil
-}
-
-// ensureStream creates the event stream, retrying while NATS is down; the
-// relay's publishes fail (and are retried) until it exists.
-func ensureStream(ctx context.Context, nc *natsjs.Conn, cfg config.Stream, log *slog.Logger) error {
-	return natsjs.Retry(ctx, log, "ensure stream", func(ctx context.Context) error {
-		return nc.EnsureStream(ctx, natsjs.StreamConfig{
-			Name: cfg.StreamName, Subjects: []string{events.SubjectPrefix + ".>"}, MaxAge: cfg.StreamMaxAge,
-		})
-	})
 }

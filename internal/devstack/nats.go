@@ -3,6 +3,7 @@ package devstack
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"syscall"
@@ -75,4 +76,11 @@ func (n *NATS) Stop() {
 		return
 	}
 	n.proc.stop(syscall.SIGTERM, 5*time.Second)
+}
+
+// RemoveStore deletes JetStream's data, as a server that lost its disk
+// would: streams and consumers are gone when it starts again. The server
+// must be stopped.
+func (n *NATS) RemoveStore() error {
+	return os.RemoveAll(filepath.Join(n.dir, "jetstream"))
 }

@@ -264,3 +264,63 @@ func TestProjectorKilledMidStream(t *testing.T) {
 		}
 	}
 }
+
+// When NATS comes back without its store (a lost disk), the stream and the
+// projector's consumer are recreated without a restart of anything, the
+// outbox drains into the new stream, and what the lost events had not yet
+// projected is repaired. Run against Debian's nats-server 2.9 and the
+// current release.
+func TestJetStreamLosesItsStore(t *testing.T) {
+	for _, embedded := range []bool{false, true} {
+		name := "installed nats-server"
+		if embedded {
+			name = "current nats-server (embedded)"
+		}
+		t.Run(name, func(t *testing.T) {
+			s := newStack(t, stackOptions{embeddedNATS: embedded})
+			ctx := context.Background()
+			db := leader(t, s)
+			factory := newFactory(t, s)
+			verifyConverges(t, s, 20*time.Second)
+			loseStore := func() {
+				t.Helper()
+				s.NATS.Stop()
+				if err := s.NATS.RemoveStore(); err != nil {
+					t.Fatal(err)
+				}
+				if err := s.NATS.Start(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			// Everything running: the writer and the projector find the
+			// stream and the consumer gone and make them again.
+			loseStore()
+			if err := writeMix(s, 20, factory, 1700000000, nil); err != nil {
+				t.Fatal(err)
+			}
+			verifyConverges(t, s, 30*time.Second)
+
+			// Events published but not yet projected are lost with the
+			// store: the projector repairs what they would have written.
+			s.Projector.Stop()
+			if err := writeMix(s, 20, factory, 1700100000, nil); err != nil {
+				t.Fatal(err)
+			}
+			checkFor(t, 20*time.Second, func() string {
+				if n := count(t, db, `SELECT count(*) FROM outbox`); n > 0 {
+					return fmt.Sprintf("%d events not yet relayed", n)
+				}
+				return ""
+			})
+			loseStore()
+			if err := s.Projector.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := writeMix(s, 8, factory, 1700200000, nil); err != nil {
+				t.Fatal(err)
+			}
+			verifyConverges(t, s, 30*time.Second)
+		})
+	}
+}

@@ -2,6 +2,7 @@ package natsjs
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -25,43 +26,65 @@ type RunConfig struct {
 
 // Runner pulls from a consumer and hands each message to a handler.
 type Runner struct {
-	conn   *Conn
-	cons   *Consumer
-	cfg    RunConfig
-	log    *slog.Logger
-	parked prometheus.Counter
-	failed prometheus.Counter
+	conn    *Conn
+	cfg     RunConfig
+	log     *slog.Logger
+	parked  prometheus.Counter
+	failed  prometheus.Counter
+	pending prometheus.Gauge
 }
 
 // NewRunner returns a Runner; its metrics are registered with reg.
-func NewRunner(conn *Conn, cons *Consumer, cfg RunConfig, log *slog.Logger, reg prometheus.Registerer) *Runner {
+func NewRunner(conn *Conn, cfg RunConfig, log *slog.Logger, reg prometheus.Registerer) *Runner {
 	r := &Runner{
-		conn: conn, cons: cons, cfg: cfg, log: log,
+		conn: conn, cfg: cfg, log: log,
 		parked: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sprockets_projector_parked_total", Help: "Messages parked because they could not be processed.",
 		}),
 		failed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sprockets_projector_failures_total", Help: "Message deliveries that failed and will be retried.",
 		}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sprockets_projection_pending_events", Help: "Events in the stream not yet applied and acknowledged.",
+		}),
 	}
-	reg.MustRegister(r.parked, r.failed)
+	reg.MustRegister(r.parked, r.failed, r.pending)
 	return r
 }
 
-// Run consumes until ctx is done and returns ctx's error. A broker outage
-// is waited out.
-func (r *Runner) Run(ctx context.Context, handle Handler) error {
-	var backoff time.Duration
+// checkEvery is how often Run asks the server about its consumer: for the
+// pending-events gauge, and to learn that the consumer is gone.
+const checkEvery = 2 * time.Second
+
+// Run consumes from cons until ctx is done, and returns ctx's error; a
+// broker outage is waited out. When the consumer or its stream no longer
+// exists on the server, it returns ErrConsumerLost: pulls from a consumer
+// that is gone would wait for messages forever.
+func (r *Runner) Run(ctx context.Context, cons *Consumer, handle Handler) error {
+	var (
+		backoff   time.Duration
+		lastCheck time.Time
+	)
 	for ctx.Err() == nil {
-		err := r.cons.Fetch(ctx, r.cfg.Batch, r.cfg.Wait, func(msgs []Msg) {
+		err := cons.Fetch(ctx, r.cfg.Batch, r.cfg.Wait, func(msgs []Msg) {
 			r.process(ctx, msgs, handle)
 		})
+		if ctx.Err() != nil {
+			break
+		}
+		if err != nil || time.Since(lastCheck) >= checkEvery {
+			lastCheck = time.Now()
+			n, perr := cons.Pending(ctx)
+			if errors.Is(perr, ErrConsumerLost) {
+				return perr
+			}
+			if perr == nil {
+				r.pending.Set(float64(n))
+			}
+		}
 		if err == nil {
 			backoff = 0
 			continue
-		}
-		if ctx.Err() != nil {
-			break
 		}
 		backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
 		r.log.Warn("pull from stream", "err", err, "retry_in", backoff)

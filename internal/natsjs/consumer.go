@@ -22,11 +22,20 @@ type Consumer struct {
 	c jetstream.Consumer
 }
 
-// EnsureConsumer creates the durable consumer or updates it to cfg.
-// Messages are acknowledged one by one, and redelivered without limit: the
-// projector itself parks a message that keeps failing.
-func (c *Conn) EnsureConsumer(ctx context.Context, cfg ConsumerConfig) (*Consumer, error) {
-	cons, err := c.JS.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
+// EnsureConsumer creates the durable consumer or updates it to cfg, and
+// reports whether it had to create it: a consumer that is new where the
+// read model was built before means events were lost with the broker's
+// store. Messages are acknowledged one by one, and redelivered without
+// limit: the projector itself parks a message that keeps failing.
+func (c *Conn) EnsureConsumer(ctx context.Context, cfg ConsumerConfig) (cons *Consumer, created bool, err error) {
+	_, err = c.JS.Consumer(ctx, cfg.Stream, cfg.Durable)
+	switch {
+	case gone(err):
+		created = true
+	case err != nil:
+		return nil, false, fmt.Errorf("look up consumer %s: %w", cfg.Durable, err)
+	}
+	jc, err := c.JS.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
 		Durable:       cfg.Durable,
 		FilterSubject: cfg.Filter,
 		AckPolicy:     jetstream.AckExplicitPolicy,
@@ -36,9 +45,14 @@ func (c *Conn) EnsureConsumer(ctx context.Context, cfg ConsumerConfig) (*Consume
 		MaxAckPending: 10_000,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("ensure consumer %s: %w", cfg.Durable, err)
+		return nil, false, fmt.Errorf("ensure consumer %s: %w", cfg.Durable, err)
 	}
-	return &Consumer{c: cons}, nil
+	return &Consumer{c: jc}, created, nil
+}
+
+// gone reports whether err says the consumer or its stream does not exist.
+func gone(err error) bool {
+	return errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound)
 }
 
 // Msg is one delivered message.
@@ -87,10 +101,18 @@ func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration, handl
 	return nil
 }
 
+// ErrConsumerLost says that the consumer, or its stream, no longer exists
+// on the server: it was deleted, or the server lost its store.
+var ErrConsumerLost = errors.New("the consumer or its stream is gone")
+
 // Pending returns how many messages the consumer has yet to deliver plus
-// those delivered but not acknowledged.
+// those delivered but not acknowledged. It returns ErrConsumerLost when the
+// consumer is gone.
 func (c *Consumer) Pending(ctx context.Context) (uint64, error) {
 	info, err := c.c.Info(ctx)
+	if gone(err) {
+		return 0, fmt.Errorf("consumer info: %w (%w)", ErrConsumerLost, err)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("consumer info: %w", err)
 	}

@@ -21,12 +21,16 @@ import (
 type Conn struct {
 	NC *nats.Conn
 	JS jetstream.JetStream
+	// reconnected holds a signal after each reconnection, for KeepStream:
+	// a server that comes back may have lost its store.
+	reconnected chan struct{}
 }
 
 // Connect dials url. The connection reconnects forever in the background,
 // so a NATS outage delays publishing and consuming but never ends them;
 // Connect itself returns at once even when NATS is down.
 func Connect(url, name string, log *slog.Logger) (*Conn, error) {
+	reconnected := make(chan struct{}, 1)
 	nc, err := nats.Connect(url,
 		nats.Name(name),
 		nats.RetryOnFailedConnect(true),
@@ -38,7 +42,13 @@ func Connect(url, name string, log *slog.Logger) (*Conn, error) {
 				log.Warn("nats disconnected", "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
+			select {
+			case reconnected <- struct{}{}:
+			default:
+			}
+		}),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("connect nats: %w", err)
@@ -48,7 +58,7 @@ func Connect(url, name string, log *slog.Logger) (*Conn, error) {
 		nc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	return &Conn{NC: nc, JS: js}, nil
+	return &Conn{NC: nc, JS: js, reconnected: reconnected}, nil
 }
 
 // Close drains nothing and closes the connection.
@@ -88,13 +98,53 @@ func (c *Conn) EnsureStream(ctx context.Context, cfg StreamConfig) error {
 	return nil
 }
 
+// streamCheck is how often KeepStream looks for its stream when nothing
+// suggests it is gone.
+const streamCheck = 5 * time.Second
+
+// KeepStream creates the stream or updates it to cfg, retrying while NATS
+// is down, then keeps it: after every reconnection, and every few seconds,
+// it checks that the stream still exists, and creates it again if the
+// server lost it (restarted without its store). Publishes fail until then;
+// the outbox keeps their events. It returns when ctx is done.
+func (c *Conn) KeepStream(ctx context.Context, cfg StreamConfig, log *slog.Logger) error {
+	ensure := func(ctx context.Context) error { return c.EnsureStream(ctx, cfg) }
+	if err := Retry(ctx, log, "ensure stream", 5*time.Second, ensure); err != nil || ctx.Err() != nil {
+		return err
+	}
+	t := time.NewTicker(streamCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-c.reconnected:
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := c.JS.Stream(cctx, cfg.Name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			log.Warn("stream lost, creating it again", "stream", cfg.Name)
+			err = c.EnsureStream(cctx, cfg)
+		}
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			log.Warn("check stream", "stream", cfg.Name, "err", err)
+		}
+	}
+}
+
 // Retry calls fn until it succeeds or ctx is done, backing off up to 5s
-// between attempts. It returns nil on success and nothing else: a broker
-// that is down at start is waited for, not fatal.
-func Retry(ctx context.Context, log *slog.Logger, what string, fn func(context.Context) error) error {
+// between attempts; each attempt gets at most attempt (0: no limit but
+// ctx's). It returns nil on success and nothing else: a broker that is
+// down at start is waited for, not fatal.
+func Retry(ctx context.Context, log *slog.Logger, what string, attempt time.Duration, fn func(context.Context) error) error {
 	backoff := 100 * time.Millisecond
 	for {
-		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if attempt > 0 {
+			actx, cancel = context.WithTimeout(ctx, attempt)
+		}
 		err := fn(actx)
 		cancel()
 		if err == nil {

@@ -282,8 +282,11 @@ func TestDerivedBodiesAndVerify(t *testing.T) {
 	if err := w.rdb.FlushAll(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.proj.EnsureBuilt(ctx); err != nil {
-		t.Fatal(err)
+	if rebuilt, err := w.proj.EnsureBuilt(ctx); err != nil || !rebuilt {
+		t.Fatalf("EnsureBuilt after a flush: rebuilt %v, %v", rebuilt, err)
+	}
+	if rebuilt, err := w.proj.EnsureBuilt(ctx); err != nil || rebuilt {
+		t.Fatalf("EnsureBuilt once built: rebuilt %v, %v", rebuilt, err)
 	}
 	w.verify(t)
 }

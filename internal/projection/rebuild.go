@@ -108,17 +108,18 @@ func (p *Projector) Rebuild(ctx context.Context) (int, error) {
 }
 
 // EnsureBuilt rebuilds everything when the read model has not been built
-// since Redis last lost its data (a flush or a restart without persistence).
-func (p *Projector) EnsureBuilt(ctx context.Context) error {
+// since Redis last lost its data (a flush or a restart without
+// persistence), and reports whether it did.
+func (p *Projector) EnsureBuilt(ctx context.Context) (bool, error) {
 	built, err := p.cache.Built(ctx)
 	if err != nil || built {
-		return err
+		return false, err
 	}
 	p.log.Info("read model missing, rebuilding from Postgres")
 	n, err := p.Rebuild(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	p.log.Info("read model rebuilt", "keys", n)
-	return nil
+	return true, nil
 }
