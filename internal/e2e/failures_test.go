@@ -324,3 +324,45 @@ func TestJetStreamLosesItsStore(t *testing.T) {
 		})
 	}
 }
+
+// A Redis that stalls for 3 s in the middle of a stream of writes delays
+// the collections and compatibility bodies by seconds, not for a minute:
+// every key converges soon after, with no further event to prompt it.
+func TestRedisStallUnderWrites(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	factory := newFactory(t, s)
+	verifyConverges(t, s, 20*time.Second)
+	var (
+		stop    atomic.Bool
+		written atomic.Int64
+	)
+	errc := make(chan error, 1)
+	go func() {
+		for i := int64(0); !stop.Load(); i++ {
+			if err := writeMix(s, 4, factory, 1700000000+i*4*600, nil); err != nil {
+				errc <- err
+				return
+			}
+			written.Add(4)
+		}
+		errc <- nil
+	}()
+	checkFor(t, 10*time.Second, func() string {
+		if n := written.Load(); n < 40 {
+			return fmt.Sprintf("only %d writes so far", n)
+		}
+		return ""
+	})
+	rdb := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", s.Redis.Port)})
+	defer rdb.Close()
+	if err := rdb.Do(context.Background(), "CLIENT", "PAUSE", "3000", "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3500 * time.Millisecond) // the stall, and a little after it
+	stop.Store(true)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d writes, a 3 s stall of Redis among them", written.Load())
+	verifyConverges(t, s, 10*time.Second)
+}

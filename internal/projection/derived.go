@@ -28,15 +28,22 @@ const derivedPause = 19
 // RunDerived rebuilds dirty bodies until ctx is done: at once when this
 // projector marks something dirty and the last round ended long enough ago,
 // so that a burst of events costs one rebuild per body. Rounds start at
-// most once per interval, and a round that took d is followed by a pause of
-// at least 19d: however large the collections grow, rebuilding them takes at
-// most a twentieth of the time and never starves event application or the
-// writes that share the machine. (Under a sustained create load, a tenth
-// cost about 6% of create throughput.) It also polls every interval for
-// marks left by other projectors.
+// most once per interval, and a round is followed by a pause of at least
+// 19 times its length: however large the collections grow, rebuilding them
+// takes at most a twentieth of the time and never starves event application
+// or the writes that share the machine. (Under a sustained create load, a
+// tenth cost about 6% of create throughput.) It also polls every interval
+// for marks left by other projectors.
+//
+// The length that counts is the shorter of this round's and the last
+// successful one's, and a failed round counts for nothing: a round that
+// waited seconds on a stalled Redis did no more work than usual, and must
+// not keep every collection stale for a minute afterwards. Bodies that are
+// slow to build every time still get their budget.
 func (p *Projector) RunDerived(ctx context.Context, interval time.Duration) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var last time.Duration // the last successful round's length
 	for {
 		select {
 		case <-ctx.Done():
@@ -45,15 +52,22 @@ func (p *Projector) RunDerived(ctx context.Context, interval time.Duration) erro
 		case <-t.C:
 		}
 		start := time.Now()
-		if err := p.RebuildDirty(ctx); err != nil && ctx.Err() == nil {
-			p.log.Warn("rebuild dirty bodies", "err", err)
-		}
+		err := p.RebuildDirty(ctx)
 		took := time.Since(start)
 		p.rounds.Observe(took.Seconds())
+		pause := interval
+		if err != nil {
+			if ctx.Err() == nil {
+				p.log.Warn("rebuild dirty bodies", "err", err)
+			}
+		} else {
+			pause = max(interval-took, derivedPause*min(took, last))
+			last = took
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(max(interval-took, derivedPause*took)):
+		case <-time.After(pause):
 		}
 	}
 }
