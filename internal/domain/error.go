@@ -30,7 +30,13 @@ type Error struct {
 	Message string
 	// Fields lists, for EINVALID, which inputs were wrong and why.
 	Fields []FieldError
+	// Err is the failure behind it, for logs (EUNAVAILABLE: which
+	// dependency failed, and how); never shown to clients.
+	Err error
 }
+
+// Unwrap returns the failure behind e, if any.
+func (e *Error) Unwrap() error { return e.Err }
 
 // FieldError says what is wrong with one input.
 type FieldError struct {

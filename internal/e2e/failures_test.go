@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -365,4 +366,113 @@ func TestRedisStallUnderWrites(t *testing.T) {
 	}
 	t.Logf("%d writes, a 3 s stall of Redis among them", written.Load())
 	verifyConverges(t, s, 10*time.Second)
+}
+
+// A leader that restarts under writes and reads is a 503 with Retry-After
+// while it is away, never a 500; the writer and the reader recover by
+// themselves, and every acknowledged create is there afterwards. Reads are
+// sent to the leader (no replica) so that they meet the restart too.
+func TestLeaderRestartUnderLoad(t *testing.T) {
+	s := newStack(t, stackOptions{env: []string{"REPLICA_URLS="}})
+	db := leader(t, s)
+	var (
+		stop    atomic.Bool
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		seen    = map[string]int{} // "write 201", "read 503"...
+		bad     []string
+		created []int64
+	)
+	record := func(kind string, r reply, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			bad = append(bad, kind+": "+err.Error())
+			return
+		}
+		seen[fmt.Sprintf("%s %d", kind, r.Status)]++
+		switch {
+		case r.Status/100 == 2:
+		case r.Status == 503 && r.Header.Get("Retry-After") != "":
+		default:
+			bad = append(bad, kind+": "+r.String())
+		}
+	}
+	for g := 0; g < 4; g++ {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for i := 0; !stop.Load(); i++ {
+				r, err := call("POST", s.Writer.URL()+"/v1/sprockets", fmt.Sprintf(`{"teeth":%d,"pitch_diameter":2,"outside_diameter":3,"pitch":1}`, i%90+1))
+				record("write", r, err)
+				if err == nil && r.Status == 201 {
+					var sp sprocketV1
+					if json.Unmarshal(r.Body, &sp) == nil {
+						mu.Lock()
+						created = append(created, sp.ID)
+						mu.Unlock()
+					}
+				}
+				if err == nil && r.Status == 503 {
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for i := 0; !stop.Load(); i++ {
+				r, err := call("GET", s.Reader.URL()+"/v1/sprockets?limit=5", nil)
+				record("read", r, err)
+				if err == nil && r.Status == 503 {
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	time.Sleep(500 * time.Millisecond)
+	s.Leader.Stop()
+	time.Sleep(time.Second)
+	if err := s.Leader.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Recovered without a restart of any program: writes and reads succeed.
+	checkFor(t, 20*time.Second, func() string {
+		w, err := call("POST", s.Writer.URL()+"/v1/sprockets", `{"teeth":7,"pitch_diameter":2,"outside_diameter":3,"pitch":1}`)
+		if err != nil || w.Status != 201 {
+			return fmt.Sprintf("write after the restart: %v %v", w, err)
+		}
+		r, err := call("GET", s.Reader.URL()+"/v1/sprockets?limit=5", nil)
+		if err != nil || r.Status != 200 {
+			return fmt.Sprintf("read after the restart: %v %v", r, err)
+		}
+		return ""
+	})
+	time.Sleep(300 * time.Millisecond)
+	stop.Store(true)
+	wg.Wait()
+	t.Logf("answers: %v", seen)
+	if seen["write 503"] == 0 || seen["read 503"] == 0 {
+		t.Errorf("the restart was not met by both reads and writes: %v", seen)
+	}
+	for i, b := range bad {
+		if i == 10 {
+			t.Errorf("... and %d more", len(bad)-10)
+			break
+		}
+		t.Errorf("during the restart: %s", b)
+	}
+	if len(created) == 0 {
+		t.Fatal("no create was acknowledged")
+	}
+	if n := count(t, db, fmt.Sprintf(`SELECT count(*) FROM sprockets WHERE id IN (%s)`, joinIDs(created))); n != len(created) {
+		t.Errorf("%d of %d acknowledged creates are in the leader", n, len(created))
+	}
+}
+
+func joinIDs(ids []int64) string {
+	parts := make([]string, len(ids))
+	for i, id := range ids {
+		parts[i] = strconv.FormatInt(id, 10)
+	}
+	return strings.Join(parts, ",")
 }

@@ -71,7 +71,11 @@ func ErrorHandler(log *slog.Logger) fiber.ErrorHandler {
 		case errors.As(err, &fe):
 			status, code, detail = fe.Code, "", fe.Message
 		}
-		if status >= 500 && status != http.StatusServiceUnavailable {
+		switch {
+		case status == http.StatusServiceUnavailable && de != nil && de.Err != nil:
+			log.Warn("dependency unavailable", "method", c.Method(), "path", c.Path(),
+				"request_id", RequestID(c), "err", de.Err)
+		case status >= 500 && status != http.StatusServiceUnavailable:
 			log.Error("request failed", "method", c.Method(), "path", c.Path(),
 				"request_id", RequestID(c), "err", err)
 			detail = "internal error"

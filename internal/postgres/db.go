@@ -6,12 +6,18 @@ package postgres
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"syscall"
 	"time"
 
 	"github.com/jmoiron/sqlx"
-	_ "github.com/lib/pq" // the driver behind sqlx
+	"github.com/lib/pq" // the driver behind sqlx
+
+	"github.com/sprockets-api/sprockets/internal/domain"
 )
 
 // DB is a pool of connections to one Postgres server.
@@ -82,6 +88,46 @@ func ParseLSN(s string) (uint64, error) {
 	}
 	return uint64(hi)<<32 | uint64(lo), nil
 }
+
+// unavailable turns an error that says the database cannot answer right
+// now (down, restarting, out of connections, a transaction the server
+// rolled back to be retried) into an EUNAVAILABLE *domain.Error, which a
+// client sees as 503 with Retry-After, keeping err as its cause. Any other
+// error is returned as it is.
+func unavailable(err error) error {
+	var de *domain.Error
+	if err == nil || errors.As(err, &de) || !transient(err) {
+		return err
+	}
+	return &domain.Error{Code: domain.EUNAVAILABLE, Message: "the database is unavailable; retry shortly", Err: err}
+}
+
+// transient reports whether err is a failure of the database or of the way
+// to it, rather than of the request.
+func transient(err error) bool {
+	var pqErr *pq.Error
+	if errors.As(err, &pqErr) {
+		switch pqErr.Code.Class() {
+		case "08", // connection exception
+			"40", // transaction rollback: serialization failure, deadlock
+			"53", // insufficient resources: too many connections, disk full
+			"57": // operator intervention: shutdown, restart, recovery
+			return true
+		}
+		return false
+	}
+	var netErr net.Error
+	return errors.As(err, &netErr) || errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, errStoreClosed)
+}
+
+// unknownLSN stands for the WAL position of a write that committed when
+// the position could not be read afterwards (the leader went away in
+// between): no replica ever reaches it, so a read that must see the write
+// goes to the leader, which has it.
+const unknownLSN = "FFFFFFFF/FFFFFFFF"
 
 // isNoRows reports whether err means the query found nothing.
 func isNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }

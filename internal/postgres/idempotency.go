@@ -55,7 +55,7 @@ func (s *Store) replay(ctx context.Context, org int64, idem domain.Idempotency, 
 		SELECT request_hash, resource_type, resource FROM idempotency_keys
 		WHERE org_id = $1 AND key = $2`, org, idem.Key)
 	if err != nil {
-		return domain.Receipt{}, fmt.Errorf("load idempotency key: %w", err)
+		return domain.Receipt{}, unavailable(fmt.Errorf("load idempotency key: %w", err))
 	}
 	if row.Kind != kind || !bytes.Equal(row.Hash, idem.Hash) {
 		return domain.Receipt{}, domain.Errorf(domain.EKEYREUSED,
@@ -66,7 +66,7 @@ func (s *Store) replay(ctx context.Context, org int64, idem domain.Idempotency, 
 	}
 	lsn, err := s.lsn(ctx)
 	if err != nil {
-		return domain.Receipt{}, err
+		return domain.Receipt{}, unavailable(err)
 	}
 	return domain.Receipt{LSN: lsn, Replayed: true}, nil
 }

@@ -62,7 +62,7 @@ func (s *Store) CreateSprocket(ctx context.Context, actor domain.Actor, spec dom
 		return earlier, r, err
 	}
 	if res.err != nil {
-		return domain.Sprocket{}, domain.Receipt{}, fmt.Errorf("create sprocket: %w", res.err)
+		return domain.Sprocket{}, domain.Receipt{}, unavailable(fmt.Errorf("create sprocket: %w", res.err))
 	}
 	sp := res.sprocket(req)
 	return sp, domain.Receipt{Version: sp.Version, LSN: res.lsn}, nil

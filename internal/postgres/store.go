@@ -104,8 +104,10 @@ func (r *recorder) record(typ, aggregate string, id, org, version int64, payload
 // write runs fn in a transaction on the leader, inserts the events fn
 // recorded into the outbox with one audit row each (attributed to actor),
 // commits, and returns the WAL position after the commit. fn's error rolls
-// everything back and is returned as is.
-func (s *Store) write(ctx context.Context, actor domain.Actor, fn func(tx *sqlx.Tx, rec *recorder) error) (string, error) {
+// everything back and is returned as is; a database that cannot answer is
+// an EUNAVAILABLE error.
+func (s *Store) write(ctx context.Context, actor domain.Actor, fn func(tx *sqlx.Tx, rec *recorder) error) (_ string, err error) {
+	defer func() { err = unavailable(err) }()
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return "", fmt.Errorf("begin: %w", err)
@@ -132,7 +134,13 @@ func (s *Store) write(ctx context.Context, actor domain.Actor, fn func(tx *sqlx.
 	if len(rec.events) > 0 {
 		s.onCommit(rec.events)
 	}
-	return s.lsn(ctx)
+	lsn, err := s.lsn(ctx)
+	if err != nil {
+		// Committed all the same: an error would have the client retry a
+		// write that is done.
+		return unknownLSN, nil
+	}
+	return lsn, nil
 }
 
 // timestamp is now at the precision Postgres stores, so that a value read
