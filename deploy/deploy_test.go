@@ -98,6 +98,16 @@ func TestComposeFile(t *testing.T) {
 	if len(edge.Ports) != 1 || edge.Ports[0].Published != "8000" || edge.Ports[0].Target != 8000 {
 		t.Errorf("the edge publishes %+v, want 8000", edge.Ports)
 	}
+	// The programs believe X-Forwarded-For from the edge alone.
+	var edgeAddr string
+	if n := edge.Networks["default"]; n != nil {
+		edgeAddr = n.Ipv4Address
+	}
+	for _, name := range []string{"writer", "reader"} {
+		if v := p.Services[name].Environment["TRUSTED_PROXIES"]; edgeAddr == "" || v == nil || *v != edgeAddr {
+			t.Errorf("%s trusts %v as proxies, want only the edge's address %q", name, v, edgeAddr)
+		}
+	}
 	for _, name := range []string{"writer", "projector", "migrate"} {
 		if s := p.Services[name]; s.ContainerName != "" || len(s.Ports) > 0 {
 			t.Errorf("%s publishes %v: only the edge should", name, s.Ports)
@@ -140,6 +150,12 @@ func TestHAProxyConfigs(t *testing.T) {
 		out, err := exec.Command(haproxy, "-c", "-f", cfg).CombinedOutput()
 		if err != nil || !bytes.Contains(out, []byte("Configuration file is valid")) {
 			t.Errorf("haproxy -c -f %s: %v\n%s", cfg, err, out)
+		}
+		// The client must not choose its address: "option forwardfor"
+		// appends to the X-Forwarded-For it sent.
+		b, _ := os.ReadFile(cfg)
+		if bytes.Contains(b, []byte("option forwardfor")) || !bytes.Contains(b, []byte("http-request set-header X-Forwarded-For")) {
+			t.Errorf("%s does not replace X-Forwarded-For", cfg)
 		}
 	}
 }
@@ -203,6 +219,7 @@ func TestKubernetesManifests(t *testing.T) {
 		"Deployment":              {"edge", "projector", "reader", "writer"},
 		"Job":                     {"migrate"},
 		"HorizontalPodAutoscaler": {"reader"},
+		"NetworkPolicy":           {"api-from-edge"},
 	} {
 		if !slices.Equal(sorted(kinds[kind]), want) {
 			t.Errorf("%s: %v, want %v", kind, kinds[kind], want)

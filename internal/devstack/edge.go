@@ -37,7 +37,6 @@ defaults
     mode http
     log global
     option dontlognull
-    option forwardfor
     timeout connect 2s
     timeout client 30s
     timeout server 30s
@@ -45,6 +44,9 @@ defaults
 
 frontend edge
     bind 127.0.0.1:{{.Port}}
+    # The client address is the one the edge saw: X-Forwarded-For is
+    # replaced, never appended to, so that a client cannot choose its own.
+    http-request set-header X-Forwarded-For %[src]
     acl read method GET HEAD
     use_backend readers if read
     default_backend writer

@@ -112,3 +112,31 @@ func TestAReaderStoppedMidLoadLosesNoRequest(t *testing.T) {
 		t.Errorf("reads lost while a reader was killed: %v", failures[:min(len(failures), 5)])
 	}
 }
+
+// Through the edge, the client address is the one the edge saw, whatever
+// X-Forwarded-For the client sends: a new address per request does not
+// escape the anonymous budget, and the audit trail records the real one.
+func TestEdgeDecidesTheClientAddress(t *testing.T) {
+	s := newStack(t, stackOptions{edge: true, env: []string{"RATE_LIMIT_ANONYMOUS=5"}})
+	db := leader(t, s)
+	edge := s.Edge.URL()
+	statuses := map[int]int{}
+	for i := 0; i < 15; i++ {
+		r := do(t, "GET", edge+"/api/factories", nil, append(as(""), "X-Forwarded-For", fmt.Sprintf("203.0.113.%d", i+1))...)
+		statuses[r.Status]++
+	}
+	if statuses[429] < 7 || statuses[401] > 7 {
+		t.Errorf("15 anonymous requests, each from a made-up address, at a budget of 5/s: %v, want most refused with 429", statuses)
+	}
+
+	r := do(t, "POST", edge+"/v1/sprockets", `{"teeth":9,"pitch_diameter":1,"outside_diameter":2,"pitch":3}`,
+		"X-Forwarded-For", "198.51.100.7")
+	expect(t, r, 201, "create through the edge")
+	var client string
+	if err := db.Get(&client, `SELECT client_addr FROM audit_log ORDER BY id DESC LIMIT 1`); err != nil {
+		t.Fatal(err)
+	}
+	if client != "127.0.0.1" {
+		t.Errorf("the audit row names %q as the client, want the address the edge saw, 127.0.0.1", client)
+	}
+}
