@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -299,4 +300,34 @@ func orgID(t *testing.T, db interface {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// A conditional request is charged before it is served, like any other; a
+// 304 is refunded afterwards. Concurrent requests with If-None-Match cannot
+// slip past a spent budget.
+func TestConditionalRequestsAreCharged(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	writerCmd(t, s, "org", "create", "tiny", "--rate-limit", "2")
+	tok := token(t, s, "tiny", "read")
+	url := s.Reader.URL() + "/api/sprockets"
+	var wg sync.WaitGroup
+	statuses := make([]int, 20)
+	for i := range statuses {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := call("GET", url, nil, append(as(tok), "If-None-Match", `"no-such-version"`)...)
+			if err == nil {
+				statuses[i] = r.Status
+			}
+		}()
+	}
+	wg.Wait()
+	counts := map[int]int{}
+	for _, st := range statuses {
+		counts[st]++
+	}
+	if counts[200] > 3 || counts[429] < 17 {
+		t.Errorf("20 concurrent conditional requests at a budget of 2/s: %v, want at most 3 served", counts)
+	}
 }

@@ -53,9 +53,10 @@ var publicPaths = map[string]bool{"/healthz": true, "/readyz": true, "/metrics":
 
 // Access authenticates every request but the public paths, then charges it
 // to its budget: the token's, or the client address's for requests without
-// a valid token. A request with If-None-Match is charged only if its answer
-// is not 304. When Redis cannot say, the request is let through (and
-// counted): a limiter outage must not become an API outage.
+// a valid token. Every request is charged before it is served; one
+// answered 304 is refunded afterwards, so that a conditional request can
+// never pass a spent budget. When Redis cannot say, the request is let
+// through (and counted): a limiter outage must not become an API outage.
 func Access(authn Authenticator, limiter Limiter, cfg AccessConfig, log *slog.Logger, reg prometheus.Registerer) fiber.Handler {
 	limiterErrors := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "sprockets_ratelimit_errors_total", Help: "Requests let through because the rate limiter could not answer.",
@@ -81,12 +82,7 @@ func Access(authn Authenticator, limiter Limiter, cfg AccessConfig, log *slog.Lo
 			}
 		}
 		limit := redis_rate.Limit{Rate: perSecond, Burst: perSecond, Period: time.Second}
-		conditional := c.Get(fiber.HeaderIfNoneMatch) != ""
-		cost := 1
-		if conditional {
-			cost = 0 // look without spending; spent below unless the answer is 304
-		}
-		res, epoch, err := limiter.AllowN(ctx, key, limit, cost)
+		res, epoch, err := limiter.AllowN(ctx, key, limit, 1)
 		if authErr == nil && check.Held && (err != nil || epoch != check.Epoch) {
 			// Revocations change the epoch: a grant held under another one
 			// (or when the epoch cannot be read) is read again.
@@ -101,7 +97,7 @@ func Access(authn Authenticator, limiter Limiter, cfg AccessConfig, log *slog.Lo
 			}
 		} else {
 			setRateHeaders(c, res)
-			if (cost == 1 && res.Allowed == 0) || (cost == 0 && res.Remaining < 1) {
+			if res.Allowed == 0 {
 				limited.Inc()
 				retry := max(res.RetryAfter, time.Second/time.Duration(max(perSecond, 1)))
 				c.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(math.Ceil(retry.Seconds()))))
@@ -113,8 +109,9 @@ func Access(authn Authenticator, limiter Limiter, cfg AccessConfig, log *slog.Lo
 		}
 		c.Locals(principalKey, p)
 		err = c.Next()
-		if conditional && (err != nil || c.Response().StatusCode() != fiber.StatusNotModified) {
-			if _, _, lerr := limiter.AllowN(ctx, key, limit, 1); lerr != nil {
+		if err == nil && c.Response().StatusCode() == fiber.StatusNotModified {
+			// A 304 costs nothing: give back what it was charged.
+			if _, _, lerr := limiter.AllowN(ctx, key, limit, -1); lerr != nil {
 				limiterErrors.Inc()
 			}
 		}

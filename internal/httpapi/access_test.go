@@ -36,7 +36,8 @@ func (f fakeAuthn) Refresh(ctx context.Context, tok string) (auth.Check, error) 
 	return f.Authenticate(ctx, tok)
 }
 
-// fakeLimiter counts spending per key against a fixed budget.
+// fakeLimiter counts spending per key against a fixed budget; a negative
+// n gives back.
 type fakeLimiter struct {
 	spent map[string]int
 	down  bool
@@ -45,6 +46,10 @@ type fakeLimiter struct {
 func (l *fakeLimiter) AllowN(_ context.Context, key string, limit redis_rate.Limit, n int) (*redis_rate.Result, string, error) {
 	if l.down {
 		return nil, "", errors.New("redis down")
+	}
+	if n < 0 {
+		l.spent[key] = max(l.spent[key]+n, 0)
+		return &redis_rate.Result{Limit: limit, Remaining: limit.Burst - l.spent[key]}, "", nil
 	}
 	left := limit.Burst - l.spent[key]
 	res := &redis_rate.Result{Limit: limit, Remaining: left, ResetAfter: time.Second}
@@ -117,18 +122,24 @@ func TestAccess(t *testing.T) {
 		a.header.Get("RateLimit") != `"default";r=0;t=1` {
 		t.Errorf("over the budget: %d %v", a.status, a.header)
 	}
-	// 304s are free; other answers to conditional requests are charged.
+	// 304s are refunded; other answers to conditional requests are charged.
 	for i := 0; i < 5; i++ {
 		if a := send(t, app, request("GET", "/r", "reader", "If-None-Match", `"x"`)); a.status != 304 {
 			t.Fatalf("conditional read %d: %d", i, a.status)
 		}
 	}
 	if lim.spent["token:1"] != 2 { // the two reads of the table above
-		t.Errorf("304s were charged: spent %d", lim.spent["token:1"])
+		t.Errorf("304s were not refunded: spent %d", lim.spent["token:1"])
 	}
 	send(t, app, request("GET", "/r", "reader", "If-None-Match", `"y"`))
 	if lim.spent["token:1"] != 3 {
 		t.Errorf("a conditional read answered 200 was not charged: spent %d", lim.spent["token:1"])
+	}
+	// With the budget spent, a conditional request is refused like any
+	// other, even one that would be a 304: it is charged before it is
+	// served.
+	if a := send(t, app, request("GET", "/r", "reader", "If-None-Match", `"x"`)); a.status != 429 {
+		t.Errorf("a conditional read over the budget: %d", a.status)
 	}
 	// Without a valid token, the address's budget (2) was spent by the table.
 	if a := send(t, app, request("GET", "/r", "")); a.status != 429 {
