@@ -11,7 +11,7 @@ COMPOSE  ?= docker compose
 READERS  ?= 2
 
 .PHONY: help build run test test-short bench vet fmt deps deps-check clean \
-	up down logs scale local-build local-run local-load-data compose-check
+	up down logs scale local-build local-run local-load-data compose-check env-secrets
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -55,25 +55,30 @@ deps-check: ## say which servers are missing, if any (make deps installs them)
 
 # ---- docker compose (needs a Docker engine) -----------------------------------
 
-up: compose-check ## start the compose topology in the background: http://localhost:8000
+up: compose-check env-secrets ## start the compose topology in the background: http://localhost:8000
 	$(COMPOSE) up --build --detach --wait
 
-down: compose-check ## stop the compose topology (data volumes are kept; add -v to remove them)
+env-secrets: ## write a new CONSISTENCY_KEY to .env unless it has one (docker compose refuses to start without)
+	@touch .env; grep -q '^CONSISTENCY_KEY=.' .env || { \
+		echo "CONSISTENCY_KEY=$$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >> .env; \
+		echo "env-secrets: wrote a new CONSISTENCY_KEY to .env"; }
+
+down: compose-check env-secrets ## stop the compose topology (data volumes are kept; add -v to remove them)
 	$(COMPOSE) down
 
-logs: compose-check ## follow the compose topology's logs
+logs: compose-check env-secrets ## follow the compose topology's logs
 	$(COMPOSE) logs --follow
 
-scale: compose-check ## run READERS=N readers behind the edge (default 2)
+scale: compose-check env-secrets ## run READERS=N readers behind the edge (default 2)
 	$(COMPOSE) up --detach --wait --scale reader=$(READERS)
 
-local-build: compose-check ## (original name) build the images
+local-build: compose-check env-secrets ## (original name) build the images
 	$(COMPOSE) build
 
-local-run: compose-check ## (original name) run everything in the foreground; then open localhost:8000/api/factories
+local-run: compose-check env-secrets ## (original name) run everything in the foreground; then open localhost:8000/api/factories
 	$(COMPOSE) up --build
 
-local-load-data: compose-check ## (original name) load the seed data again (idempotent: nothing is duplicated)
+local-load-data: compose-check env-secrets ## (original name) load the seed data again (idempotent: nothing is duplicated)
 	$(COMPOSE) run --rm migrate
 
 compose-check: ## say whether docker compose and a Docker engine are available

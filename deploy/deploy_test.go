@@ -24,10 +24,11 @@ import (
 // root is the repository root, the compose project's directory.
 const root = ".."
 
-func loadCompose(t *testing.T) *types.Project {
+func loadCompose(t *testing.T, env ...string) *types.Project {
 	t.Helper()
 	opts, err := cli.NewProjectOptions([]string{filepath.Join(root, "docker-compose.yml")},
-		cli.WithWorkingDirectory(root), cli.WithName("sprockets"), cli.WithInterpolation(true))
+		cli.WithWorkingDirectory(root), cli.WithName("sprockets"), cli.WithInterpolation(true),
+		cli.WithEnv(append([]string{"CONSISTENCY_KEY=" + strings.Repeat("k", 32)}, env...)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,6 +116,20 @@ func TestComposeFile(t *testing.T) {
 	}
 }
 
+// Without its secret the compose file refuses to load, rather than start
+// with a key anyone can read here.
+func TestComposeNeedsItsSecret(t *testing.T) {
+	opts, err := cli.NewProjectOptions([]string{filepath.Join(root, "docker-compose.yml")},
+		cli.WithWorkingDirectory(root), cli.WithName("sprockets"), cli.WithInterpolation(true),
+		cli.WithEnv([]string{"CONSISTENCY_KEY="}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := opts.LoadProject(context.Background()); err == nil || !strings.Contains(err.Error(), "CONSISTENCY_KEY") {
+		t.Errorf("docker-compose.yml without CONSISTENCY_KEY: %v, want an error naming it", err)
+	}
+}
+
 // Every setting the compose file takes from the environment has its default
 // in .env.example.
 func TestComposeSettingsAreDocumented(t *testing.T) {
@@ -127,7 +142,7 @@ func TestComposeSettingsAreDocumented(t *testing.T) {
 		t.Fatal(err)
 	}
 	seen := map[string]bool{}
-	for _, m := range regexp.MustCompile(`\$\{([A-Z_]+):-`).FindAllStringSubmatch(string(compose), -1) {
+	for _, m := range regexp.MustCompile(`\$\{([A-Z_]+):[-?]`).FindAllStringSubmatch(string(compose), -1) {
 		if seen[m[1]] {
 			continue
 		}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/sprockets-api/sprockets/internal/auth"
 	"github.com/sprockets-api/sprockets/internal/config"
+	"github.com/sprockets-api/sprockets/internal/consistency"
 	"github.com/sprockets-api/sprockets/internal/httpapi"
 	"github.com/sprockets-api/sprockets/internal/httpapi/reader"
 	"github.com/sprockets-api/sprockets/internal/postgres"
@@ -64,6 +65,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log := cfg.Logger(stderr, "reader")
 	log.Info("starting", config.Attrs(cfg)...)
 	reg := httpapi.NewRegistry()
+
+	// ---- Consistency tokens, signed with a key the writers and readers share
+	current, previous, err := cfg.Keys()
+	if err != nil {
+		return err
+	}
+	tokens, err := consistency.NewSigner(current, previous)
+	if err != nil {
+		return err
+	}
 
 	// ---- Postgres leader and replicas (none must be up to start) -----------
 	leader, err := postgres.Connect(cfg.DatabaseURL, cfg.DBMaxConns)
@@ -112,6 +123,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}, log, reg))
 	reader.Routes(app, reader.New(cache, database{pool}, reader.Config{
 		ConsistencyWait: cfg.ConsistencyWait, CacheBackoff: cfg.RedisBackoff, MaxChartBuckets: cfg.ChartMaxBuckets,
+		Tokens: tokens,
 	}, log, func(source string) { served.WithLabelValues(source).Inc() }))
 
 	// ---- Run ------------------------------------------------------------

@@ -26,6 +26,7 @@ import (
 
 	"github.com/sprockets-api/sprockets/internal/auth"
 	"github.com/sprockets-api/sprockets/internal/config"
+	"github.com/sprockets-api/sprockets/internal/consistency"
 	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/events"
 	"github.com/sprockets-api/sprockets/internal/httpapi"
@@ -140,6 +141,16 @@ func serve(ctx context.Context, cfg config.Writer, log *slog.Logger) error {
 	log.Info("starting", config.Attrs(cfg)...)
 	reg := httpapi.NewRegistry()
 
+	// ---- Consistency tokens, signed with a key the writers and readers share
+	key, _, err := cfg.Keys()
+	if err != nil {
+		return err
+	}
+	tokens, err := consistency.NewSigner(key)
+	if err != nil {
+		return err
+	}
+
 	// ---- Postgres leader ----------------------------------------------
 	db, err := postgres.Open(ctx, cfg.DatabaseURL, cfg.DBMaxConns, 10*time.Second)
 	if err != nil {
@@ -183,7 +194,7 @@ func serve(ctx context.Context, cfg config.Writer, log *slog.Logger) error {
 		map[string]httpapi.Check{"nats": nc.Ping, "redis": cache.Ping}, reg)
 	app.Use(httpapi.Access(auth.NewAuthenticator(cache, postgres.NewReads(db)), cache.NewLimiter(),
 		httpapi.AccessConfig{RateLimit: cfg.RateLimit, AnonymousRateLimit: cfg.AnonymousRateLimit}, log, reg))
-	writer.Routes(app, writer.New(store))
+	writer.Routes(app, writer.New(store, tokens))
 
 	// ---- Run ------------------------------------------------------------
 	g, ctx := errgroup.WithContext(ctx)

@@ -44,6 +44,35 @@ type Access struct {
 	TLSKeyFile         string   `env:"TLS_KEY_FILE"`
 }
 
+// Consistency holds the keys that sign consistency tokens: the writer signs
+// with CONSISTENCY_KEY, and the readers accept it and, during a rotation,
+// CONSISTENCY_KEY_PREVIOUS. Only serving needs them (not the writer's
+// admin commands): see Keys.
+type Consistency struct {
+	ConsistencyKey         Secret `env:"CONSISTENCY_KEY"`
+	ConsistencyKeyPrevious Secret `env:"CONSISTENCY_KEY_PREVIOUS"`
+}
+
+// Keys returns the current and the previous key, or an error naming
+// CONSISTENCY_KEY when it is not set.
+func (c Consistency) Keys() (current, previous string, err error) {
+	if c.ConsistencyKey == "" {
+		return "", "", fmt.Errorf("config: CONSISTENCY_KEY is required to serve: the same secret of at least %d characters on the writers and readers (for example: openssl rand -hex 32)", minKeyLen)
+	}
+	return string(c.ConsistencyKey), string(c.ConsistencyKeyPrevious), nil
+}
+
+// Secret is a setting that is never logged.
+type Secret string
+
+// LogValue hides the secret: a log says whether it is set, not what it is.
+func (s Secret) LogValue() slog.Value {
+	if s == "" {
+		return slog.StringValue("")
+	}
+	return slog.StringValue("(set)")
+}
+
 // Stream names the event stream.
 type Stream struct {
 	NATSURL      string        `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
@@ -57,6 +86,7 @@ type Writer struct {
 	HTTP
 	Stream
 	Access
+	Consistency
 	Addr         string        `env:"WRITER_ADDR" envDefault:":8081"`
 	RedisURL     string        `env:"REDIS_URL" envDefault:"redis://127.0.0.1:6379/0"`
 	RedisTimeout time.Duration `env:"REDIS_TIMEOUT" envDefault:"250ms"`
@@ -70,6 +100,7 @@ type Reader struct {
 	Common
 	HTTP
 	Access
+	Consistency
 	Addr                 string        `env:"READER_ADDR" envDefault:":8082"`
 	PublicReads          bool          `env:"PUBLIC_READS" envDefault:"false"`
 	PublicOrgID          int64         `env:"PUBLIC_ORG_ID" envDefault:"1"`
@@ -257,6 +288,18 @@ func (a Access) validate(p *problems) {
 	}
 }
 
+func (c Consistency) validate(p *problems) {
+	for name, k := range map[string]Secret{"CONSISTENCY_KEY": c.ConsistencyKey, "CONSISTENCY_KEY_PREVIOUS": c.ConsistencyKeyPrevious} {
+		if k != "" && len(k) < minKeyLen {
+			p.add("%s must have at least %d characters (for example: openssl rand -hex 32)", name, minKeyLen)
+		}
+	}
+}
+
+// minKeyLen is consistency.MinKeyLen; config does not import the packages
+// it configures.
+const minKeyLen = 32
+
 func (s Stream) validate(p *problems) {
 	p.url("NATS_URL", s.NATSURL, "nats", "tls")
 	if s.StreamName == "" || strings.ContainsAny(s.StreamName, ".*> \t") {
@@ -272,6 +315,7 @@ func (c Writer) Validate() error {
 	c.HTTP.validate(&p)
 	c.Stream.validate(&p)
 	c.Access.validate(&p)
+	c.Consistency.validate(&p)
 	p.addr("WRITER_ADDR", c.Addr)
 	p.url("REDIS_URL", c.RedisURL, "redis", "rediss", "unix")
 	p.positive("REDIS_TIMEOUT", int64(c.RedisTimeout))
@@ -287,6 +331,7 @@ func (c Reader) Validate() error {
 	c.Common.validate(&p)
 	c.HTTP.validate(&p)
 	c.Access.validate(&p)
+	c.Consistency.validate(&p)
 	p.addr("READER_ADDR", c.Addr)
 	p.positive("PUBLIC_ORG_ID", c.PublicOrgID)
 	for _, u := range c.ReplicaURLs {

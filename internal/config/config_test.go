@@ -7,15 +7,20 @@ import (
 	"time"
 )
 
+// vars returns an environment of kv, with a consistency token key unless kv
+// sets one (to "" for none).
 func vars(kv ...string) func(string) string {
-	m := map[string]string{}
+	m := map[string]string{"CONSISTENCY_KEY": key}
 	for i := 0; i+1 < len(kv); i += 2 {
 		m[kv[i]] = kv[i+1]
 	}
 	return func(k string) string { return m[k] }
 }
 
-const db = "postgres://app:secret@db:5432/sprockets"
+const (
+	db  = "postgres://app:secret@db:5432/sprockets"
+	key = "secret-token-key-0123456789abcdef"
+)
 
 func TestDefaults(t *testing.T) {
 	w, err := LoadWriter(vars("DATABASE_URL", db))
@@ -62,6 +67,8 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		{"bad nats", projector, vars("DATABASE_URL", db, "NATS_URL", "http://x"), []string{"NATS_URL"}},
 		{"bad log level", writer, vars("DATABASE_URL", db, "LOG_LEVEL", "loud"), []string{"LOG_LEVEL"}},
 		{"bad stream name", writer, vars("DATABASE_URL", db, "STREAM_NAME", "a.b"), []string{"STREAM_NAME"}},
+		{"short token key", writer, vars("DATABASE_URL", db, "CONSISTENCY_KEY", "short"), []string{"CONSISTENCY_KEY", "32"}},
+		{"short previous key", reader, vars("DATABASE_URL", db, "CONSISTENCY_KEY_PREVIOUS", "short"), []string{"CONSISTENCY_KEY_PREVIOUS"}},
 		{"two problems at once", writer, vars("DATABASE_URL", db, "RELAY_BATCH", "0", "BODY_LIMIT", "-1"), []string{"RELAY_BATCH", "BODY_LIMIT"}},
 	}
 	for _, tc := range tests {
@@ -82,6 +89,25 @@ func TestErrorsNameTheVariable(t *testing.T) {
 	}
 }
 
+// Serving needs the consistency token key; the writer's admin commands do
+// not.
+func TestConsistencyKeys(t *testing.T) {
+	w, err := LoadWriter(vars("DATABASE_URL", db, "CONSISTENCY_KEY", ""))
+	if err != nil {
+		t.Fatalf("the writer without a token key (for its admin commands): %v", err)
+	}
+	if _, _, err := w.Keys(); err == nil || !strings.Contains(err.Error(), "CONSISTENCY_KEY is required") {
+		t.Errorf("Keys without a key: %v", err)
+	}
+	r, err := LoadReader(vars("DATABASE_URL", db, "CONSISTENCY_KEY_PREVIOUS", key+"-old"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur, prev, err := r.Keys(); cur != key || prev != key+"-old" || err != nil {
+		t.Errorf("Keys: %q %q %v", cur, prev, err)
+	}
+}
+
 func writer(e func(string) string) error    { _, err := LoadWriter(e); return err }
 func reader(e func(string) string) error    { _, err := LoadReader(e); return err }
 func projector(e func(string) string) error { _, err := LoadProjector(e); return err }
@@ -95,7 +121,7 @@ func TestAttrsMaskSecrets(t *testing.T) {
 	for _, a := range Attrs(r) {
 		b.WriteString(a.(interface{ String() string }).String())
 	}
-	if strings.Contains(b.String(), "secret") || !strings.Contains(b.String(), "REPLICA_URLS") {
+	if strings.Contains(b.String(), "secret") || !strings.Contains(b.String(), "REPLICA_URLS") || !strings.Contains(b.String(), "CONSISTENCY_KEY") {
 		t.Errorf("attrs %s", b.String())
 	}
 }

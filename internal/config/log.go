@@ -18,7 +18,7 @@ func (c Common) Logger(w io.Writer, program string) *slog.Logger {
 }
 
 // Attrs returns every setting of cfg (a config struct) by variable name, with
-// URLs' passwords masked, for logging at start.
+// URLs' passwords and secrets masked, for logging at start.
 func Attrs(cfg any) []any {
 	var out []any
 	var walk func(v reflect.Value)
@@ -35,7 +35,9 @@ func Attrs(cfg any) []any {
 			if strings.HasSuffix(name, "_URL") || strings.HasSuffix(name, "_URLS") {
 				val = maskURLs(val)
 			}
-			out = append(out, slog.Any(name, val))
+			a := slog.Any(name, val)
+			a.Value = a.Value.Resolve() // a Secret hides itself
+			out = append(out, a)
 		}
 	}
 	walk(reflect.ValueOf(cfg))

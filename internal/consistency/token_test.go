@@ -1,40 +1,105 @@
 package consistency
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"strings"
 	"testing"
 
 	"github.com/sprockets-api/sprockets/internal/domain"
 )
 
+const (
+	keyA = "0123456789abcdef0123456789abcdef-a"
+	keyB = "0123456789abcdef0123456789abcdef-b"
+)
+
+func signer(t *testing.T, current string, previous ...string) *Signer {
+	t.Helper()
+	s, err := NewSigner(current, previous...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func TestTokenRoundTrip(t *testing.T) {
+	s := signer(t, keyA)
 	tok := Token{Org: 1, Aggregate: "sprocket", ID: 42, Version: 7, LSN: "0/16B3748"}
-	got, err := Parse(tok.Encode())
+	raw := s.Encode(tok)
+	got, err := s.Parse(raw)
 	if err != nil || got != tok {
 		t.Fatalf("round trip: %+v, %v", got, err)
 	}
-	if strings.ContainsAny(tok.Encode(), "+/=") {
-		t.Errorf("token %q is not URL-safe", tok.Encode())
+	if strings.ContainsAny(raw, "+/=") {
+		t.Errorf("token %q is not URL-safe", raw)
 	}
 }
 
+// unsigned returns what a client could make up: a well-formed payload
+// with a signature of its choosing.
+func unsigned(tok Token, sig string) string {
+	b, _ := json.Marshal(tok)
+	return base64.RawURLEncoding.EncodeToString(b) + "." + sig
+}
+
 func TestParseRefusesForeignTokens(t *testing.T) {
+	s := signer(t, keyA)
 	good := Token{Org: 1, Aggregate: "sprocket", ID: 42, Version: 7, LSN: "0/16B3748"}
+	raw := s.Encode(good)
+	payload, sig, _ := strings.Cut(raw, ".")
+	forged := good
+	forged.Version = 1 << 60
+	forged.LSN = "FFFFFFFF/FFFFFFFF"
+	forgedPayload, _, _ := strings.Cut(s.Encode(forged), ".")
 	for _, tc := range []struct{ name, raw string }{
 		{"not base64", "not a token!"},
-		{"not JSON", "bm90IGpzb24"},
+		{"unsigned, as tokens used to be", payload},
+		{"not JSON", "bm90IGpzb24." + sig},
 		{"too long", strings.Repeat("a", 600)},
-		{"no LSN", Token{Org: 1, Aggregate: "sprocket", ID: 1, Version: 1}.Encode()},
-		{"bad LSN", Token{Org: 1, Aggregate: "sprocket", ID: 1, Version: 1, LSN: "x/y"}.Encode()},
-		{"zero version", Token{Org: 1, Aggregate: "sprocket", ID: 1, LSN: "0/1"}.Encode()},
-		{"no aggregate", Token{Org: 1, ID: 1, Version: 1, LSN: "0/1"}.Encode()},
-		{"tampered", good.Encode()[:10]},
+		{"made up, with a made-up signature", unsigned(forged, "AAAAAAAAAAAAAAAAAAAAAA")},
+		{"another token's signature", forgedPayload + "." + sig},
+		{"signed with another key", signer(t, keyB).Encode(good)},
+		{"signature cut short", raw[:len(raw)-2]},
+		{"no LSN", s.Encode(Token{Org: 1, Aggregate: "sprocket", ID: 1, Version: 1})},
+		{"bad LSN", s.Encode(Token{Org: 1, Aggregate: "sprocket", ID: 1, Version: 1, LSN: "x/y"})},
+		{"zero version", s.Encode(Token{Org: 1, Aggregate: "sprocket", ID: 1, LSN: "0/1"})},
+		{"no aggregate", s.Encode(Token{Org: 1, ID: 1, Version: 1, LSN: "0/1"})},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := Parse(tc.raw); domain.ErrorCode(err) != domain.EINVALID {
+			if _, err := s.Parse(tc.raw); domain.ErrorCode(err) != domain.EINVALID {
 				t.Fatalf("Parse(%q) = %v, want EINVALID", tc.raw, err)
 			}
 		})
+	}
+}
+
+// During a rotation, tokens signed with the previous key are accepted and
+// new ones are signed with the current key; afterwards the previous key's
+// tokens are refused.
+func TestKeyRotation(t *testing.T) {
+	tok := Token{Org: 1, Aggregate: "factory", ID: 3, Version: 2, LSN: "0/1"}
+	old := signer(t, keyA).Encode(tok)
+	rotating := signer(t, keyB, keyA)
+	if got, err := rotating.Parse(old); err != nil || got != tok {
+		t.Errorf("a token of the previous key during the rotation: %+v, %v", got, err)
+	}
+	if _, err := signer(t, keyB).Parse(rotating.Encode(tok)); err != nil {
+		t.Errorf("a rotating signer does not sign with the current key: %v", err)
+	}
+	if _, err := signer(t, keyB).Parse(old); err == nil {
+		t.Errorf("a token of the previous key is accepted after the rotation")
+	}
+}
+
+func TestNewSignerWantsLongKeys(t *testing.T) {
+	for _, keys := range [][]string{{""}, {"short"}, {keyA, "short"}} {
+		if _, err := NewSigner(keys[0], keys[1:]...); err == nil {
+			t.Errorf("NewSigner%q accepted", keys)
+		}
+	}
+	if _, err := NewSigner(keyA, ""); err != nil {
+		t.Errorf("an empty previous key (no rotation) is refused: %v", err)
 	}
 }
 

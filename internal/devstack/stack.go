@@ -2,6 +2,8 @@ package devstack
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -55,6 +57,9 @@ type Stack struct {
 
 	cfg     Config
 	tempDir bool
+	// tokenKey signs consistency tokens: one per stack, kept in Dir so that
+	// tokens stay good across restarts of a local run.
+	tokenKey string
 }
 
 // Database is the name of the service's database.
@@ -85,6 +90,9 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 			s.Close()
 		}
 	}()
+	if s.tokenKey, err = tokenKey(filepath.Join(s.Dir, "consistency.key")); err != nil {
+		return nil, err
+	}
 	p := cfg.Ports
 	for _, port := range []*int{&p.Leader, &p.Replica, &p.Redis, &p.NATS, &p.Writer, &p.Projector, &p.Reader, &p.Edge, &p.EdgeHealth} {
 		if *port == 0 {
@@ -169,7 +177,23 @@ func (s *Stack) Env() []string {
 		"WRITER_ADDR=127.0.0.1:" + strconv.Itoa(p.Writer),
 		"PROJECTOR_ADDR=127.0.0.1:" + strconv.Itoa(p.Projector),
 		"READER_ADDR=127.0.0.1:" + strconv.Itoa(p.Reader),
+		"CONSISTENCY_KEY=" + s.tokenKey,
 	}, s.cfg.Env...)
+}
+
+// tokenKey returns the key in the file at path, or a new random one it
+// writes there.
+func tokenKey(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil && len(b) >= 32 {
+		return string(b), nil
+	}
+	var b [32]byte
+	_, _ = rand.Read(b[:]) // crypto/rand does not fail on Linux
+	key := hex.EncodeToString(b[:])
+	if err := os.WriteFile(path, []byte(key), 0o600); err != nil {
+		return "", fmt.Errorf("consistency token key: %w", err)
+	}
+	return key, nil
 }
 
 func (s *Stack) program(name string, port int) *Program {

@@ -17,3 +17,7 @@ type PageRequest struct {
 // DefaultOrgID is the organization that owns the seed data and, until
 // access control assigns callers their own, every request's data.
 const DefaultOrgID int64 = 1
+
+// AnyOrg stands, in a read that asks for an organization, for whichever
+// one owns the data: for the projector, which serves them all.
+const AnyOrg int64 = 0

@@ -1,6 +1,10 @@
 package e2e
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -66,4 +70,47 @@ func TestReadYourWrites(t *testing.T) {
 	if strings.Contains(fmt.Sprint(sources), "[]") {
 		t.Errorf("an answer without X-Read-Source: %v", sources)
 	}
+}
+
+// A consistency token is good only as the writer signed it: one made up by
+// a client (as unsigned tokens could be, naming any version or WAL
+// position), or signed with another key, is a 400, and never makes the
+// reader wait or go to the leader.
+func TestConsistencyTokensCannotBeForged(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	w, rd := s.Writer.URL(), s.Reader.URL()
+	r := do(t, "POST", w+"/v1/sprockets", `{"teeth":4,"pitch_diameter":2,"outside_diameter":3,"pitch":1}`)
+	expect(t, r, 201, "create")
+	var sp sprocketV1
+	r.JSON(t, &sp)
+	good := r.Header.Get("X-Consistency-Token")
+	payload, sig, ok := strings.Cut(good, ".")
+	if !ok || sig == "" {
+		t.Fatalf("the writer's token %q is not signed", good)
+	}
+	claims, err := base64.RawURLEncoding.DecodeString(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok map[string]any
+	if err := json.Unmarshal(claims, &tok); err != nil {
+		t.Fatal(err)
+	}
+	tok["v"], tok["l"] = int64(1)<<60, "FFFFFFFF/FFFFFFFF"
+	raised, _ := json.Marshal(tok)
+	forged := base64.RawURLEncoding.EncodeToString(raised)
+	mac := hmac.New(sha256.New, []byte("another-key-of-enough-length-0123456789"))
+	mac.Write([]byte(forged))
+	for name, bad := range map[string]string{
+		"unsigned, as tokens used to be":    forged,
+		"another token's signature":         forged + "." + sig,
+		"signed with a key of its own":      forged + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil)[:16]),
+		"the writer's, with its claims cut": payload[:len(payload)-4] + "." + sig,
+	} {
+		t.Run(name, func(t *testing.T) {
+			checkProblem(t, do(t, "GET", fmt.Sprintf("%s/v1/sprockets/%d", rd, sp.ID), nil, "X-Consistency-Token", bad), 400, "X-Consistency-Token")
+			checkProblem(t, do(t, "GET", rd+"/v1/sprockets", nil, "X-Consistency-Token", bad), 400, "X-Consistency-Token")
+		})
+	}
+	expect(t, do(t, "GET", fmt.Sprintf("%s/v1/sprockets/%d", rd, sp.ID), nil, "X-Consistency-Token", good), 200, "the writer's own token")
 }

@@ -431,7 +431,7 @@ func TestFactoryHistory(t *testing.T) {
 	if _, _, _, err := s.AppendSamples(ctx, domain.System(1, "test"), f.ID, 0, []domain.Sample{sample(3800, 1), sample(3700, 6)}); domain.ErrorCode(err) != domain.ECONFLICT {
 		t.Fatalf("a contradicting append: %v", err)
 	}
-	got, samples, err := reads.FactoryHistory(ctx, f.ID)
+	got, samples, err := reads.FactoryHistory(ctx, domain.AnyOrg, f.ID)
 	if err != nil || got.Version != 2 || len(samples) != 3 || samples[0].Time != 100 || samples[2].Time != 7300 {
 		t.Fatalf("history %+v %v %v", got, samples, err)
 	}
@@ -443,9 +443,20 @@ func TestFactoryHistory(t *testing.T) {
 	if _, all, _ := reads.FactoryBucketsSince(ctx, f.ID, 0, readmodel.ChartBucketSeconds); len(all) != 3 {
 		t.Errorf("everything since 0: %v", all)
 	}
-	_, in, err := reads.FactorySamples(ctx, f.ID, 100, 3700)
+	_, in, err := reads.FactorySamples(ctx, domain.AnyOrg, f.ID, 100, 3700)
 	if err != nil || len(in) != 2 {
 		t.Errorf("range: %v %v", in, err)
+	}
+	if _, in, err := reads.FactorySamples(ctx, 1, f.ID, 100, 3700); err != nil || len(in) != 2 {
+		t.Errorf("range, as the owner: %v %v", in, err)
+	}
+	// Another organization learns the owner, for its 404, and nothing of
+	// the history is read.
+	if got, in, err := reads.FactorySamples(ctx, 2, f.ID, 0, domain.MaxSampleTime); err != nil || got.OrgID != 1 || in != nil {
+		t.Errorf("range, as another organization: %+v %v %v", got, in, err)
+	}
+	if got, in, err := reads.FactoryHistory(ctx, 2, f.ID); err != nil || got.OrgID != 1 || in != nil {
+		t.Errorf("history, as another organization: %+v %v %v", got, in, err)
 	}
 	evs := outbox(t, db)
 	var pl events.FactoryPayload

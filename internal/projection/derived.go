@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/readmodel"
 )
 
@@ -206,7 +207,7 @@ func (p *Projector) rebuildOrgFactories(ctx context.Context, org int64) ([][]int
 }
 
 func (p *Projector) rebuildFactoryCompat(ctx context.Context, id int64) ([][]int, error) {
-	f, samples, err := p.src.FactoryHistory(ctx, id)
+	f, samples, err := p.src.FactoryHistory(ctx, domain.AnyOrg, id)
 	if isNotFound(err) {
 		return nil, nil // never existed here: nothing to show
 	}

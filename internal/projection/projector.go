@@ -25,7 +25,7 @@ type Source interface {
 	SprocketsOfOrg(ctx context.Context, org int64) ([]domain.Sprocket, error)
 	SprocketSpecsOfOrg(ctx context.Context, org int64) ([]domain.Sprocket, error)
 	SprocketSpecs(ctx context.Context, org int64, ids []int64) ([]domain.Sprocket, error)
-	FactoryHistory(ctx context.Context, id int64) (domain.Factory, []domain.Sample, error)
+	FactoryHistory(ctx context.Context, org, id int64) (domain.Factory, []domain.Sample, error)
 	FactoryBucketsSince(ctx context.Context, id, version, bucketSeconds int64) (domain.Factory, []domain.Sample, error)
 	FactoriesWithSamples(ctx context.Context, org int64) ([]domain.Factory, map[int64][]domain.Sample, error)
 	OrgIDs(ctx context.Context) ([]int64, error)

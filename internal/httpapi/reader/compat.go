@@ -52,11 +52,12 @@ func (h *Handlers) serveFactoryCompat(c *fiber.Ctx, which int) error {
 		return err
 	}
 	keys := []string{readmodel.FactoryCompatKey(id), readmodel.FactoryCompatChartKey(id)}
+	org := h.org(c)
 	return h.serve(c, view{
 		key: keys[which], aggregate: events.Factory, id: id,
 		notFound: factoryNotFound(id),
 		load: func(ctx context.Context, q Queries) (readmodel.Entry, error) {
-			f, samples, err := q.FactoryHistory(ctx, id)
+			f, samples, err := q.FactoryHistory(ctx, org, id)
 			if err != nil {
 				return readmodel.Entry{}, err
 			}

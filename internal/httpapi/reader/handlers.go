@@ -29,8 +29,8 @@ type Queries interface {
 	SprocketSpecsOfOrg(ctx context.Context, org int64) ([]domain.Sprocket, error)
 	Factory(ctx context.Context, id int64) (domain.Factory, error)
 	ListFactories(ctx context.Context, org int64, page domain.PageRequest) ([]domain.Factory, error)
-	FactoryHistory(ctx context.Context, id int64) (domain.Factory, []domain.Sample, error)
-	FactorySamples(ctx context.Context, id, from, to int64) (domain.Factory, []domain.Sample, error)
+	FactoryHistory(ctx context.Context, org, id int64) (domain.Factory, []domain.Sample, error)
+	FactorySamples(ctx context.Context, org, id, from, to int64) (domain.Factory, []domain.Sample, error)
 	FactoriesWithSamples(ctx context.Context, org int64) ([]domain.Factory, map[int64][]domain.Sample, error)
 	AuditLog(ctx context.Context, org int64, page domain.PageRequest) ([]domain.AuditEntry, error)
 }
@@ -52,6 +52,8 @@ type Config struct {
 	// MaxChartBuckets caps the buckets one chart read assembles from Redis;
 	// wider ranges are read from the database in one query.
 	MaxChartBuckets int
+	// Tokens checks the consistency tokens requests carry.
+	Tokens *consistency.Signer
 }
 
 // Handlers serve the read API.
@@ -93,14 +95,16 @@ type view struct {
 	notFound error
 }
 
-// token parses the request's consistency token, if any.
-func token(c *fiber.Ctx) (*consistency.Token, error) {
+// token checks the request's consistency token, if any, and returns it
+// when it names a write of org: another organization's write says nothing
+// about this data. A token this service did not sign is an EINVALID error.
+func (h *Handlers) token(c *fiber.Ctx, org int64) (*consistency.Token, error) {
 	raw := c.Get(consistency.Header)
 	if raw == "" {
 		return nil, nil
 	}
-	t, err := consistency.Parse(raw)
-	if err != nil {
+	t, err := h.cfg.Tokens.Parse(raw)
+	if err != nil || t.Org != org {
 		return nil, err
 	}
 	return &t, nil
@@ -109,13 +113,10 @@ func token(c *fiber.Ctx) (*consistency.Token, error) {
 // serve answers v: from the cache when it holds a fresh enough entry, else
 // from the database.
 func (h *Handlers) serve(c *fiber.Ctx, v view) error {
-	tok, err := token(c)
+	org := h.org(c)
+	tok, err := h.token(c, org)
 	if err != nil {
 		return err
-	}
-	org := h.org(c)
-	if tok != nil && tok.Org != org {
-		tok = nil // another organization's write says nothing about this data
 	}
 	if e, ok := h.fromCache(c.UserContext(), v, tok); ok {
 		return h.send(c, e, org, v, FromCache)

@@ -72,13 +72,13 @@ func (h *Handlers) list(c *fiber.Ctx, path string, page func(context.Context, Qu
 	if err != nil {
 		return err
 	}
-	tok, err := token(c)
+	org := h.org(c)
+	tok, err := h.token(c, org)
 	if err != nil {
 		return err
 	}
-	org := h.org(c)
 	minLSN := ""
-	if tok != nil && tok.Org == org {
+	if tok != nil {
 		minLSN = tok.LSN
 	}
 	probe := req
@@ -117,13 +117,10 @@ func (h *Handlers) chartData(c *fiber.Ctx) error {
 	if from > to {
 		return domain.Errorf(domain.EINVALID, "from (%d) must not be after to (%d)", from, to)
 	}
-	tok, err := token(c)
+	org := h.org(c)
+	tok, err := h.token(c, org)
 	if err != nil {
 		return err
-	}
-	org := h.org(c)
-	if tok != nil && tok.Org != org {
-		tok = nil
 	}
 	v := view{key: readmodel.FactoryKey(id), aggregate: events.Factory, id: id, notFound: factoryNotFound(id)}
 	if meta, ok := h.fromCache(c.UserContext(), v, tok); ok {
@@ -141,7 +138,7 @@ func (h *Handlers) chartData(c *fiber.Ctx) error {
 	}
 	var e readmodel.Entry
 	source, err := h.db.Do(c.UserContext(), minLSN, func(q Queries) error {
-		f, samples, err := q.FactorySamples(c.UserContext(), id, from, to)
+		f, samples, err := q.FactorySamples(c.UserContext(), org, id, from, to)
 		if err != nil {
 			return err
 		}

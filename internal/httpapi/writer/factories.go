@@ -61,7 +61,7 @@ func (h *Handlers) createFactory(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	committed(c, actor.OrgID, events.Factory, f.ID, r, readmodel.VersionETag(f.Version))
+	h.committed(c, actor.OrgID, events.Factory, f.ID, r, readmodel.VersionETag(f.Version))
 	c.Location(location("/v1/factories/", f.ID))
 	return sendJSON(c, http.StatusCreated, readmodel.FactoryBody(f))
 }
@@ -101,7 +101,7 @@ func (h *Handlers) updateFactory(c *fiber.Ctx, change func(domain.FactorySpec) d
 	if err != nil {
 		return err
 	}
-	committed(c, actor.OrgID, events.Factory, id, r, readmodel.VersionETag(f.Version))
+	h.committed(c, actor.OrgID, events.Factory, id, r, readmodel.VersionETag(f.Version))
 	return sendJSON(c, http.StatusOK, readmodel.FactoryBody(f))
 }
 
@@ -120,7 +120,7 @@ func (h *Handlers) deleteFactory(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	committed(c, actor.OrgID, events.Factory, id, r, "")
+	h.committed(c, actor.OrgID, events.Factory, id, r, "")
 	return c.SendStatus(http.StatusNoContent)
 }
 
@@ -151,7 +151,7 @@ func (h *Handlers) appendSamples(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	committed(c, actor.OrgID, events.Factory, id, r, readmodel.VersionETag(f.Version))
+	h.committed(c, actor.OrgID, events.Factory, id, r, readmodel.VersionETag(f.Version))
 	c.Set("X-Samples-Added", strconv.Itoa(added))
 	return sendJSON(c, http.StatusOK, readmodel.FactoryBody(f))
 }

@@ -27,21 +27,23 @@ type Store interface {
 // Handlers serve the write API. Every write acts for the request's
 // principal (see httpapi.Access) and is audited as its actor.
 type Handlers struct {
-	store Store
+	store  Store
+	tokens *consistency.Signer
 }
 
-// New returns the write API's handlers.
-func New(store Store) *Handlers {
-	return &Handlers{store: store}
+// New returns the write API's handlers; tokens signs the consistency token
+// of each write.
+func New(store Store, tokens *consistency.Signer) *Handlers {
+	return &Handlers{store: store, tokens: tokens}
 }
 
 // committed sets the headers every successful write carries: the new
 // version as ETag and the consistency token.
-func committed(c *fiber.Ctx, org int64, aggregate string, id int64, r domain.Receipt, etag string) {
+func (h *Handlers) committed(c *fiber.Ctx, org int64, aggregate string, id int64, r domain.Receipt, etag string) {
 	if etag != "" {
 		c.Set(fiber.HeaderETag, etag)
 	}
-	c.Set(consistency.Header, consistency.Token{Org: org, Aggregate: aggregate, ID: id, Version: r.Version, LSN: r.LSN}.Encode())
+	c.Set(consistency.Header, h.tokens.Encode(consistency.Token{Org: org, Aggregate: aggregate, ID: id, Version: r.Version, LSN: r.LSN}))
 	if r.Replayed {
 		c.Set("Idempotent-Replayed", "true")
 	}

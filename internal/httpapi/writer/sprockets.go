@@ -130,7 +130,7 @@ func (h *Handlers) deleteSprocket(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	committed(c, actor.OrgID, events.Sprocket, id, r, "")
+	h.committed(c, actor.OrgID, events.Sprocket, id, r, "")
 	return c.SendStatus(http.StatusNoContent)
 }
 
@@ -144,7 +144,7 @@ func (h *Handlers) create(c *fiber.Ctx, route string, spec domain.SprocketSpec) 
 	if err != nil {
 		return domain.Sprocket{}, err
 	}
-	committed(c, actor.OrgID, events.Sprocket, s.ID, r, readmodel.VersionETag(s.Version))
+	h.committed(c, actor.OrgID, events.Sprocket, s.ID, r, readmodel.VersionETag(s.Version))
 	return s, nil
 }
 
@@ -158,6 +158,6 @@ func (h *Handlers) update(c *fiber.Ctx, id int64, change func(domain.SprocketSpe
 	if err != nil {
 		return domain.Sprocket{}, err
 	}
-	committed(c, actor.OrgID, events.Sprocket, id, r, readmodel.VersionETag(s.Version))
+	h.committed(c, actor.OrgID, events.Sprocket, id, r, readmodel.VersionETag(s.Version))
 	return s, nil
 }
