@@ -26,6 +26,7 @@ import (
 	"github.com/sprockets-api/sprockets/internal/consistency"
 	"github.com/sprockets-api/sprockets/internal/httpapi"
 	"github.com/sprockets-api/sprockets/internal/httpapi/reader"
+	"github.com/sprockets-api/sprockets/internal/nearcache"
 	"github.com/sprockets-api/sprockets/internal/postgres"
 	"github.com/sprockets-api/sprockets/internal/rediscache"
 )
@@ -101,6 +102,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer rdb.Close()
 	cache := rediscache.New(rdb)
 
+	// ---- The feed of changes, and the reader's memory of the read model ----
+	feed := cache.NewFeed(cfg.FeedStaleness, log, reg)
+	near := nearcache.New(cfg.NearCacheBytes, feed, reg)
+	feed.OnChange(near.Changed)
+	feed.OnLost(near.Flush)
+
 	// ---- HTTP ---------------------------------------------------------
 	served := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sprockets_reads_total", Help: "Answers by where their data came from.",
@@ -121,7 +128,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			PublicReads: cfg.PublicReads, PublicOrg: cfg.PublicOrgID,
 			RateLimit: cfg.RateLimit, AnonymousRateLimit: cfg.AnonymousRateLimit,
 		}, log, reg))
-	reader.Routes(app, reader.New(cache, database{pool}, reader.Config{
+	reader.Routes(app, reader.New(near, cache, database{pool}, reader.Config{
 		ConsistencyWait: cfg.ConsistencyWait, CacheBackoff: cfg.RedisBackoff, MaxChartBuckets: cfg.ChartMaxBuckets,
 		Tokens: tokens,
 	}, log, func(source string) { served.WithLabelValues(source).Inc() }))
@@ -129,6 +136,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// ---- Run ------------------------------------------------------------
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return pool.Run(ctx, cfg.ReplicaCheckInterval) })
+	g.Go(func() error { return feed.Run(ctx) })
 	g.Go(func() error {
 		return httpapi.Serve(ctx, app, cfg.Addr, cfg.ShutdownGrace, cfg.TLSCertFile, cfg.TLSKeyFile, func(a net.Addr) {
 			log.Info("listening", "addr", a.String())

@@ -42,6 +42,9 @@ type Access struct {
 	TrustedProxies     []string `env:"TRUSTED_PROXIES" envDefault:"127.0.0.1,::1"`
 	TLSCertFile        string   `env:"TLS_CERT_FILE"`
 	TLSKeyFile         string   `env:"TLS_KEY_FILE"`
+	// FeedStaleness bounds how old the feed of changes in Redis may be for
+	// an instance to trust what it holds in memory (entries, grants).
+	FeedStaleness time.Duration `env:"FEED_STALENESS" envDefault:"1s"`
 }
 
 // Consistency holds the keys that sign consistency tokens: the writer signs
@@ -113,6 +116,7 @@ type Reader struct {
 	RedisBackoff         time.Duration `env:"REDIS_BACKOFF" envDefault:"1s"`
 	ConsistencyWait      time.Duration `env:"CONSISTENCY_WAIT" envDefault:"250ms"`
 	ChartMaxBuckets      int           `env:"CHART_MAX_BUCKETS" envDefault:"2000"`
+	NearCacheBytes       int64         `env:"NEAR_CACHE_BYTES" envDefault:"67108864"`
 }
 
 // Projector configures cmd/projector.
@@ -276,6 +280,7 @@ func (a Access) validate(p *problems) {
 			}
 		}
 	}
+	p.positive("FEED_STALENESS", int64(a.FeedStaleness))
 	if (a.TLSCertFile == "") != (a.TLSKeyFile == "") {
 		p.add("TLS_CERT_FILE and TLS_KEY_FILE go together: set both or neither")
 	}
@@ -347,6 +352,9 @@ func (c Reader) Validate() error {
 		p.add("CONSISTENCY_WAIT must not be negative")
 	}
 	p.positive("CHART_MAX_BUCKETS", int64(c.ChartMaxBuckets))
+	if c.NearCacheBytes < 0 {
+		p.add("NEAR_CACHE_BYTES must not be negative (0 turns the near-cache off)")
+	}
 	return p.err()
 }
 

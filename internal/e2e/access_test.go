@@ -131,12 +131,19 @@ func TestOrganizationsAreIsolated(t *testing.T) {
 		{"POST", "/v1/factories/1/samples", `{"samples":[{"time":1,"actual":1,"goal":1}]}`},
 		{"DELETE", "/v1/factories/2", ""},
 	}
-	check := func(source string) {
+	check := func(rd, source string) {
 		t.Helper()
-		// A reads its own from where this phase reads.
-		if got := do(t, "GET", rd+"/v1/sprockets/1", nil).Header.Get("X-Read-Source"); got != source {
-			t.Fatalf("A's read came from %s, want %s", got, source)
-		}
+		// A reads its own from where this phase reads; its reads fill the
+		// reader's memory, where there is one.
+		checkFor(t, 10*time.Second, func() string {
+			for _, path := range reads {
+				do(t, "GET", rd+path, nil)
+			}
+			if got := do(t, "GET", rd+"/v1/sprockets/1", nil).Header.Get("X-Read-Source"); got != source {
+				return "A's read came from " + got + ", want " + source
+			}
+			return ""
+		})
 		for _, path := range reads {
 			checkProblem(t, do(t, "GET", rd+path, nil, as(b)...), 404, "not found")
 		}
@@ -150,7 +157,19 @@ func TestOrganizationsAreIsolated(t *testing.T) {
 			}
 		}
 	}
-	check("cache")
+	check(rd, "memory")
+	// A reader without memory of its own reads Redis.
+	port, err := devstack.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	redisOnly := s.NewProgram("reader", port, "NEAR_CACHE_BYTES=0")
+	if err := redisOnly.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer redisOnly.Stop()
+	authenticate(t, s, mustToken(t, s), redisOnly)
+	check(redisOnly.URL(), "cache")
 	for _, wr := range writes {
 		var body any
 		if wr[2] != "" {
@@ -158,10 +177,10 @@ func TestOrganizationsAreIsolated(t *testing.T) {
 		}
 		checkProblem(t, do(t, wr[0], w+wr[1], body, as(b)...), 404, "not found")
 	}
-	s.Redis.Stop() // reads now come from the replica
-	check("replica")
+	s.Redis.Stop() // reads now come from the replica, once the memory is dropped
+	check(rd, "replica")
 	s.Replica.Stop() // and from the leader
-	check("leader")
+	check(rd, "leader")
 }
 
 // A revoked or expired token is refused on its very next request, by the

@@ -42,10 +42,10 @@ var client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 // requests carry unless they name their own Authorization.
 var tokens sync.Map
 
-// authenticate makes requests to s's programs carry token until the test
-// ends.
-func authenticate(t *testing.T, s *devstack.Stack, token string) {
-	programs := append([]*devstack.Program{s.Writer, s.Projector}, s.Readers...)
+// authenticate makes requests to s's programs, and to more programs of its,
+// carry token until the test ends.
+func authenticate(t *testing.T, s *devstack.Stack, token string, more ...*devstack.Program) {
+	programs := append(append([]*devstack.Program{s.Writer, s.Projector}, s.Readers...), more...)
 	hosts := []string{}
 	for _, p := range programs {
 		hosts = append(hosts, strings.TrimPrefix(p.URL(), "http://"))
@@ -62,6 +62,20 @@ func authenticate(t *testing.T, s *devstack.Stack, token string) {
 		}
 	})
 }
+
+// mustToken returns the token requests to s carry.
+func mustToken(t *testing.T, s *devstack.Stack) string {
+	t.Helper()
+	tok, ok := tokens.Load(strings.TrimPrefix(s.Writer.URL(), "http://"))
+	if !ok {
+		t.Fatal("the stack has no token")
+	}
+	return tok.(string)
+}
+
+// fromReadModel reports whether an answer's X-Read-Source is the read
+// model: the reader's memory of it, or Redis.
+func fromReadModel(source string) bool { return source == "memory" || source == "cache" }
 
 // call sends a request; header is alternating names and values. A body
 // given as a string is sent as application/json unless header says

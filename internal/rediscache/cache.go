@@ -301,12 +301,20 @@ func decode(vals []any) (readmodel.Entry, bool, error) {
 	return e, true, err
 }
 
-// Delete removes keys.
+// Delete removes keys, and publishes their deletion on the feed in the same
+// transaction.
 func (c *Cache) Delete(ctx context.Context, keys ...string) error {
 	if len(keys) == 0 {
 		return nil
 	}
-	if err := c.rdb.Del(ctx, keys...).Err(); err != nil {
+	deleted := make(map[string]int64, len(keys))
+	for _, k := range keys {
+		deleted[k] = -1
+	}
+	pipe := c.rdb.TxPipeline()
+	pipe.Del(ctx, keys...)
+	publishChanges(ctx, pipe, deleted)
+	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("delete %s: %w", keys[0], err)
 	}
 	return nil

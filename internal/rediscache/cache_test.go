@@ -3,6 +3,8 @@ package rediscache
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sprockets-api/sprockets/internal/devstack"
@@ -442,3 +445,113 @@ func TestStagedWrites(t *testing.T) {
 		t.Errorf("after SCRIPT FLUSH the entry holds %d bytes", len(e.Body))
 	}
 }
+
+// recorder keeps what a feed told it.
+type recorder struct {
+	mu      sync.Mutex
+	changes []string
+	auth    int
+	lost    []string
+}
+
+func (r *recorder) Changed(key string, version int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.changes = append(r.changes, fmt.Sprintf("%s %d", key, version))
+}
+
+func (r *recorder) AuthChanged() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.auth++
+}
+
+func (r *recorder) Lost(reason string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lost = append(r.lost, reason)
+}
+
+func (r *recorder) String() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return fmt.Sprintf("changes %v, auth %d, lost %v", r.changes, r.auth, r.lost)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// The feed carries every committed write of the read model with its
+// version, deletions, and auth changes; it is fresh while its heartbeats
+// come back, and tells its handlers when its subscription is lost.
+func TestFeed(t *testing.T) {
+	c, rdb := newCache(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rec := &recorder{}
+	feed := c.NewFeed(200*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	feed.OnChange(rec.Changed)
+	feed.OnAuthChange(rec.AuthChanged)
+	feed.OnLost(rec.Lost)
+	done := make(chan error, 1)
+	go func() { done <- feed.Run(ctx) }()
+	waitFor(t, "a fresh feed", feed.Fresh)
+
+	if _, err := c.Apply(ctx, readmodel.Write{Rule: readmodel.Newer, Records: []readmodel.Record{rec1("rm:a", 3), rec1("rm:b", 4)}}); err != nil {
+		t.Fatal(err)
+	}
+	// Refused and dropped writes change nothing, and say nothing.
+	if _, err := c.Apply(ctx, readmodel.Write{Rule: readmodel.Next, Records: []readmodel.Record{rec1("rm:a", 9), rec1("rm:b", 4)}}); err != nil {
+		t.Fatal(err)
+	}
+	big := rec1("rm:big", 2)
+	big.Entry.Body = []byte(strings.Repeat("x", stageOver+1)) // staged, renamed in the script
+	if _, err := c.Apply(ctx, readmodel.Write{Rule: readmodel.Newer, Records: []readmodel.Record{big}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Delete(ctx, "rm:a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.AuthChanged(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := "changes [rm:a 3 rm:b 4 rm:big 2 rm:a -1], auth 1, lost []"
+	waitFor(t, want, func() bool { return rec.String() == want })
+
+	// A killed subscription is lost, then followed again.
+	if err := rdb.ClientKillByFilter(ctx, "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the loss", func() bool { return strings.Contains(rec.String(), "lost [subscription failed]") })
+	waitFor(t, "a fresh feed again", feed.Fresh)
+	if _, err := c.Apply(ctx, readmodel.Write{Rule: readmodel.Newer, Records: []readmodel.Record{rec1("rm:c", 1)}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the change after the loss", func() bool { return strings.Contains(rec.String(), "rm:c 1") })
+
+	// A Redis that stops answering makes the feed stale, then lost.
+	if err := rdb.Do(ctx, "CLIENT", "PAUSE", "1000", "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a stale feed", func() bool { return !feed.Fresh() })
+	waitFor(t, "the staleness told", func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return len(rec.lost) == 2 // "stale", or "subscription silent" when the receiver saw it first
+	})
+	waitFor(t, "a fresh feed after the pause", feed.Fresh)
+	cancel()
+	if err := <-done; err != context.Canceled {
+		t.Errorf("Run returned %v", err)
+	}
+}
+
+func rec1(key string, version int64) readmodel.Record { return rec(key, version, "body") }

@@ -26,6 +26,15 @@ func (c *Cache) BumpEpoch(ctx context.Context) error {
 	if err := c.rdb.Set(ctx, epochKey, newEpoch(), 0).Err(); err != nil {
 		return fmt.Errorf("bump auth epoch: %w", err)
 	}
+	return c.AuthChanged(ctx)
+}
+
+// AuthChanged tells every instance on the feed to read the grants it holds
+// again.
+func (c *Cache) AuthChanged(ctx context.Context) error {
+	if err := c.rdb.Publish(ctx, AuthChannel, "changed").Err(); err != nil {
+		return fmt.Errorf("publish auth change: %w", err)
+	}
 	return nil
 }
 

@@ -11,6 +11,9 @@
 -- before the script even runs). A write renames that hash over the key;
 -- otherwise it is deleted.
 -- A fenced (deleted) organization gets -2 for every key and no marks.
+-- The keys written, with their versions, are published on rm:changes
+-- (rediscache.ChangesChannel) as lines "key version": the readers' feed,
+-- sent exactly when the writes commit.
 -- Per record key the result is 1 (written), 0 (the key already holds this
 -- version or a newer one: dropped) or -1 (the rule refused it):
 --   next : write when the stored version is version-1 (a missing key is 0);
@@ -50,6 +53,7 @@ if fenced then
 end
 local i = 4
 local out = {}
+local changed = {}
 for k = 1, n do
   local version = tonumber(ARGV[i])
   local expected = tonumber(ARGV[i + 1])
@@ -64,6 +68,9 @@ for k = 1, n do
     if cur == expected then write = true elseif cur >= version then out[k] = 0 else out[k] = -1 end
   else
     return redis.error_reply('unknown rule ' .. tostring(rule))
+  end
+  if write then
+    changed[#changed + 1] = KEYS[k] .. ' ' .. ARGV[i]
   end
   if write and staged[k] then
     redis.call('RENAME', stagedKey(k), KEYS[k])
@@ -96,5 +103,8 @@ for d = i, #ARGV do
     redis.call('HINCRBY', KEYS[extra], string.sub(ARGV[d], 1, sep - 1), 1)
   end
   redis.call('HINCRBY', KEYS[extra], ARGV[d], 1)
+end
+if #changed > 0 then
+  redis.call('PUBLISH', 'rm:changes', table.concat(changed, '\n'))
 end
 return out

@@ -13,6 +13,7 @@ import (
 	"github.com/sprockets-api/sprockets/internal/consistency"
 	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/httpapi"
+	"github.com/sprockets-api/sprockets/internal/nearcache"
 	"github.com/sprockets-api/sprockets/internal/readmodel"
 )
 
@@ -33,6 +34,15 @@ type Queries interface {
 	FactorySamples(ctx context.Context, org, id, from, to int64) (domain.Factory, []domain.Sample, error)
 	FactoriesWithSamples(ctx context.Context, org int64) ([]domain.Factory, map[int64][]domain.Sample, error)
 	AuditLog(ctx context.Context, org int64, page domain.PageRequest) ([]domain.AuditEntry, error)
+}
+
+// Near is the reader's memory of the entries it served (nearcache.Cache):
+// it answers only while the feed of changes is fresh, and keeps a fill only
+// when no change of its key came between the ticket and the fill.
+type Near interface {
+	Get(key string) (readmodel.Entry, bool)
+	Ticket() nearcache.Ticket
+	Fill(key string, e readmodel.Entry, t nearcache.Ticket)
 }
 
 // Database runs reads on a replica fresh enough for minLSN ("" for any
@@ -58,6 +68,7 @@ type Config struct {
 
 // Handlers serve the read API.
 type Handlers struct {
+	near    Near
 	cache   Cache
 	db      Database
 	cfg     Config
@@ -66,16 +77,18 @@ type Handlers struct {
 	served  func(source string)
 }
 
-// Sources of an answer, in the X-Read-Source header.
+// Sources of an answer, in the X-Read-Source header (with the database's:
+// postgres.FromReplica, postgres.FromLeader).
 const (
-	FromCache = "cache"
+	FromMemory = "memory" // the reader's own memory of the read model
+	FromCache  = "cache"  // the read model in Redis
 )
 
 // New returns the read API's handlers. Each request reads as its principal's
 // organization (see httpapi.Access); served is told where each answer came
 // from (metrics).
-func New(cache Cache, db Database, cfg Config, log *slog.Logger, served func(string)) *Handlers {
-	return &Handlers{cache: cache, db: db, cfg: cfg, log: log, served: served}
+func New(near Near, cache Cache, db Database, cfg Config, log *slog.Logger, served func(string)) *Handlers {
+	return &Handlers{near: near, cache: cache, db: db, cfg: cfg, log: log, served: served}
 }
 
 // org is the organization a request reads as.
@@ -118,8 +131,8 @@ func (h *Handlers) serve(c *fiber.Ctx, v view) error {
 	if err != nil {
 		return err
 	}
-	if e, ok := h.fromCache(c.UserContext(), v, tok); ok {
-		return h.send(c, e, org, v, FromCache)
+	if e, source, ok := h.fromCache(c.UserContext(), v, tok); ok {
+		return h.send(c, e, org, v, source)
 	}
 	var e readmodel.Entry
 	minLSN := ""
@@ -137,34 +150,50 @@ func (h *Handlers) serve(c *fiber.Ctx, v view) error {
 	return h.send(c, e, org, v, source)
 }
 
-// fromCache returns v's entry when the cache holds one that covers tok,
-// waiting up to ConsistencyWait for the projector to catch up.
-func (h *Handlers) fromCache(ctx context.Context, v view, tok *consistency.Token) (readmodel.Entry, bool) {
-	if time.Now().UnixNano() < h.skipTil.Load() {
-		return readmodel.Entry{}, false
-	}
+// fromCache returns v's entry, and where it came from, when the reader's
+// memory or Redis holds one that covers tok, waiting up to ConsistencyWait
+// for the projector to catch up. What Redis answers is kept in memory.
+func (h *Handlers) fromCache(ctx context.Context, v view, tok *consistency.Token) (readmodel.Entry, string, bool) {
 	withMembers := tok != nil && v.collection != "" && tok.Aggregate == v.collection
+	if !withMembers {
+		if e, ok := h.near.Get(v.key); ok && covers(e, v, tok) {
+			return e, FromMemory, true
+		}
+	}
+	if time.Now().UnixNano() < h.skipTil.Load() {
+		return readmodel.Entry{}, "", false
+	}
 	deadline := time.Now().Add(h.cfg.ConsistencyWait)
 	for {
+		ticket := h.near.Ticket()
 		e, ok, err := h.cache.Get(ctx, v.key, withMembers)
 		if err != nil {
-			if ctx.Err() == nil {
-				h.log.Warn("read model unavailable, reading the database", "key", v.key, "err", err)
-				h.skipTil.Store(time.Now().Add(h.cfg.CacheBackoff).UnixNano())
-			}
-			return e, false
+			h.cacheFailed(ctx, err)
+			return e, "", false
+		}
+		if ok {
+			h.near.Fill(v.key, e, ticket)
 		}
 		if ok && covers(e, v, tok) {
-			return e, true
+			return e, FromCache, true
 		}
 		if tok == nil || time.Now().After(deadline) {
-			return e, false
+			return e, "", false
 		}
 		select {
 		case <-ctx.Done():
-			return e, false
+			return e, "", false
 		case <-time.After(2 * time.Millisecond):
 		}
+	}
+}
+
+// cacheFailed skips Redis for a while after it failed, so that an outage
+// costs one timeout, not one per request.
+func (h *Handlers) cacheFailed(ctx context.Context, err error) {
+	if ctx.Err() == nil {
+		h.log.Warn("read model unavailable, reading the database", "err", err)
+		h.skipTil.Store(time.Now().Add(h.cfg.CacheBackoff).UnixNano())
 	}
 }
 

@@ -2,9 +2,11 @@ package reader
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -123,13 +125,20 @@ func (h *Handlers) chartData(c *fiber.Ctx) error {
 		return err
 	}
 	v := view{key: readmodel.FactoryKey(id), aggregate: events.Factory, id: id, notFound: factoryNotFound(id)}
-	if meta, ok := h.fromCache(c.UserContext(), v, tok); ok {
+	if meta, source, ok := h.fromCache(c.UserContext(), v, tok); ok {
 		if meta.Deleted || meta.Org != org {
 			return v.notFound
 		}
-		if samples, ok := h.bucketSamples(c.UserContext(), id, meta, from, to); ok {
+		// A write the token names may have reached Redis and not yet the
+		// reader's memory: its buckets come from Redis, which the projector
+		// writes before the factory's key.
+		named := tok != nil && !tok.Covers(events.Factory, id, 0)
+		if samples, fromRedis, ok := h.bucketSamples(c.UserContext(), id, meta, from, to, named); ok {
+			if fromRedis {
+				source = FromCache
+			}
 			body := readmodel.ChartRangeBody(id, from, to, samples)
-			return h.send(c, readmodel.Entry{Body: body, ETag: readmodel.HashETag(body), Org: org}, org, v, FromCache)
+			return h.send(c, readmodel.Entry{Body: body, ETag: readmodel.HashETag(body), Org: org}, org, v, source)
 		}
 	}
 	minLSN := ""
@@ -153,27 +162,29 @@ func (h *Handlers) chartData(c *fiber.Ctx) error {
 }
 
 // bucketSamples collects the samples in [from, to] from the buckets of the
-// factory whose key is meta. It reports false when the cache cannot answer
-// (an error, or more buckets than MaxChartBuckets).
-func (h *Handlers) bucketSamples(ctx context.Context, id int64, meta readmodel.Entry, from, to int64) ([]domain.Sample, bool) {
+// factory whose key is meta, from Redis alone when redisOnly, and says
+// whether any bucket came from Redis rather than memory. It reports false
+// when the cache cannot answer (an error, or more buckets than
+// MaxChartBuckets).
+func (h *Handlers) bucketSamples(ctx context.Context, id int64, meta readmodel.Entry, from, to int64, redisOnly bool) ([]domain.Sample, bool, bool) {
 	if meta.First == nil || meta.Last == nil {
-		return nil, true // no history yet
+		return nil, false, true // no history yet
 	}
 	lo, hi := max(from, *meta.First), min(to, *meta.Last)
 	if lo > hi {
-		return nil, true
+		return nil, false, true
 	}
 	first, last := readmodel.Bucket(lo), readmodel.Bucket(hi)
 	if last-first+1 > int64(h.cfg.MaxChartBuckets) {
-		return nil, false
+		return nil, false, false
 	}
 	keys := make([]string, 0, last-first+1)
 	for b := first; b <= last; b++ {
 		keys = append(keys, readmodel.ChartBucketKey(id, b))
 	}
-	entries, oks, err := h.cache.GetMany(ctx, keys)
+	entries, oks, fromRedis, err := h.getMany(ctx, keys, redisOnly)
 	if err != nil {
-		return nil, false
+		return nil, false, false
 	}
 	var out []domain.Sample
 	for i, e := range entries {
@@ -183,7 +194,7 @@ func (h *Handlers) bucketSamples(ctx context.Context, id int64, meta readmodel.E
 		samples, err := readmodel.DecodeBucket(e.Body)
 		if err != nil {
 			h.log.Warn("corrupt chart bucket", "key", keys[i], "err", err)
-			return nil, false
+			return nil, false, false
 		}
 		for _, s := range samples {
 			if s.Time >= from && s.Time <= to {
@@ -191,8 +202,50 @@ func (h *Handlers) bucketSamples(ctx context.Context, id int64, meta readmodel.E
 			}
 		}
 	}
-	return out, true
+	return out, fromRedis, true
 }
+
+// getMany returns the entries at keys: from memory what it holds (unless
+// redisOnly), the rest from Redis in one round trip (and kept in memory).
+// ok[i] says whether keys[i] exists; fromRedis whether Redis was asked.
+func (h *Handlers) getMany(ctx context.Context, keys []string, redisOnly bool) (entries []readmodel.Entry, ok []bool, fromRedis bool, err error) {
+	entries, ok = make([]readmodel.Entry, len(keys)), make([]bool, len(keys))
+	var missing []int
+	for i, k := range keys {
+		if !redisOnly {
+			entries[i], ok[i] = h.near.Get(k)
+		}
+		if !ok[i] {
+			missing = append(missing, i)
+		}
+	}
+	if len(missing) == 0 {
+		return entries, ok, false, nil
+	}
+	if time.Now().UnixNano() < h.skipTil.Load() {
+		return nil, nil, true, errSkipped
+	}
+	ask := make([]string, len(missing))
+	for j, i := range missing {
+		ask[j] = keys[i]
+	}
+	ticket := h.near.Ticket()
+	got, found, err := h.cache.GetMany(ctx, ask)
+	if err != nil {
+		h.cacheFailed(ctx, err)
+		return nil, nil, true, err
+	}
+	for j, i := range missing {
+		entries[i], ok[i] = got[j], found[j]
+		if found[j] {
+			h.near.Fill(keys[i], got[j], ticket)
+		}
+	}
+	return entries, ok, true, nil
+}
+
+// errSkipped says Redis is being skipped after a failure.
+var errSkipped = errors.New("the read model is skipped after a failure")
 
 // GET /v1/audit: a page of the caller's organization's audit trail, oldest
 // first (admin scope).
