@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sprockets-api/sprockets/internal/auth"
+	"github.com/sprockets-api/sprockets/internal/budget"
 	"github.com/sprockets-api/sprockets/internal/config"
 	"github.com/sprockets-api/sprockets/internal/consistency"
 	"github.com/sprockets-api/sprockets/internal/httpapi"
@@ -102,11 +103,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer rdb.Close()
 	cache := rediscache.New(rdb)
 
-	// ---- The feed of changes, and the reader's memory of the read model ----
+	// ---- The feed of changes; what the reader holds in memory by it ------
+	// Its memory of the read model, and the grants of tokens: both are used
+	// only while the feed is fresh, and forgotten when it is lost. Grants
+	// missing from Redis are read from the leader: a token just created may
+	// not have reached a replica yet.
 	feed := cache.NewFeed(cfg.FeedStaleness, log, reg)
 	near := nearcache.New(cfg.NearCacheBytes, feed, reg)
+	authn := auth.NewAuthenticator(cache, postgres.NewReads(leader), feed)
 	feed.OnChange(near.Changed)
-	feed.OnLost(near.Flush)
+	feed.OnAuthChange(authn.Forget)
+	feed.OnLost(func(reason string) {
+		near.Flush(reason)
+		authn.Forget()
+	})
 
 	// ---- HTTP ---------------------------------------------------------
 	served := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -121,13 +131,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	httpapi.Health(app,
 		map[string]httpapi.Check{"data": anyOf(cache.Ping, pool.Ping)},
 		map[string]httpapi.Check{"redis": cache.Ping, "postgres": pool.Ping}, reg)
-	// Grants missing from Redis are read from the leader: a token just
-	// created may not have reached a replica yet.
-	app.Use(httpapi.Access(auth.NewAuthenticator(cache, postgres.NewReads(leader)), cache.NewLimiter(),
+	app.Use(httpapi.Access(authn, budget.New(cache.NewLimiter(), reg),
 		httpapi.AccessConfig{
 			PublicReads: cfg.PublicReads, PublicOrg: cfg.PublicOrgID,
 			RateLimit: cfg.RateLimit, AnonymousRateLimit: cfg.AnonymousRateLimit,
-		}, log, reg))
+		}, log))
 	reader.Routes(app, reader.New(near, cache, database{pool}, reader.Config{
 		ConsistencyWait: cfg.ConsistencyWait, CacheBackoff: cfg.RedisBackoff, MaxChartBuckets: cfg.ChartMaxBuckets,
 		Tokens: tokens,

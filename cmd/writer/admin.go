@@ -147,18 +147,36 @@ func (a admin) orgSetLimit(ctx context.Context, args []string) error {
 	if err := a.store.SetRateLimit(ctx, o.ID, limit); err != nil {
 		return err
 	}
-	// Instances hold grants, with their limits, until the auth epoch
-	// changes: change it so that they read the new limit now.
+	// Instances hold grants, with their limits, until the feed tells them
+	// to forget them.
 	cache, closeRedis, err := a.revoker()
 	if err != nil {
 		return err
 	}
 	defer closeRedis()
-	if err := cache.BumpEpoch(ctx); err != nil {
+	if err := a.pushAuthChange(ctx, cache); err != nil {
 		return fmt.Errorf("the limit is stored, but instances keep the old one until Redis answers: %w", err)
 	}
 	fmt.Fprintf(a.out, "organization %q: rate limit %s, in force on every instance\n", o.Name, args[1])
 	return nil
+}
+
+// pushAuthChange tells every instance on the feed to forget the grants it
+// holds, then waits out the feed's staleness bound: an instance uses a
+// grant it holds only while its feed is fresh, so when this returns, none
+// uses one it held before the change (see auth.Authenticator). Revocations
+// call it after their commit too, for a grant an instance read from
+// Postgres between the revocation in Redis and the commit.
+func (a admin) pushAuthChange(ctx context.Context, cache *rediscache.Cache) error {
+	if err := cache.AuthChanged(ctx); err != nil {
+		return err
+	}
+	select {
+	case <-time.After(a.cfg.FeedStaleness):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // revoker connects to Redis for revocations (which must reach every
@@ -194,6 +212,9 @@ func (a admin) orgDelete(ctx context.Context, args []string) error {
 	})
 	if err != nil {
 		return err
+	}
+	if err := a.pushAuthChange(ctx, cache); err != nil {
+		return fmt.Errorf("deleted, but instances may use its tokens until Redis answers: %w", err)
 	}
 	fmt.Fprintf(a.out, "organization %q deleted: its tokens are revoked, its data removed\n", deleted.Name)
 	return nil
@@ -284,6 +305,9 @@ func (a admin) tokenRevoke(ctx context.Context, args []string) error {
 	t, err := a.store.RevokeToken(ctx, id, func(hash []byte) error { return cache.Revoke(ctx, hash) })
 	if err != nil {
 		return err
+	}
+	if err := a.pushAuthChange(ctx, cache); err != nil {
+		return fmt.Errorf("revoked, but instances may accept it until Redis answers: %w", err)
 	}
 	fmt.Fprintf(a.out, "token %d (%s…) revoked\n", t.ID, t.Prefix)
 	return nil

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sprockets-api/sprockets/internal/auth"
+	"github.com/sprockets-api/sprockets/internal/budget"
 	"github.com/sprockets-api/sprockets/internal/config"
 	"github.com/sprockets-api/sprockets/internal/consistency"
 	"github.com/sprockets-api/sprockets/internal/domain"
@@ -183,6 +184,12 @@ func serve(ctx context.Context, cfg config.Writer, log *slog.Logger) error {
 	defer rdb.Close()
 	cache := rediscache.New(rdb)
 
+	// ---- The feed of auth changes: grants are held while it is fresh ----
+	feed := cache.NewFeed(cfg.FeedStaleness, log, reg)
+	authn := auth.NewAuthenticator(cache, postgres.NewReads(db), feed)
+	feed.OnAuthChange(authn.Forget)
+	feed.OnLost(func(string) { authn.Forget() })
+
 	// ---- HTTP ---------------------------------------------------------
 	app := httpapi.NewApp(httpapi.ServerConfig{
 		Name: "writer", BodyLimit: cfg.BodyLimit, AccessLog: cfg.AccessLog,
@@ -192,8 +199,8 @@ func serve(ctx context.Context, cfg config.Writer, log *slog.Logger) error {
 	httpapi.Health(app,
 		map[string]httpapi.Check{"postgres": db.PingContext},
 		map[string]httpapi.Check{"nats": nc.Ping, "redis": cache.Ping}, reg)
-	app.Use(httpapi.Access(auth.NewAuthenticator(cache, postgres.NewReads(db)), cache.NewLimiter(),
-		httpapi.AccessConfig{RateLimit: cfg.RateLimit, AnonymousRateLimit: cfg.AnonymousRateLimit}, log, reg))
+	app.Use(httpapi.Access(authn, budget.New(cache.NewLimiter(), reg),
+		httpapi.AccessConfig{RateLimit: cfg.RateLimit, AnonymousRateLimit: cfg.AnonymousRateLimit}, log))
 	writer.Routes(app, writer.New(store, tokens))
 
 	// ---- Run ------------------------------------------------------------
@@ -204,6 +211,7 @@ func serve(ctx context.Context, cfg config.Writer, log *slog.Logger) error {
 		}, log)
 	})
 	g.Go(func() error { return relay.Run(ctx) })
+	g.Go(func() error { return feed.Run(ctx) })
 	g.Go(func() error {
 		return httpapi.Serve(ctx, app, cfg.Addr, cfg.ShutdownGrace, cfg.TLSCertFile, cfg.TLSKeyFile, func(a net.Addr) {
 			log.Info("listening", "addr", a.String())

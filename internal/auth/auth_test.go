@@ -33,17 +33,24 @@ func TestSecrets(t *testing.T) {
 
 type fakeCache struct {
 	grants map[string]domain.Grant
-	epoch  string
 	down   bool
 	puts   int
+	gets   int
+	// during, when set, runs in the middle of a read: what happens on the
+	// feed meanwhile.
+	during func()
 }
 
-func (c *fakeCache) Grant(_ context.Context, h []byte) (domain.Grant, bool, string, error) {
+func (c *fakeCache) Grant(_ context.Context, h []byte) (domain.Grant, bool, error) {
+	c.gets++
+	if c.during != nil {
+		c.during()
+	}
 	if c.down {
-		return domain.Grant{}, false, "", errors.New("redis down")
+		return domain.Grant{}, false, errors.New("redis down")
 	}
 	g, ok := c.grants[string(h)]
-	return g, ok, c.epoch, nil
+	return g, ok, nil
 }
 
 func (c *fakeCache) PutGrant(_ context.Context, h []byte, g domain.Grant) error {
@@ -73,6 +80,10 @@ func (s *fakeStore) Grant(_ context.Context, h []byte) (domain.Grant, error) {
 	return g, nil
 }
 
+type feed struct{ stale bool }
+
+func (f *feed) Fresh() bool { return !f.stale }
+
 func TestAuthenticate(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	past, future := now.Add(-time.Second), now.Add(time.Hour)
@@ -88,18 +99,19 @@ func TestAuthenticate(t *testing.T) {
 		string(rh): {TokenID: 3, OrgID: 7, Scopes: []string{"read"}, Revoked: true},
 		string(lh): {TokenID: 4, OrgID: 7, Scopes: []string{"write"}},
 	}}
-	cache := &fakeCache{grants: map[string]domain.Grant{}, epoch: "e1"}
-	a := NewAuthenticator(cache, store)
+	cache := &fakeCache{grants: map[string]domain.Grant{}}
+	f := &feed{}
+	a := NewAuthenticator(cache, store, f)
 	a.now = func() time.Time { return now }
 	ctx := context.Background()
 
-	c, err := a.Authenticate(ctx, valid)
-	p := c.Principal
-	if err != nil || p.OrgID != 7 || p.TokenID != 1 || p.RateLimit != 5 || !p.Can("read") || p.Can("write") || c.Held || c.Epoch != "e1" {
-		t.Fatalf("valid: %+v %v", c, err)
+	p, err := a.Authenticate(ctx, valid)
+	if err != nil || p.OrgID != 7 || p.TokenID != 1 || p.RateLimit != 5 || !p.Can("read") || p.Can("write") || cache.puts != 1 {
+		t.Fatalf("valid: %+v %v (%d puts)", p, err, cache.puts)
 	}
-	if c, err := a.Authenticate(ctx, valid); err != nil || !c.Held || c.Epoch != "e1" || store.lookups != 1 {
-		t.Errorf("the second use was not answered from memory (%d lookups): %+v %v", store.lookups, c, err)
+	gets := cache.gets
+	if _, err := a.Authenticate(ctx, valid); err != nil || cache.gets != gets || store.lookups != 1 {
+		t.Errorf("the second use was not answered from memory (%d reads, %d lookups): %v", cache.gets-gets, store.lookups, err)
 	}
 	for name, tok := range map[string]string{"expired": expired, "revoked": revoked, "unknown": unknown, "malformed": "spk_nope"} {
 		if _, err := a.Authenticate(ctx, tok); !errors.Is(err, ErrUnauthenticated) {
@@ -113,19 +125,49 @@ func TestAuthenticate(t *testing.T) {
 	if store.lookups != lookups {
 		t.Errorf("an unknown token was looked up again %d times", store.lookups-lookups)
 	}
-	// A revocation (a revoked grant and a new epoch) reaches a held grant
-	// through Refresh, which the caller makes on seeing the new epoch.
+
+	// A revocation reaches a held grant through the feed: Forget.
 	cache.grants[string(vh)] = domain.Grant{Revoked: true}
-	cache.epoch = "e2"
-	if c, err := a.Authenticate(ctx, valid); err != nil || !c.Held || c.Epoch != "e1" {
-		t.Fatalf("held: %+v %v", c, err)
+	if _, err := a.Authenticate(ctx, valid); err != nil {
+		t.Fatalf("held, before the feed told: %v", err)
 	}
-	if _, err := a.Refresh(ctx, valid); !errors.Is(err, ErrUnauthenticated) {
-		t.Errorf("after revocation: %v", err)
+	a.Forget()
+	if _, err := a.Authenticate(ctx, valid); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("after the revocation reached the feed: %v", err)
 	}
-	// An expiry needs no epoch: it is checked on every use, held or not.
+
+	// A grant read while a revocation arrives is not held: it may be from
+	// before the revocation.
+	cache.grants[string(lh)] = domain.Grant{TokenID: 4, OrgID: 7, Scopes: []string{"write"}}
+	cache.during = a.Forget
+	if _, err := a.Authenticate(ctx, later); err != nil {
+		t.Fatal(err)
+	}
+	cache.during = nil
+	gets = cache.gets
+	_, _ = a.Authenticate(ctx, later)
+	if cache.gets == gets {
+		t.Errorf("a grant read across a Forget was held")
+	}
+
+	// While the feed is not fresh nothing held is used, and nothing read
+	// is held: every request reads its grant.
+	f.stale = true
+	gets = cache.gets
+	for range 3 {
+		if _, err := a.Authenticate(ctx, later); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if cache.gets-gets != 3 {
+		t.Errorf("with the feed stale, 3 requests made %d reads", cache.gets-gets)
+	}
+	f.stale = false
+
+	// An expiry needs no feed: it is checked on every use, held or not.
 	soon := now.Add(time.Minute)
 	cache.grants[string(lh)] = domain.Grant{TokenID: 4, OrgID: 7, Scopes: []string{"write"}, ExpiresAt: &soon}
+	a.Forget()
 	if _, err := a.Authenticate(ctx, later); err != nil {
 		t.Fatal(err)
 	}
@@ -134,18 +176,17 @@ func TestAuthenticate(t *testing.T) {
 		t.Errorf("a held grant past its expiry: %v", err)
 	}
 	a.now = func() time.Time { return now }
-	// With Redis down, the store answers and nothing is held; with both
-	// down, it is a 503.
+
+	// With Redis down, the store answers; with both down, it is a 503.
 	cache.down = true
+	a.Forget()
 	store.grants[string(lh)] = domain.Grant{TokenID: 4, OrgID: 7, Scopes: []string{"write"}}
-	if c, err := a.Refresh(ctx, later); err != nil || c.Principal.TokenID != 4 || c.Epoch != "" {
-		t.Errorf("with the cache down: %+v %v", c, err)
-	}
-	if c, _ := a.Authenticate(ctx, later); c.Held {
-		t.Errorf("a grant read while Redis was down was held")
+	if p, err := a.Authenticate(ctx, later); err != nil || p.TokenID != 4 {
+		t.Errorf("with the cache down: %+v %v", p, err)
 	}
 	store.down = true
-	if _, err := a.Refresh(ctx, later); domain.ErrorCode(err) != domain.EUNAVAILABLE {
+	a.Forget()
+	if _, err := a.Authenticate(ctx, later); domain.ErrorCode(err) != domain.EUNAVAILABLE {
 		t.Errorf("with both down: %v", err)
 	}
 }

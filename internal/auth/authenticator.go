@@ -9,12 +9,10 @@ import (
 	"github.com/sprockets-api/sprockets/internal/domain"
 )
 
-// Cache holds grants where every instance sees them at once (Redis),
-// beside the auth epoch: a value that changes on every revocation. A revoked
-// grant must never be replaced by a valid one.
+// Cache holds grants where every instance sees them at once (Redis). A
+// revoked grant must never be replaced by a valid one.
 type Cache interface {
-	// Grant returns the grant stored for hash and the epoch, read together.
-	Grant(ctx context.Context, hash []byte) (g domain.Grant, ok bool, epoch string, err error)
+	Grant(ctx context.Context, hash []byte) (g domain.Grant, ok bool, err error)
 	PutGrant(ctx context.Context, hash []byte, g domain.Grant) error
 }
 
@@ -24,84 +22,81 @@ type Store interface {
 	Grant(ctx context.Context, hash []byte) (domain.Grant, error)
 }
 
+// Freshness says whether the feed that carries revocations is fresh: every
+// revocation published more than its bound ago has arrived (Forget).
+type Freshness interface {
+	Fresh() bool
+}
+
 // ErrUnauthenticated means a request carried no valid credentials.
 var ErrUnauthenticated = errors.New("unauthenticated")
 
 // Authenticator checks bearer tokens. It holds the grants it has read in
-// memory, each with the epoch it was read under; a caller that learns the
-// current epoch (the rate limiter reads it on every request, in the same
-// round trip) re-reads a grant held under another one. So a revocation,
-// which changes the epoch, reaches every instance on its next request,
-// without a round trip of its own for grants that did not change.
+// memory, and uses them only while the feed is fresh: a revocation is
+// published on the feed, which makes every instance Forget, and whoever
+// revokes waits out the feed's bound before saying it is done. While the
+// feed is not fresh, every request reads its grant from Redis (or
+// Postgres), so a revocation is never missed, only slower to check.
 type Authenticator struct {
 	cache Cache
 	store Store
+	feed  Freshness
 	now   func() time.Time
 
 	mu   sync.Mutex
-	held map[string]held
+	held map[string]domain.Grant
+	// forgotten counts the times everything held was forgotten: a grant
+	// read before one of them may be from before a revocation, and is not
+	// held.
+	forgotten uint64
 	// unknown remembers hashes the store does not know, so that a flood of
 	// made-up tokens costs one lookup each. A token is random: one that was
 	// unknown cannot become valid later.
 	unknown map[string]time.Time
 }
 
-type held struct {
-	grant domain.Grant
-	epoch string
-}
-
-// NewAuthenticator returns an Authenticator.
-func NewAuthenticator(cache Cache, store Store) *Authenticator {
-	return &Authenticator{cache: cache, store: store, now: time.Now,
-		held: make(map[string]held), unknown: make(map[string]time.Time)}
-}
-
-// Check is an authentication that may rest on a grant held in memory.
-type Check struct {
-	Principal domain.Principal
-	// Epoch is the auth epoch the grant was read under; "" when it could not
-	// be read (Redis down, the grant came from Postgres just now).
-	Epoch string
-	// Held says the grant came from memory: if the current epoch differs
-	// from Epoch, call Refresh.
-	Held bool
+// NewAuthenticator returns an Authenticator that holds grants while feed
+// is fresh.
+func NewAuthenticator(cache Cache, store Store, feed Freshness) *Authenticator {
+	return &Authenticator{cache: cache, store: store, feed: feed, now: time.Now,
+		held: make(map[string]domain.Grant), unknown: make(map[string]time.Time)}
 }
 
 // Authenticate returns the principal a token acts as. An unknown, malformed,
 // revoked or expired token, or one of a deleted organization, gives
 // ErrUnauthenticated; a failure of both cache and store gives an
 // EUNAVAILABLE *domain.Error.
-func (a *Authenticator) Authenticate(ctx context.Context, token string) (Check, error) {
+func (a *Authenticator) Authenticate(ctx context.Context, token string) (domain.Principal, error) {
 	if !WellFormed(token) {
-		return Check{}, ErrUnauthenticated
+		return domain.Principal{}, ErrUnauthenticated
 	}
 	hash := Hash(token)
 	key := string(hash)
+	fresh := a.feed.Fresh()
 	a.mu.Lock()
-	h, ok := a.held[key]
+	g, ok := a.held[key]
+	forgotten := a.forgotten
 	a.mu.Unlock()
-	if ok {
-		p, err := a.principal(h.grant)
-		return Check{Principal: p, Epoch: h.epoch, Held: true}, err
+	if ok && fresh {
+		return a.principal(g)
 	}
-	g, epoch, err := a.read(ctx, hash)
+	g, err := a.read(ctx, hash)
 	if err != nil {
-		return Check{}, err
+		return domain.Principal{}, err
 	}
-	if epoch != "" {
-		a.hold(key, held{g, epoch})
+	if fresh {
+		a.hold(key, g, forgotten)
 	}
-	p, err := a.principal(g)
-	return Check{Principal: p, Epoch: epoch}, err
+	return a.principal(g)
 }
 
-// Refresh forgets what is held for token and authenticates it again.
-func (a *Authenticator) Refresh(ctx context.Context, token string) (Check, error) {
+// Forget drops every grant held: one of them may have been revoked. The
+// feed calls it on every revocation, and when it was lost.
+func (a *Authenticator) Forget() {
 	a.mu.Lock()
-	delete(a.held, string(Hash(token)))
-	a.mu.Unlock()
-	return a.Authenticate(ctx, token)
+	defer a.mu.Unlock()
+	clear(a.held)
+	a.forgotten++
 }
 
 func (a *Authenticator) principal(g domain.Grant) (domain.Principal, error) {
@@ -112,32 +107,30 @@ func (a *Authenticator) principal(g domain.Grant) (domain.Principal, error) {
 }
 
 // read reads a grant from the cache, or the store when the cache does not
-// know it (or is down), with the epoch when the cache answered.
-func (a *Authenticator) read(ctx context.Context, hash []byte) (domain.Grant, string, error) {
-	g, ok, epoch, cerr := a.cache.Grant(ctx, hash)
+// know it (or is down).
+func (a *Authenticator) read(ctx context.Context, hash []byte) (domain.Grant, error) {
+	g, ok, cerr := a.cache.Grant(ctx, hash)
 	if cerr == nil && ok {
-		return g, epoch, nil
+		return g, nil
 	}
 	key := string(hash)
 	if a.knownUnknown(key) {
-		return domain.Grant{}, "", ErrUnauthenticated
+		return domain.Grant{}, ErrUnauthenticated
 	}
 	g, err := a.store.Grant(ctx, hash)
 	switch {
 	case domain.ErrorCode(err) == domain.ENOTFOUND:
 		a.rememberUnknown(key)
-		return domain.Grant{}, "", ErrUnauthenticated
+		return domain.Grant{}, ErrUnauthenticated
 	case err != nil:
-		return domain.Grant{}, "", domain.Errorf(domain.EUNAVAILABLE, "credentials cannot be checked right now; retry shortly")
+		return domain.Grant{}, domain.Errorf(domain.EUNAVAILABLE, "credentials cannot be checked right now; retry shortly")
 	}
-	if cerr != nil {
-		return g, "", nil // Redis is down: use it, hold nothing
+	if cerr == nil {
+		// The cache lacked it: store it there (a grant revoked meanwhile
+		// stays revoked, see Cache).
+		_ = a.cache.PutGrant(ctx, hash, g)
 	}
-	// The cache lacked it: store it there (a grant revoked meanwhile stays
-	// revoked, see Cache). It is held under the epoch read before the store
-	// was asked, so a revocation since then makes it be read again.
-	_ = a.cache.PutGrant(ctx, hash, g)
-	return g, epoch, nil
+	return g, nil
 }
 
 const (
@@ -145,13 +138,18 @@ const (
 	maxEntries = 100_000
 )
 
-func (a *Authenticator) hold(key string, h held) {
+// hold keeps g, read after the forgotten-th Forget, unless everything was
+// forgotten again since.
+func (a *Authenticator) hold(key string, g domain.Grant, forgotten uint64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.forgotten != forgotten {
+		return
+	}
 	if len(a.held) >= maxEntries {
 		clear(a.held) // bounded; the grants are read again
 	}
-	a.held[key] = h
+	a.held[key] = g
 }
 
 func (a *Authenticator) knownUnknown(key string) bool {

@@ -68,17 +68,28 @@ func (c *Cache) PutGrant(ctx context.Context, hash []byte, g domain.Grant) error
 	return nil
 }
 
-// Revoke marks the tokens with these hashes revoked on every instance at
-// once: the revoked grants first, then a new auth epoch, which makes every
-// instance drop the grants it holds. It must succeed before the revocation
-// is committed in Postgres.
+// Grant reads the grant of a token hash; ok is false when none is stored.
+func (c *Cache) Grant(ctx context.Context, hash []byte) (g domain.Grant, ok bool, err error) {
+	m, err := c.rdb.HGetAll(ctx, grantKey(hash)).Result()
+	if err != nil {
+		return g, false, fmt.Errorf("get grant: %w", err)
+	}
+	g, ok = parseGrant(m)
+	return g, ok, nil
+}
+
+// Revoke marks the tokens with these hashes revoked, where every instance
+// reads grants it does not hold, then tells every instance on the feed to
+// forget the grants it holds. It must succeed before the revocation is
+// committed in Postgres; AuthChanged again after the commit reaches a grant
+// that an instance read from Postgres in between.
 func (c *Cache) Revoke(ctx context.Context, hashes ...[]byte) error {
 	for _, h := range hashes {
 		if err := c.PutGrant(ctx, h, domain.Grant{Revoked: true}); err != nil {
 			return err
 		}
 	}
-	return c.BumpEpoch(ctx)
+	return c.AuthChanged(ctx)
 }
 
 // Fence marks organizations deleted in the read model.

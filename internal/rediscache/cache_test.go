@@ -8,11 +8,9 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/go-redis/redis_rate/v10"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
@@ -230,50 +228,57 @@ func TestLargeCollection(t *testing.T) {
 	}
 }
 
-// The rate limiter reads the auth epoch in its own round trip; a
-// revocation changes the epoch and can never be undone by a stale grant.
-func TestGrantsAndEpoch(t *testing.T) {
+// A revocation is stored where every instance reads grants, tells the
+// feed, and can never be undone by a stale grant.
+func TestGrants(t *testing.T) {
 	ctx := context.Background()
 	c, rdb := newCache(t)
-	limiter := c.NewLimiter()
-	limit := redis_rate.PerSecond(5)
-	res, epoch0, err := limiter.AllowN(ctx, "token:1", limit, 1)
-	if err != nil || res.Allowed != 1 || res.Remaining != 4 {
-		t.Fatalf("AllowN: %+v %v", res, err)
-	}
 	hash := []byte("0123456789abcdef0123456789abcdef")
 	valid := domain.Grant{TokenID: 1, OrgID: 2, Scopes: []string{"read", "write"}, RateLimit: 9}
 	if err := c.PutGrant(ctx, hash, valid); err != nil {
 		t.Fatal(err)
 	}
-	g, ok, epoch, err := c.Grant(ctx, hash)
-	if err != nil || !ok || epoch != epoch0 || g.TokenID != 1 || g.OrgID != 2 || g.RateLimit != 9 || len(g.Scopes) != 2 {
-		t.Fatalf("grant %+v %v %q %v", g, ok, epoch, err)
+	g, ok, err := c.Grant(ctx, hash)
+	if err != nil || !ok || g.TokenID != 1 || g.OrgID != 2 || g.RateLimit != 9 || len(g.Scopes) != 2 {
+		t.Fatalf("grant %+v %v %v", g, ok, err)
+	}
+	sub := rdb.Subscribe(ctx, AuthChannel)
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil { // the subscription's confirmation
+		t.Fatal(err)
 	}
 	if err := c.Revoke(ctx, hash); err != nil {
 		t.Fatal(err)
 	}
-	if _, epoch1, _ := limiter.AllowN(ctx, "token:1", limit, 0); epoch1 == epoch0 {
-		t.Errorf("the epoch did not change on revocation")
+	if _, err := sub.ReceiveMessage(ctx); err != nil {
+		t.Errorf("the revocation was not published: %v", err)
 	}
 	if err := c.PutGrant(ctx, hash, valid); err != nil { // a stale read arriving late
 		t.Fatal(err)
 	}
-	if g, _, _, _ := c.Grant(ctx, hash); !g.Revoked {
+	if g, _, _ := c.Grant(ctx, hash); !g.Revoked {
 		t.Errorf("a revoked grant was replaced by a valid one")
 	}
-	// A Redis that lost its data (and the revocations made since an
-	// instance read its grants) never shows an epoch seen before.
-	_, before, _ := limiter.AllowN(ctx, "token:1", limit, 0)
-	if err := rdb.FlushAll(ctx).Err(); err != nil {
-		t.Fatal(err)
+}
+
+// A lease takes at most what the shared budget has left, atomically.
+func TestLimiterTakes(t *testing.T) {
+	ctx := context.Background()
+	c, _ := newCache(t)
+	limiter := c.NewLimiter()
+	var got []int
+	for _, n := range []int{3, 4, 4} {
+		taken, err := limiter.Take(ctx, "token:1", 10, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, taken.Got)
+		if taken.Got == 0 && taken.RetryAfter <= 0 {
+			t.Errorf("nothing taken, and no time to retry after: %+v", taken)
+		}
 	}
-	_, after, _ := limiter.AllowN(ctx, "token:1", limit, 0)
-	if after == "" || after == before || after == epoch0 {
-		t.Errorf("epoch after a flush %q, before %q", after, before)
-	}
-	if _, _, again, _ := c.Grant(ctx, hash); again != after {
-		t.Errorf("the epoch changed again without a revocation: %q, %q", again, after)
+	if fmt.Sprint(got) != "[3 4 3]" {
+		t.Errorf("leases of 3, 4 and 4 from a budget of 10 got %v", got)
 	}
 }
 
@@ -297,69 +302,6 @@ func TestClearManyMarks(t *testing.T) {
 	}
 	if marks, _ := c.Dirty(ctx); len(marks) != 0 {
 		t.Fatalf("%d marks left", len(marks))
-	}
-}
-
-// Concurrent calls of the limiter share pipelines, and each still gets its
-// own answer and the epoch.
-func TestLimiterSharesRoundTrips(t *testing.T) {
-	ctx := context.Background()
-	c, rdb := newCache(t)
-	limiter := c.NewLimiter()
-	limit := redis_rate.PerMinute(3)
-	_, epoch, err := limiter.AllowN(ctx, "warm", limit, 1) // loads the script
-	if err != nil || epoch == "" {
-		t.Fatalf("%q %v", epoch, err)
-	}
-	trips := &pipelines{}
-	rdb.AddHook(trips)
-	const callers = 300 // more than a pipeline takes
-	var (
-		wg      sync.WaitGroup
-		start   = make(chan struct{})
-		allowed [callers]int
-	)
-	for i := 0; i < callers; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			for k := 0; k < 4; k++ { // the fourth is over the limit
-				res, got, err := limiter.AllowN(ctx, fmt.Sprintf("token:%d", i), limit, 1)
-				if err != nil || got != epoch {
-					t.Errorf("caller %d: %v, epoch %q", i, err, got)
-					return
-				}
-				allowed[i] += res.Allowed
-			}
-		}()
-	}
-	close(start)
-	wg.Wait()
-	for i, n := range allowed {
-		if n != 3 {
-			t.Errorf("caller %d was allowed %d of 4 at 3 a minute", i, n)
-		}
-	}
-	if trips.scripts.Load() != 4*callers || trips.n.Load() > callers {
-		t.Errorf("%d scripts in %d round trips", trips.scripts.Load(), trips.n.Load())
-	}
-}
-
-// pipelines counts the pipelines a client sends and the scripts in them.
-type pipelines struct{ n, scripts atomic.Int64 }
-
-func (p *pipelines) DialHook(next redis.DialHook) redis.DialHook          { return next }
-func (p *pipelines) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
-func (p *pipelines) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		p.n.Add(1)
-		for _, c := range cmds {
-			if c.Name() == "evalsha" {
-				p.scripts.Add(1)
-			}
-		}
-		return next(ctx, cmds)
 	}
 }
 

@@ -1,0 +1,176 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sprockets-api/sprockets/internal/devstack"
+)
+
+// hammer sends GETs of path with token to the readers, from clients
+// goroutines each, until stop is set, and counts the answers by status.
+func hammer(readers []*devstack.Program, path, token string, clients int, stop *atomic.Bool) func() map[int]int {
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		statuses = map[int]int{}
+	)
+	for i, rd := range readers {
+		for range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for !stop.Load() {
+					r, err := call("GET", rd.URL()+path, nil, as(token)...)
+					mu.Lock()
+					if err != nil {
+						statuses[-1]++
+					} else {
+						statuses[r.Status]++
+					}
+					mu.Unlock()
+				}
+			}()
+		}
+		_ = i
+	}
+	return func() map[int]int {
+		wg.Wait()
+		return statuses
+	}
+}
+
+// Two readers spend one token's budget, leased from Redis in parts: over
+// a few seconds of both hammering it, they admit no more than one exact
+// limiter would, plus one lease each (a tenth of the budget), and refuse
+// the rest with 429.
+func TestLeasedBudgetsStayWithinTheBound(t *testing.T) {
+	s := newStack(t, stackOptions{readers: 2})
+	const perSecond = 40
+	writerCmd(t, s, "org", "create", "metered", "--rate-limit", strconv.Itoa(perSecond))
+	tok := token(t, s, "metered", "read")
+	var stop atomic.Bool
+	start := time.Now()
+	wait := hammer(s.Readers, "/api/sprockets", tok, 4, &stop)
+	time.Sleep(3 * time.Second)
+	stop.Store(true)
+	statuses := wait()
+	elapsed := time.Since(start)
+	// One exact limiter with a burst of a second's worth admits at most
+	// perSecond at once and perSecond a second after.
+	exact := perSecond + int(elapsed.Seconds()*perSecond+0.5)
+	bound := exact + 2*(perSecond/10)
+	t.Logf("%s at %d/s over two readers: %v; an exact limiter admits at most %d, the stated bound is %d",
+		elapsed.Round(time.Millisecond), perSecond, statuses, exact, bound)
+	if statuses[200] > bound {
+		t.Errorf("%d admitted, over the bound of %d", statuses[200], bound)
+	}
+	if statuses[200] < perSecond*2 || statuses[429] == 0 {
+		t.Errorf("the budget was not spent and enforced: %v", statuses)
+	}
+	for status, n := range statuses {
+		if status != 200 && status != 429 {
+			t.Errorf("%d answers %d", n, status)
+		}
+	}
+}
+
+// redisCommands returns how many commands Redis has run, of any kind.
+func redisCommands(t *testing.T, rdb *redis.Client) int64 {
+	t.Helper()
+	info, err := rdb.Info(context.Background(), "stats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "total_commands_processed:"); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	t.Fatal("no total_commands_processed in INFO stats")
+	return 0
+}
+
+// Under load, reads cost Redis next to nothing: the body comes from the
+// reader's memory, the grant too, and the budget from a lease. A token
+// revoked then is refused by every reader and the writer as soon as
+// `writer token revoke` returns, with no request asking Redis about it.
+func TestRevocationIsPushed(t *testing.T) {
+	s := newStack(t, stackOptions{readers: 2})
+	tok := token(t, s, "default", "read,write", "--name", "pushed")
+	rdb := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", s.Redis.Port)})
+	defer rdb.Close()
+	for _, rd := range s.Readers {
+		checkFor(t, 10*time.Second, func() string {
+			if src := do(t, "GET", rd.URL()+"/api/sprocket/1", nil, as(tok)...).Header.Get("X-Read-Source"); src != "memory" {
+				return "answered from " + src
+			}
+			return ""
+		})
+	}
+
+	var stop atomic.Bool
+	wait := hammer(s.Readers, "/api/sprocket/1", tok, 3, &stop)
+	time.Sleep(500 * time.Millisecond)
+	before := redisCommands(t, rdb)
+	served := func() float64 {
+		n := 0.0
+		for _, rd := range s.Readers {
+			n += metric(t, rd.URL(), `sprockets_http_request_duration_seconds_count{method="GET",route="/api/sprocket/:id",status="200"}`)
+		}
+		return n
+	}
+	readsBefore := served()
+	time.Sleep(2 * time.Second)
+	commands, reads := redisCommands(t, rdb)-before, served()-readsBefore
+	perRead := float64(commands) / reads
+	t.Logf("%0.f reads, %d Redis commands (%.4f a read: heartbeats, leases, and the projector's own)", reads, commands, perRead)
+	if reads < 200 || perRead > 0.05 {
+		t.Errorf("%.0f reads cost Redis %d commands", reads, commands)
+	}
+
+	var id string
+	for _, line := range strings.Split(writerCmd(t, s, "token", "list", "--org", "default"), "\n") {
+		if strings.Contains(line, "\tpushed\t") {
+			id, _, _ = strings.Cut(line, "\t")
+		}
+	}
+	writerCmd(t, s, "token", "revoke", id)
+	revoked := time.Now()
+	// From now on, nothing the token asks is served, on any reader or the
+	// writer, while the load goes on.
+	var wg sync.WaitGroup
+	var accepted atomic.Int64
+	for _, url := range []string{s.Readers[0].URL() + "/api/sprocket/1", s.Readers[1].URL() + "/api/sprocket/1", s.Readers[0].URL() + "/api/sprockets"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Since(revoked) < time.Second {
+				// Refused: 401, or 429 once the client address's own budget
+				// (for requests without a valid token) is spent.
+				if r, err := call("GET", url, nil, as(tok)...); err == nil && r.Status < 400 {
+					accepted.Add(1)
+				}
+			}
+		}()
+	}
+	if r := do(t, "POST", s.Writer.URL()+"/api/sprocket/create/5/6/4/7", nil, as(tok)...); r.Status < 400 {
+		t.Errorf("the writer accepted the revoked token: %s", r)
+	}
+	wg.Wait()
+	stop.Store(true)
+	statuses := wait()
+	t.Logf("the load's answers: %v", statuses)
+	if n := accepted.Load(); n > 0 {
+		t.Errorf("%d requests sent after the revocation returned were not refused", n)
+	}
+}
