@@ -66,7 +66,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cmd == "healthcheck" {
 		return httpapi.Probe(ctx, cfg.Addr)
 	}
-	log := cfg.Logger(stderr, "projector")
+	log, logs := cfg.Logger(stderr, "projector")
+	defer logs.Flush() //nolint:errcheck // nowhere left to report it
 	reg := httpapi.NewRegistry()
 
 	// ---- Postgres leader (the source of every rebuild) -------------------

@@ -64,7 +64,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cmd == "healthcheck" {
 		return httpapi.Probe(ctx, cfg.Addr)
 	}
-	log := cfg.Logger(stderr, "reader")
+	log, logs := cfg.Logger(stderr, "reader")
+	defer logs.Flush() //nolint:errcheck // nowhere left to report it
 	log.Info("starting", config.Attrs(cfg)...)
 	reg := httpapi.NewRegistry()
 

@@ -64,7 +64,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	log := cfg.Logger(stderr, "writer")
+	log, logs := cfg.Logger(stderr, "writer")
+	defer logs.Flush() //nolint:errcheck // nowhere left to report it
 	switch cmd {
 	case "serve":
 		return serve(ctx, cfg, log)

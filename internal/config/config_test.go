@@ -1,8 +1,10 @@
 package config
 
 import (
+	"log/slog"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -135,5 +137,50 @@ func TestTuneGC(t *testing.T) {
 	TuneGC(func(k string) string { return map[string]string{"GOGC": "50"}[k] })
 	if got := debug.SetGCPercent(100); got != 100 {
 		t.Errorf("with GOGC set, TuneGC changed the target to %d", got)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's flush timer.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Log lines are written out in batches, within a fraction of a second, and
+// at once from a warning up.
+func TestLogBuffer(t *testing.T) {
+	out := &syncBuffer{}
+	log, buf := Common{LogLevel: slog.LevelInfo, LogFormat: "json"}.Logger(out, "test")
+	log.Info("first")
+	if strings.Contains(out.String(), "first") {
+		t.Errorf("an info line was written at once, not batched")
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for !strings.Contains(out.String(), "first") {
+		if time.Now().After(deadline) {
+			t.Fatal("an info line was not written within 2s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	log.Info("second")
+	log.Warn("third")
+	if got := out.String(); !strings.Contains(got, "second") || !strings.Contains(got, "third") || !strings.Contains(got, `"program":"test"`) {
+		t.Errorf("a warning did not flush what was buffered: %q", got)
+	}
+	log.Info("last")
+	if err := buf.Flush(); err != nil || !strings.Contains(out.String(), "last") {
+		t.Errorf("Flush: %v, %q", err, out.String())
 	}
 }

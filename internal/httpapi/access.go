@@ -3,7 +3,6 @@ package httpapi
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math"
 	"strconv"
@@ -114,8 +113,8 @@ func authenticate(ctx context.Context, c *fiber.Ctx, authn Authenticator, cfg Ac
 // setRateHeaders describes the budget as draft-ietf-httpapi-ratelimit-headers
 // does: the policy, and about what is left of it.
 func setRateHeaders(c *fiber.Ctx, d budget.Decision) {
-	c.Set("RateLimit-Policy", fmt.Sprintf(`"default";q=%d;w=1`, d.PerSecond))
-	c.Set("RateLimit", fmt.Sprintf(`"default";r=%d;t=%d`, max(d.Remaining, 0), int(math.Ceil(max(d.ResetAfter, 0).Seconds()))))
+	c.Set("RateLimit-Policy", `"default";q=`+strconv.Itoa(d.PerSecond)+`;w=1`)
+	c.Set("RateLimit", `"default";r=`+strconv.Itoa(max(d.Remaining, 0))+`;t=`+strconv.Itoa(int(math.Ceil(max(d.ResetAfter, 0).Seconds()))))
 }
 
 // Require lets through only requests whose principal holds scope.

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -21,12 +22,24 @@ func RequestID(c *fiber.Ctx) string {
 	return id
 }
 
-func requestID(c *fiber.Ctx) error {
+// requestIDs makes the ids of requests that come without one: a random
+// prefix per process and a counter, unique across instances without a
+// read of the system's randomness per request.
+type requestIDs struct {
+	prefix string
+	n      atomic.Uint64
+}
+
+func newRequestIDs() *requestIDs {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand does not fail on Linux
+	return &requestIDs{prefix: hex.EncodeToString(b[:])}
+}
+
+func (ids *requestIDs) handle(c *fiber.Ctx) error {
 	id := c.Get(requestIDHeader)
 	if !printable(id, 64) {
-		var b [12]byte
-		_, _ = rand.Read(b[:])
-		id = hex.EncodeToString(b[:])
+		id = ids.prefix + strconv.FormatUint(ids.n.Add(1), 36)
 	}
 	c.Locals(requestIDHeader, id)
 	c.Set(requestIDHeader, id)
@@ -88,9 +101,10 @@ func (m *metrics) observe(log *slog.Logger, onError fiber.ErrorHandler) fiber.Ha
 		}
 		m.requests.WithLabelValues(route, c.Method(), strconv.Itoa(status)).Observe(time.Since(start).Seconds())
 		if log != nil {
-			log.Info("request", "method", c.Method(), "path", c.Path(), "status", status,
-				"duration_ms", float64(time.Since(start).Microseconds())/1000,
-				"request_id", RequestID(c), "user_agent", UserAgent(c), "client", c.IP())
+			log.LogAttrs(c.UserContext(), slog.LevelInfo, "request", slog.String("method", c.Method()),
+				slog.String("path", c.Path()), slog.Int("status", status),
+				slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
+				slog.String("request_id", RequestID(c)), slog.String("user_agent", UserAgent(c)), slog.String("client", c.IP()))
 		}
 		return nil
 	}

@@ -54,7 +54,7 @@ func NewApp(cfg ServerConfig, log *slog.Logger, reg prometheus.Registerer) *fibe
 	if cfg.AccessLog {
 		accessLog = log
 	}
-	app.Use(requestID, securityHeaders, newMetrics(reg).observe(accessLog, onError))
+	app.Use(newRequestIDs().handle, securityHeaders, newMetrics(reg).observe(accessLog, onError))
 	return app
 }
 

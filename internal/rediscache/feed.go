@@ -54,7 +54,7 @@ type Feed struct {
 	// freshAsOf is when the last heartbeat received was sent, in
 	// nanoseconds since start; 0 while the feed is not fresh.
 	freshAsOf atomic.Int64
-	mu        sync.Mutex // serializes what handlers are told
+	mu        sync.Mutex       // serializes what handlers are told
 	sent      [64]atomic.Int64 // when heartbeat seq was sent, at seq%64
 	seq       atomic.Uint64
 
