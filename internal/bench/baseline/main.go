@@ -2,8 +2,8 @@
 // handler can do for each route the benchmark measures, so that the
 // service's figures are read as ratios to it, measured in the same run.
 //
-//	GET  /constant  the bytes of BODY_FILE, as they are
-//	POST /insert    one plain INSERT on DATABASE_URL (autocommit)
+//	GET  /constant/NAME  the bytes of the file NAME in BODY_DIR, as they are
+//	POST /insert         one plain INSERT on DATABASE_URL (autocommit)
 package main
 
 import (
@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/gofiber/fiber/v2"
@@ -28,9 +29,15 @@ func main() {
 }
 
 func run(ctx context.Context, getenv func(string) string) error {
-	body, err := os.ReadFile(getenv("BODY_FILE"))
+	bodies := map[string][]byte{}
+	files, err := os.ReadDir(getenv("BODY_DIR"))
 	if err != nil {
 		return err
+	}
+	for _, f := range files {
+		if bodies[f.Name()], err = os.ReadFile(filepath.Join(getenv("BODY_DIR"), f.Name())); err != nil {
+			return err
+		}
 	}
 	db, err := sqlx.Open("postgres", getenv("DATABASE_URL"))
 	if err != nil {
@@ -46,7 +53,11 @@ func run(ctx context.Context, getenv func(string) string) error {
 	}
 	app := fiber.New(fiber.Config{DisableStartupMessage: true})
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.SendString("ok") })
-	app.Get("/constant", func(c *fiber.Ctx) error {
+	app.Get("/constant/:name", func(c *fiber.Ctx) error {
+		body, ok := bodies[c.Params("name")]
+		if !ok {
+			return fiber.ErrNotFound
+		}
 		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 		return c.Send(body)
 	})
