@@ -36,15 +36,17 @@ const derivedPause = 19
 // tenth cost about 6% of create throughput.) It also polls every interval
 // for marks left by other projectors.
 //
-// The length that counts is the shorter of this round's and the last
-// successful one's, and a failed round counts for nothing: a round that
-// waited seconds on a stalled Redis did no more work than usual, and must
-// not keep every collection stale for a minute afterwards. Bodies that are
-// slow to build every time still get their budget.
+// The length that counts is the shorter of this round's and that of the
+// last successful round that rebuilt something; a failed round, or one with
+// nothing to do, counts for nothing. A round that waited seconds on a
+// stalled Redis did no more work than usual, and must not keep every
+// collection stale for a minute afterwards; bodies that are slow to build
+// every time still get their budget, however many empty rounds come in
+// between.
 func (p *Projector) RunDerived(ctx context.Context, interval time.Duration) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	var last time.Duration // the last successful round's length
+	var last time.Duration // the last successful round's length that rebuilt something
 	for {
 		select {
 		case <-ctx.Done():
@@ -53,15 +55,19 @@ func (p *Projector) RunDerived(ctx context.Context, interval time.Duration) erro
 		case <-t.C:
 		}
 		start := time.Now()
-		err := p.RebuildDirty(ctx)
+		rebuilt, err := p.RebuildDirty(ctx)
 		took := time.Since(start)
 		p.rounds.Observe(took.Seconds())
 		pause := interval
-		if err != nil {
+		switch {
+		case err != nil:
 			if ctx.Err() == nil {
 				p.log.Warn("rebuild dirty bodies", "err", err)
 			}
-		} else {
+		case rebuilt > 0:
+			if last == 0 {
+				last = took
+			}
 			pause = max(interval-took, derivedPause*min(took, last))
 			last = took
 		}
@@ -81,29 +87,32 @@ func (p *Projector) wake() {
 	}
 }
 
-// RebuildDirty brings every body marked dirty up to date and clears the
-// marks it took care of, unless they were marked again meanwhile. It stops
-// at the first error; the marks of bodies not rebuilt stay for the next
-// round, as do those of a body another projector moved meanwhile.
-func (p *Projector) RebuildDirty(ctx context.Context) error {
+// RebuildDirty brings every body marked dirty up to date, clears the marks
+// it took care of, unless they were marked again meanwhile, and returns how
+// many bodies it rebuilt. It stops at the first error; the marks of bodies
+// not rebuilt stay for the next round, as do those of a body another
+// projector moved meanwhile.
+func (p *Projector) RebuildDirty(ctx context.Context) (int, error) {
 	marks, err := p.cache.Dirty(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
+	rebuilt := 0
 	for name, d := range byBody(marks) {
 		done, err := p.rebuildDerived(ctx, name, d.members)
 		if err != nil {
-			return fmt.Errorf("rebuild %s: %w", name, err)
+			return rebuilt, fmt.Errorf("rebuild %s: %w", name, err)
 		}
 		if !done {
 			continue
 		}
 		if err := p.cache.Clear(ctx, d.marks); err != nil {
-			return err
+			return rebuilt, err
 		}
+		rebuilt++
 		p.derived.Inc()
 	}
-	return nil
+	return rebuilt, nil
 }
 
 // dirtyBody is what the marks say of one derived body: the marks to clear

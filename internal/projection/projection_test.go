@@ -94,7 +94,7 @@ func (w *world) apply(t *testing.T, e events.Envelope, want string) {
 // verify fails the test unless every key matches Postgres.
 func (w *world) verify(t *testing.T) {
 	t.Helper()
-	if err := w.proj.RebuildDirty(context.Background()); err != nil {
+	if _, err := w.proj.RebuildDirty(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	drifts, err := w.proj.Verify(context.Background(), time.Millisecond, false)
@@ -340,7 +340,7 @@ func TestCollectionPatches(t *testing.T) {
 	}
 	rebuild := func() {
 		t.Helper()
-		if err := proj.RebuildDirty(ctx); err != nil {
+		if _, err := proj.RebuildDirty(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -461,7 +461,7 @@ func TestUnknownDirtyMarksAreDropped(t *testing.T) {
 	if err := w.rdb.HSet(ctx, readmodel.Prefix+"dirty", "widgets:1", "1", "sprockets:x", "1", "nocolon", "1").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.proj.RebuildDirty(ctx); err != nil {
+	if _, err := w.proj.RebuildDirty(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if marks, _ := w.cache.Dirty(ctx); len(marks) != 0 {
