@@ -149,7 +149,7 @@ func project(ctx context.Context, cfg config.Projector, proj *projection.Project
 	}, log, reg)
 	httpapi.Health(app,
 		map[string]httpapi.Check{"redis": cache.Ping, "nats": nc.Ping},
-		map[string]httpapi.Check{}, reg)
+		map[string]httpapi.Check{}, reg, log)
 
 	// ---- Run ------------------------------------------------------------
 	g, ctx := errgroup.WithContext(ctx)

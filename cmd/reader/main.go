@@ -131,7 +131,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}, log, reg)
 	httpapi.Health(app,
 		map[string]httpapi.Check{"data": anyOf(cache.Ping, pool.Ping)},
-		map[string]httpapi.Check{"redis": cache.Ping, "postgres": pool.Ping}, reg)
+		map[string]httpapi.Check{"redis": cache.Ping, "postgres": pool.Ping}, reg, log)
 	app.Use(httpapi.Access(authn, budget.New(cache.NewLimiter(), reg),
 		httpapi.AccessConfig{
 			PublicReads: cfg.PublicReads, PublicOrg: cfg.PublicOrgID,

@@ -199,7 +199,7 @@ func serve(ctx context.Context, cfg config.Writer, log *slog.Logger) error {
 	}, log, reg)
 	httpapi.Health(app,
 		map[string]httpapi.Check{"postgres": db.PingContext},
-		map[string]httpapi.Check{"nats": nc.Ping, "redis": cache.Ping}, reg)
+		map[string]httpapi.Check{"nats": nc.Ping, "redis": cache.Ping}, reg, log)
 	app.Use(httpapi.Access(authn, budget.New(cache.NewLimiter(), reg),
 		httpapi.AccessConfig{RateLimit: cfg.RateLimit, AnonymousRateLimit: cfg.AnonymousRateLimit}, log))
 	writer.Routes(app, writer.New(store, tokens))

@@ -47,6 +47,8 @@ frontend edge
     # The client address is the one the edge saw: X-Forwarded-For is
     # replaced, never appended to, so that a client cannot choose its own.
     http-request set-header X-Forwarded-For %[src]
+    # Probes and metrics are for the programs' own ports, not for clients.
+    http-request return status 404 content-type application/problem+json string "{\"type\":\"about:blank\",\"title\":\"Not Found\",\"status\":404}" if { path /metrics /metrics/ /readyz /readyz/ }
     acl read method GET HEAD
     use_backend readers if read
     default_backend writer

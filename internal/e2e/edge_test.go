@@ -1,7 +1,12 @@
 package e2e
 
 import (
+	"bufio"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -139,4 +144,57 @@ func TestEdgeDecidesTheClientAddress(t *testing.T) {
 	if client != "127.0.0.1" {
 		t.Errorf("the audit row names %q as the client, want the address the edge saw, 127.0.0.1", client)
 	}
+}
+
+// Readiness and metrics are for probes and scrapers on each program's own
+// port: through the edge they are refused, however the path is spelt and
+// whoever asks.
+func TestEdgeKeepsInternalsInternal(t *testing.T) {
+	s := newStack(t, stackOptions{edge: true})
+	for _, path := range []string{"/metrics", "/readyz", "/metrics/", "/%6detrics", "//readyz", "/./metrics"} {
+		for _, token := range []string{"", mustToken(t, s)} {
+			r, err := rawGet(s.Edge.URL(), path, token)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Status < 400 || strings.Contains(string(r.Body), "go_goroutines") || strings.Contains(string(r.Body), `"checks"`) {
+				t.Errorf("GET %s through the edge: %s", path, r)
+			}
+		}
+	}
+	for _, p := range []string{s.Reader.URL(), s.Writer.URL(), s.Projector.URL()} {
+		for _, path := range []string{"/metrics", "/readyz"} {
+			expect(t, do(t, "GET", p+path, nil), 200, "GET "+path+" on the program's own port")
+		}
+	}
+	expect(t, do(t, "GET", s.Edge.URL()+"/healthz", nil), 200, "GET /healthz through the edge")
+}
+
+// rawGet sends a GET of path exactly as written (Go's client would clean
+// it up), with token when not empty.
+func rawGet(base, path, token string) (reply, error) {
+	u, err := url.Parse(base)
+	if err != nil {
+		return reply{}, err
+	}
+	conn, err := net.DialTimeout("tcp", u.Host, 5*time.Second)
+	if err != nil {
+		return reply{}, err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	auth := ""
+	if token != "" {
+		auth = "Authorization: Bearer " + token + "\r\n"
+	}
+	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\n%sConnection: close\r\n\r\n", path, u.Host, auth); err != nil {
+		return reply{}, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return reply{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return reply{Status: resp.StatusCode, Header: resp.Header, Body: b}, err
 }

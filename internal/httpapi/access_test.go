@@ -50,7 +50,7 @@ func (b *fakeBudgets) Refund(key string) { b.spent[key] = max(b.spent[key]-1, 0)
 func accessApp(t *testing.T, lim *fakeBudgets, cfg AccessConfig) *fiber.App {
 	t.Helper()
 	app := testApp(t)
-	Health(app, nil, nil, prometheus.NewRegistry())
+	Health(app, nil, nil, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	authn := fakeAuthn{
 		"reader": {OrgID: 1, TokenID: 1, Scopes: []string{domain.ScopeRead}},
 		"writer": {OrgID: 1, TokenID: 2, Scopes: []string{domain.ScopeWrite}, RateLimit: 2},

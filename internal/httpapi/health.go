@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"sort"
@@ -20,27 +21,40 @@ type Check func(ctx context.Context) error
 
 // Health mounts GET /healthz (the process is alive), GET /readyz (every
 // required check passes; optional ones are reported but do not fail it) and
-// GET /metrics (Prometheus, from gatherer).
-func Health(app fiber.Router, required, optional map[string]Check, gatherer prometheus.Gatherer) {
+// GET /metrics (Prometheus, from gatherer). A failed check reads
+// "unavailable"; what failed, which may name hosts and users, goes to log
+// alone. Readiness and metrics are for probes and scrapers on the
+// program's own port: a request that came through a proxy (it carries
+// X-Forwarded-For, which the edge always sets) gets 404, however its path
+// was spelt.
+func Health(app fiber.Router, required, optional map[string]Check, gatherer prometheus.Gatherer, log *slog.Logger) {
 	app.Get("/healthz", func(c *fiber.Ctx) error {
 		return c.JSON(fiber.Map{"status": "ok"})
 	})
-	app.Get("/readyz", func(c *fiber.Ctx) error {
+	app.Get("/readyz", internal, func(c *fiber.Ctx) error {
 		ctx, cancel := context.WithTimeout(c.UserContext(), 2*time.Second)
 		defer cancel()
 		report := fiber.Map{}
-		ready := run(ctx, required, report)
-		run(ctx, optional, report)
+		ready := run(ctx, required, report, log)
+		run(ctx, optional, report, log)
 		status := http.StatusOK
 		if !ready {
 			status = http.StatusServiceUnavailable
 		}
 		return c.Status(status).JSON(fiber.Map{"ready": ready, "checks": report})
 	})
-	app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})))
+	app.Get("/metrics", internal, adaptor.HTTPHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})))
 }
 
-func run(ctx context.Context, checks map[string]Check, report fiber.Map) bool {
+// internal refuses requests that came through a proxy.
+func internal(c *fiber.Ctx) error {
+	if c.Get(fiber.HeaderXForwardedFor) != "" {
+		return fiber.ErrNotFound
+	}
+	return c.Next()
+}
+
+func run(ctx context.Context, checks map[string]Check, report fiber.Map, log *slog.Logger) bool {
 	names := make([]string, 0, len(checks))
 	for n := range checks {
 		names = append(names, n)
@@ -49,7 +63,8 @@ func run(ctx context.Context, checks map[string]Check, report fiber.Map) bool {
 	ok := true
 	for _, n := range names {
 		if err := checks[n](ctx); err != nil {
-			report[n] = err.Error()
+			log.Warn("readiness check failed", "check", n, "err", err)
+			report[n] = "unavailable"
 			ok = false
 			continue
 		}

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -257,5 +258,36 @@ func TestUserAgentIsSafe(t *testing.T) {
 	a := send(t, app, req)
 	if strings.ContainsRune(a.body, 0x1b) || len(a.body) > 300 || !strings.HasPrefix(a.body, `evil'\x1b'`) {
 		t.Errorf("user agent %q", a.body)
+	}
+}
+
+// Readiness says which dependency failed, not how: no hosts or users; and
+// readiness and metrics refuse requests that came through a proxy.
+func TestHealthKeepsDetailsInside(t *testing.T) {
+	app := testApp(t)
+	var logged strings.Builder
+	Health(app,
+		map[string]Check{"postgres": func(context.Context) error {
+			return errors.New("dial tcp 10.1.2.3:5432: connect: connection refused (user admin)")
+		}},
+		map[string]Check{"redis": func(context.Context) error { return nil }},
+		prometheus.NewRegistry(), slog.New(slog.NewTextHandler(&logged, nil)))
+	a := send(t, app, httptest.NewRequest("GET", "/readyz", nil))
+	if a.status != 503 || strings.Contains(a.body, "10.1.2.3") || strings.Contains(a.body, "admin") ||
+		!strings.Contains(a.body, `"postgres":"unavailable"`) || !strings.Contains(a.body, `"redis":"ok"`) {
+		t.Errorf("/readyz: %d %s", a.status, a.body)
+	}
+	if !strings.Contains(logged.String(), "10.1.2.3") {
+		t.Errorf("the failure was not logged: %q", logged.String())
+	}
+	for _, path := range []string{"/readyz", "/metrics"} {
+		req := httptest.NewRequest("GET", path, nil)
+		req.Header.Set("X-Forwarded-For", "203.0.113.9")
+		if a := send(t, app, req); a.status != 404 {
+			t.Errorf("%s through a proxy: %d", path, a.status)
+		}
+	}
+	if a := send(t, app, httptest.NewRequest("GET", "/metrics", nil)); a.status != 200 {
+		t.Errorf("/metrics on the program's port: %d", a.status)
 	}
 }
