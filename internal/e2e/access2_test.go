@@ -121,7 +121,7 @@ func TestAuditTrail(t *testing.T) {
 	db := leader(t, s)
 	w := s.Writer.URL()
 	tok := token(t, s, "default", "read,write", "--name", "auditor")
-	hostile := "evil\x1b[31mred\x07bell" + strings.Repeat("A", 600)
+	hostile := "evil\x1b[31mred\x07bell\u202eexe.\u009b" + strings.Repeat("A", 600)
 	writes := []struct{ method, path, body, action string }{
 		{"POST", "/api/sprocket/create/5/6/4/7", "", "sprocket.created"},
 		{"POST", "/v1/sprockets", `{"teeth":9,"pitch_diameter":1,"outside_diameter":2,"pitch":3}`, "sprocket.created"},
@@ -159,10 +159,21 @@ func TestAuditTrail(t *testing.T) {
 			row.RequestID != r.Header.Get("X-Request-ID") {
 			t.Errorf("%s %s: audit row %+v", wr.method, wr.path, row)
 		}
-		if strings.ContainsAny(row.UserAgent, "\x1b\x07") || !strings.HasPrefix(row.UserAgent, `evil'\x1b'[31mred'\a'bell`) || len(row.UserAgent) > 300 {
+		if strings.ContainsAny(row.UserAgent, "\x1b\x07\u202e\u009b") || !strings.HasPrefix(row.UserAgent, `evil'\x1b'[31mred'\a'bell'\u202e'exe.'\u009b'`) || len(row.UserAgent) > 300 {
 			t.Errorf("user agent stored as %q", row.UserAgent)
 		}
 	}
+	// The request id in the audit trail is the service's, whatever the
+	// client sent in X-Request-ID.
+	tagged := do(t, "POST", w+"/v1/sprockets", `{"teeth":9,"pitch_diameter":1,"outside_diameter":2,"pitch":3}`, "X-Request-ID", "not-unique")
+	var stored string
+	if err := db.Get(&stored, `SELECT request_id FROM audit_log ORDER BY id DESC LIMIT 1`); err != nil {
+		t.Fatal(err)
+	}
+	if stored == "not-unique" || stored != tagged.Header.Get("X-Request-ID") {
+		t.Errorf("the audit row holds request id %q; the answer said %q", stored, tagged.Header.Get("X-Request-ID"))
+	}
+
 	// Refused and replayed writes change nothing, so they leave no row.
 	before := count(t, db, `SELECT count(*) FROM audit_log`)
 	do(t, "POST", w+"/v1/sprockets", `{"teeth":0}`)
@@ -183,7 +194,7 @@ func TestAuditTrail(t *testing.T) {
 		} `json:"items"`
 	}
 	r.JSON(t, &page)
-	if want := 6 + len(writes) + 1; len(page.Items) != want { // the seeds, the writes above, the create
+	if want := 6 + len(writes) + 2; len(page.Items) != want { // the seeds, the writes above, the two creates
 		t.Errorf("the audit API lists %d entries, want %d", len(page.Items), want)
 	}
 	checkProblem(t, do(t, "GET", s.Reader.URL()+"/v1/audit", nil, as(tok)...), 403, "admin")

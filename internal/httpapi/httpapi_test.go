@@ -291,3 +291,28 @@ func TestHealthKeepsDetailsInside(t *testing.T) {
 		t.Errorf("/metrics on the program's port: %d", a.status)
 	}
 }
+
+func TestEscape(t *testing.T) {
+	tests := []struct{ name, in, want string }{
+		{"plain", "curl/8.5 (x86_64) é", "curl/8.5 (x86_64) é"},
+		{"C0 and DEL", "a\x1b[31mb\x07c\x7f", `a'\x1b'[31mb'\a'c'\x7f'`},
+		{"C1", "a\u0085b\u009bc", `a'\u0085'b'\u009b'c`},
+		{"bidi override", "admin\u202egnp.exe", `admin'\u202e'gnp.exe`},
+		{"bidi isolate", "x\u2066y\u2069", `x'\u2066'y'\u2069'`},
+		{"line separator", "a\u2028b", `a'\u2028'b`},
+		{"not UTF-8", "a\xffb", `a'\xff'b`},
+		{"a real replacement character", "a\uFFFDb", "a\uFFFDb"},
+		{"cut", "abcdef", "abc"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			max := 64
+			if tc.name == "cut" {
+				max = 3
+			}
+			if got := Escape(tc.in, max); got != tc.want {
+				t.Errorf("Escape(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
+}

@@ -3,22 +3,36 @@ package httpapi
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-const requestIDHeader = "X-Request-ID"
+const (
+	requestIDHeader = "X-Request-ID"
+	clientRequestID = "client-request-id" // the Locals key of the client's X-Request-ID
+)
 
-// RequestID returns the id of the request: the client's X-Request-ID when it
-// is short and printable, else one generated here.
+// RequestID returns the id the service gave the request, sent back in
+// X-Request-ID: unique, whatever the client sent (see ClientRequestID).
 func RequestID(c *fiber.Ctx) string {
 	id, _ := c.Locals(requestIDHeader).(string)
+	return id
+}
+
+// ClientRequestID returns the X-Request-ID the client sent, escaped and cut
+// to 64 bytes, for logs that correlate with the client's own: it is the
+// client's word, never taken as unique.
+func ClientRequestID(c *fiber.Ctx) string {
+	id, _ := c.Locals(clientRequestID).(string)
 	return id
 }
 
@@ -37,12 +51,12 @@ func newRequestIDs() *requestIDs {
 }
 
 func (ids *requestIDs) handle(c *fiber.Ctx) error {
-	id := c.Get(requestIDHeader)
-	if !printable(id, 64) {
-		id = ids.prefix + strconv.FormatUint(ids.n.Add(1), 36)
-	}
+	id := ids.prefix + strconv.FormatUint(ids.n.Add(1), 36)
 	c.Locals(requestIDHeader, id)
 	c.Set(requestIDHeader, id)
+	if client := c.Get(requestIDHeader); client != "" {
+		c.Locals(clientRequestID, Escape(client, 64))
+	}
 	return c.Next()
 }
 
@@ -101,29 +115,43 @@ func (m *metrics) observe(log *slog.Logger, onError fiber.ErrorHandler) fiber.Ha
 		}
 		m.requests.WithLabelValues(route, c.Method(), strconv.Itoa(status)).Observe(time.Since(start).Seconds())
 		if log != nil {
-			log.LogAttrs(c.UserContext(), slog.LevelInfo, "request", slog.String("method", c.Method()),
+			attrs := []slog.Attr{slog.String("method", c.Method()),
 				slog.String("path", c.Path()), slog.Int("status", status),
 				slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
-				slog.String("request_id", RequestID(c)), slog.String("user_agent", UserAgent(c)), slog.String("client", c.IP()))
+				slog.String("request_id", RequestID(c)), slog.String("user_agent", UserAgent(c)), slog.String("client", c.IP())}
+			if id := ClientRequestID(c); id != "" {
+				attrs = append(attrs, slog.String("client_request_id", id))
+			}
+			log.LogAttrs(c.UserContext(), slog.LevelInfo, "request", attrs...)
 		}
 		return nil
 	}
 }
 
-// UserAgent returns the request's User-Agent, cut to 256 bytes and with
-// control characters escaped, safe to log or store.
-func UserAgent(c *fiber.Ctx) string {
-	ua := c.Get(fiber.HeaderUserAgent)
-	if len(ua) > 256 {
-		ua = ua[:256]
+// UserAgent returns the request's User-Agent, escaped and cut to 256 bytes,
+// safe to log or store.
+func UserAgent(c *fiber.Ctx) string { return Escape(c.Get(fiber.HeaderUserAgent), 256) }
+
+// Escape returns the first max bytes of s with everything that could
+// garble or disguise a log line or an audit row escaped: control
+// characters (C0, DEL, C1), Unicode's bidirectional controls (U+202E
+// would show a line reversed), line and paragraph separators, and bytes
+// that are not UTF-8. Each is written as Go quotes it, '\x1b' or
+// '\u202e'.
+func Escape(s string, max int) string {
+	if len(s) > max {
+		s = s[:max]
 	}
 	var b strings.Builder
-	for _, r := range ua {
-		if r < 0x20 || r == 0x7f {
+	for i, r := range s {
+		switch {
+		case r == utf8.RuneError && !strings.HasPrefix(s[i:], "\uFFFD"):
+			fmt.Fprintf(&b, `'\x%02x'`, s[i])
+		case unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) || r == '\u2028' || r == '\u2029':
 			b.WriteString(strconv.QuoteRune(r))
-			continue
+		default:
+			b.WriteRune(r)
 		}
-		b.WriteRune(r)
 	}
 	return b.String()
 }
