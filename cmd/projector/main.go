@@ -139,7 +139,7 @@ func project(ctx context.Context, cfg config.Projector, proj *projection.Project
 	}
 	defer nc.Close()
 	runner := natsjs.NewRunner(nc, natsjs.RunConfig{
-		Batch: cfg.FetchBatch, Wait: cfg.FetchWait, ParkAfter: uint64(cfg.ParkAfter),
+		Batch: cfg.FetchBatch, Wait: cfg.FetchWait, ParkAfter: uint64(cfg.ParkAfter), AckWait: cfg.AckWait,
 	}, log, reg)
 
 	// ---- HTTP: health and metrics -----------------------------------------

@@ -55,3 +55,17 @@ func StartPostgres(ctx context.Context, dir string, replica bool) (leader, stand
 	}
 	return leader, standby, nil
 }
+
+// StartNATS starts a private NATS server with JetStream in a new directory
+// under dir: the installed nats-server, or embedded the current release.
+func StartNATS(ctx context.Context, dir string, embedded bool) (*NATS, error) {
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	n := &NATS{Port: port, Embedded: embedded, dir: filepath.Join(dir, "nats")}
+	if err := os.MkdirAll(n.dir, 0o755); err != nil {
+		return nil, err
+	}
+	return n, n.Start(ctx)
+}

@@ -22,6 +22,9 @@ type RunConfig struct {
 	Batch     int           // messages per pull request
 	Wait      time.Duration // how long a pull request waits for messages
 	ParkAfter uint64        // deliveries after which a failing message is parked
+	// AckWait is the consumer's: a batch handled for longer is kept from
+	// redelivery by in-progress acknowledgements, sent every third of it.
+	AckWait time.Duration
 }
 
 // Runner pulls from a consumer and hands each message to a handler.
@@ -101,8 +104,41 @@ func (r *Runner) process(ctx context.Context, msgs []Msg, handle Handler) {
 	for i, m := range msgs {
 		bodies[i] = m.Data()
 	}
-	for i, err := range handle(ctx, bodies) {
+	stop := r.keepAlive(msgs)
+	errs := handle(ctx, bodies)
+	stop()
+	for i, err := range errs {
 		r.settle(ctx, msgs[i], err)
+	}
+}
+
+// keepAlive tells the server, every third of AckWait until stop is called,
+// that msgs are still being worked on: long work (a large deletion, a
+// rebuild) is not redelivered, to this projector or another, meanwhile.
+func (r *Runner) keepAlive(msgs []Msg) (stop func()) {
+	if r.cfg.AckWait <= 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(r.cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				for _, m := range msgs {
+					_ = m.InProgress()
+				}
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
 	}
 }
 

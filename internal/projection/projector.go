@@ -38,6 +38,7 @@ type Cache interface {
 	Get(ctx context.Context, key string, withMembers bool) (readmodel.Entry, bool, error)
 	GetMany(ctx context.Context, keys []string) ([]readmodel.Entry, []bool, error)
 	Delete(ctx context.Context, keys ...string) error
+	Indexed(ctx context.Context, index string) ([]string, error)
 	Dirty(ctx context.Context) (map[string]string, error)
 	Clear(ctx context.Context, marks map[string]string) error
 	Built(ctx context.Context) (bool, error)
@@ -315,7 +316,8 @@ func (p *Projector) mergeBuckets(ctx context.Context, f domain.Factory, samples 
 			}
 			records[i] = readmodel.BucketRecord(f.ID, f.OrgID, b, f.Version, readmodel.MergeSamples(have, groups[b]))
 		}
-		res, err := p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Exact, Records: records, Expected: expected})
+		res, err := p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Exact, Records: records, Expected: expected,
+			Index: readmodel.BucketIndexKey(f.ID)})
 		if err != nil {
 			return false, err
 		}
@@ -349,22 +351,21 @@ func contains(res []int, v int) bool {
 }
 
 // dropBuckets removes a deleted factory's buckets; the tombstone in its key
-// already hides them, this frees the memory.
+// already hides them, this frees the memory. It removes those its index
+// lists, which the bucket writes keep: a history with a sample in 1970 and
+// one in 9999 has two buckets, not the 70 million hours in between.
 func (p *Projector) dropBuckets(ctx context.Context, f domain.Factory) error {
-	if f.FirstTime == nil || f.LastTime == nil {
-		return nil
+	index := readmodel.BucketIndexKey(f.ID)
+	keys, err := p.cache.Indexed(ctx, index)
+	if err != nil {
+		return err
 	}
-	var keys []string
-	for b := readmodel.Bucket(*f.FirstTime); b <= readmodel.Bucket(*f.LastTime); b++ {
-		keys = append(keys, readmodel.ChartBucketKey(f.ID, b))
-		if len(keys) == 1000 {
-			if err := p.cache.Delete(ctx, keys...); err != nil {
-				return err
-			}
-			keys = keys[:0]
+	for start := 0; start < len(keys); start += 1000 {
+		if err := p.cache.Delete(ctx, keys[start:min(start+1000, len(keys))]...); err != nil {
+			return err
 		}
 	}
-	return p.cache.Delete(ctx, keys...)
+	return p.cache.Delete(ctx, index)
 }
 
 // rebuildFactorySince rewrites, from Postgres, the factory's key and the
@@ -392,13 +393,15 @@ func (p *Projector) writeFactory(ctx context.Context, f domain.Factory, samples 
 		for b, s := range readmodel.GroupByBucket(samples) {
 			records = append(records, readmodel.BucketRecord(f.ID, f.OrgID, b, f.Version, s))
 			if len(records) == 500 {
-				if _, err := p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Newer, Records: records}); err != nil {
+				if _, err := p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Newer, Records: records,
+					Index: readmodel.BucketIndexKey(f.ID)}); err != nil {
 					return err
 				}
 				records = records[:0]
 			}
 		}
-		if _, err := p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Newer, Records: records}); err != nil {
+		if _, err := p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Newer, Records: records,
+			Index: readmodel.BucketIndexKey(f.ID)}); err != nil {
 			return err
 		}
 	}

@@ -14,6 +14,8 @@ type want struct {
 	// bodyOnly: chart buckets carry the version of the last event that
 	// touched them, which a rebuild cannot know; only their content counts.
 	bodyOnly bool
+	// index is the set the record's key is listed in, if any.
+	index string
 }
 
 // expected calls emit with every record the read model should hold for org,
@@ -53,7 +55,8 @@ func factoryWants(f domain.Factory, samples []domain.Sample) []want {
 	var out []want
 	if !f.Deleted() {
 		for b, s := range readmodel.GroupByBucket(samples) {
-			out = append(out, want{Record: readmodel.BucketRecord(f.ID, f.OrgID, b, f.Version, s), bodyOnly: true})
+			out = append(out, want{Record: readmodel.BucketRecord(f.ID, f.OrgID, b, f.Version, s), bodyOnly: true,
+				index: readmodel.BucketIndexKey(f.ID)})
 		}
 	}
 	out = append(out, want{Record: readmodel.FactoryRecord(f)})
@@ -82,13 +85,17 @@ func (p *Projector) Rebuild(ctx context.Context) (int, error) {
 	n := 0
 	for _, org := range orgs {
 		err := p.expected(ctx, org, func(ws []want) error {
-			for start := 0; start < len(ws); start += 500 {
-				chunk := ws[start:min(start+500, len(ws))]
-				records := make([]readmodel.Record, len(chunk))
-				for i, w := range chunk {
+			// Records go in chunks of 500 that share an index (or none).
+			for start := 0; start < len(ws); {
+				end := start + 1
+				for end < len(ws) && end-start < 500 && ws[end].index == ws[start].index {
+					end++
+				}
+				records := make([]readmodel.Record, end-start)
+				for i, w := range ws[start:end] {
 					records[i] = w.Record
 				}
-				res, err := p.cache.Apply(ctx, readmodel.Write{Org: org, Rule: readmodel.Newer, Records: records})
+				res, err := p.cache.Apply(ctx, readmodel.Write{Org: org, Rule: readmodel.Newer, Records: records, Index: ws[start].index})
 				if err != nil {
 					return err
 				}
@@ -97,6 +104,7 @@ func (p *Projector) Rebuild(ctx context.Context) (int, error) {
 						n++
 					}
 				}
+				start = end
 			}
 			return nil
 		})

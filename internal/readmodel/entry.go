@@ -85,6 +85,10 @@ type Write struct {
 	// Dirty names derived bodies to rebuild, or gives MemberMark when the
 	// body can be patched with just the member that changed.
 	Dirty []string
+	// Index, when set, names a set that gets every record key that exists
+	// after the write: a factory's buckets (BucketIndexKey), found again
+	// when it is deleted.
+	Index string
 }
 
 // MemberMark marks the derived body name dirty and records that member

@@ -40,6 +40,11 @@ func ChartBucketKey(factory, bucket int64) string {
 	return Prefix + "factory:" + id(factory) + ":chart:" + id(bucket)
 }
 
+// BucketIndexKey lists the chart bucket keys a factory has in Redis, so
+// that deleting it removes those that exist rather than every hour between
+// its first and last sample. It is bookkeeping, not an endpoint's key.
+func BucketIndexKey(factory int64) string { return Prefix + "meta:buckets:" + id(factory) }
+
 // OrgSprocketsKey holds GET /api/sprockets for an organization.
 func OrgSprocketsKey(org int64) string { return Prefix + "org:" + id(org) + ":compat:sprockets" }
 

@@ -35,7 +35,10 @@ const (
 // Keys of the cache's own bookkeeping.
 const (
 	dirtyKey = readmodel.Prefix + "dirty"
-	builtKey = readmodel.Prefix + "built"
+	// builtKey says a full rebuild completed. The 2 is the read model's
+	// shape: since 2, a factory's buckets are listed in an index, which a
+	// read model built before lacks, so it is rebuilt once.
+	builtKey = readmodel.Prefix + "built:2"
 )
 
 //go:embed guard.lua
@@ -160,11 +163,14 @@ type stagedHash struct {
 func (c *Cache) guardArgs(w readmodel.Write) ([]string, []any, []stagedHash) {
 	keys := make([]string, 0, len(w.Records)+2)
 	var staged []stagedHash
-	fence := "0"
+	fence, index := "0", "0"
 	if w.Org > 0 {
 		fence = "1"
 	}
-	args := []any{string(w.Rule), len(w.Records), fence}
+	if w.Index != "" {
+		index = "1"
+	}
+	args := []any{string(w.Rule), len(w.Records), fence, index}
 	for i, r := range w.Records {
 		keys = append(keys, r.Key)
 		var exp int64
@@ -182,6 +188,9 @@ func (c *Cache) guardArgs(w readmodel.Write) ([]string, []any, []stagedHash) {
 	}
 	if w.Org > 0 {
 		keys = append(keys, FenceKey(w.Org))
+	}
+	if w.Index != "" {
+		keys = append(keys, w.Index)
 	}
 	if len(w.Dirty) > 0 {
 		keys = append(keys, dirtyKey)
@@ -301,6 +310,15 @@ func decode(vals []any) (readmodel.Entry, bool, error) {
 	return e, true, err
 }
 
+// Indexed returns the keys the index set holds (see readmodel.Write.Index).
+func (c *Cache) Indexed(ctx context.Context, index string) ([]string, error) {
+	keys, err := c.rdb.SMembers(ctx, index).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read index %s: %w", index, err)
+	}
+	return keys, nil
+}
+
 // Delete removes keys, and publishes their deletion on the feed in the same
 // transaction.
 func (c *Cache) Delete(ctx context.Context, keys ...string) error {
@@ -382,7 +400,7 @@ func (c *Cache) Keys(ctx context.Context) ([]string, error) {
 	iter := c.rdb.Scan(ctx, 0, readmodel.Prefix+"*", 1000).Iterator()
 	for iter.Next(ctx) {
 		k := iter.Val()
-		if k != dirtyKey && k != builtKey && !strings.HasPrefix(k, readmodel.Prefix+"meta:") {
+		if k != dirtyKey && !strings.HasPrefix(k, readmodel.Prefix+"built") && !strings.HasPrefix(k, readmodel.Prefix+"meta:") {
 			out = append(out, k)
 		}
 	}

@@ -1,10 +1,14 @@
 -- Version-guarded replacement of read-model hashes, and dirty marks, in one
 -- atomic step.
 -- KEYS: the n record keys, then the organization's fence when ARGV[3] is
--- "1", then (when marks follow) the dirty-marks hash.
--- ARGV[1]: the rule; ARGV[2]: n; ARGV[3]: whether a fence is given; then per
--- record key: version, expected, f, then f field/value pairs; then the names
--- to mark dirty.
+-- "1", then an index set when ARGV[4] is "1", then (when marks follow) the
+-- dirty-marks hash.
+-- ARGV[1]: the rule; ARGV[2]: n; ARGV[3]: whether a fence is given; ARGV[4]:
+-- whether an index is given; then per record key: version, expected, f,
+-- then f field/value pairs; then the names to mark dirty.
+-- The index, when given, gets every record key that exists afterwards (written
+-- or holding a newer version), so that its keys can be found again without
+-- guessing their names (a factory's chart buckets).
 -- A record whose f is -1 was staged: its fields wait in a hash of their own,
 -- named among the last KEYS (after the marks hash, in record order), so that
 -- a large value never passes through Lua (a 4 MB argument costs Redis 5 ms
@@ -24,9 +28,10 @@
 local rule = ARGV[1]
 local n = tonumber(ARGV[2])
 local fenced = ARGV[3] == '1'
+local indexed = ARGV[4] == '1'
 local staged, s = {}, 0
 do
-  local i = 4
+  local i = 5
   for k = 1, n do
     local f = tonumber(ARGV[i + 2])
     if f < 0 then
@@ -41,7 +46,7 @@ end
 local function stagedKey(k) return KEYS[#KEYS - s + staged[k]] end
 local extra = n + 1
 if fenced then
-  extra = n + 2
+  extra = extra + 1
   if redis.call('EXISTS', KEYS[n + 1]) == 1 then
     local out = {}
     for k = 1, n do
@@ -51,7 +56,12 @@ if fenced then
     return out
   end
 end
-local i = 4
+local index
+if indexed then
+  index = KEYS[extra]
+  extra = extra + 1
+end
+local i = 5
 local out = {}
 local changed = {}
 for k = 1, n do
@@ -103,6 +113,11 @@ for d = i, #ARGV do
     redis.call('HINCRBY', KEYS[extra], string.sub(ARGV[d], 1, sep - 1), 1)
   end
   redis.call('HINCRBY', KEYS[extra], ARGV[d], 1)
+end
+if index then
+  for k = 1, n do
+    if out[k] >= 0 then redis.call('SADD', index, KEYS[k]) end
+  end
 end
 if #changed > 0 then
   redis.call('PUBLISH', 'rm:changes', table.concat(changed, '\n'))
