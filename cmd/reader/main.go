@@ -111,7 +111,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// not have reached a replica yet.
 	feed := cache.NewFeed(cfg.FeedStaleness, log, reg)
 	near := nearcache.New(cfg.NearCacheBytes, feed, reg)
-	authn := auth.NewAuthenticator(cache, postgres.NewReads(leader), feed)
+	authn := auth.NewAuthenticator(cache, postgres.NewReads(leader), feed, reg)
 	feed.OnChange(near.Changed)
 	feed.OnAuthChange(authn.Forget)
 	feed.OnLost(func(reason string) {

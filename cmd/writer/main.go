@@ -187,7 +187,7 @@ func serve(ctx context.Context, cfg config.Writer, log *slog.Logger) error {
 
 	// ---- The feed of auth changes: grants are held while it is fresh ----
 	feed := cache.NewFeed(cfg.FeedStaleness, log, reg)
-	authn := auth.NewAuthenticator(cache, postgres.NewReads(db), feed)
+	authn := auth.NewAuthenticator(cache, postgres.NewReads(db), feed, reg)
 	feed.OnAuthChange(authn.Forget)
 	feed.OnLost(func(string) { authn.Forget() })
 

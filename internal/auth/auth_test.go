@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sprockets-api/sprockets/internal/domain"
 )
 
@@ -82,6 +84,8 @@ func (s *fakeStore) Grant(_ context.Context, h []byte) (domain.Grant, error) {
 
 type feed struct{ stale bool }
 
+func admitAll() error { return nil }
+
 func (f *feed) Fresh() bool { return !f.stale }
 
 func TestAuthenticate(t *testing.T) {
@@ -101,26 +105,26 @@ func TestAuthenticate(t *testing.T) {
 	}}
 	cache := &fakeCache{grants: map[string]domain.Grant{}}
 	f := &feed{}
-	a := NewAuthenticator(cache, store, f)
+	a := NewAuthenticator(cache, store, f, prometheus.NewRegistry())
 	a.now = func() time.Time { return now }
 	ctx := context.Background()
 
-	p, err := a.Authenticate(ctx, valid)
+	p, err := a.Authenticate(ctx, valid, admitAll)
 	if err != nil || p.OrgID != 7 || p.TokenID != 1 || p.RateLimit != 5 || !p.Can("read") || p.Can("write") || cache.puts != 1 {
 		t.Fatalf("valid: %+v %v (%d puts)", p, err, cache.puts)
 	}
 	gets := cache.gets
-	if _, err := a.Authenticate(ctx, valid); err != nil || cache.gets != gets || store.lookups != 1 {
+	if _, err := a.Authenticate(ctx, valid, admitAll); err != nil || cache.gets != gets || store.lookups != 1 {
 		t.Errorf("the second use was not answered from memory (%d reads, %d lookups): %v", cache.gets-gets, store.lookups, err)
 	}
 	for name, tok := range map[string]string{"expired": expired, "revoked": revoked, "unknown": unknown, "malformed": "spk_nope"} {
-		if _, err := a.Authenticate(ctx, tok); !errors.Is(err, ErrUnauthenticated) {
+		if _, err := a.Authenticate(ctx, tok, admitAll); !errors.Is(err, ErrUnauthenticated) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
 	lookups := store.lookups
 	for i := 0; i < 5; i++ {
-		_, _ = a.Authenticate(ctx, unknown)
+		_, _ = a.Authenticate(ctx, unknown, admitAll)
 	}
 	if store.lookups != lookups {
 		t.Errorf("an unknown token was looked up again %d times", store.lookups-lookups)
@@ -128,11 +132,11 @@ func TestAuthenticate(t *testing.T) {
 
 	// A revocation reaches a held grant through the feed: Forget.
 	cache.grants[string(vh)] = domain.Grant{Revoked: true}
-	if _, err := a.Authenticate(ctx, valid); err != nil {
+	if _, err := a.Authenticate(ctx, valid, admitAll); err != nil {
 		t.Fatalf("held, before the feed told: %v", err)
 	}
 	a.Forget()
-	if _, err := a.Authenticate(ctx, valid); !errors.Is(err, ErrUnauthenticated) {
+	if _, err := a.Authenticate(ctx, valid, admitAll); !errors.Is(err, ErrUnauthenticated) {
 		t.Errorf("after the revocation reached the feed: %v", err)
 	}
 
@@ -140,12 +144,12 @@ func TestAuthenticate(t *testing.T) {
 	// before the revocation.
 	cache.grants[string(lh)] = domain.Grant{TokenID: 4, OrgID: 7, Scopes: []string{"write"}}
 	cache.during = a.Forget
-	if _, err := a.Authenticate(ctx, later); err != nil {
+	if _, err := a.Authenticate(ctx, later, admitAll); err != nil {
 		t.Fatal(err)
 	}
 	cache.during = nil
 	gets = cache.gets
-	_, _ = a.Authenticate(ctx, later)
+	_, _ = a.Authenticate(ctx, later, admitAll)
 	if cache.gets == gets {
 		t.Errorf("a grant read across a Forget was held")
 	}
@@ -155,7 +159,7 @@ func TestAuthenticate(t *testing.T) {
 	f.stale = true
 	gets = cache.gets
 	for range 3 {
-		if _, err := a.Authenticate(ctx, later); err != nil {
+		if _, err := a.Authenticate(ctx, later, admitAll); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -168,11 +172,11 @@ func TestAuthenticate(t *testing.T) {
 	soon := now.Add(time.Minute)
 	cache.grants[string(lh)] = domain.Grant{TokenID: 4, OrgID: 7, Scopes: []string{"write"}, ExpiresAt: &soon}
 	a.Forget()
-	if _, err := a.Authenticate(ctx, later); err != nil {
+	if _, err := a.Authenticate(ctx, later, admitAll); err != nil {
 		t.Fatal(err)
 	}
 	a.now = func() time.Time { return soon }
-	if _, err := a.Authenticate(ctx, later); !errors.Is(err, ErrUnauthenticated) {
+	if _, err := a.Authenticate(ctx, later, admitAll); !errors.Is(err, ErrUnauthenticated) {
 		t.Errorf("a held grant past its expiry: %v", err)
 	}
 	a.now = func() time.Time { return now }
@@ -181,12 +185,55 @@ func TestAuthenticate(t *testing.T) {
 	cache.down = true
 	a.Forget()
 	store.grants[string(lh)] = domain.Grant{TokenID: 4, OrgID: 7, Scopes: []string{"write"}}
-	if p, err := a.Authenticate(ctx, later); err != nil || p.TokenID != 4 {
+	if p, err := a.Authenticate(ctx, later, admitAll); err != nil || p.TokenID != 4 {
 		t.Errorf("with the cache down: %+v %v", p, err)
 	}
 	store.down = true
 	a.Forget()
-	if _, err := a.Authenticate(ctx, later); domain.ErrorCode(err) != domain.EUNAVAILABLE {
+	if _, err := a.Authenticate(ctx, later, admitAll); domain.ErrorCode(err) != domain.EUNAVAILABLE {
 		t.Errorf("with both down: %v", err)
+	}
+}
+
+// A lookup in Postgres is admitted first (the client address pays for it);
+// grants held or in Redis need no admission; a refusal is returned as is.
+func TestLookupsAreAdmitted(t *testing.T) {
+	known, kh, _ := NewSecret()
+	cached, ch, _ := NewSecret()
+	store := &fakeStore{grants: map[string]domain.Grant{string(kh): {TokenID: 1, OrgID: 1, Scopes: []string{"read"}}}}
+	cache := &fakeCache{grants: map[string]domain.Grant{string(ch): {TokenID: 2, OrgID: 1, Scopes: []string{"read"}}}}
+	a := NewAuthenticator(cache, store, &feed{}, prometheus.NewRegistry())
+	ctx := context.Background()
+	refused := errors.New("over the address's budget")
+	admits := 0
+	admit := func() error { admits++; return nil }
+	if _, err := a.Authenticate(ctx, cached, admit); err != nil || admits != 0 {
+		t.Errorf("a grant in Redis: %v, %d admissions", err, admits)
+	}
+	if _, err := a.Authenticate(ctx, known, admit); err != nil || admits != 1 || store.lookups != 1 {
+		t.Errorf("a grant in Postgres: %v, %d admissions, %d lookups", err, admits, store.lookups)
+	}
+	if _, err := a.Authenticate(ctx, known, admit); err != nil || admits != 1 {
+		t.Errorf("a held grant: %v, %d admissions", err, admits)
+	}
+	made, _, _ := NewSecret()
+	if _, err := a.Authenticate(ctx, made, func() error { return refused }); err != refused || store.lookups != 1 {
+		t.Errorf("a refused lookup: %v, %d lookups", err, store.lookups)
+	}
+}
+
+// The set of unknown tokens is bounded: a flood pushes out the oldest, a
+// few at a time, and never empties it.
+func TestRecentIsBounded(t *testing.T) {
+	r := newRecent(3)
+	now := time.Now()
+	for _, k := range []string{"a", "b", "c", "d"} {
+		r.add(k, now)
+	}
+	if r.has("a", now) || !r.has("b", now) || !r.has("c", now) || !r.has("d", now) || len(r.at) != 3 {
+		t.Errorf("after 4 adds to 3: %v", r.at)
+	}
+	if r.has("b", now.Add(unknownTTL)) {
+		t.Errorf("a key outlived its time")
 	}
 }

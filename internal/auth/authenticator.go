@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sprockets-api/sprockets/internal/domain"
 )
 
@@ -49,24 +51,37 @@ type Authenticator struct {
 	// read before one of them may be from before a revocation, and is not
 	// held.
 	forgotten uint64
-	// unknown remembers hashes the store does not know, so that a flood of
-	// made-up tokens costs one lookup each. A token is random: one that was
-	// unknown cannot become valid later.
-	unknown map[string]time.Time
+	// unknown remembers hashes the store does not know, so that a made-up
+	// token costs one lookup however often it is sent. A token is random:
+	// one that was unknown cannot become valid later.
+	unknown *recent
+
+	lookups prometheus.Counter
 }
 
 // NewAuthenticator returns an Authenticator that holds grants while feed
-// is fresh.
-func NewAuthenticator(cache Cache, store Store, feed Freshness) *Authenticator {
-	return &Authenticator{cache: cache, store: store, feed: feed, now: time.Now,
-		held: make(map[string]domain.Grant), unknown: make(map[string]time.Time)}
+// is fresh. Its metrics are registered with reg.
+func NewAuthenticator(cache Cache, store Store, feed Freshness, reg prometheus.Registerer) *Authenticator {
+	a := &Authenticator{cache: cache, store: store, feed: feed, now: time.Now,
+		held: make(map[string]domain.Grant), unknown: newRecent(maxEntries),
+		lookups: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sprockets_auth_store_lookups_total", Help: "Grants looked up in Postgres: tokens neither held nor in Redis.",
+		}),
+	}
+	reg.MustRegister(a.lookups)
+	return a
 }
+
+// Admit is asked before a token is looked up in Postgres, the one costly
+// step of an authentication: an error it returns (the client address's
+// budget is spent) is returned instead.
+type Admit func() error
 
 // Authenticate returns the principal a token acts as. An unknown, malformed,
 // revoked or expired token, or one of a deleted organization, gives
 // ErrUnauthenticated; a failure of both cache and store gives an
-// EUNAVAILABLE *domain.Error.
-func (a *Authenticator) Authenticate(ctx context.Context, token string) (domain.Principal, error) {
+// EUNAVAILABLE *domain.Error; admit's error is returned as it is.
+func (a *Authenticator) Authenticate(ctx context.Context, token string, admit Admit) (domain.Principal, error) {
 	if !WellFormed(token) {
 		return domain.Principal{}, ErrUnauthenticated
 	}
@@ -80,7 +95,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (domain.
 	if ok && fresh {
 		return a.principal(g)
 	}
-	g, err := a.read(ctx, hash)
+	g, err := a.read(ctx, hash, admit)
 	if err != nil {
 		return domain.Principal{}, err
 	}
@@ -107,20 +122,24 @@ func (a *Authenticator) principal(g domain.Grant) (domain.Principal, error) {
 }
 
 // read reads a grant from the cache, or the store when the cache does not
-// know it (or is down).
-func (a *Authenticator) read(ctx context.Context, hash []byte) (domain.Grant, error) {
+// know it (or is down) and admit lets it.
+func (a *Authenticator) read(ctx context.Context, hash []byte, admit Admit) (domain.Grant, error) {
 	g, ok, cerr := a.cache.Grant(ctx, hash)
 	if cerr == nil && ok {
 		return g, nil
 	}
 	key := string(hash)
-	if a.knownUnknown(key) {
+	if a.unknown.has(key, a.now()) {
 		return domain.Grant{}, ErrUnauthenticated
 	}
+	if err := admit(); err != nil {
+		return domain.Grant{}, err
+	}
+	a.lookups.Inc()
 	g, err := a.store.Grant(ctx, hash)
 	switch {
 	case domain.ErrorCode(err) == domain.ENOTFOUND:
-		a.rememberUnknown(key)
+		a.unknown.add(key, a.now())
 		return domain.Grant{}, ErrUnauthenticated
 	case err != nil:
 		return domain.Grant{}, domain.Errorf(domain.EUNAVAILABLE, "credentials cannot be checked right now; retry shortly")
@@ -152,18 +171,40 @@ func (a *Authenticator) hold(key string, g domain.Grant, forgotten uint64) {
 	a.held[key] = g
 }
 
-func (a *Authenticator) knownUnknown(key string) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	at, ok := a.unknown[key]
-	return ok && a.now().Sub(at) < unknownTTL
+// recent is a bounded set of keys, each remembered for unknownTTL: when it
+// is full, the oldest goes first, so that a flood of new keys pushes out
+// old ones a few at a time instead of emptying it.
+type recent struct {
+	mu    sync.Mutex
+	at    map[string]time.Time
+	order []string // ring of keys, oldest at next
+	next  int
 }
 
-func (a *Authenticator) rememberUnknown(key string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if len(a.unknown) >= maxEntries {
-		clear(a.unknown)
+func newRecent(size int) *recent {
+	return &recent{at: make(map[string]time.Time, size), order: make([]string, 0, size)}
+}
+
+func (r *recent) has(key string, now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	at, ok := r.at[key]
+	return ok && now.Sub(at) < unknownTTL
+}
+
+func (r *recent) add(key string, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.at[key]; ok {
+		r.at[key] = now
+		return
 	}
-	a.unknown[key] = a.now()
+	if len(r.order) < cap(r.order) {
+		r.order = append(r.order, key)
+	} else {
+		delete(r.at, r.order[r.next])
+		r.order[r.next] = key
+		r.next = (r.next + 1) % len(r.order)
+	}
+	r.at[key] = now
 }

@@ -33,7 +33,8 @@ func (p *Postgres) URL(db string) string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", p.Port, db)
 }
 
-func (p *Postgres) logFile() string { return filepath.Join(p.dir, "postgres.log") }
+// LogFile is the server's log, for tests that count what it logged.
+func (p *Postgres) LogFile() string { return filepath.Join(p.dir, "postgres.log") }
 
 // pgBin finds the newest installed Postgres server binaries: Debian keeps
 // them, all together, outside PATH.
@@ -150,7 +151,7 @@ func (p *Postgres) Start(ctx context.Context) error {
 	}
 	proc, err := startProcess("postgres", filepath.Join(p.bin, "postgres"),
 		[]string{"-D", p.DataDir, "-p", strconv.Itoa(p.Port), "-k", p.dir},
-		nil, p.logFile(), p.owner, syscall.SIGINT)
+		nil, p.LogFile(), p.owner, syscall.SIGINT)
 	if err != nil {
 		return err
 	}
@@ -158,13 +159,13 @@ func (p *Postgres) Start(ctx context.Context) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if proc.exited() {
-			return fmt.Errorf("postgres exited at start:\n%s", tail(p.logFile(), 2000))
+			return fmt.Errorf("postgres exited at start:\n%s", tail(p.LogFile(), 2000))
 		}
 		if p.tool(ctx, "pg_isready", "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(p.Port)) == nil {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("postgres not ready after 60s:\n%s", tail(p.logFile(), 2000))
+			return fmt.Errorf("postgres not ready after 60s:\n%s", tail(p.LogFile(), 2000))
 		}
 		select {
 		case <-ctx.Done():

@@ -20,7 +20,7 @@ import (
 // Authenticator turns a bearer token into the principal it acts as, or
 // returns auth.ErrUnauthenticated.
 type Authenticator interface {
-	Authenticate(ctx context.Context, token string) (domain.Principal, error)
+	Authenticate(ctx context.Context, token string, admit auth.Admit) (domain.Principal, error)
 }
 
 // Budgets charges requests to rate budgets every instance shares
@@ -51,26 +51,15 @@ var publicPaths = map[string]bool{"/healthz": true, "/readyz": true, "/metrics":
 
 // Access authenticates every request but the public paths, then charges it
 // to its budget: the token's, or the client address's for requests without
-// a valid token. Every request is charged before it is served; one
+// a valid token (a token looked up in Postgres, not held or in Redis, is
+// charged to the address first). Every request is charged before it is served; one
 // answered 304 is refunded afterwards, so that a conditional request can
 // never pass a spent budget. When Redis cannot lease a budget, the
 // instance keeps the limit on its own (see budget).
 func Access(authn Authenticator, budgets Budgets, cfg AccessConfig, log *slog.Logger) fiber.Handler {
 	var lastWarned atomic.Int64 // unix seconds; the metric has every occurrence
-	return func(c *fiber.Ctx) error {
-		if publicPaths[c.Path()] {
-			return c.Next()
-		}
-		ctx := c.UserContext()
-		p, authErr := authenticate(ctx, c, authn, cfg)
-		key, perSecond := "ip:"+c.IP(), cfg.AnonymousRateLimit
-		if authErr == nil && p.TokenID != 0 {
-			key, perSecond = "token:"+strconv.FormatInt(p.TokenID, 10), cfg.RateLimit
-			if p.RateLimit > 0 {
-				perSecond = p.RateLimit
-			}
-		}
-		d := budgets.Charge(ctx, key, perSecond)
+	charge := func(c *fiber.Ctx, key string, perSecond int) error {
+		d := budgets.Charge(c.UserContext(), key, perSecond)
 		if d.Local {
 			if now := time.Now().Unix(); lastWarned.Swap(now) != now {
 				log.Warn("rate limiter unavailable: budgets are kept by each instance on its own")
@@ -81,6 +70,36 @@ func Access(authn Authenticator, budgets Budgets, cfg AccessConfig, log *slog.Lo
 			retry := max(d.RetryAfter, time.Second/time.Duration(max(perSecond, 1)))
 			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(math.Ceil(retry.Seconds()))))
 			return domain.Errorf(domain.ELIMITED, "too many requests: %d per second allowed; retry after %s", perSecond, retry.Round(time.Millisecond))
+		}
+		return nil
+	}
+	return func(c *fiber.Ctx) error {
+		if publicPaths[c.Path()] {
+			return c.Next()
+		}
+		// A token that must be looked up in Postgres is paid for by the
+		// client address first: made-up tokens cost their sender's budget,
+		// not a query each.
+		address := "ip:" + c.IP()
+		charged := false
+		p, authErr := authenticate(c, authn, cfg, func() error {
+			charged = true
+			return charge(c, address, cfg.AnonymousRateLimit)
+		})
+		if domain.ErrorCode(authErr) == domain.ELIMITED {
+			return authErr
+		}
+		key, perSecond := address, cfg.AnonymousRateLimit
+		if authErr == nil && p.TokenID != 0 {
+			key, perSecond = "token:"+strconv.FormatInt(p.TokenID, 10), cfg.RateLimit
+			if p.RateLimit > 0 {
+				perSecond = p.RateLimit
+			}
+		}
+		if authErr == nil || !charged {
+			if err := charge(c, key, perSecond); err != nil {
+				return err
+			}
 		}
 		if authErr != nil {
 			return authErr
@@ -95,15 +114,15 @@ func Access(authn Authenticator, budgets Budgets, cfg AccessConfig, log *slog.Lo
 }
 
 // authenticate returns who the request acts as, or the error to answer
-// with.
-func authenticate(ctx context.Context, c *fiber.Ctx, authn Authenticator, cfg AccessConfig) (domain.Principal, error) {
+// with; admit is asked before a token is looked up in Postgres.
+func authenticate(c *fiber.Ctx, authn Authenticator, cfg AccessConfig, admit auth.Admit) (domain.Principal, error) {
 	if c.Get(fiber.HeaderAuthorization) == "" {
 		if cfg.PublicReads && (c.Method() == fiber.MethodGet || c.Method() == fiber.MethodHead) {
 			return domain.Principal{OrgID: cfg.PublicOrg, Scopes: []string{domain.ScopeRead}}, nil
 		}
 		return domain.Principal{}, domain.Errorf(domain.EUNAUTHENTICATED, "send a token: Authorization: Bearer spk_...")
 	}
-	p, err := authn.Authenticate(ctx, auth.Bearer(c.Get(fiber.HeaderAuthorization)))
+	p, err := authn.Authenticate(c.UserContext(), auth.Bearer(c.Get(fiber.HeaderAuthorization)), admit)
 	if errors.Is(err, auth.ErrUnauthenticated) {
 		return p, domain.Errorf(domain.EUNAUTHENTICATED, "the token is unknown, revoked or expired")
 	}

@@ -19,9 +19,14 @@ import (
 
 type fakeAuthn map[string]domain.Principal
 
-func (f fakeAuthn) Authenticate(_ context.Context, tok string) (domain.Principal, error) {
+// Authenticate knows its tokens as if held; any other is looked up, after
+// admit, and unknown.
+func (f fakeAuthn) Authenticate(_ context.Context, tok string, admit auth.Admit) (domain.Principal, error) {
 	if p, ok := f[tok]; ok {
 		return p, nil
+	}
+	if err := admit(); err != nil {
+		return domain.Principal{}, err
 	}
 	return domain.Principal{}, auth.ErrUnauthenticated
 }
@@ -125,9 +130,18 @@ func TestAccess(t *testing.T) {
 	if a := send(t, app, request("GET", "/r", "reader", "If-None-Match", `"x"`)); a.status != 429 {
 		t.Errorf("a conditional read over the budget: %d", a.status)
 	}
-	// Without a valid token, the address's budget (2) was spent by the table.
+	// Without a valid token, the address's budget (2) was spent by the
+	// table, each request once, the unknown token's for its lookup.
+	if lim.spent["ip:0.0.0.0"] != 2 {
+		t.Errorf("the address was charged %d for two requests", lim.spent["ip:0.0.0.0"])
+	}
 	if a := send(t, app, request("GET", "/r", "")); a.status != 429 {
 		t.Errorf("anonymous over budget: %d", a.status)
+	}
+	// An unknown token past the address's budget is refused before it is
+	// looked up.
+	if a := send(t, app, request("GET", "/r", "made-up")); a.status != 429 {
+		t.Errorf("an unknown token over the address's budget: %d", a.status)
 	}
 	// A limiter outage keeps the limit, locally.
 	lim.local = true
