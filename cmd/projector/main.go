@@ -143,10 +143,12 @@ func project(ctx context.Context, cfg config.Projector, proj *projection.Project
 	}, log, reg)
 
 	// ---- HTTP: health and metrics -----------------------------------------
-	app := httpapi.NewApp(httpapi.ServerConfig{
-		Name: "projector", BodyLimit: 4096,
+	srv := httpapi.ServerConfig{
+		Name: "projector", Addr: cfg.Addr, ShutdownGrace: cfg.ShutdownGrace,
+		BodyLimit:   4096,
 		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout,
-	}, log, reg)
+	}
+	app := httpapi.NewApp(srv, log, reg)
 	httpapi.Health(app,
 		map[string]httpapi.Check{"redis": cache.Ping, "nats": nc.Ping},
 		map[string]httpapi.Check{}, reg, log)
@@ -154,7 +156,7 @@ func project(ctx context.Context, cfg config.Projector, proj *projection.Project
 	// ---- Run ------------------------------------------------------------
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		return httpapi.Serve(ctx, app, cfg.Addr, cfg.ShutdownGrace, "", "", func(a net.Addr) {
+		return httpapi.Serve(ctx, app, srv, func(a net.Addr) {
 			log.Info("listening", "addr", a.String())
 		})
 	})

@@ -124,11 +124,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Name: "sprockets_reads_total", Help: "Answers by where their data came from.",
 	}, []string{"source"})
 	reg.MustRegister(served)
-	app := httpapi.NewApp(httpapi.ServerConfig{
-		Name: "reader", BodyLimit: 64 * 1024, AccessLog: cfg.AccessLog,
+	srv := httpapi.ServerConfig{
+		Name: "reader", Addr: cfg.Addr, ShutdownGrace: cfg.ShutdownGrace,
+		BodyLimit: 64 * 1024, AccessLog: cfg.AccessLog, TrustedProxies: cfg.TrustedProxies,
 		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout,
-		TrustedProxies: cfg.TrustedProxies,
-	}, log, reg)
+		TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
+	}
+	app := httpapi.NewApp(srv, log, reg)
 	httpapi.Health(app,
 		map[string]httpapi.Check{"data": anyOf(cache.Ping, pool.Ping)},
 		map[string]httpapi.Check{"redis": cache.Ping, "postgres": pool.Ping}, reg, log)
@@ -147,7 +149,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	g.Go(func() error { return pool.Run(ctx, cfg.ReplicaCheckInterval) })
 	g.Go(func() error { return feed.Run(ctx) })
 	g.Go(func() error {
-		return httpapi.Serve(ctx, app, cfg.Addr, cfg.ShutdownGrace, cfg.TLSCertFile, cfg.TLSKeyFile, func(a net.Addr) {
+		return httpapi.Serve(ctx, app, srv, func(a net.Addr) {
 			log.Info("listening", "addr", a.String())
 		})
 	})

@@ -192,11 +192,13 @@ func serve(ctx context.Context, cfg config.Writer, log *slog.Logger) error {
 	feed.OnLost(func(string) { authn.Forget() })
 
 	// ---- HTTP ---------------------------------------------------------
-	app := httpapi.NewApp(httpapi.ServerConfig{
-		Name: "writer", BodyLimit: cfg.BodyLimit, AccessLog: cfg.AccessLog,
+	srv := httpapi.ServerConfig{
+		Name: "writer", Addr: cfg.Addr, ShutdownGrace: cfg.ShutdownGrace,
+		BodyLimit: cfg.BodyLimit, AccessLog: cfg.AccessLog, TrustedProxies: cfg.TrustedProxies,
 		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout,
-		TrustedProxies: cfg.TrustedProxies,
-	}, log, reg)
+		TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
+	}
+	app := httpapi.NewApp(srv, log, reg)
 	httpapi.Health(app,
 		map[string]httpapi.Check{"postgres": db.PingContext},
 		map[string]httpapi.Check{"nats": nc.Ping, "redis": cache.Ping}, reg, log)
@@ -214,7 +216,7 @@ func serve(ctx context.Context, cfg config.Writer, log *slog.Logger) error {
 	g.Go(func() error { return relay.Run(ctx) })
 	g.Go(func() error { return feed.Run(ctx) })
 	g.Go(func() error {
-		return httpapi.Serve(ctx, app, cfg.Addr, cfg.ShutdownGrace, cfg.TLSCertFile, cfg.TLSKeyFile, func(a net.Addr) {
+		return httpapi.Serve(ctx, app, srv, func(a net.Addr) {
 			log.Info("listening", "addr", a.String())
 		})
 	})

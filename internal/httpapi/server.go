@@ -15,16 +15,21 @@ import (
 
 // ServerConfig is what every HTTP server of the service is configured with.
 type ServerConfig struct {
-	Name         string
-	BodyLimit    int
-	ReadTimeout  time.Duration
-	WriteTimeout time.Duration
-	IdleTimeout  time.Duration
-	AccessLog    bool
+	Name string
+	// Addr is where Serve listens; ShutdownGrace how long it lets requests
+	// in flight finish when it stops.
+	Addr          string
+	ShutdownGrace time.Duration
+	BodyLimit     int
+	ReadTimeout   time.Duration
+	WriteTimeout  time.Duration
+	IdleTimeout   time.Duration
+	AccessLog     bool
 	// TrustedProxies may say, in X-Forwarded-For, which client they forward
 	// for; from anyone else the header is ignored.
 	TrustedProxies []string
-	// TLSCertFile and TLSKeyFile, when set, make the server speak HTTPS.
+	// TLSCertFile and TLSKeyFile, when set, make the server speak HTTPS
+	// (TLS 1.2 at least), and its answers carry Strict-Transport-Security.
 	TLSCertFile, TLSKeyFile string
 }
 
@@ -54,21 +59,30 @@ func NewApp(cfg ServerConfig, log *slog.Logger, reg prometheus.Registerer) *fibe
 	if cfg.AccessLog {
 		accessLog = log
 	}
-	app.Use(newRequestIDs().handle, securityHeaders, newMetrics(reg).observe(accessLog, onError))
+	headers := securityHeaders
+	if cfg.TLSCertFile != "" {
+		headers = func(c *fiber.Ctx) error {
+			c.Set(fiber.HeaderStrictTransportSecurity, "max-age=31536000; includeSubDomains")
+			return securityHeaders(c)
+		}
+	}
+	app.Use(newRequestIDs().handle, headers, newMetrics(reg).observe(accessLog, onError))
 	return app
 }
 
-// Serve runs app on addr until ctx is done, then shuts it down gracefully,
-// letting requests in flight finish for up to grace. With a certificate and
-// key it serves HTTPS. ready, if not nil, is called with the bound address
-// once the server accepts connections.
-func Serve(ctx context.Context, app *fiber.App, addr string, grace time.Duration, certFile, keyFile string, ready func(net.Addr)) error {
+// Serve runs app (made by NewApp with cfg) on cfg.Addr until ctx is done,
+// then shuts it down gracefully, letting requests in flight finish for up
+// to cfg.ShutdownGrace. With a certificate and key it serves HTTPS, TLS 1.2
+// and later. ready, if not nil, is called with the bound address once the
+// server accepts connections.
+func Serve(ctx context.Context, app *fiber.App, cfg ServerConfig, ready func(net.Addr)) error {
+	addr, grace := cfg.Addr, cfg.ShutdownGrace
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", addr, err)
 	}
-	if certFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if cfg.TLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
 		if err != nil {
 			ln.Close()
 			return fmt.Errorf("load TLS certificate: %w", err)
