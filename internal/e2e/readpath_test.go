@@ -174,3 +174,70 @@ func TestRevocationIsPushed(t *testing.T) {
 		t.Errorf("%d requests sent after the revocation returned were not refused", n)
 	}
 }
+
+// A chart range answers at most `limit` samples (10,000 at most), and says
+// where the rest starts: following its Link pages through the whole range,
+// every sample once, from the cache and from Postgres alike.
+func TestChartRangesArePaged(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	f := newFactory(t, s)
+	var samples []string
+	for i := range 25 {
+		samples = append(samples, fmt.Sprintf(`{"time":%d,"actual":%d,"goal":1}`, 1700000000+int64(i)*1800, i))
+	}
+	expect(t, do(t, "POST", fmt.Sprintf("%s/v1/factories/%d/samples", s.Writer.URL(), f), `{"samples":[`+strings.Join(samples, ",")+`]}`), 200, "append")
+	verifyConverges(t, s, 20*time.Second)
+	port, err := devstack.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A reader whose cache answers one bucket at most reads every range of
+	// more than one hour from Postgres.
+	fromPostgres := s.NewProgram("reader", port, "CHART_MAX_BUCKETS=1")
+	if err := fromPostgres.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer fromPostgres.Stop()
+	authenticate(t, s, mustToken(t, s), fromPostgres)
+	for _, rd := range []*devstack.Program{s.Reader, fromPostgres} {
+		checkProblem(t, do(t, "GET", fmt.Sprintf("%s/v1/factories/%d/chart-data?limit=10001", rd.URL(), f), nil), 400, "10000")
+		next := fmt.Sprintf("/v1/factories/%d/chart-data?limit=10", f)
+		var times []int64
+		sources := map[string]int{}
+		for pages := 0; next != ""; pages++ {
+			if pages > 5 {
+				t.Fatalf("more than 5 pages of 10 for 25 samples")
+			}
+			r := do(t, "GET", rd.URL()+next, nil)
+			expect(t, r, 200, "GET "+next)
+			sources[r.Header.Get("X-Read-Source")]++
+			var page struct {
+				ChartData struct {
+					Time []int64 `json:"time"`
+				} `json:"chart_data"`
+				NextFrom *int64 `json:"next_from"`
+			}
+			r.JSON(t, &page)
+			times = append(times, page.ChartData.Time...)
+			next = ""
+			if link := r.Header.Get("Link"); link != "" {
+				next = strings.TrimSuffix(strings.TrimPrefix(link, "<"), `>; rel="next"`)
+				if page.NextFrom == nil || !strings.Contains(next, fmt.Sprintf("from=%d&", *page.NextFrom)) || len(page.ChartData.Time) != 10 {
+					t.Fatalf("a page of %d samples, next_from %v, Link %q", len(page.ChartData.Time), page.NextFrom, link)
+				}
+			}
+		}
+		if len(times) != 25 || times[0] != 1700000000 || times[24] != 1700000000+24*1800 {
+			t.Errorf("the pages held %d samples: %v", len(times), times)
+		}
+		for i := 1; i < len(times); i++ {
+			if times[i] <= times[i-1] {
+				t.Fatalf("pages repeat or skip at %d: %v", i, times)
+			}
+		}
+		t.Logf("%s: pages from %v", rd.Name, sources)
+		if fromDB := sources["replica"] + sources["leader"]; (rd == fromPostgres) != (fromDB == 3) {
+			t.Errorf("%s read its pages from %v", rd.Name, sources)
+		}
+	}
+}

@@ -324,11 +324,15 @@ func factoriesOf(rows []factoryRow) []domain.Factory {
 }
 
 // Samples returns the factory's samples with from <= time <= to, in time
-// order.
-func (r Reads) Samples(ctx context.Context, factoryID, from, to int64) ([]domain.Sample, error) {
+// order, the first limit of them (0: all).
+func (r Reads) Samples(ctx context.Context, factoryID, from, to int64, limit int) ([]domain.Sample, error) {
 	var out []domain.Sample
+	var max *int // NULL: LIMIT ALL
+	if limit > 0 {
+		max = &limit
+	}
 	err := r.q.SelectContext(ctx, &out, `SELECT time, actual, goal FROM factory_samples
-		WHERE factory_id = $1 AND time BETWEEN $2 AND $3 ORDER BY time`, factoryID, from, to)
+		WHERE factory_id = $1 AND time BETWEEN $2 AND $3 ORDER BY time LIMIT $4`, factoryID, from, to, max)
 	if err != nil {
 		return nil, fmt.Errorf("samples: %w", err)
 	}

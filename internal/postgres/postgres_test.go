@@ -443,16 +443,19 @@ func TestFactoryHistory(t *testing.T) {
 	if _, all, _ := reads.FactoryBucketsSince(ctx, f.ID, 0, readmodel.ChartBucketSeconds); len(all) != 3 {
 		t.Errorf("everything since 0: %v", all)
 	}
-	_, in, err := reads.FactorySamples(ctx, domain.AnyOrg, f.ID, 100, 3700)
+	_, in, err := reads.FactorySamples(ctx, domain.AnyOrg, f.ID, 100, 3700, 0)
 	if err != nil || len(in) != 2 {
 		t.Errorf("range: %v %v", in, err)
 	}
-	if _, in, err := reads.FactorySamples(ctx, 1, f.ID, 100, 3700); err != nil || len(in) != 2 {
+	if _, in, err := reads.FactorySamples(ctx, 1, f.ID, 100, 3700, 0); err != nil || len(in) != 2 {
 		t.Errorf("range, as the owner: %v %v", in, err)
+	}
+	if _, in, err := reads.FactorySamples(ctx, 1, f.ID, 100, 3700, 1); err != nil || len(in) != 1 || in[0].Time != 100 {
+		t.Errorf("range, limited to one sample: %v %v", in, err)
 	}
 	// Another organization learns the owner, for its 404, and nothing of
 	// the history is read.
-	if got, in, err := reads.FactorySamples(ctx, 2, f.ID, 0, domain.MaxSampleTime); err != nil || got.OrgID != 1 || in != nil {
+	if got, in, err := reads.FactorySamples(ctx, 2, f.ID, 0, domain.MaxSampleTime, 0); err != nil || got.OrgID != 1 || in != nil {
 		t.Errorf("range, as another organization: %+v %v %v", got, in, err)
 	}
 	if got, in, err := reads.FactoryHistory(ctx, 2, f.ID); err != nil || got.OrgID != 1 || in != nil {

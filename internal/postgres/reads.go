@@ -44,7 +44,7 @@ func (r Reads) Snapshot(ctx context.Context, fn func(Reads) error) error {
 // the factory is live and belongs to org (or org is domain.AnyOrg): a caller of
 // another organization costs one row, not a history. Errors: ENOTFOUND.
 func (r Reads) FactoryHistory(ctx context.Context, org, id int64) (f domain.Factory, samples []domain.Sample, err error) {
-	return r.FactorySamples(ctx, org, id, 0, domain.MaxSampleTime)
+	return r.FactorySamples(ctx, org, id, 0, domain.MaxSampleTime, 0)
 }
 
 // FactoryBucketsSince returns factory id and, in time order, every sample of
@@ -83,9 +83,10 @@ func (r Reads) FactoriesWithSamples(ctx context.Context, org int64) (all []domai
 }
 
 // FactorySamples returns factory id (tombstones included) and its samples
-// with from <= time <= to, from one snapshot; the samples only when the
-// factory is live and belongs to org (or org is domain.AnyOrg). Errors: ENOTFOUND.
-func (r Reads) FactorySamples(ctx context.Context, org, id, from, to int64) (f domain.Factory, samples []domain.Sample, err error) {
+// with from <= time <= to, the first limit of them (0: all), from one
+// snapshot; the samples only when the factory is live and belongs to org
+// (or org is domain.AnyOrg). Errors: ENOTFOUND.
+func (r Reads) FactorySamples(ctx context.Context, org, id, from, to int64, limit int) (f domain.Factory, samples []domain.Sample, err error) {
 	err = r.Snapshot(ctx, func(r Reads) error {
 		if f, err = r.Factory(ctx, id); err != nil {
 			return err
@@ -93,7 +94,7 @@ func (r Reads) FactorySamples(ctx context.Context, org, id, from, to int64) (f d
 		if f.Deleted() || (org != domain.AnyOrg && f.OrgID != org) {
 			return nil
 		}
-		samples, err = r.Samples(ctx, id, from, to)
+		samples, err = r.Samples(ctx, id, from, to, limit)
 		return err
 	})
 	return f, samples, err

@@ -105,14 +105,17 @@ func FactoriesCompatBody(all []domain.Factory, samples map[int64][]domain.Sample
 	}{items})
 }
 
-// ChartRangeBody is GET /v1/factories/{id}/chart-data?from=&to=.
-func ChartRangeBody(factoryID, from, to int64, samples []domain.Sample) []byte {
+// ChartRangeBody is GET /v1/factories/{id}/chart-data?from=&to=: samples,
+// and when the range holds more than one answer gives, nextFrom, the from
+// of the rest (nil on the last page).
+func ChartRangeBody(factoryID, from, to int64, samples []domain.Sample, nextFrom *int64) []byte {
 	return mustJSON(struct {
 		FactoryID int64            `json:"factory_id"`
 		From      int64            `json:"from"`
 		To        int64            `json:"to"`
 		ChartData domain.ChartData `json:"chart_data"`
-	}{factoryID, from, to, domain.ChartDataOf(samples)})
+		NextFrom  *int64           `json:"next_from,omitempty"`
+	}{factoryID, from, to, domain.ChartDataOf(samples), nextFrom})
 }
 
 // SprocketListBody is a page of GET /v1/sprockets. next is the cursor of

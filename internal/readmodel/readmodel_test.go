@@ -47,7 +47,7 @@ func TestBodies(t *testing.T) {
 			`{"factories":[{"factory":{"id":2,"chart_data":{"sprocket_production_actual":[32,29],"sprocket_production_goal":[31,30],"time":[1611194818,1611194878]}}}]}`},
 		{"v1 factory", FactoryBody(f),
 			`{"id":2,"name":"Plant","version":3,"sample_count":2,"first_time":1611194818,"last_time":1611194878,"created_at":"2026-11-26T17:08:21.123456Z","updated_at":"2026-11-26T17:08:21.123456Z"}`},
-		{"chart range", ChartRangeBody(2, 0, 1611194818, samples[:1]),
+		{"chart range", ChartRangeBody(2, 0, 1611194818, samples[:1], nil),
 			`{"factory_id":2,"from":0,"to":1611194818,"chart_data":{"sprocket_production_actual":[32],"sprocket_production_goal":[31],"time":[1611194818]}}`},
 		{"last page", SprocketListBody(nil, ""), `{"items":[],"next_cursor":null}`},
 		{"page with a next one", FactoryListBody(nil, "abc"), `{"items":[],"next_cursor":"abc"}`},

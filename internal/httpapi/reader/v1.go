@@ -3,6 +3,7 @@ package reader
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -119,6 +120,10 @@ func (h *Handlers) chartData(c *fiber.Ctx) error {
 	if from > to {
 		return domain.Errorf(domain.EINVALID, "from (%d) must not be after to (%d)", from, to)
 	}
+	limit, err := httpapi.QueryInt(c, "limit", domain.MaxSamplesPerRead, 1, domain.MaxSamplesPerRead)
+	if err != nil {
+		return err
+	}
 	org := h.org(c)
 	tok, err := h.token(c, org)
 	if err != nil {
@@ -133,11 +138,11 @@ func (h *Handlers) chartData(c *fiber.Ctx) error {
 		// reader's memory: its buckets come from Redis, which the projector
 		// writes before the factory's key.
 		named := tok != nil && !tok.Covers(events.Factory, id, 0)
-		if samples, fromRedis, ok := h.bucketSamples(c.UserContext(), id, meta, from, to, named); ok {
+		if samples, fromRedis, ok := h.bucketSamples(c.UserContext(), id, meta, from, to, int(limit)+1, named); ok {
 			if fromRedis {
 				source = FromCache
 			}
-			body := readmodel.ChartRangeBody(id, from, to, samples)
+			body := h.chartPage(c, id, from, to, int(limit), samples)
 			return h.send(c, readmodel.Entry{Body: body, ETag: readmodel.HashETag(body), Org: org}, org, v, source)
 		}
 	}
@@ -147,11 +152,11 @@ func (h *Handlers) chartData(c *fiber.Ctx) error {
 	}
 	var e readmodel.Entry
 	source, err := h.db.Do(c.UserContext(), minLSN, func(q Queries) error {
-		f, samples, err := q.FactorySamples(c.UserContext(), org, id, from, to)
+		f, samples, err := q.FactorySamples(c.UserContext(), org, id, from, to, int(limit)+1)
 		if err != nil {
 			return err
 		}
-		body := readmodel.ChartRangeBody(id, from, to, samples)
+		body := h.chartPage(c, id, from, to, int(limit), samples)
 		e = readmodel.Entry{Body: body, ETag: readmodel.HashETag(body), Org: f.OrgID, Deleted: f.Deleted()}
 		return nil
 	})
@@ -161,12 +166,26 @@ func (h *Handlers) chartData(c *fiber.Ctx) error {
 	return h.send(c, e, org, v, source)
 }
 
-// bucketSamples collects the samples in [from, to] from the buckets of the
-// factory whose key is meta, from Redis alone when redisOnly, and says
-// whether any bucket came from Redis rather than memory. It reports false
-// when the cache cannot answer (an error, or more buckets than
-// MaxChartBuckets).
-func (h *Handlers) bucketSamples(ctx context.Context, id int64, meta readmodel.Entry, from, to int64, redisOnly bool) ([]domain.Sample, bool, bool) {
+// chartPage is the body of a chart range of samples read with one more
+// than limit: when there is that one more, the answer stops at limit, and
+// says (next_from, and a Link to the next page) where the rest begins.
+func (h *Handlers) chartPage(c *fiber.Ctx, id, from, to int64, limit int, samples []domain.Sample) []byte {
+	if len(samples) <= limit {
+		return readmodel.ChartRangeBody(id, from, to, samples, nil)
+	}
+	samples = samples[:limit]
+	next := samples[limit-1].Time + 1
+	c.Set(fiber.HeaderLink, fmt.Sprintf(`</v1/factories/%d/chart-data?from=%d&to=%d&limit=%d>; rel="next"`, id, next, to, limit))
+	return readmodel.ChartRangeBody(id, from, to, samples, &next)
+}
+
+// bucketSamples collects the first most samples in [from, to] from the
+// buckets of the factory whose key is meta, from Redis alone when
+// redisOnly, and says whether any bucket came from Redis rather than
+// memory. It reads the buckets a hundred at a time, and no more once it
+// has most. It reports false when the cache cannot answer (an error, or
+// more buckets than MaxChartBuckets).
+func (h *Handlers) bucketSamples(ctx context.Context, id int64, meta readmodel.Entry, from, to int64, most int, redisOnly bool) ([]domain.Sample, bool, bool) {
 	if meta.First == nil || meta.Last == nil {
 		return nil, false, true // no history yet
 	}
@@ -178,32 +197,42 @@ func (h *Handlers) bucketSamples(ctx context.Context, id int64, meta readmodel.E
 	if last-first+1 > int64(h.cfg.MaxChartBuckets) {
 		return nil, false, false
 	}
-	keys := make([]string, 0, last-first+1)
-	for b := first; b <= last; b++ {
-		keys = append(keys, readmodel.ChartBucketKey(id, b))
-	}
-	entries, oks, fromRedis, err := h.getMany(ctx, keys, redisOnly)
-	if err != nil {
-		return nil, false, false
-	}
-	var out []domain.Sample
-	for i, e := range entries {
-		if !oks[i] {
-			continue // an hour without samples
+	var (
+		out       []domain.Sample
+		fromRedis bool
+	)
+	for start := first; start <= last && len(out) < most; start += bucketsPerRead {
+		keys := make([]string, 0, bucketsPerRead)
+		for b := start; b <= min(last, start+bucketsPerRead-1); b++ {
+			keys = append(keys, readmodel.ChartBucketKey(id, b))
 		}
-		samples, err := readmodel.DecodeBucket(e.Body)
+		entries, oks, asked, err := h.getMany(ctx, keys, redisOnly)
 		if err != nil {
-			h.log.Warn("corrupt chart bucket", "key", keys[i], "err", err)
 			return nil, false, false
 		}
-		for _, s := range samples {
-			if s.Time >= from && s.Time <= to {
-				out = append(out, s)
+		fromRedis = fromRedis || asked
+		for i, e := range entries {
+			if !oks[i] {
+				continue // an hour without samples
+			}
+			samples, err := readmodel.DecodeBucket(e.Body)
+			if err != nil {
+				h.log.Warn("corrupt chart bucket", "key", keys[i], "err", err)
+				return nil, false, false
+			}
+			for _, s := range samples {
+				if s.Time >= from && s.Time <= to && len(out) < most {
+					out = append(out, s)
+				}
 			}
 		}
 	}
 	return out, fromRedis, true
 }
+
+// bucketsPerRead is how many buckets one read of a chart range asks for
+// at once.
+const bucketsPerRead = 100
 
 // getMany returns the entries at keys: from memory what it holds (unless
 // redisOnly), the rest from Redis in one round trip (and kept in memory).
