@@ -2,6 +2,8 @@ package config
 
 import (
 	"log/slog"
+	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -128,11 +130,53 @@ func TestAttrsMaskSecrets(t *testing.T) {
 	}
 }
 
+// The container's memory limit, from cgroup v2 or v1, and the values that
+// mean none.
+func TestContainerMemory(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, v string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	tests := []struct {
+		name  string
+		files []string
+		want  int64
+	}{
+		{"v2 limit", []string{write("v2", "268435456\n"), write("v1", "1")}, 268435456},
+		{"v2 without a limit", []string{write("v2max", "max\n")}, 0},
+		{"v1 without a limit", []string{filepath.Join(dir, "none"), write("v1huge", "9223372036854771712\n")}, 0},
+		{"v1 limit", []string{filepath.Join(dir, "none"), write("v1lim", "536870912")}, 536870912},
+		{"no cgroup", []string{filepath.Join(dir, "none")}, 0},
+	}
+	for _, tc := range tests {
+		if got := containerMemory(tc.files); got != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
+
 func TestTuneGC(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(100))
-	TuneGC(func(string) string { return "" })
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
+	saved := cgroupLimits
+	defer func() { cgroupLimits = saved }()
+	limit := filepath.Join(t.TempDir(), "memory.max")
+	if err := os.WriteFile(limit, []byte("1000000000\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cgroupLimits = []string{limit}
+	if soft := TuneGC(func(string) string { return "" }); soft != 900_000_000 || debug.SetMemoryLimit(-1) != 900_000_000 {
+		t.Errorf("in a container of 1 GB, a soft limit of %d", soft)
+	}
 	if got := debug.SetGCPercent(100); got != DefaultGOGC {
 		t.Errorf("without GOGC the target is %d, want %d", got, DefaultGOGC)
+	}
+	if soft := TuneGC(func(k string) string { return map[string]string{"GOMEMLIMIT": "100MiB", "GOGC": "100"}[k] }); soft != 0 {
+		t.Errorf("with GOMEMLIMIT set, TuneGC set a limit of %d", soft)
 	}
 	TuneGC(func(k string) string { return map[string]string{"GOGC": "50"}[k] })
 	if got := debug.SetGCPercent(100); got != 100 {
