@@ -10,7 +10,7 @@ DEB_PACKAGES := postgresql redis-server nats-server haproxy wrk
 COMPOSE  ?= docker compose
 READERS  ?= 2
 
-.PHONY: help build run test test-short bench vet fmt deps deps-check clean \
+.PHONY: help build run test test-short bench fuzz vet fmt deps deps-check clean \
 	up down logs scale local-build local-run local-load-data compose-check env-secrets
 
 help: ## list the targets
@@ -31,6 +31,17 @@ test-short: ## run the tests without the race detector (faster while working)
 
 bench: deps-check ## measure cached reads, creates and write-to-visible delay against baselines
 	$(GO) test -tags bench -run '^$$' -bench . -benchtime 1x -timeout 30m ./internal/bench
+
+FUZZTIME ?= 1m
+# Every fuzz target: package and name. make test runs their seeds.
+FUZZ_TARGETS := ./internal/httpapi/writer:FuzzWriteRequests ./internal/httpapi/reader:FuzzReadRequests \
+	./internal/consistency:FuzzParse ./internal/events:FuzzDecode ./internal/auth:FuzzBearer
+
+fuzz: ## run each fuzz target for FUZZTIME (1m by default): request decoding, tokens, events
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; echo "--- $$name ($$pkg)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
 
 vet: ## go vet and a gofmt check
 	$(GO) vet ./...

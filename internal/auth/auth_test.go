@@ -237,3 +237,18 @@ func TestRecentIsBounded(t *testing.T) {
 		t.Errorf("a key outlived its time")
 	}
 }
+
+// Whatever an Authorization header holds, the token is found (or not)
+// without panicking, and only one of the issued shape is looked up.
+func FuzzBearer(f *testing.F) {
+	tok, _, _ := NewSecret()
+	for _, h := range []string{"Bearer " + tok, "bearer\t" + tok, "Basic abc", "Bearer spk_" + strings.Repeat("!", 43), "", "Bearer"} {
+		f.Add(h)
+	}
+	f.Fuzz(func(t *testing.T, header string) {
+		token := Bearer(header)
+		if WellFormed(token) && (len(token) != secretLen || !strings.HasPrefix(token, Prefix) || len(Hash(token)) != 32) {
+			t.Fatalf("%q is well formed", token)
+		}
+	})
+}

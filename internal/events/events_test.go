@@ -131,3 +131,55 @@ func TestSprocketPayloadMatchesEncodingJSON(t *testing.T) {
 		}
 	}
 }
+
+// Whatever a message carries (the projector trusts nothing that arrives),
+// Decode and the payload accessors answer without panicking, every error
+// is EINVALID (parked, not retried), and an envelope that decodes encodes
+// back to one that decodes the same.
+func FuzzDecode(f *testing.F) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)
+	for _, e := range []struct {
+		typ, aggregate string
+		payload        any
+	}{
+		{Created, Sprocket, SprocketPayload{Sprocket: domain.Sprocket{ID: 1, OrgID: 1, Version: 1}}},
+		{SamplesAppended, Factory, FactoryPayload{Factory: domain.Factory{ID: 2, OrgID: 1, Version: 3}, Samples: []domain.Sample{{Time: 1, Actual: 2, Goal: 3}}}},
+		{Deleted, Organization, OrganizationPayload{Sprockets: []int64{1, 2}}},
+	} {
+		env, err := New("id-1", e.typ, e.aggregate, 1, 1, 1, at, e.payload)
+		if err != nil {
+			f.Fatal(err)
+		}
+		b, err := env.Encode()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(`{"id":"x","type":"created","aggregate_type":"sprocket","aggregate_id":1,"org_id":1,"version":1,"payload":{"sprocket":{"id":2,"version":1}}}`))
+	f.Add([]byte(`not json`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		e, err := Decode(data)
+		if err != nil {
+			if domain.ErrorCode(err) != domain.EINVALID {
+				t.Fatalf("Decode: %v, want EINVALID", err)
+			}
+			return
+		}
+		for _, perr := range []error{errOf(e.Sprocket()), errOf(e.Factory()), errOf(e.Organization())} {
+			if perr != nil && domain.ErrorCode(perr) != domain.EINVALID {
+				t.Fatalf("a payload accessor: %v, want EINVALID", perr)
+			}
+		}
+		b, err := e.Encode()
+		if err != nil {
+			return // a payload encoding/json would not write back (not one the writer sends)
+		}
+		again, err := Decode(b)
+		if err != nil || again.ID != e.ID || again.Version != e.Version || again.AggregateID != e.AggregateID {
+			t.Fatalf("%s encoded back to %s, which decodes to %+v, %v", data, b, again, err)
+		}
+	})
+}
+
+func errOf[T any](_ T, err error) error { return err }

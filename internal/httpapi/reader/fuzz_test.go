@@ -1,0 +1,159 @@
+package reader
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sprockets-api/sprockets/internal/auth"
+	"github.com/sprockets-api/sprockets/internal/budget"
+	"github.com/sprockets-api/sprockets/internal/consistency"
+	"github.com/sprockets-api/sprockets/internal/domain"
+	"github.com/sprockets-api/sprockets/internal/httpapi"
+	"github.com/sprockets-api/sprockets/internal/nearcache"
+	"github.com/sprockets-api/sprockets/internal/readmodel"
+)
+
+// emptyCache holds nothing: every read goes to the database.
+type emptyCache struct{}
+
+func (emptyCache) Get(context.Context, string, bool) (readmodel.Entry, bool, error) {
+	return readmodel.Entry{}, false, nil
+}
+
+func (emptyCache) GetMany(_ context.Context, keys []string) ([]readmodel.Entry, []bool, error) {
+	return make([]readmodel.Entry, len(keys)), make([]bool, len(keys)), nil
+}
+
+// database has one sprocket and one factory of organization 1, whose
+// history is two samples.
+type database struct{}
+
+func (database) Do(ctx context.Context, _ string, fn func(Queries) error) (string, error) {
+	return "leader", fn(queries{})
+}
+
+type queries struct{}
+
+var (
+	aSprocket = domain.Sprocket{ID: 1, OrgID: 1, Version: 1, SprocketSpec: domain.SprocketSpec{Teeth: 5, PitchDiameter: 1, OutsideDiameter: 2, Pitch: 3}}
+	aFactory  = domain.Factory{ID: 1, OrgID: 1, Version: 1, Name: "F"}
+	twoPoints = []domain.Sample{{Time: 10, Actual: 1, Goal: 2}, {Time: 20, Actual: 3, Goal: 4}}
+)
+
+func (queries) Sprocket(_ context.Context, id int64) (domain.Sprocket, error) {
+	if id != 1 {
+		return domain.Sprocket{}, domain.Errorf(domain.ENOTFOUND, "no sprocket %d", id)
+	}
+	return aSprocket, nil
+}
+func (queries) ListSprockets(context.Context, int64, domain.PageRequest) ([]domain.Sprocket, error) {
+	return []domain.Sprocket{aSprocket}, nil
+}
+func (queries) SprocketSpecsOfOrg(context.Context, int64) ([]domain.Sprocket, error) {
+	return []domain.Sprocket{aSprocket}, nil
+}
+func (queries) Factory(_ context.Context, id int64) (domain.Factory, error) {
+	if id != 1 {
+		return domain.Factory{}, domain.Errorf(domain.ENOTFOUND, "no factory %d", id)
+	}
+	return aFactory, nil
+}
+func (queries) ListFactories(context.Context, int64, domain.PageRequest) ([]domain.Factory, error) {
+	return []domain.Factory{aFactory}, nil
+}
+func (q queries) FactoryHistory(ctx context.Context, org, id int64) (domain.Factory, []domain.Sample, error) {
+	f, err := q.Factory(ctx, id)
+	return f, twoPoints, err
+}
+func (q queries) FactorySamples(ctx context.Context, org, id, from, to int64, limit int) (domain.Factory, []domain.Sample, error) {
+	f, err := q.Factory(ctx, id)
+	var in []domain.Sample
+	for _, s := range twoPoints {
+		if s.Time >= from && s.Time <= to && len(in) < limit {
+			in = append(in, s)
+		}
+	}
+	return f, in, err
+}
+func (queries) FactoriesWithSamples(context.Context, int64) ([]domain.Factory, map[int64][]domain.Sample, error) {
+	return []domain.Factory{aFactory}, map[int64][]domain.Sample{1: twoPoints}, nil
+}
+func (queries) AuditLog(context.Context, int64, domain.PageRequest) ([]domain.AuditEntry, error) {
+	return nil, nil
+}
+
+type fresh struct{}
+
+func (fresh) Fresh() bool { return true }
+
+// admin reads as organization 1 with every scope.
+type admin struct{}
+
+func (admin) Authenticate(context.Context, string, auth.Admit) (domain.Principal, error) {
+	return domain.Principal{OrgID: 1, TokenID: 1, Scopes: []string{domain.ScopeAdmin}}, nil
+}
+
+type unlimited struct{}
+
+func (unlimited) Charge(context.Context, string, int) budget.Decision {
+	return budget.Decision{Allowed: true, PerSecond: 1000, Remaining: 1000, ResetAfter: time.Second}
+}
+func (unlimited) Refund(string) {}
+
+// Whatever a client asks the read API (path, query, If-None-Match, a
+// consistency token of its making), the answer is never a 5xx, and an
+// error is problem+json.
+func FuzzReadRequests(f *testing.F) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	tokens, err := consistency.NewSigner(strings.Repeat("k", consistency.MinKeyLen))
+	if err != nil {
+		f.Fatal(err)
+	}
+	good := tokens.Encode(consistency.Token{Org: 1, Aggregate: "sprocket", ID: 1, Version: 1, LSN: "0/1"})
+	for _, path := range []string{"/api/factories", "/api/factory/1", "/api/factory/1/chart-data", "/api/sprockets",
+		"/api/sprocket/1", "/v1/sprockets?limit=2&cursor=abc", "/v1/sprockets/1", "/v1/factories?limit=0",
+		"/v1/factories/1", "/v1/factories/1/chart-data?from=5&to=15&limit=1", "/v1/factories/1/chart-data?from=9&to=1",
+		"/v1/factories/99999999999999999999", "/v1/audit?cursor=%zz", "/api/sprocket/create/1/2/3/4"} {
+		f.Add(path, `"x"`, good)
+		f.Add(path, "*", "e30.AAAA")
+	}
+	app := httpapi.NewApp(httpapi.ServerConfig{Name: "fuzz", BodyLimit: 64 << 10}, log, prometheus.NewRegistry())
+	app.Use(httpapi.Access(admin{}, unlimited{}, httpapi.AccessConfig{RateLimit: 1000, AnonymousRateLimit: 10}, log))
+	near := nearcache.New(1<<20, fresh{}, prometheus.NewRegistry())
+	Routes(app, New(near, emptyCache{}, database{}, Config{ConsistencyWait: time.Millisecond, CacheBackoff: time.Second,
+		MaxChartBuckets: 10, Tokens: tokens}, log, func(string) {}))
+	f.Fuzz(func(t *testing.T, target, ifNoneMatch, token string) {
+		if !strings.HasPrefix(target, "/") || strings.ContainsAny(target, " \r\n\t#") {
+			return // not a request line the HTTP parser would pass on
+		}
+		req := httptest.NewRequest("GET", "/", nil)
+		req.RequestURI = target
+		path, query, _ := strings.Cut(target, "?")
+		req.URL.Path, req.URL.RawPath, req.URL.RawQuery = path, "", query
+		req.Header.Set("Authorization", "Bearer x")
+		for name, v := range map[string]string{"If-None-Match": ifNoneMatch, "X-Consistency-Token": token} {
+			if v != "" && !strings.ContainsAny(v, "\r\n\x00") {
+				req.Header.Set(name, v)
+			}
+		}
+		resp, err := app.Test(req, -1)
+		if err != nil {
+			return // a request the server's parser refused outright
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode >= 500 {
+			b, _ := io.ReadAll(resp.Body)
+			t.Fatalf("GET %s: %d %s", target, resp.StatusCode, b)
+		}
+		if resp.StatusCode >= 400 && resp.Header.Get("Content-Type") != httpapi.ProblemContentType {
+			t.Fatalf("GET %s: %d with Content-Type %q", target, resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+	})
+}
