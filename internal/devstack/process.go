@@ -68,6 +68,15 @@ func (p *process) stop(sig syscall.Signal, grace time.Duration) {
 	}
 }
 
+// exitCode is the process's exit code once it has ended, -1 before or when
+// a signal ended it.
+func (p *process) exitCode() int {
+	if !p.exited() || p.cmd.ProcessState == nil {
+		return -1
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
 // kill ends the process at once, as a crash would.
 func (p *process) kill() {
 	if p == nil || p.exited() {

@@ -62,6 +62,22 @@ func (p *Program) Start(ctx context.Context) error {
 // Stop asks the program to shut down gracefully.
 func (p *Program) Stop() { p.proc.stop(syscall.SIGTERM, 15*time.Second) }
 
+// Terminate sends SIGTERM and waits up to within for the program to end; it
+// returns how long that took, and an error when the program did not end in
+// time (it is then killed) or ended with another exit code than 0.
+func (p *Program) Terminate(within time.Duration) (time.Duration, error) {
+	start := time.Now()
+	p.proc.stop(syscall.SIGTERM, within)
+	took := time.Since(start)
+	if took >= within {
+		return took, fmt.Errorf("%s did not stop within %s of SIGTERM", p.Name, within)
+	}
+	if code := p.proc.exitCode(); code != 0 {
+		return took, fmt.Errorf("%s exited with %d after SIGTERM", p.Name, code)
+	}
+	return took, nil
+}
+
 // Kill ends the program at once, as a crash would.
 func (p *Program) Kill() { p.proc.kill() }
 

@@ -243,9 +243,18 @@ func (s *Stack) StartPrograms(ctx context.Context) error {
 	return s.Edge.Start(ctx, "127.0.0.1:"+strconv.Itoa(s.Writer.Port), readers)
 }
 
-// Close stops everything the stack started, the edge and programs first,
-// and removes a temporary directory.
+// Close stops everything the stack started (see Stop) and removes a
+// temporary directory.
 func (s *Stack) Close() {
+	s.Stop()
+	if s.tempDir {
+		os.RemoveAll(s.Dir)
+	}
+}
+
+// Stop stops everything the stack started, the edge and programs first,
+// and keeps its directory: their logs can still be read.
+func (s *Stack) Stop() {
 	if s.Edge != nil {
 		s.Edge.Stop()
 	}
@@ -264,9 +273,6 @@ func (s *Stack) Close() {
 		if pg != nil {
 			pg.Stop()
 		}
-	}
-	if s.tempDir {
-		os.RemoveAll(s.Dir)
 	}
 }
 

@@ -75,7 +75,8 @@ func newStack(t *testing.T, opts stackOptions) *devstack.Stack {
 		t.Fatalf("start stack: %v", err)
 	}
 	t.Cleanup(func() {
-		s.Close()
+		s.Stop() // the logs are read below, then removed with the stack
+		defer s.Close()
 		for _, p := range append([]*devstack.Program{s.Writer, s.Projector}, s.Readers...) {
 			b, _ := os.ReadFile(p.LogFile())
 			if i := strings.Index(string(b), "WARNING: DATA RACE"); i >= 0 {

@@ -156,7 +156,9 @@ func (f *Feed) follow(ctx context.Context) error {
 	}
 	ps := f.rdb.Subscribe(ctx, channels...)
 	defer ps.Close()
-	for {
+	stop := context.AfterFunc(ctx, func() { ps.Close() }) // a receive in progress returns at once
+	defer stop()
+	for ctx.Err() == nil {
 		msg, err := ps.ReceiveTimeout(ctx, f.bound)
 		if err != nil {
 			var netErr interface{ Timeout() bool }
@@ -171,6 +173,7 @@ func (f *Feed) follow(ctx context.Context) error {
 		}
 		f.handle(m)
 	}
+	return ctx.Err()
 }
 
 func (f *Feed) handle(m *redis.Message) {
