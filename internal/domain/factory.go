@@ -11,7 +11,7 @@ import (
 const (
 	MaxNameLen          = 200
 	MaxSamplesPerWrite  = 10_000
-	MaxSamplesPerRead   = 10_000 // a chart range answers at most this many, and says where the rest starts
+	MaxSamplesPerRead   = 10_000       // a chart range answers at most this many, and says where the rest starts
 	MaxSampleTime       = 253402300799 // 9999-12-31T23:59:59Z
 	MaxProductionAmount = 1_000_000_000_000
 )
