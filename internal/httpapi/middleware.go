@@ -113,7 +113,7 @@ func (m *metrics) observe(log *slog.Logger, onError fiber.ErrorHandler) fiber.Ha
 		if r := c.Route(); r != nil && r.Path != "/" && r.Path != "" {
 			route = r.Path
 		}
-		m.requests.WithLabelValues(route, c.Method(), strconv.Itoa(status)).Observe(time.Since(start).Seconds())
+		m.requests.WithLabelValues(route, methodLabel(c.Method()), strconv.Itoa(status)).Observe(time.Since(start).Seconds())
 		if log != nil {
 			attrs := []slog.Attr{slog.String("method", c.Method()),
 				slog.String("path", c.Path()), slog.Int("status", status),
@@ -126,6 +126,19 @@ func (m *metrics) observe(log *slog.Logger, onError fiber.ErrorHandler) fiber.Ha
 		}
 		return nil
 	}
+}
+
+// methodLabel returns the metric label of a request method: a string of
+// its own, for Fiber's c.Method() points into the connection's buffer,
+// which the next request overwrites while the registry keeps the label.
+func methodLabel(m string) string {
+	for _, known := range []string{fiber.MethodGet, fiber.MethodHead, fiber.MethodPost, fiber.MethodPut,
+		fiber.MethodPatch, fiber.MethodDelete, fiber.MethodOptions} {
+		if m == known {
+			return known
+		}
+	}
+	return "other"
 }
 
 // UserAgent returns the request's User-Agent, escaped and cut to 256 bytes,
