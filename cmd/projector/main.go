@@ -161,6 +161,9 @@ func project(ctx context.Context, cfg config.Projector, proj *projection.Project
 		})
 	})
 	g.Go(func() error { return proj.RunDerived(ctx, cfg.CoalesceInterval) })
+	if cfg.AntiEntropyEvery > 0 {
+		g.Go(func() error { return proj.RunAntiEntropy(ctx, cfg.VerifySettle, cfg.AntiEntropyEvery) })
+	}
 	g.Go(func() error {
 		// A flushed or new Redis is rebuilt before events are applied to it.
 		var rebuilt bool

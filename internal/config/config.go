@@ -134,6 +134,9 @@ type Projector struct {
 	ParkAfter        int           `env:"PARK_AFTER" envDefault:"20"`
 	CoalesceInterval time.Duration `env:"COALESCE_INTERVAL" envDefault:"100ms"`
 	VerifySettle     time.Duration `env:"VERIFY_SETTLE" envDefault:"1s"`
+	// AntiEntropyEvery is how often, at most, the projector's background
+	// check starts a pass over every organization; 0 turns it off.
+	AntiEntropyEvery time.Duration `env:"ANTI_ENTROPY_INTERVAL" envDefault:"1m"`
 }
 
 // LoadWriter reads the writer's settings through getenv.
@@ -376,6 +379,9 @@ func (c Projector) Validate() error {
 	p.positive("PARK_AFTER", int64(c.ParkAfter))
 	p.positive("COALESCE_INTERVAL", int64(c.CoalesceInterval))
 	p.positive("VERIFY_SETTLE", int64(c.VerifySettle))
+	if c.AntiEntropyEvery < 0 {
+		p.add("ANTI_ENTROPY_INTERVAL must not be negative (0 turns the background check off)")
+	}
 	return p.err()
 }
 

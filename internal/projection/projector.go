@@ -61,6 +61,7 @@ type Projector struct {
 	lastLag  prometheus.Gauge
 	derived  prometheus.Counter
 	rounds   prometheus.Histogram
+	checks   antiEntropy
 }
 
 // Outcomes of applying an event, as counted in sprockets_projector_events_total.
@@ -96,6 +97,7 @@ func New(src Source, cache Cache, log *slog.Logger, reg prometheus.Registerer) *
 		}),
 	}
 	reg.MustRegister(p.outcomes, p.delay, p.lastLag, p.derived, p.rounds)
+	p.checks = newAntiEntropy(reg)
 	return p
 }
 

@@ -37,20 +37,30 @@ func (p *Projector) Verify(ctx context.Context, settle time.Duration, repair boo
 		}
 	}
 	if repair {
-		for _, d := range drifts {
-			if err := p.cache.Delete(ctx, d.Key); err != nil {
-				return drifts, err
-			}
-			if w, ok := wants[d.Key]; ok {
-				if _, err := p.cache.Apply(ctx, readmodel.Write{Org: w.Entry.Org, Rule: readmodel.Newer, Records: []readmodel.Record{w.Record}}); err != nil {
-					return drifts, err
-				}
-			}
-		}
+		return drifts, p.repair(ctx, drifts, wants)
 	}
 	return drifts, nil
 }
 
+// repair rewrites each drifted key from what Postgres says (under the Newer
+// rule, after deleting it, so that a key ahead of Postgres is set back), or
+// deletes it when it should not exist.
+func (p *Projector) repair(ctx context.Context, drifts []Drift, wants map[string]want) error {
+	for _, d := range drifts {
+		if err := p.cache.Delete(ctx, d.Key); err != nil {
+			return err
+		}
+		if w, ok := wants[d.Key]; ok {
+			if _, err := p.cache.Apply(ctx, readmodel.Write{Org: w.Entry.Org, Rule: readmodel.Newer, Records: []readmodel.Record{w.Record}, Index: w.index}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// diff compares every organization's keys with Postgres, and lists the keys
+// that no organization should have.
 func (p *Projector) diff(ctx context.Context) ([]Drift, map[string]want, error) {
 	orgs, err := p.src.OrgIDs(ctx)
 	if err != nil {
@@ -59,22 +69,11 @@ func (p *Projector) diff(ctx context.Context) ([]Drift, map[string]want, error) 
 	wants := make(map[string]want)
 	var drifts []Drift
 	for _, org := range orgs {
-		err := p.expected(ctx, org, func(ws []want) error {
-			for _, w := range ws {
-				wants[w.Key] = w
-				problem, err := p.compare(ctx, w)
-				if err != nil {
-					return err
-				}
-				if problem != "" {
-					drifts = append(drifts, Drift{w.Key, problem})
-				}
-			}
-			return nil
-		})
+		d, err := p.diffOrg(ctx, org, wants)
 		if err != nil {
-			return nil, nil, fmt.Errorf("verify org %d: %w", org, err)
+			return nil, nil, err
 		}
+		drifts = append(drifts, d...)
 	}
 	keys, err := p.cache.Keys(ctx)
 	if err != nil {
@@ -87,6 +86,29 @@ func (p *Projector) diff(ctx context.Context) ([]Drift, map[string]want, error) 
 	}
 	sort.Slice(drifts, func(i, j int) bool { return drifts[i].Key < drifts[j].Key })
 	return drifts, wants, nil
+}
+
+// diffOrg compares org's keys with Postgres, and adds what each should hold
+// to wants.
+func (p *Projector) diffOrg(ctx context.Context, org int64, wants map[string]want) ([]Drift, error) {
+	var drifts []Drift
+	err := p.expected(ctx, org, func(ws []want) error {
+		for _, w := range ws {
+			wants[w.Key] = w
+			problem, err := p.compare(ctx, w)
+			if err != nil {
+				return err
+			}
+			if problem != "" {
+				drifts = append(drifts, Drift{w.Key, problem})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("verify org %d: %w", org, err)
+	}
+	return drifts, nil
 }
 
 func (p *Projector) compare(ctx context.Context, w want) (string, error) {
