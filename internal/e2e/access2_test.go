@@ -1,14 +1,9 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -90,34 +85,6 @@ func TestRateLimits(t *testing.T) {
 	}
 }
 
-// rawRequest sends a request exactly as written, so that a test can send
-// what Go's client refuses to (control characters in a header).
-func rawRequest(t *testing.T, method, rawURL, token, userAgent, body string) reply {
-	t.Helper()
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := net.DialTimeout("tcp", u.Host, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	req := fmt.Sprintf("%s %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nUser-Agent: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
-		method, u.RequestURI(), u.Host, token, userAgent, len(body), body)
-	if _, err := io.WriteString(conn, req); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return reply{Status: resp.StatusCode, Header: resp.Header, Body: b}
-}
-
 // Every write leaves exactly one audit row, in its transaction, naming the
 // token, address, user agent (escaped and cut) and request id; an admin
 // reads the trail through the API.
@@ -141,7 +108,11 @@ func TestAuditTrail(t *testing.T) {
 	}
 	for _, wr := range writes {
 		before := count(t, db, `SELECT count(*) FROM audit_log`)
-		r := rawRequest(t, wr.method, w+wr.path, tok, hostile, wr.body)
+		r, err := raw(w, fmt.Sprintf("%s %s HTTP/1.1\r\nAuthorization: Bearer %s\r\nUser-Agent: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n",
+			wr.method, wr.path, tok, hostile, len(wr.body)), wr.body)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if r.Status/100 != 2 {
 			t.Fatalf("%s %s: %s", wr.method, wr.path, r)
 		}

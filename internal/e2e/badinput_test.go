@@ -125,8 +125,11 @@ func TestBadInputIsRefusedAndChangesNothing(t *testing.T) {
 		})
 	}
 	t.Run("oversized body", func(t *testing.T) {
-		for _, url := range []string{w + "/v1/sprockets", rd + "/v1/sprockets"} {
-			r, err := announce("POST", url, 2<<20)
+		for _, base := range []string{w, rd} {
+			// Only the head, announcing 2 MiB: a server must refuse an
+			// oversized body from its Content-Length, and a client still
+			// writing megabytes could not read that answer reliably.
+			r, err := raw(base, fmt.Sprintf("POST /v1/sprockets HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n", 2<<20), "")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -186,12 +186,13 @@ func canonical(t *testing.T, b []byte) string {
 	return string(out)
 }
 
-// announce sends only a request head that announces a body of size bytes
-// and returns the answer: a server must refuse an oversized body from its
-// Content-Length, and a client still writing megabytes could not read that
-// answer reliably.
-func announce(method, rawURL string, size int) (reply, error) {
-	u, err := url.Parse(rawURL)
+// raw sends a request exactly as written, to the host of base: what Go's
+// client would refuse or clean up (control characters in a header, a path
+// that is not clean, a body announced and not sent). head is the request
+// line and the headers, each ending in CRLF, without Host, Connection or
+// the blank line; body follows them.
+func raw(base, head, body string) (reply, error) {
+	u, err := url.Parse(base)
 	if err != nil {
 		return reply{}, err
 	}
@@ -201,8 +202,7 @@ func announce(method, rawURL string, size int) (reply, error) {
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	head := fmt.Sprintf("%s %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", method, u.RequestURI(), u.Host, size)
-	if _, err := io.WriteString(conn, head); err != nil {
+	if _, err := io.WriteString(conn, head+"Host: "+u.Host+"\r\nConnection: close\r\n\r\n"+body); err != nil {
 		return reply{}, err
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
