@@ -18,6 +18,7 @@ package budget
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -59,6 +60,9 @@ const leaseTTL = time.Second
 // leaseWindow is how much of an instance's spending one lease covers.
 const leaseWindow = 100 * time.Millisecond
 
+// storeRetry is how long after a failure the store is asked again.
+const storeRetry = time.Second
+
 // maxAccounts bounds the keys held in memory; past it, those with nothing
 // left to spend are dropped.
 const maxAccounts = 100_000
@@ -71,6 +75,10 @@ type Budgets struct {
 	mu       sync.Mutex
 	accounts map[string]*account
 	local    map[string]*rate.Limiter
+	// storeDown is when the store last failed, in unix nanoseconds: for a
+	// second after, requests are charged locally without asking it, so that
+	// an outage costs one timeout, not one per request.
+	storeDown atomic.Int64
 
 	leases, refused, locally prometheus.Counter
 }
@@ -112,6 +120,9 @@ func New(store Store, reg prometheus.Registerer) *Budgets {
 // it may be served. It waits for a lease when this instance has none left,
 // sharing that round trip with the requests that arrive meanwhile.
 func (b *Budgets) Charge(ctx context.Context, key string, perSecond int) Decision {
+	if b.now().UnixNano()-b.storeDown.Load() < int64(storeRetry) {
+		return b.chargeLocally(key, perSecond)
+	}
 	a := b.account(key, perSecond)
 	a.mu.Lock()
 	for {
@@ -149,6 +160,7 @@ func (b *Budgets) Charge(ctx context.Context, key string, perSecond int) Decisio
 		close(done)
 		if err != nil {
 			a.mu.Unlock()
+			b.storeDown.Store(b.now().UnixNano())
 			return b.chargeLocally(key, perSecond)
 		}
 		b.leases.Inc()

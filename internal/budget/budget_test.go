@@ -166,10 +166,16 @@ func TestRefundsAndExpiry(t *testing.T) {
 	}
 }
 
-// Without the store, each instance keeps the limit on its own.
+// Without the store, each instance keeps the limit on its own, and asks
+// the store again only a second after it failed.
 func TestLocalLimitWhenTheStoreIsDown(t *testing.T) {
 	p := &pool{down: true}
-	b, _ := newBudgets(p)
+	b, clk := newBudgets(p)
+	asked := 0
+	b.store = storeFunc(func(ctx context.Context, key string, perSecond, n int) (Taken, error) {
+		asked++
+		return p.Take(ctx, key, perSecond, n)
+	})
 	allowed, local := 0, 0
 	for range 20 {
 		d := b.Charge(context.Background(), "k", 5)
@@ -180,7 +186,18 @@ func TestLocalLimitWhenTheStoreIsDown(t *testing.T) {
 			local++
 		}
 	}
-	if allowed != 5 || local != 20 {
-		t.Errorf("with the store down, %d of 20 allowed at 5/s (%d decided locally)", allowed, local)
+	if allowed != 5 || local != 20 || asked != 1 {
+		t.Errorf("with the store down, %d of 20 allowed at 5/s (%d decided locally, the store asked %d times)", allowed, local, asked)
 	}
+	clk.Add(storeRetry)
+	b.Charge(context.Background(), "k", 5)
+	if asked != 2 {
+		t.Errorf("the store was not asked again a second after it failed")
+	}
+}
+
+type storeFunc func(ctx context.Context, key string, perSecond, n int) (Taken, error)
+
+func (f storeFunc) Take(ctx context.Context, key string, perSecond, n int) (Taken, error) {
+	return f(ctx, key, perSecond, n)
 }
