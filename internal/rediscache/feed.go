@@ -101,11 +101,8 @@ func (f *Feed) OnAuthChange(fn func()) { f.onAuth = append(f.onAuth, fn) }
 // must be forgotten.
 func (f *Feed) OnLost(fn func(reason string)) { f.onLost = append(f.onLost, fn) }
 
-// Bound is how old the feed may be and still count as fresh.
-func (f *Feed) Bound() time.Duration { return f.bound }
-
-// Fresh reports whether every change published more than Bound ago has
-// reached the handlers.
+// Fresh reports whether every change published more than the bound ago
+// has reached the handlers.
 func (f *Feed) Fresh() bool {
 	asOf := f.freshAsOf.Load()
 	return asOf > 0 && time.Since(f.start)-time.Duration(asOf) <= f.bound
@@ -113,7 +110,7 @@ func (f *Feed) Fresh() bool {
 
 // Run follows the feed until ctx is done: it subscribes, sends heartbeats,
 // and subscribes again whenever the subscription fails or stays silent
-// for Bound. It returns ctx's error.
+// for the bound. It returns ctx's error.
 func (f *Feed) Run(ctx context.Context) error {
 	go f.beats(ctx)
 	backoff := 50 * time.Millisecond
