@@ -37,7 +37,7 @@ const (
 )
 
 // Feed follows the changes published in Redis for one instance. It is
-// fresh while its last heartbeat was sent at most Bound ago.
+// fresh while its last heartbeat was sent at most its bound ago.
 type Feed struct {
 	rdb   redis.UniversalClient
 	bound time.Duration
@@ -141,7 +141,7 @@ func reason(err error) string {
 var errSilent = errors.New("no message within the staleness bound")
 
 // follow subscribes and hands messages to the handlers until the
-// subscription fails or is silent for Bound (heartbeats come every fifth of
+// subscription fails or is silent for its bound (heartbeats come every fifth of
 // it, so silence means a dead connection).
 func (f *Feed) follow(ctx context.Context) error {
 	channels := []string{f.beat}
@@ -210,8 +210,8 @@ func (f *Feed) handle(m *redis.Message) {
 	}
 }
 
-// beats sends a heartbeat every fifth of Bound, and tells the handlers when
-// the feed went stale (its last heartbeat older than Bound).
+// beats sends a heartbeat every fifth of its bound, and tells the handlers when
+// the feed went stale (its last heartbeat older than the bound).
 func (f *Feed) beats(ctx context.Context) {
 	t := time.NewTicker(f.every)
 	defer t.Stop()
