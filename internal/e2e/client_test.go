@@ -9,10 +9,14 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jmoiron/sqlx"
 
 	"github.com/sprockets-api/sprockets/internal/devstack"
 )
@@ -212,4 +216,71 @@ func raw(base, head, body string) (reply, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return reply{Status: resp.StatusCode, Header: resp.Header, Body: b}, err
+}
+
+// loadWritesAndReads runs clients pairs of goroutines against s until the
+// stop it returns is called: one creates sprockets through the writer, the
+// other reads readPath from the reader. Every answer goes to note (err
+// set when none came); after a failure or a 5xx a goroutine waits 20 ms.
+// stop returns the ids of the creates the writer acknowledged.
+func loadWritesAndReads(s *devstack.Stack, clients int, readPath string, note func(kind string, r reply, err error)) (stop func() []int64) {
+	var (
+		done    atomic.Bool
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		created []int64
+	)
+	pause := func(r reply, err error) {
+		if err != nil || r.Status >= 500 {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	for range clients {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for i := 0; !done.Load(); i++ {
+				r, err := call("POST", s.Writer.URL()+"/v1/sprockets", fmt.Sprintf(`{"teeth":%d,"pitch_diameter":2,"outside_diameter":3,"pitch":1}`, i%90+1))
+				note("write", r, err)
+				if err == nil && r.Status == 201 {
+					var sp sprocketV1
+					if json.Unmarshal(r.Body, &sp) == nil {
+						mu.Lock()
+						created = append(created, sp.ID)
+						mu.Unlock()
+					}
+				}
+				pause(r, err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for !done.Load() {
+				r, err := call("GET", s.Reader.URL()+readPath, nil)
+				note("read", r, err)
+				pause(r, err)
+			}
+		}()
+	}
+	return func() []int64 {
+		done.Store(true)
+		wg.Wait()
+		return created
+	}
+}
+
+// expectInLeader fails the test unless there are acknowledged creates and
+// every one is in the leader.
+func expectInLeader(t *testing.T, db *sqlx.DB, created []int64) {
+	t.Helper()
+	if len(created) == 0 {
+		t.Fatal("no create was acknowledged")
+	}
+	ids := make([]string, len(created))
+	for i, id := range created {
+		ids[i] = strconv.FormatInt(id, 10)
+	}
+	if n := count(t, db, `SELECT count(*) FROM sprockets WHERE id IN (`+strings.Join(ids, ",")+`)`); n != len(created) {
+		t.Errorf("%d of %d acknowledged creates are in the leader", n, len(created))
+	}
 }

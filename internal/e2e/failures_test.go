@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -377,14 +376,11 @@ func TestLeaderRestartUnderLoad(t *testing.T) {
 	s := newStack(t, stackOptions{env: []string{"REPLICA_URLS="}})
 	db := leader(t, s)
 	var (
-		stop    atomic.Bool
-		wg      sync.WaitGroup
-		mu      sync.Mutex
-		seen    = map[string]int{} // "write 201", "read 503"...
-		bad     []string
-		created []int64
+		mu   sync.Mutex
+		seen = map[string]int{} // "write 201", "read 503"...
+		bad  []string
 	)
-	record := func(kind string, r reply, err error) {
+	stop := loadWritesAndReads(s, 4, "/v1/sprockets?limit=5", func(kind string, r reply, err error) {
 		mu.Lock()
 		defer mu.Unlock()
 		if err != nil {
@@ -398,38 +394,7 @@ func TestLeaderRestartUnderLoad(t *testing.T) {
 		default:
 			bad = append(bad, kind+": "+r.String())
 		}
-	}
-	for g := 0; g < 4; g++ {
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			for i := 0; !stop.Load(); i++ {
-				r, err := call("POST", s.Writer.URL()+"/v1/sprockets", fmt.Sprintf(`{"teeth":%d,"pitch_diameter":2,"outside_diameter":3,"pitch":1}`, i%90+1))
-				record("write", r, err)
-				if err == nil && r.Status == 201 {
-					var sp sprocketV1
-					if json.Unmarshal(r.Body, &sp) == nil {
-						mu.Lock()
-						created = append(created, sp.ID)
-						mu.Unlock()
-					}
-				}
-				if err == nil && r.Status == 503 {
-					time.Sleep(20 * time.Millisecond)
-				}
-			}
-		}()
-		go func() {
-			defer wg.Done()
-			for i := 0; !stop.Load(); i++ {
-				r, err := call("GET", s.Reader.URL()+"/v1/sprockets?limit=5", nil)
-				record("read", r, err)
-				if err == nil && r.Status == 503 {
-					time.Sleep(20 * time.Millisecond)
-				}
-			}
-		}()
-	}
+	})
 	time.Sleep(500 * time.Millisecond)
 	s.Leader.Stop()
 	time.Sleep(time.Second)
@@ -449,8 +414,7 @@ func TestLeaderRestartUnderLoad(t *testing.T) {
 		return ""
 	})
 	time.Sleep(300 * time.Millisecond)
-	stop.Store(true)
-	wg.Wait()
+	created := stop()
 	t.Logf("answers: %v", seen)
 	if seen["write 503"] == 0 || seen["read 503"] == 0 {
 		t.Errorf("the restart was not met by both reads and writes: %v", seen)
@@ -462,20 +426,7 @@ func TestLeaderRestartUnderLoad(t *testing.T) {
 		}
 		t.Errorf("during the restart: %s", b)
 	}
-	if len(created) == 0 {
-		t.Fatal("no create was acknowledged")
-	}
-	if n := count(t, db, fmt.Sprintf(`SELECT count(*) FROM sprockets WHERE id IN (%s)`, joinIDs(created))); n != len(created) {
-		t.Errorf("%d of %d acknowledged creates are in the leader", n, len(created))
-	}
-}
-
-func joinIDs(ids []int64) string {
-	parts := make([]string, len(ids))
-	for i, id := range ids {
-		parts[i] = strconv.FormatInt(id, 10)
-	}
-	return strings.Join(parts, ",")
+	expectInLeader(t, db, created)
 }
 
 // A drift from a cause nobody found (here: keys changed behind the

@@ -2,10 +2,8 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,13 +19,10 @@ func TestGracefulShutdownUnderLoad(t *testing.T) {
 	s := newStack(t, stackOptions{env: []string{"SHUTDOWN_GRACE=5s"}})
 	db := leader(t, s)
 	var (
-		stop     atomic.Bool
-		wg       sync.WaitGroup
 		mu       sync.Mutex
-		created  []int64
 		statuses = map[string]int{}
 	)
-	note := func(kind string, r reply, err error) {
+	stop := loadWritesAndReads(s, 3, "/api/sprocket/1", func(kind string, r reply, err error) {
 		mu.Lock()
 		defer mu.Unlock()
 		switch {
@@ -36,38 +31,7 @@ func TestGracefulShutdownUnderLoad(t *testing.T) {
 		default:
 			statuses[fmt.Sprintf("%s %d", kind, r.Status)]++
 		}
-	}
-	for range 3 {
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			for i := 0; !stop.Load(); i++ {
-				r, err := call("POST", s.Writer.URL()+"/v1/sprockets", fmt.Sprintf(`{"teeth":%d,"pitch_diameter":2,"outside_diameter":3,"pitch":1}`, i%90+1))
-				note("write", r, err)
-				if err == nil && r.Status == 201 {
-					var sp sprocketV1
-					if json.Unmarshal(r.Body, &sp) == nil {
-						mu.Lock()
-						created = append(created, sp.ID)
-						mu.Unlock()
-					}
-				}
-				if err != nil {
-					time.Sleep(10 * time.Millisecond)
-				}
-			}
-		}()
-		go func() {
-			defer wg.Done()
-			for !stop.Load() {
-				r, err := call("GET", s.Reader.URL()+"/api/sprocket/1", nil)
-				note("read", r, err)
-				if err != nil {
-					time.Sleep(10 * time.Millisecond)
-				}
-			}
-		}()
-	}
+	})
 	ctx := context.Background()
 	duplicates := func() float64 {
 		return metric(t, s.Projector.URL(), `sprockets_projector_events_total{outcome="duplicate"}`)
@@ -89,8 +53,7 @@ func TestGracefulShutdownUnderLoad(t *testing.T) {
 		}
 	}
 	time.Sleep(700 * time.Millisecond)
-	stop.Store(true)
-	wg.Wait()
+	created := stop()
 	t.Logf("answers: %v", statuses)
 	for kind, n := range statuses {
 		var status int
@@ -98,12 +61,7 @@ func TestGracefulShutdownUnderLoad(t *testing.T) {
 			t.Errorf("%d answers %q", n, kind)
 		}
 	}
-	if len(created) == 0 {
-		t.Fatal("no create was acknowledged")
-	}
-	if n := count(t, db, fmt.Sprintf(`SELECT count(*) FROM sprockets WHERE id IN (%s)`, joinIDs(created))); n != len(created) {
-		t.Errorf("%d of %d acknowledged creates are in the leader", n, len(created))
-	}
+	expectInLeader(t, db, created)
 	verifyConverges(t, s, 30*time.Second)
 	// Events the writer published before it stopped are not published
 	// again (it deletes their rows on the way out): the projector, running
