@@ -223,5 +223,5 @@ func (p *Projector) rebuildFactoryCompat(ctx context.Context, id int64) ([][]int
 	if err != nil {
 		return nil, err
 	}
-	return p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Newer, Records: readmodel.FactoryCompatRecords(f, samples)})
+	return p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Newer, Records: readmodel.FactoryCompatRecords(f, samples).All()})
 }

@@ -175,7 +175,7 @@ func (p *Projector) applySprockets(ctx context.Context, envs []events.Envelope, 
 			continue
 		}
 		writes = append(writes, readmodel.Write{
-			Org: envs[i].OrgID, Rule: readmodel.Next, Records: readmodel.SprocketRecords(pl.Sprocket),
+			Org: envs[i].OrgID, Rule: readmodel.Next, Records: readmodel.SprocketRecords(pl.Sprocket).All(),
 			Dirty: []string{readmodel.MemberMark(orgSprockets(envs[i].OrgID), envs[i].AggregateID)},
 		})
 		applied = append(applied, i)
@@ -204,7 +204,7 @@ func (p *Projector) rebuildSprocket(ctx context.Context, id int64) error {
 	if err != nil {
 		return fmt.Errorf("rebuild sprocket %d: %w", id, err)
 	}
-	_, err = p.cache.Apply(ctx, readmodel.Write{Org: s.OrgID, Rule: readmodel.Newer, Records: readmodel.SprocketRecords(s)})
+	_, err = p.cache.Apply(ctx, readmodel.Write{Org: s.OrgID, Rule: readmodel.Newer, Records: readmodel.SprocketRecords(s).All()})
 	return err
 }
 

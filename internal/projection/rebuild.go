@@ -27,7 +27,7 @@ func (p *Projector) expected(ctx context.Context, org int64, emit func([]want) e
 	}
 	var batch []want
 	for _, s := range sprockets {
-		for _, r := range readmodel.SprocketRecords(s) {
+		for _, r := range readmodel.SprocketRecords(s).All() {
 			batch = append(batch, want{Record: r})
 		}
 	}
@@ -60,7 +60,7 @@ func factoryWants(f domain.Factory, samples []domain.Sample) []want {
 		}
 	}
 	out = append(out, want{Record: readmodel.FactoryRecord(f)})
-	for _, r := range readmodel.FactoryCompatRecords(f, samples) {
+	for _, r := range readmodel.FactoryCompatRecords(f, samples).All() {
 		out = append(out, want{Record: r})
 	}
 	return out

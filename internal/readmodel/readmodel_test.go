@@ -63,17 +63,17 @@ func TestBodies(t *testing.T) {
 
 func TestRecords(t *testing.T) {
 	live := SprocketRecords(sprocket(7, 2, false))
-	if live[0].Key != "rm:sprocket:7:v1" || live[1].Key != "rm:sprocket:7:compat" {
-		t.Fatalf("keys %s %s", live[0].Key, live[1].Key)
+	if live.V1.Key != "rm:sprocket:7:v1" || live.Compat.Key != "rm:sprocket:7:compat" {
+		t.Fatalf("keys %s %s", live.V1.Key, live.Compat.Key)
 	}
-	if live[0].Entry.ETag != `"2"` || live[0].Entry.Version != 2 || live[0].Entry.Org != 1 {
-		t.Errorf("v1 entry %+v", live[0].Entry)
+	if live.V1.Entry.ETag != `"2"` || live.V1.Entry.Version != 2 || live.V1.Entry.Org != 1 {
+		t.Errorf("v1 entry %+v", live.V1.Entry)
 	}
-	if live[1].Entry.ETag != HashETag(live[1].Entry.Body) {
-		t.Errorf("compat ETag %s is not the hash of its body", live[1].Entry.ETag)
+	if live.Compat.Entry.ETag != HashETag(live.Compat.Entry.Body) {
+		t.Errorf("compat ETag %s is not the hash of its body", live.Compat.Entry.ETag)
 	}
 	gone := SprocketRecords(sprocket(7, 3, true))
-	for _, r := range gone {
+	for _, r := range gone.All() {
 		if !r.Entry.Deleted || r.Entry.Body != nil || r.Entry.Version != 3 {
 			t.Errorf("tombstone %s: %+v", r.Key, r.Entry)
 		}

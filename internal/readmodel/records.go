@@ -7,9 +7,18 @@ import (
 	"github.com/sprockets-api/sprockets/internal/domain"
 )
 
-// SprocketRecords returns the entries of a sprocket's two endpoints; a
+// SprocketEndpoints are the records of a sprocket's two endpoints.
+type SprocketEndpoints struct {
+	V1     Record // GET /v1/sprockets/{id}
+	Compat Record // GET /api/sprocket/{id}
+}
+
+// All returns both records, to write together.
+func (r SprocketEndpoints) All() []Record { return []Record{r.V1, r.Compat} }
+
+// SprocketRecords returns the records of a sprocket's two endpoints; a
 // tombstone gives tombstone entries.
-func SprocketRecords(s domain.Sprocket) []Record {
+func SprocketRecords(s domain.Sprocket) SprocketEndpoints {
 	v1 := Entry{Version: s.Version, Org: s.OrgID, Deleted: s.Deleted()}
 	compat := v1
 	if !s.Deleted() {
@@ -17,7 +26,7 @@ func SprocketRecords(s domain.Sprocket) []Record {
 		compat.Body = SprocketCompatBody(s)
 		compat.ETag = HashETag(compat.Body)
 	}
-	return []Record{{SprocketKey(s.ID), v1}, {SprocketCompatKey(s.ID), compat}}
+	return SprocketEndpoints{V1: Record{SprocketKey(s.ID), v1}, Compat: Record{SprocketCompatKey(s.ID), compat}}
 }
 
 // FactoryRecord returns the entry of GET /v1/factories/{id}.
@@ -30,9 +39,18 @@ func FactoryRecord(f domain.Factory) Record {
 	return Record{FactoryKey(f.ID), e}
 }
 
-// FactoryCompatRecords returns the entries of GET /api/factory/{id} and its
+// FactoryCompatEndpoints are the records of a factory's two original routes.
+type FactoryCompatEndpoints struct {
+	Factory Record // GET /api/factory/{id}
+	Chart   Record // GET /api/factory/{id}/chart-data
+}
+
+// All returns both records, to write together.
+func (r FactoryCompatEndpoints) All() []Record { return []Record{r.Factory, r.Chart} }
+
+// FactoryCompatRecords returns the records of GET /api/factory/{id} and its
 // chart-data; samples is the whole history in time order.
-func FactoryCompatRecords(f domain.Factory, samples []domain.Sample) []Record {
+func FactoryCompatRecords(f domain.Factory, samples []domain.Sample) FactoryCompatEndpoints {
 	whole := Entry{Version: f.Version, Org: f.OrgID, Deleted: f.Deleted()}
 	chart := whole
 	if !f.Deleted() {
@@ -41,7 +59,7 @@ func FactoryCompatRecords(f domain.Factory, samples []domain.Sample) []Record {
 		chart.Body = ChartDataBody(samples)
 		chart.ETag = HashETag(chart.Body)
 	}
-	return []Record{{FactoryCompatKey(f.ID), whole}, {FactoryCompatChartKey(f.ID), chart}}
+	return FactoryCompatEndpoints{Factory: Record{FactoryCompatKey(f.ID), whole}, Chart: Record{FactoryCompatChartKey(f.ID), chart}}
 }
 
 // OrgFactoriesRecord returns the entry of GET /api/factories for org.

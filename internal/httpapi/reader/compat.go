@@ -5,7 +5,6 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
-	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/events"
 	"github.com/sprockets-api/sprockets/internal/httpapi"
 	"github.com/sprockets-api/sprockets/internal/readmodel"
@@ -37,68 +36,65 @@ func (h *Handlers) compatSprockets(c *fiber.Ctx) error {
 
 // GET /api/factory/:id
 func (h *Handlers) compatFactory(c *fiber.Ctx) error {
-	return h.serveFactoryCompat(c, 0)
+	return h.serveFactoryCompat(c, readmodel.FactoryCompatKey,
+		func(r readmodel.FactoryCompatEndpoints) readmodel.Record { return r.Factory })
 }
 
 // GET /api/factory/:id/chart-data
 func (h *Handlers) compatChartData(c *fiber.Ctx) error {
-	return h.serveFactoryCompat(c, 1)
+	return h.serveFactoryCompat(c, readmodel.FactoryCompatChartKey,
+		func(r readmodel.FactoryCompatEndpoints) readmodel.Record { return r.Chart })
 }
 
-// serveFactoryCompat serves the which-th of FactoryCompatRecords.
-func (h *Handlers) serveFactoryCompat(c *fiber.Ctx, which int) error {
+// serveFactoryCompat serves one of a factory's original routes: the one
+// whose key is key, and whose record pick takes from FactoryCompatRecords.
+func (h *Handlers) serveFactoryCompat(c *fiber.Ctx, key func(id int64) string,
+	pick func(readmodel.FactoryCompatEndpoints) readmodel.Record) error {
 	id, err := httpapi.ID(c, "id")
 	if err != nil {
 		return err
 	}
-	keys := []string{readmodel.FactoryCompatKey(id), readmodel.FactoryCompatChartKey(id)}
 	org := h.org(c)
 	return h.serve(c, view{
-		key: keys[which], aggregate: events.Factory, id: id,
-		notFound: factoryNotFound(id),
+		key: key(id), aggregate: events.Factory, id: id,
 		load: func(ctx context.Context, q Queries) (readmodel.Entry, error) {
 			f, samples, err := q.FactoryHistory(ctx, org, id)
 			if err != nil {
 				return readmodel.Entry{}, err
 			}
-			return readmodel.FactoryCompatRecords(f, samples)[which].Entry, nil
+			return pick(readmodel.FactoryCompatRecords(f, samples)).Entry, nil
 		},
 	})
 }
 
 // GET /api/sprocket/:id
 func (h *Handlers) compatSprocket(c *fiber.Ctx) error {
-	return h.serveSprocket(c, 1)
+	return h.serveSprocket(c, readmodel.SprocketCompatKey,
+		func(r readmodel.SprocketEndpoints) readmodel.Record { return r.Compat })
 }
 
 // GET /v1/sprockets/:id
 func (h *Handlers) sprocket(c *fiber.Ctx) error {
-	return h.serveSprocket(c, 0)
+	return h.serveSprocket(c, readmodel.SprocketKey,
+		func(r readmodel.SprocketEndpoints) readmodel.Record { return r.V1 })
 }
 
-// serveSprocket serves the which-th of SprocketRecords.
-func (h *Handlers) serveSprocket(c *fiber.Ctx, which int) error {
+// serveSprocket serves one of a sprocket's endpoints: the one whose key is
+// key, and whose record pick takes from SprocketRecords.
+func (h *Handlers) serveSprocket(c *fiber.Ctx, key func(id int64) string,
+	pick func(readmodel.SprocketEndpoints) readmodel.Record) error {
 	id, err := httpapi.ID(c, "id")
 	if err != nil {
 		return err
 	}
-	keys := []string{readmodel.SprocketKey(id), readmodel.SprocketCompatKey(id)}
 	return h.serve(c, view{
-		key: keys[which], aggregate: events.Sprocket, id: id,
-		notFound: sprocketNotFound(id),
+		key: key(id), aggregate: events.Sprocket, id: id,
 		load: func(ctx context.Context, q Queries) (readmodel.Entry, error) {
 			s, err := q.Sprocket(ctx, id)
 			if err != nil {
 				return readmodel.Entry{}, err
 			}
-			return readmodel.SprocketRecords(s)[which].Entry, nil
+			return pick(readmodel.SprocketRecords(s)).Entry, nil
 		},
 	})
-}
-
-func sprocketNotFound(id int64) error {
-	return domain.Errorf(domain.ENOTFOUND, "sprocket %d not found", id)
-}
-func factoryNotFound(id int64) error {
-	return domain.Errorf(domain.ENOTFOUND, "factory %d not found", id)
 }

@@ -104,8 +104,12 @@ type view struct {
 	collection string
 	// load builds the entry from a database when the cache cannot answer.
 	load func(ctx context.Context, q Queries) (readmodel.Entry, error)
-	// notFound is the error for a tombstone or another owner's resource.
-	notFound error
+}
+
+// notFound is the error for a tombstone or another owner's resource: made
+// when it is answered, not per request.
+func (v view) notFound() error {
+	return domain.Errorf(domain.ENOTFOUND, "%s %d not found", v.aggregate, v.id)
 }
 
 // token checks the request's consistency token, if any, and returns it
@@ -213,7 +217,7 @@ func covers(e readmodel.Entry, v view, tok *consistency.Token) bool {
 
 func (h *Handlers) send(c *fiber.Ctx, e readmodel.Entry, org int64, v view, source string) error {
 	if e.Deleted || e.Org != org {
-		return v.notFound
+		return v.notFound()
 	}
 	h.served(source)
 	c.Set("X-Read-Source", source)

@@ -25,7 +25,6 @@ func (h *Handlers) factory(c *fiber.Ctx) error {
 	}
 	return h.serve(c, view{
 		key: readmodel.FactoryKey(id), aggregate: events.Factory, id: id,
-		notFound: factoryNotFound(id),
 		load: func(ctx context.Context, q Queries) (readmodel.Entry, error) {
 			f, err := q.Factory(ctx, id)
 			return readmodel.FactoryRecord(f).Entry, err
@@ -129,10 +128,10 @@ func (h *Handlers) chartData(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	v := view{key: readmodel.FactoryKey(id), aggregate: events.Factory, id: id, notFound: factoryNotFound(id)}
+	v := view{key: readmodel.FactoryKey(id), aggregate: events.Factory, id: id}
 	if meta, source, ok := h.fromCache(c.UserContext(), v, tok); ok {
 		if meta.Deleted || meta.Org != org {
-			return v.notFound
+			return v.notFound()
 		}
 		// A write the token names may have reached Redis and not yet the
 		// reader's memory: its buckets come from Redis, which the projector
