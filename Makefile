@@ -10,7 +10,7 @@ DEB_PACKAGES := postgresql redis-server nats-server haproxy wrk
 COMPOSE  ?= docker compose
 READERS  ?= 2
 
-.PHONY: help build run test test-short bench fuzz vet fmt deps deps-check clean \
+.PHONY: help build run test test-short bench fuzz vet fmt deps clean \
 	up down logs scale local-build local-run local-load-data compose-check env-secrets
 
 help: ## list the targets
@@ -19,17 +19,17 @@ help: ## list the targets
 build: ## build the writer, projector and reader into bin/
 	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(PROGRAMS))
 
-run: deps-check build ## run the whole topology locally, seeded, behind the edge on :8000 (data in .run/); Ctrl-C stops it
+run: deps build ## run the whole topology locally, seeded, behind the edge on :8000 (data in .run/); Ctrl-C stops it
 	$(GO) build -o $(BIN)/ ./internal/devstack/localrun
 	$(BIN)/localrun -dir .run -bin $(BIN) -seeds seeds
 
-test: deps-check vet ## run every test (unit, integration, end to end) with the race detector
+test: deps vet ## run every test (unit, integration, end to end) with the race detector
 	E2E_RACE=1 $(GO) test -race -count=1 -timeout 30m ./...
 
 test-short: ## run the tests without the race detector (faster while working)
 	$(GO) test -count=1 -timeout 20m ./...
 
-bench: deps-check ## measure cached reads, creates and write-to-visible delay against baselines
+bench: deps ## measure cached reads, creates and write-to-visible delay against baselines
 	$(GO) test -tags bench -run '^$$' -bench . -benchtime 1x -timeout 30m ./internal/bench
 
 FUZZTIME ?= 1m
@@ -51,18 +51,19 @@ vet: ## go vet and a gofmt check
 fmt: ## gofmt every file
 	gofmt -w .
 
-deps: ## install the Debian packages the tests and `make run` need (as root)
+# deps is the first step of run, test and bench: a fresh machine needs only
+# those two commands. It installs nothing when nothing is missing, and
+# asks for root rather than trying without.
+deps: ## install the Debian packages the tests and `make run` need, if any is missing (as root; run, test and bench call it)
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
-	if [ -z "$$missing" ]; then echo "deps: all installed ($(DEB_PACKAGES))"; exit 0; fi; \
-	echo "deps: installing $$missing"; \
-	if [ "$$(id -u)" -ne 0 ]; then echo "deps: run as root (or with sudo) to install: $$missing"; exit 1; fi; \
+	missing=$$(echo $$missing); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" -ne 0 ]; then \
+		echo "deps: missing Debian packages: $$missing"; \
+		echo "deps: not root, so nothing was installed; run 'sudo make deps' (or apt-get install $$missing) and try again"; \
+		exit 1; fi; \
+	echo "deps: installing the missing Debian packages: $$missing"; \
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing
-
-deps-check: ## say which servers are missing, if any (make deps installs them)
-	@for bin in redis-server nats-server haproxy; do \
-		command -v $$bin >/dev/null 2>&1 || [ -x /usr/sbin/$$bin ] || { echo "$$bin is missing: run 'make deps'"; exit 1; }; \
-	done
-	@ls /usr/lib/postgresql/*/bin/pg_basebackup >/dev/null 2>&1 || { echo "the Postgres server is missing: run 'make deps'"; exit 1; }
 
 # ---- docker compose (needs a Docker engine) -----------------------------------
 

@@ -1,6 +1,7 @@
 // Package deploy holds what runs the service outside this machine: the
 // image, docker-compose's edge proxy and Postgres replica bootstrap, and the
-// Kubernetes manifests. Its tests check them without Docker or a cluster.
+// Kubernetes manifests. Its tests check them without Docker or a cluster,
+// and check the Makefile's first step on a fresh machine.
 package deploy
 
 import (
