@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/sprockets-api/sprockets/internal/admission"
 	"github.com/sprockets-api/sprockets/internal/auth"
 	"github.com/sprockets-api/sprockets/internal/budget"
 	"github.com/sprockets-api/sprockets/internal/config"
@@ -139,7 +140,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			PublicReads: cfg.PublicReads, PublicOrg: cfg.PublicOrgID,
 			RateLimit: cfg.RateLimit, AnonymousRateLimit: cfg.AnonymousRateLimit,
 		}, log))
-	reader.Routes(app, reader.New(near, cache, database{pool}, reader.Config{
+	reader.Routes(app, reader.New(near, cache, database{pool, admission.New("database-reads", cfg.MaxDBReads, cfg.AdmissionWait, reg)}, reader.Config{
 		ConsistencyWait: cfg.ConsistencyWait, CacheBackoff: cfg.RedisBackoff, MaxChartBuckets: cfg.ChartMaxBuckets,
 		Tokens: tokens,
 	}, log, func(source string) { served.WithLabelValues(source).Inc() }))
@@ -160,10 +161,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return nil
 }
 
-// database adapts the replica pool to the reader's Database interface.
-type database struct{ pool *postgres.ReadPool }
+// database adapts the replica pool to the reader's Database interface,
+// with at most MAX_DB_READS reads at once: past that, a read waits
+// ADMISSION_WAIT for room and is then refused, so that a slow database
+// makes quick 503s rather than a queue that grows as long as it is slow.
+type database struct {
+	pool *postgres.ReadPool
+	gate *admission.Gate
+}
 
 func (d database) Do(ctx context.Context, minLSN string, fn func(reader.Queries) error) (string, error) {
+	leave, err := d.gate.Enter(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer leave()
 	return d.pool.Do(ctx, minLSN, func(r postgres.Reads) error { return fn(r) })
 }
 

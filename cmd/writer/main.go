@@ -24,6 +24,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/sprockets-api/sprockets/internal/admission"
 	"github.com/sprockets-api/sprockets/internal/auth"
 	"github.com/sprockets-api/sprockets/internal/budget"
 	"github.com/sprockets-api/sprockets/internal/config"
@@ -204,6 +205,9 @@ func serve(ctx context.Context, cfg config.Writer, log *slog.Logger) error {
 		map[string]httpapi.Check{"nats": nc.Ping, "redis": cache.Ping}, reg, log)
 	app.Use(httpapi.Access(authn, budget.New(cache.NewLimiter(), reg),
 		httpapi.AccessConfig{RateLimit: cfg.RateLimit, AnonymousRateLimit: cfg.AnonymousRateLimit}, log))
+	// Past MAX_IN_FLIGHT writes at once, a write waits ADMISSION_WAIT for
+	// room and is then refused: overload is a quick 503, not a queue.
+	app.Use(httpapi.Admit(admission.New("writes", cfg.MaxInFlight, cfg.AdmissionWait, reg)))
 	writer.Routes(app, writer.New(store, tokens))
 
 	// ---- Run ------------------------------------------------------------

@@ -45,6 +45,10 @@ type Access struct {
 	// FeedStaleness bounds how old the feed of changes in Redis may be for
 	// an instance to trust what it holds in memory (entries, grants).
 	FeedStaleness time.Duration `env:"FEED_STALENESS" envDefault:"1s"`
+	// AdmissionWait is how long a request waits for room when an instance
+	// has all the work it takes on at once (MAX_IN_FLIGHT, MAX_DB_READS)
+	// before it is refused with 503 and Retry-After.
+	AdmissionWait time.Duration `env:"ADMISSION_WAIT" envDefault:"100ms"`
 }
 
 // Consistency holds the keys that sign consistency tokens: the writer signs
@@ -96,6 +100,8 @@ type Writer struct {
 	BodyLimit    int           `env:"BODY_LIMIT" envDefault:"1048576"`
 	RelayBatch   int           `env:"RELAY_BATCH" envDefault:"256"`
 	RelayPoll    time.Duration `env:"RELAY_POLL" envDefault:"500ms"`
+	// MaxInFlight bounds the write requests in progress at once.
+	MaxInFlight int `env:"MAX_IN_FLIGHT" envDefault:"128"`
 }
 
 // Reader configures cmd/reader.
@@ -117,6 +123,9 @@ type Reader struct {
 	ConsistencyWait      time.Duration `env:"CONSISTENCY_WAIT" envDefault:"250ms"`
 	ChartMaxBuckets      int           `env:"CHART_MAX_BUCKETS" envDefault:"2000"`
 	NearCacheBytes       int64         `env:"NEAR_CACHE_BYTES" envDefault:"67108864"`
+	// MaxDBReads bounds the reads on the databases (replicas or leader) in
+	// progress at once; answers from memory or Redis are not counted.
+	MaxDBReads int `env:"MAX_DB_READS" envDefault:"64"`
 }
 
 // Projector configures cmd/projector.
@@ -284,6 +293,7 @@ func (a Access) validate(p *problems) {
 		}
 	}
 	p.positive("FEED_STALENESS", int64(a.FeedStaleness))
+	p.positive("ADMISSION_WAIT", int64(a.AdmissionWait))
 	if (a.TLSCertFile == "") != (a.TLSKeyFile == "") {
 		p.add("TLS_CERT_FILE and TLS_KEY_FILE go together: set both or neither")
 	}
@@ -329,6 +339,7 @@ func (c Writer) Validate() error {
 	p.positive("REDIS_TIMEOUT", int64(c.RedisTimeout))
 	p.positive("BODY_LIMIT", int64(c.BodyLimit))
 	p.positive("RELAY_BATCH", int64(c.RelayBatch))
+	p.positive("MAX_IN_FLIGHT", int64(c.MaxInFlight))
 	p.positive("RELAY_POLL", int64(c.RelayPoll))
 	return p.err()
 }
@@ -355,6 +366,7 @@ func (c Reader) Validate() error {
 		p.add("CONSISTENCY_WAIT must not be negative")
 	}
 	p.positive("CHART_MAX_BUCKETS", int64(c.ChartMaxBuckets))
+	p.positive("MAX_DB_READS", int64(c.MaxDBReads))
 	if c.NearCacheBytes < 0 {
 		p.add("NEAR_CACHE_BYTES must not be negative (0 turns the near-cache off)")
 	}

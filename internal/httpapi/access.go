@@ -12,6 +12,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/sprockets-api/sprockets/internal/admission"
 	"github.com/sprockets-api/sprockets/internal/auth"
 	"github.com/sprockets-api/sprockets/internal/budget"
 	"github.com/sprockets-api/sprockets/internal/domain"
@@ -157,4 +158,18 @@ func ActorOf(c *fiber.Ctx) domain.Actor {
 	p := PrincipalOf(c)
 	return domain.Actor{OrgID: p.OrgID, TokenID: p.TokenID, Kind: "token",
 		ClientAddr: strings.TrimSpace(c.IP()), UserAgent: UserAgent(c), RequestID: RequestID(c)}
+}
+
+// Admit lets a request through gate before its handler runs: one that
+// finds no room within the gate's wait is answered 503 with Retry-After
+// (see admission).
+func Admit(gate *admission.Gate) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		leave, err := gate.Enter(c.UserContext())
+		if err != nil {
+			return err
+		}
+		defer leave()
+		return c.Next()
+	}
 }
