@@ -1,0 +1,133 @@
+//go:build bench
+
+package bench
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Creates at twice the writer's capacity, offered at a steady rate whatever
+// the answers take (an open loop: a closed-loop generator such as wrk
+// slows down with the service and never overloads it). The writer runs
+// with its defaults: past MAX_IN_FLIGHT writes, a request waits
+// ADMISSION_WAIT for room, then is refused with 503. Reported: how the
+// offered requests were answered, and the latency of the accepted and of
+// the refused ones, from when each was due (waiting for one of the
+// generator's 4096 connections counts). The generator runs in this
+// process, outside the measured ones, but on the same two cores: it is
+// heavier per request than wrk, so that twice the capacity wrk measured is
+// more than twice what the machine has left for the writer.
+func BenchmarkOverloadedCreates(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		settle(b)
+		create := target{method: "POST", url: stack.Writer.URL() + "/api/sprocket/create/5/6/4/7", header: []string{"Authorization: " + bearer}}
+		capacity, err := runWrk(create, 3*time.Second, 64)
+		if err != nil {
+			b.Fatal(err)
+		}
+		settle(b)
+		rate := 2 * capacity.rps()
+		fmt.Printf("\nwriter capacity %.0f creates/s (wrk, 64 clients); offering %.0f/s for %s\n", capacity.rps(), rate, duration)
+		r := openLoop(create, rate, duration)
+		fmt.Print(r)
+		b.ReportMetric(r.share(503), "refused-share")
+		b.ReportMetric(ms(r.p99(201)), "accepted-p99-ms")
+		b.ReportMetric(ms(r.p99(503)), "refused-p99-ms")
+		b.ReportMetric(float64(r.failed), "transport-errors")
+	}
+}
+
+// openLoopResult is how the offered requests were answered.
+type openLoopResult struct {
+	offered   int
+	latencies map[int][]time.Duration // by status
+	failed    int                     // transport errors and timeouts
+}
+
+func (r openLoopResult) share(status int) float64 {
+	return float64(len(r.latencies[status])) / float64(max(r.offered, 1))
+}
+
+func (r openLoopResult) p99(status int) time.Duration {
+	l := r.latencies[status]
+	if len(l) == 0 {
+		return 0
+	}
+	return l[len(l)*99/100]
+}
+
+func (r openLoopResult) String() string {
+	s := fmt.Sprintf("offered %d requests; transport errors or timeouts (10s) %d\n", r.offered, r.failed)
+	var statuses []int
+	for st := range r.latencies {
+		statuses = append(statuses, st)
+	}
+	sort.Ints(statuses)
+	for _, st := range statuses {
+		l := r.latencies[st]
+		s += fmt.Sprintf("    %d: %6d (%5.1f%%)   p50 %7.2fms   p99 %7.2fms   max %7.2fms\n",
+			st, len(l), 100*r.share(st), ms(l[len(l)/2]), ms(r.p99(st)), ms(l[len(l)-1]))
+	}
+	return s
+}
+
+// openLoop sends t's request at rate per second for d, each on its own
+// goroutine, and waits for every answer.
+func openLoop(t target, rate float64, d time.Duration) openLoopResult {
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		MaxIdleConnsPerHost: 1024, MaxConnsPerHost: 4096}}
+	res := openLoopResult{latencies: map[int][]time.Duration{}}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	interval := time.Duration(float64(time.Second) / rate)
+	start := time.Now()
+	for next := start; time.Since(start) < d; next = next.Add(interval) {
+		time.Sleep(time.Until(next))
+		res.offered++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest(t.method, t.url, nil)
+			for _, h := range t.header {
+				name, value, _ := cutHeader(h)
+				req.Header.Set(name, value)
+			}
+			sent := time.Now()
+			resp, err := client.Do(req)
+			if err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			took := time.Since(sent)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				res.failed++
+				return
+			}
+			res.latencies[resp.StatusCode] = append(res.latencies[resp.StatusCode], took)
+		}()
+	}
+	wg.Wait()
+	client.CloseIdleConnections()
+	for _, l := range res.latencies {
+		sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
+	}
+	return res
+}
+
+// cutHeader splits "Name: value".
+func cutHeader(h string) (name, value string, ok bool) {
+	for i := 0; i+1 < len(h); i++ {
+		if h[i] == ':' {
+			return h[:i], h[i+2:], true
+		}
+	}
+	return h, "", false
+}
