@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -413,11 +414,21 @@ func (p *Projector) writeFactory(ctx context.Context, f domain.Factory, samples 
 
 // applyOrganization removes every key of a deleted organization. The fence
 // goes first: from then on no write of the organization's keys succeeds,
-// whatever event arrives late or whichever projector applies it.
+// whatever event arrives late or whichever projector applies it. A fence
+// is for good, so the event's word is not enough: Postgres must say the
+// organization is deleted, or the event is refused (and parked) as forged.
 func (p *Projector) applyOrganization(ctx context.Context, e events.Envelope) (string, error) {
 	pl, err := e.Organization()
 	if err != nil {
 		return "", err
+	}
+	deleted, err := p.src.DeletedOrgIDs(ctx)
+	if err != nil {
+		return "", err
+	}
+	if !slices.Contains(deleted, e.OrgID) {
+		return "", domain.Errorf(domain.EINVALID,
+			"event %s deletes organization %d, which Postgres holds as live: not applied", e.ID, e.OrgID)
 	}
 	if err := p.cache.Fence(ctx, e.OrgID); err != nil {
 		return "", err
