@@ -2,10 +2,7 @@ package domain
 
 import (
 	"math"
-	"strconv"
 	"time"
-
-	"github.com/sprockets-api/sprockets/internal/jsonenc"
 )
 
 // Limits on sprocket specifications. They are generous for real parts and
@@ -21,20 +18,6 @@ type SprocketSpec struct {
 	PitchDiameter   float64 `json:"pitch_diameter"`
 	OutsideDiameter float64 `json:"outside_diameter"`
 	Pitch           float64 `json:"pitch"`
-}
-
-// AppendJSONFields appends the spec's fields, without braces, exactly as
-// encoding/json writes them inside an object that embeds the spec. Events
-// and read-model bodies write sprockets by hand with it.
-func (s SprocketSpec) AppendJSONFields(b []byte) []byte {
-	b = append(b, `"teeth":`...)
-	b = strconv.AppendInt(b, s.Teeth, 10)
-	b = append(b, `,"pitch_diameter":`...)
-	b = jsonenc.Float(b, s.PitchDiameter)
-	b = append(b, `,"outside_diameter":`...)
-	b = jsonenc.Float(b, s.OutsideDiameter)
-	b = append(b, `,"pitch":`...)
-	return jsonenc.Float(b, s.Pitch)
 }
 
 // Validate returns an EINVALID *Error naming every field that breaks a rule:

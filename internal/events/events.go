@@ -63,7 +63,7 @@ func (p SprocketPayload) appendJSON(b []byte) []byte {
 	b = append(b, `,"version":`...)
 	b = strconv.AppendInt(b, s.Version, 10)
 	b = append(b, ',')
-	b = s.AppendJSONFields(b)
+	b = jsonenc.SprocketSpec(b, s.SprocketSpec)
 	b = append(b, `,"created_at":`...)
 	b = jsonenc.Time(b, s.CreatedAt)
 	b = append(b, `,"updated_at":`...)

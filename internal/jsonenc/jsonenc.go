@@ -8,6 +8,8 @@ import (
 	"math"
 	"strconv"
 	"time"
+
+	"github.com/sprockets-api/sprockets/internal/domain"
 )
 
 // Float appends f as encoding/json does: plain decimals, exponents only for
@@ -48,4 +50,18 @@ func Time(b []byte, t time.Time) []byte {
 	b = append(b, '"')
 	b = t.AppendFormat(b, time.RFC3339Nano)
 	return append(b, '"')
+}
+
+// SprocketSpec appends s's fields, without braces, exactly as encoding/json
+// writes them inside an object that embeds the spec: events and read-model
+// bodies write sprockets with it.
+func SprocketSpec(b []byte, s domain.SprocketSpec) []byte {
+	b = append(b, `"teeth":`...)
+	b = strconv.AppendInt(b, s.Teeth, 10)
+	b = append(b, `,"pitch_diameter":`...)
+	b = Float(b, s.PitchDiameter)
+	b = append(b, `,"outside_diameter":`...)
+	b = Float(b, s.OutsideDiameter)
+	b = append(b, `,"pitch":`...)
+	return Float(b, s.Pitch)
 }

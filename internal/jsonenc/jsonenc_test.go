@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sprockets-api/sprockets/internal/domain"
 )
 
 func same(t *testing.T, got []byte, v any) {
@@ -57,5 +59,15 @@ func TestTime(t *testing.T) {
 			at = at.UTC().Truncate(time.Microsecond)
 		}
 		same(t, Time(nil, at), at)
+	}
+}
+
+func TestSprocketSpec(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 2000 {
+		s := domain.SprocketSpec{Teeth: r.Int64N(domain.MaxTeeth) + 1,
+			PitchDiameter: r.Float64() * 100, OutsideDiameter: r.Float64() * domain.MaxMeasure, Pitch: 1e-7 + r.Float64()}
+		b := append(SprocketSpec([]byte("{"), s), '}')
+		same(t, b, s)
 	}
 }

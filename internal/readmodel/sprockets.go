@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/sprockets-api/sprockets/internal/domain"
+	"github.com/sprockets-api/sprockets/internal/jsonenc"
 )
 
 // The body of GET /api/sprockets holds every live sprocket of an
@@ -197,7 +198,7 @@ func appendCompatSprocket(b []byte, s domain.Sprocket) []byte {
 	b = append(b, itemOpen...)
 	b = strconv.AppendInt(b, s.ID, 10)
 	b = append(b, ',')
-	b = s.AppendJSONFields(b)
+	b = jsonenc.SprocketSpec(b, s.SprocketSpec)
 	return append(b, '}')
 }
 
