@@ -20,17 +20,16 @@ func mustJSON(v any) []byte {
 	return b
 }
 
-type v1Sprocket struct {
-	ID int64 `json:"id"`
-	domain.SprocketSpec
-	Version   int64     `json:"version"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
-}
-
 // SprocketBody is GET /v1/sprockets/{id}.
 func SprocketBody(s domain.Sprocket) []byte {
-	b := appendCompatSprocket(make([]byte, 0, 256), s) // written by hand: see appendCompatSprocket
+	return appendSprocket(make([]byte, 0, 256), s)
+}
+
+// appendSprocket appends s as the /v1 routes show a sprocket, alone or in a
+// list: the compatibility item, written by hand (see appendCompatSprocket),
+// with its version and times.
+func appendSprocket(b []byte, s domain.Sprocket) []byte {
+	b = appendCompatSprocket(b, s)
 	b = append(b[:len(b)-1], `,"version":`...)
 	b = strconv.AppendInt(b, s.Version, 10)
 	b = append(b, `,"created_at":`...)
@@ -121,11 +120,20 @@ func ChartRangeBody(factoryID, from, to int64, samples []domain.Sample, nextFrom
 // SprocketListBody is a page of GET /v1/sprockets. next is the cursor of
 // the following page, "" on the last.
 func SprocketListBody(items []domain.Sprocket, next string) []byte {
-	out := make([]v1Sprocket, len(items))
+	b := append(make([]byte, 0, 64+200*len(items)), `{"items":[`...)
 	for i, s := range items {
-		out[i] = v1Sprocket{ID: s.ID, SprocketSpec: s.SprocketSpec, Version: s.Version, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt}
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendSprocket(b, s)
 	}
-	return listBody(out, next)
+	b = append(b, `],"next_cursor":`...)
+	if next == "" {
+		b = append(b, "null"...)
+	} else {
+		b = jsonenc.String(b, next)
+	}
+	return append(b, '}')
 }
 
 // FactoryListBody is a page of GET /v1/factories.

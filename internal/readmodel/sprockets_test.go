@@ -2,6 +2,7 @@ package readmodel
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -18,9 +19,11 @@ type compatSprocket struct {
 }
 
 // The hand-written sprocket bodies (the compatibility items, and the /v1
-// body) must be what encoding/json writes, for every value a spec can hold.
+// body, alone and in list pages) must be what encoding/json writes, for
+// every value a spec can hold.
 func TestSprocketBodiesMatchEncodingJSON(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
+	var page []domain.Sprocket
 	floats := []float64{0, 1, 5, 6.35, 0.1, 1e-6, 9.99e-7, 1e-7, 1.5e-10, 1e20, 1e21, 123456789.125, 1e300, 5e-324, math.MaxFloat64}
 	for i := 0; i < 20000; i++ {
 		floats = append(floats, r.Float64()*math.Pow(10, float64(r.IntN(50)-25)))
@@ -48,7 +51,47 @@ func TestSprocketBodiesMatchEncodingJSON(t *testing.T) {
 		if got := SprocketBody(s); string(got) != string(want) {
 			t.Fatalf("v1 body\n got %s\nwant %s", got, want)
 		}
+		page = append(page, s)
+		cursor := ""
+		if r.IntN(2) == 0 {
+			cursor = fmt.Sprintf("c<%d>&\"", r.Int64())
+		}
+		want, err = json.Marshal(v1SprocketPage(page, cursor))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := SprocketListBody(page, cursor); string(got) != string(want) {
+			t.Fatalf("list body\n got %s\nwant %s", got, want)
+		}
+		if len(page) == 5 {
+			page = page[:0]
+		}
 	}
+}
+
+// v1Sprocket is what encoding/json would make of a /v1 sprocket: the
+// hand-written bodies are compared with it.
+type v1Sprocket struct {
+	ID int64 `json:"id"`
+	domain.SprocketSpec
+	Version   int64     `json:"version"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+func v1SprocketPage(items []domain.Sprocket, next string) any {
+	out := []v1Sprocket{}
+	for _, s := range items {
+		out = append(out, v1Sprocket{ID: s.ID, SprocketSpec: s.SprocketSpec, Version: s.Version, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt})
+	}
+	var cursor *string
+	if next != "" {
+		cursor = &next
+	}
+	return struct {
+		Items      []v1Sprocket `json:"items"`
+		NextCursor *string      `json:"next_cursor"`
+	}{out, cursor}
 }
 
 // Patching the changes of a random history into the collection, a few at a
