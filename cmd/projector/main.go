@@ -140,6 +140,7 @@ func project(ctx context.Context, cfg config.Projector, proj *projection.Project
 	defer nc.Close()
 	runner := natsjs.NewRunner(nc, natsjs.RunConfig{
 		Batch: cfg.FetchBatch, Wait: cfg.FetchWait, ParkAfter: uint64(cfg.ParkAfter), AckWait: cfg.AckWait,
+		StuckAfter: cfg.StuckAfter,
 	}, log, reg)
 
 	// ---- HTTP: health and metrics -----------------------------------------
@@ -150,7 +151,7 @@ func project(ctx context.Context, cfg config.Projector, proj *projection.Project
 	}
 	app := httpapi.NewApp(srv, log, reg)
 	httpapi.Health(app,
-		map[string]httpapi.Check{"redis": cache.Ping, "nats": nc.Ping},
+		map[string]httpapi.Check{"redis": cache.Ping, "nats": nc.Ping, "pipeline": runner.Stuck},
 		map[string]httpapi.Check{}, reg, log)
 
 	// ---- Run ------------------------------------------------------------

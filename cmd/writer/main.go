@@ -170,7 +170,7 @@ func serve(ctx context.Context, cfg config.Writer, log *slog.Logger) error {
 
 	// ---- Outbox relay and the store that feeds it -----------------------
 	relay := outbox.New(db, nc, log, outbox.Config{
-		Batch: cfg.RelayBatch, Poll: cfg.RelayPoll,
+		Batch: cfg.RelayBatch, Poll: cfg.RelayPoll, StuckAfter: cfg.StuckAfter,
 	}, reg)
 	store, err := postgres.NewStore(ctx, db, postgres.WithCommitHook(relay.Committed))
 	if err != nil {
@@ -202,7 +202,9 @@ func serve(ctx context.Context, cfg config.Writer, log *slog.Logger) error {
 	app := httpapi.NewApp(srv, log, reg)
 	httpapi.Health(app,
 		map[string]httpapi.Check{"postgres": db.PingContext},
-		map[string]httpapi.Check{"nats": nc.Ping, "redis": cache.Ping}, reg, log)
+		// The relay being stuck does not stop writes (they wait in the
+		// outbox), so it is reported, not required.
+		map[string]httpapi.Check{"nats": nc.Ping, "redis": cache.Ping, "relay": relay.Stuck}, reg, log)
 	app.Use(httpapi.Access(authn, budget.New(cache.NewLimiter(), reg),
 		httpapi.AccessConfig{RateLimit: cfg.RateLimit, AnonymousRateLimit: cfg.AnonymousRateLimit}, log))
 	// Past MAX_IN_FLIGHT writes at once, a write waits ADMISSION_WAIT for

@@ -85,6 +85,10 @@ type Stream struct {
 	NATSURL      string        `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
 	StreamName   string        `env:"STREAM_NAME" envDefault:"SPROCKETS"`
 	StreamMaxAge time.Duration `env:"STREAM_MAX_AGE" envDefault:"168h"`
+	// StuckAfter is how long events may wait, with none moving on, before
+	// the relay (outbox rows) or the projector (pending events) is stuck:
+	// it shows in readiness and in sprockets_pipeline_stuck.
+	StuckAfter time.Duration `env:"STUCK_AFTER" envDefault:"1m"`
 }
 
 // Writer configures cmd/writer.
@@ -324,6 +328,7 @@ func (s Stream) validate(p *problems) {
 		p.add("STREAM_NAME must be a non-empty name without dots, wildcards or spaces")
 	}
 	p.positive("STREAM_MAX_AGE", int64(s.StreamMaxAge))
+	p.positive("STUCK_AFTER", int64(s.StuckAfter))
 }
 
 // Validate checks the writer's settings.

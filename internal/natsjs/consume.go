@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sprockets-api/sprockets/internal/domain"
+	"github.com/sprockets-api/sprockets/internal/progress"
 )
 
 // Handler processes message bodies in order and returns one error per
@@ -25,6 +26,9 @@ type RunConfig struct {
 	// AckWait is the consumer's: a batch handled for longer is kept from
 	// redelivery by in-progress acknowledgements, sent every third of it.
 	AckWait time.Duration
+	// StuckAfter is how long events may be pending with none settled
+	// before the runner calls itself stuck (Stuck); 0 means a minute.
+	StuckAfter time.Duration
 }
 
 // Runner pulls from a consumer and hands each message to a handler.
@@ -35,12 +39,19 @@ type Runner struct {
 	parked  prometheus.Counter
 	failed  prometheus.Counter
 	pending prometheus.Gauge
+	// progress tells a stuck runner (events pending, none settled) from an
+	// idle or busy one.
+	progress *progress.Watch
 }
 
 // NewRunner returns a Runner; its metrics are registered with reg.
 func NewRunner(conn *Conn, cfg RunConfig, log *slog.Logger, reg prometheus.Registerer) *Runner {
+	if cfg.StuckAfter <= 0 {
+		cfg.StuckAfter = time.Minute
+	}
 	r := &Runner{
-		conn: conn, cfg: cfg, log: log,
+		progress: progress.New("projector", cfg.StuckAfter, reg),
+		conn:     conn, cfg: cfg, log: log,
 		parked: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sprockets_projector_parked_total", Help: "Messages parked because they could not be processed.",
 		}),
@@ -54,6 +65,10 @@ func NewRunner(conn *Conn, cfg RunConfig, log *slog.Logger, reg prometheus.Regis
 	reg.MustRegister(r.parked, r.failed, r.pending)
 	return r
 }
+
+// Stuck returns an error while events have been pending, with none
+// settled, for longer than RunConfig.StuckAfter: a readiness check.
+func (r *Runner) Stuck(ctx context.Context) error { return r.progress.Check(ctx) }
 
 // checkEvery is how often Run asks the server about its consumer: for the
 // pending-events gauge, and to learn that the consumer is gone.
@@ -83,6 +98,7 @@ func (r *Runner) Run(ctx context.Context, cons *Consumer, handle Handler) error 
 			}
 			if perr == nil {
 				r.pending.Set(float64(n))
+				r.progress.Waiting(int64(n))
 			}
 		}
 		if err == nil {
@@ -150,6 +166,7 @@ func (r *Runner) settle(ctx context.Context, msg Msg, err error) {
 			// duplicate by the version rule.
 			r.log.Warn("ack", "subject", msg.Subject(), "err", aerr)
 		}
+		r.progress.Done()
 		return
 	}
 	deliveries := Deliveries(msg)
@@ -174,4 +191,5 @@ func (r *Runner) park(ctx context.Context, msg Msg, cause error) {
 		return
 	}
 	r.parked.Inc()
+	r.progress.Done()
 }

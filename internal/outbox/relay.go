@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sprockets-api/sprockets/internal/events"
+	"github.com/sprockets-api/sprockets/internal/progress"
 )
 
 // Publisher sends events and reports, for each, nil once the broker has
@@ -36,6 +37,9 @@ type Config struct {
 	// DeleteAfter is how long the rows of published events may wait to be
 	// deleted together; 0 means 50ms.
 	DeleteAfter time.Duration
+	// StuckAfter is how long rows may wait with none published before the
+	// relay calls itself stuck (Stuck); 0 means a minute.
+	StuckAfter time.Duration
 }
 
 // Relay publishes committed outbox rows.
@@ -59,6 +63,7 @@ type Relay struct {
 	backlog   prometheus.Gauge
 	published prometheus.Counter
 	failures  prometheus.Counter
+	progress  *progress.Watch
 }
 
 // New returns a relay over the outbox table in db. Its metrics are
@@ -67,8 +72,12 @@ func New(db *sqlx.DB, pub Publisher, log *slog.Logger, cfg Config, reg prometheu
 	if cfg.DeleteAfter <= 0 {
 		cfg.DeleteAfter = defaultDeleteAfter
 	}
+	if cfg.StuckAfter <= 0 {
+		cfg.StuckAfter = time.Minute
+	}
 	r := &Relay{
 		db: db, pub: pub, log: log, cfg: cfg, nudge: make(chan struct{}, 1),
+		progress: progress.New("relay", cfg.StuckAfter, reg),
 		backlog: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sprockets_outbox_backlog", Help: "Outbox rows: committed events not yet published to the broker (and, briefly, published ones not yet deleted).",
 		}),
@@ -369,6 +378,7 @@ func (r *Relay) relayOnce(ctx context.Context) (int, error) {
 			return 0, fmt.Errorf("commit sent: %w", err)
 		}
 		r.published.Add(float64(len(sent)))
+		r.progress.Done()
 		return len(rows), nil
 	}
 	// Keep the rows that failed: put the batch back, then delete what was
@@ -382,6 +392,7 @@ func (r *Relay) relayOnce(ctx context.Context) (int, error) {
 			return 0, fmt.Errorf("delete sent: %w", err)
 		}
 		r.published.Add(float64(len(sent)))
+		r.progress.Done()
 	}
 	return len(rows), pubErr
 }
@@ -406,6 +417,7 @@ func (r *Relay) publishHanded(ctx context.Context, envs []events.Envelope) error
 			continue
 		}
 		r.published.Inc()
+		r.progress.Done()
 		id, err := uuid.Parse(envs[i].ID)
 		if err != nil {
 			continue // not an outbox row's id: nothing to delete
@@ -464,4 +476,9 @@ func (r *Relay) refreshBacklog(ctx context.Context) {
 		return
 	}
 	r.backlog.Set(float64(n))
+	r.progress.Waiting(n)
 }
+
+// Stuck returns an error while rows have waited in the outbox, with none
+// published, for longer than Config.StuckAfter: a readiness check.
+func (r *Relay) Stuck(ctx context.Context) error { return r.progress.Check(ctx) }
