@@ -4,7 +4,7 @@ GO       ?= go
 BIN      := bin
 PROGRAMS := writer projector reader
 # Debian packages the local topology and the tests run from.
-DEB_PACKAGES := postgresql redis-server nats-server haproxy wrk
+DEB_PACKAGES := postgresql redis-server nats-server haproxy wrk prometheus
 
 .DEFAULT_GOAL := help
 COMPOSE  ?= docker compose
