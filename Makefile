@@ -70,10 +70,16 @@ deps: ## install the Debian packages the tests and `make run` need, if any is mi
 up: compose-check env-secrets ## start the compose topology in the background: http://localhost:8000
 	$(COMPOSE) up --build --detach --wait
 
-env-secrets: ## write a new CONSISTENCY_KEY to .env unless it has one (docker compose refuses to start without)
-	@touch .env; grep -q '^CONSISTENCY_KEY=.' .env || { \
-		echo "CONSISTENCY_KEY=$$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >> .env; \
-		echo "env-secrets: wrote a new CONSISTENCY_KEY to .env"; }
+# The secrets docker-compose.yml refuses to start without.
+COMPOSE_SECRETS := CONSISTENCY_KEY POSTGRES_PASSWORD REPLICATION_PASSWORD REDIS_PASSWORD NATS_PASSWORD GRAFANA_ADMIN_PASSWORD
+
+env-secrets: ## write a new random value to .env for each compose secret it lacks (docker compose refuses to start without them)
+	@touch .env; for name in $(COMPOSE_SECRETS); do \
+		grep -q "^$$name=." .env && continue; \
+		sed -i "/^$$name=/d" .env; \
+		echo "$$name=$$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >> .env; \
+		echo "env-secrets: wrote a new $$name to .env"; \
+	done
 
 down: compose-check env-secrets ## stop the compose topology (data volumes are kept; add -v to remove them)
 	$(COMPOSE) down

@@ -7,16 +7,21 @@ package deploy
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/nats-io/nats.go"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/kustomize/kyaml/yaml"
@@ -25,11 +30,24 @@ import (
 // root is the repository root, the compose project's directory.
 const root = ".."
 
+// composeSecrets are the settings docker-compose.yml refuses to start
+// without (make env-secrets writes them to .env).
+var composeSecrets = []string{"CONSISTENCY_KEY", "POSTGRES_PASSWORD", "REPLICATION_PASSWORD", "REDIS_PASSWORD", "NATS_PASSWORD", "GRAFANA_ADMIN_PASSWORD"}
+
+// secretsEnv sets every compose secret to a value of its own.
+func secretsEnv() []string {
+	var env []string
+	for _, name := range composeSecrets {
+		env = append(env, name+"="+strings.ToLower(name)+"-"+strings.Repeat("k", 32))
+	}
+	return env
+}
+
 func loadCompose(t *testing.T, env ...string) *types.Project {
 	t.Helper()
 	opts, err := cli.NewProjectOptions([]string{filepath.Join(root, "docker-compose.yml")},
 		cli.WithWorkingDirectory(root), cli.WithName("sprockets"), cli.WithInterpolation(true),
-		cli.WithEnv(append([]string{"CONSISTENCY_KEY=" + strings.Repeat("k", 32)}, env...)))
+		cli.WithEnv(append(secretsEnv(), env...)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,16 +137,105 @@ func TestComposeFile(t *testing.T) {
 
 // Without its secret the compose file refuses to load, rather than start
 // with a key anyone can read here.
-func TestComposeNeedsItsSecret(t *testing.T) {
-	opts, err := cli.NewProjectOptions([]string{filepath.Join(root, "docker-compose.yml")},
-		cli.WithWorkingDirectory(root), cli.WithName("sprockets"), cli.WithInterpolation(true),
-		cli.WithEnv([]string{"CONSISTENCY_KEY="}))
+func TestComposeNeedsItsSecrets(t *testing.T) {
+	for _, name := range composeSecrets {
+		opts, err := cli.NewProjectOptions([]string{filepath.Join(root, "docker-compose.yml")},
+			cli.WithWorkingDirectory(root), cli.WithName("sprockets"), cli.WithInterpolation(true),
+			cli.WithEnv(append(secretsEnv(), name+"=")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := opts.LoadProject(context.Background()); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("docker-compose.yml without %s: %v, want an error naming it", name, err)
+		}
+	}
+	// Each secret reaches what uses it, and no password is written into
+	// the file itself.
+	p := loadCompose(t)
+	env := func(service, name string) string {
+		t.Helper()
+		s, err := p.GetService(service)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := s.Environment[name]
+		if v == nil {
+			t.Fatalf("%s has no %s", service, name)
+		}
+		return *v
+	}
+	for _, program := range []string{"writer", "projector", "reader"} {
+		for name, want := range map[string]string{
+			"DATABASE_URL": secretsEnv()[1][len("POSTGRES_PASSWORD="):],
+			"REDIS_URL":    "redis://:" + secretsEnv()[3][len("REDIS_PASSWORD="):] + "@redis:6379/0",
+			"NATS_URL":     "nats://sprockets:" + secretsEnv()[4][len("NATS_PASSWORD="):] + "@nats:4222",
+		} {
+			if got := env(program, name); !strings.Contains(got, want) {
+				t.Errorf("%s's %s is %q, want it to hold %q", program, name, got, want)
+			}
+		}
+	}
+	if got := env("redis", "REDIS_PASSWORD"); got != secretsEnv()[3][len("REDIS_PASSWORD="):] {
+		t.Errorf("redis's password is %q", got)
+	}
+	if got := env("nats", "NATS_PASSWORD"); got != secretsEnv()[4][len("NATS_PASSWORD="):] {
+		t.Errorf("nats's password is %q", got)
+	}
+	raw, err := os.ReadFile(filepath.Join(root, "docker-compose.yml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := opts.LoadProject(context.Background()); err == nil || !strings.Contains(err.Error(), "CONSISTENCY_KEY") {
-		t.Errorf("docker-compose.yml without CONSISTENCY_KEY: %v, want an error naming it", err)
+	if m := regexp.MustCompile(`(?i)[a-z_]*PASSWORD[A-Z_]*:-[^}]+}|local-only`).Find(raw); m != nil {
+		t.Errorf("docker-compose.yml falls back to a known password: %s", m)
 	}
+}
+
+// The NATS of docker-compose.yml takes no client without its password.
+func TestNATSConfigNeedsThePassword(t *testing.T) {
+	bin, err := exec.LookPath("nats-server")
+	if err != nil {
+		bin = "/usr/sbin/nats-server"
+	}
+	port := freePort(t)
+	cmd := exec.Command(bin, "-c", filepath.Join("nats", "nats.conf"), "-js", "-sd", t.TempDir(), "-a", "127.0.0.1",
+		"-p", strconv.Itoa(port), "-m", strconv.Itoa(freePort(t)))
+	cmd.Env = append(os.Environ(), "NATS_PASSWORD=the-password")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("nats-server is needed (make deps): %v", err)
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	var nc *nats.Conn
+	for start := time.Now(); ; time.Sleep(50 * time.Millisecond) {
+		if nc, err = nats.Connect(url, nats.UserInfo("sprockets", "the-password")); err == nil {
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("connect with the password: %v\n%s", err, out.String())
+		}
+	}
+	nc.Close()
+	for _, opt := range []nats.Option{nats.UserInfo("sprockets", "wrong"), nats.UserInfo("", "")} {
+		if nc, err := nats.Connect(url, opt); err == nil {
+			nc.Close()
+			t.Error("nats.conf let in a client without the password")
+		}
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
 
 // Every setting the compose file takes from the environment has its default
@@ -223,6 +330,13 @@ func TestKubernetesManifests(t *testing.T) {
 		switch r.GetKind() {
 		case "Deployment", "Job":
 			checkWorkload(t, r.GetKind()+"/"+r.GetName(), node, r.GetKind() == "Deployment")
+			if name := r.GetName(); name == "writer" || name == "projector" {
+				// NATS takes no client without the password (README).
+				url, _ := node.Pipe(yaml.Lookup("spec", "template", "spec", "containers", "[name="+name+"]", "env", "[name=NATS_URL]", "value"))
+				if url == nil || !strings.Contains(yaml.GetValue(url), ":$(NATS_PASSWORD)@") {
+					t.Errorf("%s connects to NATS without the password: %v", name, url)
+				}
+			}
 		case "HorizontalPodAutoscaler":
 			if target, _ := node.Pipe(yaml.Lookup("spec", "scaleTargetRef", "name")); target == nil || yaml.GetValue(target) != "reader" {
 				t.Errorf("the autoscaler does not scale the reader")

@@ -24,7 +24,7 @@ func loadComposeWithProfiles(t *testing.T, profiles ...string) *types.Project {
 	t.Helper()
 	opts, err := cli.NewProjectOptions([]string{filepath.Join(root, "docker-compose.yml")},
 		cli.WithWorkingDirectory(root), cli.WithName("sprockets"), cli.WithInterpolation(true),
-		cli.WithEnv([]string{"CONSISTENCY_KEY=" + strings.Repeat("k", 32)}), cli.WithProfiles(profiles))
+		cli.WithEnv(secretsEnv()), cli.WithProfiles(profiles))
 	if err != nil {
 		t.Fatal(err)
 	}
