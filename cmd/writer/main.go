@@ -220,6 +220,7 @@ func serve(ctx context.Context, cfg config.Writer, log *slog.Logger) error {
 		}, log)
 	})
 	g.Go(func() error { return relay.Run(ctx) })
+	g.Go(func() error { return store.RunKeyExpiry(ctx, 10*time.Minute, log) })
 	g.Go(func() error { return feed.Run(ctx) })
 	g.Go(func() error {
 		return httpapi.Serve(ctx, app, srv, func(a net.Addr) {

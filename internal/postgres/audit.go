@@ -5,29 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/sprockets-api/sprockets/internal/domain"
-	"github.com/sprockets-api/sprockets/internal/events"
 )
-
-// audit records, in the writing transaction, who made the change e and
-// what it changed.
-func audit(ctx context.Context, tx *sqlx.Tx, actor domain.Actor, e events.Envelope) error {
-	_, err := tx.ExecContext(ctx, `
-		INSERT INTO audit_log (org_id, token_id, actor, client_addr, user_agent, request_id,
-		                       action, resource_type, resource_id, version, changes, at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
-		e.OrgID, nullID(actor.TokenID), actor.Kind, actor.ClientAddr, actor.UserAgent, actor.RequestID,
-		e.AggregateType+"."+e.Type, e.AggregateType, e.AggregateID, e.Version, []byte(e.Payload), e.OccurredAt)
-	if err != nil {
-		return fmt.Errorf("insert audit row: %w", err)
-	}
-	return nil
-}
-
-// nullID stores 0 as NULL.
-func nullID(id int64) sql.NullInt64 { return sql.NullInt64{Int64: id, Valid: id != 0} }
 
 // AuditLog returns a page of org's audit trail, oldest first.
 func (r Reads) AuditLog(ctx context.Context, org int64, page domain.PageRequest) ([]domain.AuditEntry, error) {

@@ -16,10 +16,11 @@ import (
 
 // Sprocket creates are committed in groups (group commit in the writer):
 // workers take creates from a queue, each taking every create that is
-// waiting when it is free, and write them with one call of the
-// create_sprockets procedure. A create that arrives while a worker is idle
-// goes alone, at once; under load, creates share one round trip, one
-// statement and one commit instead of paying for one each.
+// waiting when it is free, and write them in one transaction of
+// Store.write, like every other write, with one statement per table for
+// the whole group. A create that arrives while a worker is idle goes
+// alone, at once; under load, creates share their round trips and one
+// commit instead of paying for them each.
 //
 // One worker makes the largest groups. Measured with the create phase of
 // `make bench` at 16 clients on two cores, as a share of the bare-INSERT
@@ -35,37 +36,29 @@ const (
 
 // createReq is one create waiting for its batch.
 type createReq struct {
-	ctx     context.Context
-	actor   domain.Actor
-	spec    domain.SprocketSpec
-	idem    domain.Idempotency
-	eventID string
-	done    chan createResult // buffered: the worker never waits for the caller
+	ctx   context.Context
+	actor domain.Actor
+	spec  domain.SprocketSpec
+	idem  domain.Idempotency
+	done  chan createResult // buffered: the worker never waits for the caller
 }
 
 type createResult struct {
-	id  int64
-	at  time.Time
-	lsn string
-	err error
+	sprocket domain.Sprocket
+	lsn      string
+	err      error
 }
 
 // creates batches sprocket creates; see the constants above.
 type creates struct {
-	stmt  *sqlx.Stmt
-	now   func() time.Time
+	store *Store
 	queue chan *createReq
 	stop  chan struct{}
 	wg    sync.WaitGroup
-	// committed is called after each commit with its events.
-	committed func([]events.Envelope)
 }
 
-func newCreates(stmt *sqlx.Stmt, now func() time.Time, committed func([]events.Envelope)) *creates {
-	c := &creates{
-		stmt: stmt, now: now, committed: committed,
-		queue: make(chan *createReq), stop: make(chan struct{}),
-	}
+func newCreates(store *Store) *creates {
+	c := &creates{store: store, queue: make(chan *createReq), stop: make(chan struct{})}
 	for range createWorkers {
 		c.wg.Go(c.work)
 	}
@@ -127,104 +120,148 @@ func (c *creates) run(batch []*createReq) {
 		live = append(live, r)
 	}
 	if len(live) > 0 {
-		c.split(live)
+		c.answer(live)
 	}
 }
 
-// split writes batch. When it fails on a constraint (a taken idempotency
-// key), nothing of it was written: each half is written on its own, and so
-// on, so that only the create at fault fails, and the others still share
-// a few commits.
-func (c *creates) split(batch []*createReq) {
-	results := c.write(batch)
-	if len(batch) > 1 && isConstraintViolation(results[0].err) {
-		half := len(batch) / 2
-		c.split(batch[:half])
-		c.split(batch[half:])
-		return
-	}
-	for i, r := range batch {
-		r.done <- results[i]
+// answer writes batch and answers each create in it.
+func (c *creates) answer(batch []*createReq) {
+	for i, res := range c.write(batch) {
+		batch[i].done <- res
 	}
 }
 
-// write calls create_sprockets for batch and returns one result per create.
+// write writes batch in one transaction and returns one result per
+// create. A create whose organization was deleted meanwhile (the deletion
+// locks the organization's row first) is refused, and one whose key is
+// taken (earlier, or by a create before it in the batch) is answered
+// errKeyTaken, to be replayed once the batch is committed; the others go
+// on, so that one client repeating a key slows nobody else's creates.
 func (c *creates) write(batch []*createReq) []createResult {
-	n := len(batch)
-	var (
-		orgs, teeth, tokens = make([]int64, n), make([]int64, n), make([]int64, n)
-		pds, ods, pitches   = make([]float64, n), make([]float64, n), make([]float64, n)
-		eventIDs, keys      = make([]string, n), make([]string, n)
-		actors, clients     = make([]string, n), make([]string, n)
-		agents, requests    = make([]string, n), make([]string, n)
-		hashes              = make([][]byte, n)
-	)
-	for i, r := range batch {
-		orgs[i], teeth[i], tokens[i] = r.actor.OrgID, r.spec.Teeth, r.actor.TokenID
-		pds[i], ods[i], pitches[i] = r.spec.PitchDiameter, r.spec.OutsideDiameter, r.spec.Pitch
-		eventIDs[i], keys[i], hashes[i] = r.eventID, r.idem.Key, r.idem.Hash
-		if hashes[i] == nil {
-			hashes[i] = []byte{}
-		}
-		actors[i], clients[i] = r.actor.Kind, r.actor.ClientAddr
-		agents[i], requests[i] = r.actor.UserAgent, r.actor.RequestID
-	}
-	at := c.now()
+	results := make([]createResult, len(batch))
 	// The batch is written for all its callers: none of them can cancel it.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(batch[0].ctx), createTimeout)
 	defer cancel()
-	var out struct {
-		IDs pq.Int64Array `db:"new_ids"`
-		LSN string        `db:"commit_lsn"`
-	}
-	err := c.stmt.GetContext(ctx, &out,
-		pq.Array(orgs), pq.Array(teeth), pq.Array(pds), pq.Array(ods), pq.Array(pitches),
-		pq.Array(eventIDs), pq.Array(keys), pq.ByteaArray(hashes), pq.Array(tokens),
-		pq.Array(actors), pq.Array(clients), pq.Array(agents), pq.Array(requests), at)
-	if err == nil && len(out.IDs) != n {
-		err = fmt.Errorf("create_sprockets returned %d ids for %d creates", len(out.IDs), n)
-	}
-	results := make([]createResult, n)
+	lsn, err := c.store.write(ctx, domain.Actor{}, func(tx *sqlx.Tx, rec *recorder) error {
+		live, err := liveOrgs(ctx, tx, batch)
+		if err != nil {
+			return err
+		}
+		var todo []int // indexes of the creates to write
+		for i, r := range batch {
+			if !live[r.actor.OrgID] {
+				results[i].err = domain.Errorf(domain.EUNAUTHENTICATED, "the token's organization was deleted")
+				continue
+			}
+			todo = append(todo, i)
+		}
+		if len(todo) == 0 {
+			return nil
+		}
+		var ids []int64
+		if err := tx.SelectContext(ctx, &ids, `SELECT nextval('sprockets_id_seq') FROM generate_series(1, $1)`, len(todo)); err != nil {
+			return fmt.Errorf("sprocket ids: %w", err)
+		}
+		var (
+			claims  []keyClaim
+			claimed []int // the batch index of each claim
+			first   = map[keyOf]bool{}
+		)
+		for j, i := range todo {
+			r := batch[i]
+			results[i].sprocket = domain.Sprocket{ID: ids[j], OrgID: r.actor.OrgID, Version: 1, SprocketSpec: r.spec,
+				CreatedAt: rec.at, UpdatedAt: rec.at}
+			if r.idem.Key == "" {
+				continue
+			}
+			k := keyOf{r.actor.OrgID, r.idem.Key}
+			if first[k] {
+				results[i].err = errKeyTaken // by the create before it: replayed after the commit
+				continue
+			}
+			first[k] = true
+			claims = append(claims, keyClaim{org: k.org, idem: r.idem, kind: events.Sprocket, resource: results[i].sprocket})
+			claimed = append(claimed, i)
+		}
+		taken, err := claimKeys(ctx, tx, claims)
+		if err != nil {
+			return err
+		}
+		for _, n := range taken {
+			results[claimed[n]].err = errKeyTaken
+		}
+		var sps []domain.Sprocket
+		for _, i := range todo {
+			if results[i].err == nil {
+				sps = append(sps, results[i].sprocket)
+			}
+		}
+		if err := insertSprockets(ctx, tx, sps, rec.at); err != nil {
+			return err
+		}
+		for _, i := range todo {
+			if sp := results[i].sprocket; results[i].err == nil {
+				if err := rec.recordBy(batch[i].actor, events.Created, events.Sprocket, sp.ID, sp.OrgID, sp.Version,
+					events.SprocketPayload{Sprocket: sp}); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
 	for i := range results {
 		if err != nil {
-			results[i].err = err
-			continue
+			results[i] = createResult{err: err}
+		} else if results[i].err == nil {
+			results[i].lsn = lsn
 		}
-		results[i] = createResult{id: out.IDs[i], at: at, lsn: out.LSN}
-	}
-	if err == nil {
-		c.committed(createdEvents(batch, results))
 	}
 	return results
 }
 
-// createdEvents returns the created events of a committed batch, equal to
-// those create_sprockets put in the outbox.
-func createdEvents(batch []*createReq, results []createResult) []events.Envelope {
-	envs := make([]events.Envelope, 0, len(batch))
-	for i, r := range batch {
-		sp := results[i].sprocket(r)
-		e, err := events.New(r.eventID, events.Created, events.Sprocket, sp.ID, sp.OrgID, sp.Version, sp.CreatedAt,
-			events.SprocketPayload{Sprocket: sp})
-		if err != nil {
-			continue // left to the relay's claims: the outbox has it
-		}
-		envs = append(envs, e)
-	}
-	return envs
+// keyOf names an idempotency key: they are per organization.
+type keyOf struct {
+	org int64
+	key string
 }
 
-// sprocket returns the sprocket r created.
-func (res createResult) sprocket(r *createReq) domain.Sprocket {
-	return domain.Sprocket{
-		ID: res.id, OrgID: r.actor.OrgID, Version: 1, SprocketSpec: r.spec, CreatedAt: res.at, UpdatedAt: res.at,
+// insertSprockets inserts new sprockets, ids chosen, in one statement.
+func insertSprockets(ctx context.Context, tx *sqlx.Tx, sps []domain.Sprocket, at time.Time) error {
+	if len(sps) == 0 {
+		return nil
 	}
+	n := len(sps)
+	ids, orgs, teeth := make([]int64, n), make([]int64, n), make([]int64, n)
+	pds, ods, pitches := make([]float64, n), make([]float64, n), make([]float64, n)
+	for i, sp := range sps {
+		ids[i], orgs[i], teeth[i] = sp.ID, sp.OrgID, sp.Teeth
+		pds[i], ods[i], pitches[i] = sp.PitchDiameter, sp.OutsideDiameter, sp.Pitch
+	}
+	if _, err := tx.ExecContext(ctx, `
+		INSERT INTO sprockets (id, org_id, teeth, pitch_diameter, outside_diameter, pitch, created_at, updated_at)
+		SELECT u.*, $7, $7 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::float8[], $5::float8[], $6::float8[]) AS u`,
+		pq.Array(ids), pq.Array(orgs), pq.Array(teeth), pq.Array(pds), pq.Array(ods), pq.Array(pitches), at); err != nil {
+		return fmt.Errorf("insert sprockets: %w", err)
+	}
+	return nil
 }
 
-// isConstraintViolation tells whether err is an integrity constraint
-// violation (SQLSTATE class 23), raised before the commit, so that nothing
-// was written.
-func isConstraintViolation(err error) bool {
-	var pqErr *pq.Error
-	return errors.As(err, &pqErr) && pqErr.Code.Class() == "23"
+// liveOrgs returns which of the batch's organizations are not deleted,
+// holding their rows (FOR SHARE) until the commit: a deletion, which takes
+// the row FOR UPDATE, waits for the batch, or the batch for it.
+func liveOrgs(ctx context.Context, tx *sqlx.Tx, batch []*createReq) (map[int64]bool, error) {
+	var ids []int64
+	for _, r := range batch {
+		ids = append(ids, r.actor.OrgID)
+	}
+	var live []int64
+	if err := tx.SelectContext(ctx, &live, `
+		SELECT id FROM organizations WHERE id = ANY($1) AND deleted_at IS NULL ORDER BY id FOR SHARE`, pq.Array(ids)); err != nil {
+		return nil, fmt.Errorf("lock organizations: %w", err)
+	}
+	m := make(map[int64]bool, len(live))
+	for _, id := range live {
+		m[id] = true
+	}
+	return m, nil
 }

@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -58,14 +57,18 @@ func (s *Store) CreateFactory(ctx context.Context, actor domain.Actor, spec doma
 			return err
 		}
 		if idem.Key != "" {
-			if err := claimKey(ctx, tx, org, idem, events.Factory, f); err != nil {
+			taken, err := claimKeys(ctx, tx, []keyClaim{{org: org, idem: idem, kind: events.Factory, resource: f}})
+			if err != nil {
 				return err
+			}
+			if len(taken) > 0 {
+				return errKeyTaken
 			}
 		}
 		return rec.record(events.Created, events.Factory, f.ID, org, f.Version,
 			events.FactoryPayload{Factory: f, Samples: samples})
 	})
-	if errors.Is(err, errKeyTaken) {
+	if isKeyTaken(err) {
 		var earlier domain.Factory
 		r, err := s.replay(ctx, org, idem, events.Factory, &earlier)
 		r.Version = earlier.Version

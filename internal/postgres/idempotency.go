@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
@@ -13,35 +15,78 @@ import (
 	"github.com/sprockets-api/sprockets/internal/domain"
 )
 
-// claimKey records key as answered by resource, in the creating
-// transaction. A concurrent request with the same key blocks on the insert
-// until the first commits, then fails with a unique violation: one of them
-// creates, and the other replays.
-func claimKey(ctx context.Context, tx *sqlx.Tx, org int64, idem domain.Idempotency, kind string, resource any) error {
-	raw, err := json.Marshal(resource)
-	if err != nil {
-		return fmt.Errorf("encode idempotent resource: %w", err)
-	}
-	_, err = tx.ExecContext(ctx, `
-		INSERT INTO idempotency_keys (org_id, key, request_hash, resource_type, resource)
-		VALUES ($1, $2, $3, $4, $5)`, org, idem.Key, idem.Hash, kind, raw)
-	if isKeyTaken(err) {
-		return errKeyTaken
-	}
-	if err != nil {
-		return fmt.Errorf("claim idempotency key: %w", err)
-	}
-	return nil
+// keyClaim is an idempotency key to record, with the resource its request
+// created.
+type keyClaim struct {
+	org      int64
+	idem     domain.Idempotency
+	kind     string
+	resource any
 }
 
+// keyLifetime is how long an idempotency key answers with what its first
+// request created; after it, the key is free for a new request (Stripe
+// keeps keys as long).
+const keyLifetime = 24 * time.Hour
+
+// claimKeys records each key as answered by its resource, in the creating
+// transaction, in one statement, and returns the indexes of the claims
+// whose key is taken (by a request within keyLifetime). A concurrent
+// request with the same key waits for the first to commit, then finds it
+// taken: one of them creates, and the other replays. Keys must be
+// distinct.
+func claimKeys(ctx context.Context, tx *sqlx.Tx, claims []keyClaim) (taken []int, err error) {
+	if len(claims) == 0 {
+		return nil, nil
+	}
+	n := len(claims)
+	orgs, keys, kinds, resources, hashes := make([]int64, n), make([]string, n), make([]string, n), make([]string, n), make([][]byte, n)
+	for i, c := range claims {
+		raw, err := json.Marshal(c.resource)
+		if err != nil {
+			return nil, fmt.Errorf("encode idempotent resource: %w", err)
+		}
+		orgs[i], keys[i], kinds[i], resources[i], hashes[i] = c.org, c.idem.Key, c.kind, string(raw), c.idem.Hash
+		if hashes[i] == nil {
+			hashes[i] = []byte{}
+		}
+	}
+	var won []int64 // ordinals of the claims written
+	if err := tx.SelectContext(ctx, &won, `
+		WITH u AS (
+			SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::text[], $5::jsonb[])
+			       WITH ORDINALITY AS u(org_id, key, request_hash, resource_type, resource, n)),
+		k AS (
+			INSERT INTO idempotency_keys AS k (org_id, key, request_hash, resource_type, resource)
+			SELECT org_id, key, request_hash, resource_type, resource FROM u
+			ON CONFLICT (org_id, key) DO UPDATE
+			SET request_hash = EXCLUDED.request_hash, resource_type = EXCLUDED.resource_type,
+			    resource = EXCLUDED.resource, created_at = now()
+			WHERE k.created_at < now() - make_interval(secs => $6)
+			RETURNING org_id, key)
+		SELECT u.n FROM u JOIN k USING (org_id, key)`,
+		pq.Array(orgs), pq.Array(keys), pq.ByteaArray(hashes), pq.Array(kinds), pq.Array(resources),
+		keyLifetime.Seconds()); err != nil {
+		return nil, fmt.Errorf("claim idempotency keys: %w", err)
+	}
+	written := make(map[int64]bool, len(won))
+	for _, w := range won {
+		written[w] = true
+	}
+	for i := range claims {
+		if !written[int64(i+1)] {
+			taken = append(taken, i)
+		}
+	}
+	return taken, nil
+}
+
+// errKeyTaken says that a create's idempotency key was taken: the create
+// wrote nothing, and the earlier request's answer is replayed.
 var errKeyTaken = errors.New("idempotency key taken")
 
-// isKeyTaken reports whether err is the unique violation of an idempotency
-// key already claimed.
-func isKeyTaken(err error) bool {
-	var pqErr *pq.Error
-	return errors.As(err, &pqErr) && pqErr.Code == "23505" && pqErr.Constraint == "idempotency_keys_pkey"
-}
+// isKeyTaken reports whether err says a create's idempotency key was taken.
+func isKeyTaken(err error) bool { return errors.Is(err, errKeyTaken) }
 
 // replay loads the resource an earlier request with the same key created.
 // It returns an EKEYREUSED *domain.Error when that request was another one.
@@ -69,4 +114,34 @@ func (s *Store) replay(ctx context.Context, org int64, idem domain.Idempotency, 
 		return domain.Receipt{}, unavailable(err)
 	}
 	return domain.Receipt{LSN: lsn, Replayed: true}, nil
+}
+
+// ForgetOldKeys deletes the idempotency keys older than keyLifetime, which
+// answer nothing any more, and returns how many went.
+func (s *Store) ForgetOldKeys(ctx context.Context) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)`,
+		keyLifetime.Seconds())
+	if err != nil {
+		return 0, unavailable(fmt.Errorf("forget old idempotency keys: %w", err))
+	}
+	return res.RowsAffected()
+}
+
+// RunKeyExpiry calls ForgetOldKeys every interval until ctx is done; a
+// failure is logged and tried again at the next round.
+func (s *Store) RunKeyExpiry(ctx context.Context, every time.Duration, log *slog.Logger) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		if n, err := s.ForgetOldKeys(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("idempotency keys", "err", err)
+		} else if n > 0 {
+			log.Info("idempotency keys forgotten", "count", n)
+		}
+	}
 }

@@ -329,6 +329,28 @@ func TestIdempotentCreates(t *testing.T) {
 	if domain.ErrorCode(err) != domain.EKEYREUSED {
 		t.Fatalf("a factory with a sprocket's key: %+v %+v %v", f, r, err)
 	}
+
+	// A key answers for a day; after it, it is free for a new request, and
+	// the keys nobody can use any more are forgotten.
+	if _, err := db.Exec(`UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'k1'`); err != nil {
+		t.Fatal(err)
+	}
+	fresh, r3, err := s.CreateSprocket(ctx, domain.System(1, "test"), spec, domain.Idempotency{Key: "k1", Hash: []byte("request-b")})
+	if err != nil || r3.Replayed || fresh.ID == first.ID {
+		t.Fatalf("a day-old key used again: %+v %+v %v, want a new sprocket", fresh, r3, err)
+	}
+	if _, r4, err := s.CreateSprocket(ctx, domain.System(1, "test"), spec, domain.Idempotency{Key: "k1", Hash: []byte("request-b")}); err != nil || !r4.Replayed {
+		t.Fatalf("the key taken anew does not replay: %+v %v", r4, err)
+	}
+	if _, err := db.Exec(`UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'burst'`); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.ForgetOldKeys(ctx); err != nil || n != 1 {
+		t.Errorf("forgot %d keys (%v), want the one a day old", n, err)
+	}
+	if err := db.Get(&n, `SELECT count(*) FROM idempotency_keys`); err != nil || n != 1 {
+		t.Errorf("%d keys left (%v), want k1", n, err)
+	}
 }
 
 // Creates that arrive together are committed together, and each is still
@@ -593,6 +615,58 @@ func TestTokensCoverTheirWrites(t *testing.T) {
 
 // Rows keep their organization without foreign keys to it because an
 // organization row is never removed.
+// A create in flight while its organization is deleted does not commit
+// after the deletion: the deletion holds the organization's row, the
+// create waits for it, then finds the organization gone and writes nothing.
+func TestACreateDoesNotOutliveItsOrganization(t *testing.T) {
+	ctx := context.Background()
+	s, db := fresh(t)
+	org, err := s.CreateOrganization(ctx, "doomed", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deletion, err := db.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer deletion.Rollback()
+	if _, err := deletion.ExecContext(ctx, `SELECT id FROM organizations WHERE id = $1 FOR UPDATE`, org.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := deletion.ExecContext(ctx, `UPDATE organizations SET deleted_at = now() WHERE id = $1`, org.ID); err != nil {
+		t.Fatal(err)
+	}
+	type answer struct {
+		sp  domain.Sprocket
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		sp, _, err := s.CreateSprocket(ctx, domain.System(org.ID, "test"), spec, domain.Idempotency{})
+		done <- answer{sp, err}
+	}()
+	select {
+	case a := <-done:
+		t.Fatalf("the create did not wait for the deletion in progress: %+v %v", a.sp, a.err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := deletion.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	a := <-done
+	if domain.ErrorCode(a.err) != domain.EUNAUTHENTICATED {
+		t.Errorf("a create for an organization deleted meanwhile: %+v %v, want EUNAUTHENTICATED", a.sp, a.err)
+	}
+	var n int
+	if err := db.Get(&n, `SELECT count(*) FROM sprockets WHERE org_id = $1`, org.ID); err != nil || n != 0 {
+		t.Errorf("%d sprockets of the deleted organization (%v)", n, err)
+	}
+	// Creates of live organizations in the same group are not held back.
+	if _, _, err := s.CreateSprocket(ctx, domain.System(1, "test"), spec, domain.Idempotency{}); err != nil {
+		t.Errorf("a create of a live organization: %v", err)
+	}
+}
+
 func TestOrganizationsAreNeverRemoved(t *testing.T) {
 	_, db := fresh(t)
 	for _, stmt := range []string{`DELETE FROM organizations WHERE id = 1`, `TRUNCATE organizations CASCADE`} {

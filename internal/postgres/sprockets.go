@@ -52,7 +52,7 @@ func utcPtr(t *time.Time) *time.Time {
 // EKEYREUSED error. spec must be valid.
 func (s *Store) CreateSprocket(ctx context.Context, actor domain.Actor, spec domain.SprocketSpec, idem domain.Idempotency) (domain.Sprocket, domain.Receipt, error) {
 	req := &createReq{
-		ctx: ctx, actor: actor, spec: spec, idem: idem, eventID: s.newID(), done: make(chan createResult, 1),
+		ctx: ctx, actor: actor, spec: spec, idem: idem, done: make(chan createResult, 1),
 	}
 	res := s.creates.do(req)
 	if isKeyTaken(res.err) {
@@ -64,8 +64,7 @@ func (s *Store) CreateSprocket(ctx context.Context, actor domain.Actor, spec dom
 	if res.err != nil {
 		return domain.Sprocket{}, domain.Receipt{}, unavailable(fmt.Errorf("create sprocket: %w", res.err))
 	}
-	sp := res.sprocket(req)
-	return sp, domain.Receipt{Version: sp.Version, LSN: res.lsn}, nil
+	return res.sprocket, domain.Receipt{Version: res.sprocket.Version, LSN: res.lsn}, nil
 }
 
 // UpdateSprocket applies change to the live sprocket id of org under a row

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 
 	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/events"
@@ -22,9 +23,8 @@ type Store struct {
 	newID    func() string
 	onCommit func([]events.Envelope)
 
-	// Hot statements, prepared once: planning costs more than running them.
-	createSprockets *sqlx.Stmt
-	commitLSN       *sqlx.Stmt
+	// A hot statement, prepared once: planning costs more than running it.
+	commitLSN *sqlx.Stmt
 
 	creates *creates
 }
@@ -52,24 +52,17 @@ func NewStore(ctx context.Context, db *sqlx.DB, opts ...Option) (*Store, error) 
 		o(s)
 	}
 	var err error
-	// See the create_sprockets procedure in the schema.
-	if s.createSprockets, err = db.PreparexContext(ctx,
-		`CALL create_sprockets($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`); err != nil {
-		return nil, fmt.Errorf("prepare create sprockets: %w", err)
-	}
 	if s.commitLSN, err = db.PreparexContext(ctx, commitLSN); err != nil {
-		s.createSprockets.Close()
 		return nil, fmt.Errorf("prepare commit lsn: %w", err)
 	}
-	s.creates = newCreates(s.createSprockets, s.timestamp, s.onCommit)
+	s.creates = newCreates(s)
 	return s, nil
 }
 
 // Close waits for the creates being written, fails those still queued, and
-// releases the prepared statements.
+// releases the prepared statement.
 func (s *Store) Close() error {
 	s.creates.close()
-	s.createSprockets.Close()
 	return s.commitLSN.Close()
 }
 
@@ -85,27 +78,80 @@ func (s *Store) lsn(ctx context.Context) (string, error) {
 // DB returns the leader the store writes to.
 func (s *Store) DB() *sqlx.DB { return s.db }
 
-// recorder collects the events of one transaction.
+// recorder collects the events of one transaction, and who made each.
 type recorder struct {
 	store  *Store
 	at     time.Time
+	actor  domain.Actor // the write's
 	events []events.Envelope
+	actors []domain.Actor // by event
 }
 
+// record records an event made by the write's actor.
 func (r *recorder) record(typ, aggregate string, id, org, version int64, payload any) error {
+	return r.recordBy(r.actor, typ, aggregate, id, org, version, payload)
+}
+
+// recordBy records an event made by actor: the creates of a group each
+// have their own.
+func (r *recorder) recordBy(actor domain.Actor, typ, aggregate string, id, org, version int64, payload any) error {
 	e, err := events.New(r.store.newID(), typ, aggregate, id, org, version, r.at, payload)
 	if err != nil {
 		return err
 	}
 	r.events = append(r.events, e)
+	r.actors = append(r.actors, actor)
+	return nil
+}
+
+// insert writes the recorded events into the outbox and their audit rows,
+// in one statement however many there are.
+func (r *recorder) insert(ctx context.Context, tx *sqlx.Tx) error {
+	n := len(r.events)
+	if n == 0 {
+		return nil
+	}
+	var (
+		ids, subjects, types, kinds = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		aggregates, orgs, versions  = make([]int64, n), make([]int64, n), make([]int64, n)
+		payloads, tokens            = make([]string, n), make([]int64, n)
+		actors, clients             = make([]string, n), make([]string, n)
+		agents, requests            = make([]string, n), make([]string, n)
+	)
+	for i, e := range r.events {
+		ids[i], subjects[i], types[i], kinds[i] = e.ID, e.Subject(), e.Type, e.AggregateType
+		aggregates[i], orgs[i], versions[i], payloads[i] = e.AggregateID, e.OrgID, e.Version, string(e.Payload)
+		a := r.actors[i]
+		tokens[i], actors[i], clients[i], agents[i], requests[i] = a.TokenID, a.Kind, a.ClientAddr, a.UserAgent, a.RequestID
+	}
+	_, err := tx.ExecContext(ctx, `
+		WITH e AS (
+			SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
+			                     $7::bigint[], $8::jsonb[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[])
+			AS u(event_id, subject, type, aggregate_type, aggregate_id, org_id, version, payload,
+			     token_id, actor, client_addr, user_agent, request_id)),
+		o AS (
+			INSERT INTO outbox (event_id, subject, type, aggregate_type, aggregate_id, org_id, version, occurred_at, payload)
+			SELECT event_id, subject, type, aggregate_type, aggregate_id, org_id, version, $14, payload FROM e)
+		INSERT INTO audit_log (org_id, token_id, actor, client_addr, user_agent, request_id,
+		                       action, resource_type, resource_id, version, changes, at)
+		SELECT org_id, NULLIF(token_id, 0), actor, client_addr, user_agent, request_id,
+		       aggregate_type || '.' || type, aggregate_type, aggregate_id, version, payload, $14 FROM e`,
+		pq.Array(ids), pq.Array(subjects), pq.Array(types), pq.Array(kinds), pq.Array(aggregates), pq.Array(orgs),
+		pq.Array(versions), pq.Array(payloads), pq.Array(tokens), pq.Array(actors), pq.Array(clients),
+		pq.Array(agents), pq.Array(requests), r.at)
+	if err != nil {
+		return fmt.Errorf("insert outbox and audit rows: %w", err)
+	}
 	return nil
 }
 
 // write runs fn in a transaction on the leader, inserts the events fn
-// recorded into the outbox with one audit row each (attributed to actor),
-// commits, and returns the WAL position after the commit. fn's error rolls
-// everything back and is returned as is; a database that cannot answer is
-// an EUNAVAILABLE error.
+// recorded into the outbox with one audit row each (attributed to the actor
+// each was recorded by: actor, unless recordBy named another), commits, and
+// returns the WAL position after the commit. fn's error rolls everything
+// back and is returned as is; a database that cannot answer is an
+// EUNAVAILABLE error.
 func (s *Store) write(ctx context.Context, actor domain.Actor, fn func(tx *sqlx.Tx, rec *recorder) error) (_ string, err error) {
 	defer func() { err = unavailable(err) }()
 	tx, err := s.db.BeginTxx(ctx, nil)
@@ -113,20 +159,12 @@ func (s *Store) write(ctx context.Context, actor domain.Actor, fn func(tx *sqlx.
 		return "", fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // after Commit this is a no-op
-	rec := &recorder{store: s, at: s.timestamp()}
+	rec := &recorder{store: s, at: s.timestamp(), actor: actor}
 	if err := fn(tx, rec); err != nil {
 		return "", err
 	}
-	for _, e := range rec.events {
-		if _, err := tx.ExecContext(ctx, `
-			INSERT INTO outbox (event_id, subject, type, aggregate_type, aggregate_id, org_id, version, occurred_at, payload)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-			e.ID, e.Subject(), e.Type, e.AggregateType, e.AggregateID, e.OrgID, e.Version, e.OccurredAt, []byte(e.Payload)); err != nil {
-			return "", fmt.Errorf("insert outbox: %w", err)
-		}
-		if err := audit(ctx, tx, actor, e); err != nil {
-			return "", err
-		}
+	if err := rec.insert(ctx, tx); err != nil {
+		return "", err
 	}
 	if err := tx.Commit(); err != nil {
 		return "", fmt.Errorf("commit: %w", err)
