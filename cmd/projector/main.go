@@ -138,6 +138,10 @@ func project(ctx context.Context, cfg config.Projector, proj *projection.Project
 		return err
 	}
 	defer nc.Close()
+	// A deleted organization's events leave the stream with its keys.
+	proj.PurgeWith(func(ctx context.Context, filters []string) error {
+		return nc.PurgeSubjects(ctx, cfg.StreamName, filters)
+	})
 	runner := natsjs.NewRunner(nc, natsjs.RunConfig{
 		Batch: cfg.FetchBatch, Wait: cfg.FetchWait, ParkAfter: uint64(cfg.ParkAfter), AckWait: cfg.AckWait,
 		StuckAfter: cfg.StuckAfter,
@@ -204,7 +208,7 @@ func consume(ctx context.Context, cfg config.Projector, nc *natsjs.Conn, runner 
 				return err
 			}
 			if err := nc.EnsureStream(ctx, natsjs.StreamConfig{
-				Name: cfg.StreamName + "_PARKED", Subjects: []string{natsjs.ParkPrefix + ".>"}, MaxAge: 30 * 24 * time.Hour,
+				Name: natsjs.ParkedStream(cfg.StreamName), Subjects: []string{natsjs.ParkPrefix + ".>"}, MaxAge: 30 * 24 * time.Hour,
 			}); err != nil {
 				return err
 			}

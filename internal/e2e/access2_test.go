@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sprockets-api/sprockets/internal/auth"
+	"github.com/sprockets-api/sprockets/internal/events"
 )
 
 // A token's budget is shared by every reader; going over it is a 429 with
@@ -180,8 +181,9 @@ func TestAuditTrail(t *testing.T) {
 }
 
 // Deleting an organization revokes its tokens at once, removes its data
-// from Postgres and Redis, and neither a rebuild nor a replayed event brings
-// any of it back.
+// (its trail and its tokens included) from Postgres, Redis and the stream,
+// keeping only the record of the deletion, and neither a rebuild nor a
+// replayed event brings any of it back.
 func TestDeletingAnOrganization(t *testing.T) {
 	s := newStack(t, stackOptions{})
 	db := leader(t, s)
@@ -227,29 +229,7 @@ func TestDeletingAnOrganization(t *testing.T) {
 		t.Fatalf("only %d keys of the organization before deleting it: %v", len(keys), keys)
 	}
 
-	writerCmd(t, s, "org", "delete", "doomed", "--yes")
-	checkProblem(t, do(t, "GET", rd+"/api/sprockets", nil, as(tok)...), 401, "revoked")
-	checkProblem(t, do(t, "POST", w+"/v1/sprockets", `{"teeth":3,"pitch_diameter":1,"outside_diameter":1,"pitch":1}`, as(tok)...), 401, "revoked")
-	for table, query := range map[string]string{
-		"sprockets":        `SELECT count(*) FROM sprockets WHERE org_id = $1`,
-		"factories":        `SELECT count(*) FROM factories WHERE org_id = $1`,
-		"samples":          fmt.Sprintf(`SELECT count(*) FROM factory_samples WHERE factory_id = %d AND $1 > 0`, f.ID),
-		"idempotency keys": `SELECT count(*) FROM idempotency_keys WHERE org_id = $1`,
-		"live tokens":      `SELECT count(*) FROM tokens WHERE org_id = $1 AND revoked_at IS NULL`,
-	} {
-		var n int
-		if err := db.Get(&n, query, org); err != nil || n != 0 {
-			t.Errorf("%s of the deleted organization: %d (%v)", table, n, err)
-		}
-	}
-	checkFor(t, 10*time.Second, func() string {
-		if keys := orgKeys(); len(keys) > 0 {
-			return fmt.Sprintf("keys left in Redis: %v", keys)
-		}
-		return ""
-	})
-
-	// Replay one of its events, as a redelivery would; then rebuild.
+	// One of its events, to replay after the deletion as a redelivery would.
 	nc, err := nats.Connect(s.NATS.URL())
 	if err != nil {
 		t.Fatal(err)
@@ -264,6 +244,55 @@ func TestDeletingAnOrganization(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+
+	writerCmd(t, s, "org", "delete", "doomed", "--yes")
+	checkProblem(t, do(t, "GET", rd+"/api/sprockets", nil, as(tok)...), 401, "revoked")
+	checkProblem(t, do(t, "POST", w+"/v1/sprockets", `{"teeth":3,"pitch_diameter":1,"outside_diameter":1,"pitch":1}`, as(tok)...), 401, "revoked")
+	for table, query := range map[string]string{
+		"sprockets":        `SELECT count(*) FROM sprockets WHERE org_id = $1`,
+		"factories":        `SELECT count(*) FROM factories WHERE org_id = $1`,
+		"samples":          fmt.Sprintf(`SELECT count(*) FROM factory_samples WHERE factory_id = %d AND $1 > 0`, f.ID),
+		"idempotency keys": `SELECT count(*) FROM idempotency_keys WHERE org_id = $1`,
+		"tokens":           `SELECT count(*) FROM tokens WHERE org_id = $1`,
+		// The deletion's own rows are the record that it happened.
+		"audit rows":         `SELECT count(*) FROM audit_log WHERE org_id = $1 AND resource_type <> 'organization'`,
+		"unpublished events": `SELECT count(*) FROM outbox WHERE org_id = $1 AND aggregate_type <> 'organization'`,
+	} {
+		var n int
+		if err := db.Get(&n, query, org); err != nil || n != 0 {
+			t.Errorf("%s of the deleted organization: %d (%v)", table, n, err)
+		}
+	}
+	checkFor(t, 10*time.Second, func() string {
+		if keys := orgKeys(); len(keys) > 0 {
+			return fmt.Sprintf("keys left in Redis: %v", keys)
+		}
+		return ""
+	})
+
+	// Its events leave the stream; the deletion's stays, as its record.
+	var filters []string
+	for _, id := range ids {
+		filters = append(filters, events.AggregateFilter(events.Sprocket, id))
+	}
+	filters = append(filters, events.AggregateFilter(events.Factory, f.ID))
+	checkFor(t, 10*time.Second, func() string {
+		for _, filter := range filters {
+			info, err := stream.Info(ctx, jetstream.WithSubjectFilter(filter))
+			if err != nil {
+				return err.Error()
+			}
+			if len(info.State.Subjects) > 0 {
+				return fmt.Sprintf("the stream still holds %v", info.State.Subjects)
+			}
+		}
+		return ""
+	})
+	if info, err := stream.Info(ctx, jetstream.WithSubjectFilter(events.AggregateFilter(events.Organization, org))); err != nil || len(info.State.Subjects) == 0 {
+		t.Errorf("the deletion's event is not in the stream: %v", err)
+	}
+
+	// Replay one of its events, as a redelivery would; then rebuild.
 	if _, err := js.Publish(ctx, old.Subject, old.Data); err != nil {
 		t.Fatal(err)
 	}

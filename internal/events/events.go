@@ -44,8 +44,14 @@ type Envelope struct {
 }
 
 // Subject returns events.<aggregate>.<id>.<type>.
-func (e Envelope) Subject() string {
-	return SubjectPrefix + "." + e.AggregateType + "." + strconv.FormatInt(e.AggregateID, 10) + "." + e.Type
+func (e Envelope) Subject() string { return aggregateSubject(e.AggregateType, e.AggregateID) + e.Type }
+
+// AggregateFilter returns the subject filter of every event of one
+// aggregate: events.<aggregate>.<id>.>.
+func AggregateFilter(aggregate string, id int64) string { return aggregateSubject(aggregate, id) + ">" }
+
+func aggregateSubject(aggregate string, id int64) string {
+	return SubjectPrefix + "." + aggregate + "." + strconv.FormatInt(id, 10) + "."
 }
 
 // SprocketPayload carries a sprocket's whole state after the change.

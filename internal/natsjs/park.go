@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // ParkPrefix is the first token of parked messages' subjects.
@@ -22,6 +23,26 @@ func (c *Conn) Park(ctx context.Context, msg Msg, reason string) error {
 	}
 	if err := msg.Term(); err != nil {
 		return fmt.Errorf("terminate parked %s: %w", msg.Subject(), err)
+	}
+	return nil
+}
+
+// ParkedStream names the stream that keeps the parked messages of stream.
+func ParkedStream(stream string) string { return stream + "_PARKED" }
+
+// PurgeSubjects removes from stream, and from its parked stream, every
+// message whose subject matches one of filters (wildcards allowed).
+func (c *Conn) PurgeSubjects(ctx context.Context, stream string, filters []string) error {
+	for _, s := range []struct{ name, prefix string }{{stream, ""}, {ParkedStream(stream), ParkPrefix + "."}} {
+		st, err := c.JS.Stream(ctx, s.name)
+		if err != nil {
+			return fmt.Errorf("stream %s: %w", s.name, err)
+		}
+		for _, f := range filters {
+			if err := st.Purge(ctx, jetstream.WithPurgeSubject(s.prefix+f)); err != nil {
+				return fmt.Errorf("purge %s from %s: %w", s.prefix+f, s.name, err)
+			}
+		}
 	}
 	return nil
 }

@@ -206,10 +206,11 @@ func (r Reads) Grant(ctx context.Context, hash []byte) (domain.Grant, error) {
 const purgeBatch = 5000
 
 // DeleteOrganization deletes org: its tokens are revoked (revoke is called
-// with their hashes before the commit, as for RevokeToken), its factories,
-// samples, sprockets and idempotency keys are removed, and events listing
-// what it owned let the projector remove every key of it. The organization
-// stays as a deleted row, so that nothing of it can come back.
+// with their hashes before the commit, as for RevokeToken) and removed, its
+// factories, samples, sprockets, idempotency keys, audit rows and
+// unpublished events are removed, and events listing what it owned let the
+// projector remove every key of it (and its events from the stream). The
+// organization stays as a deleted row, so that nothing of it can come back.
 // Errors: ENOTFOUND.
 func (s *Store) DeleteOrganization(ctx context.Context, actor domain.Actor, org int64, revoke func(hashes [][]byte) error) (domain.Organization, error) {
 	var o domain.Organization
@@ -230,8 +231,20 @@ func (s *Store) DeleteOrganization(ctx context.Context, actor domain.Actor, org 
 		if err := revoke(hashes); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE tokens SET revoked_at = coalesce(revoked_at, $2) WHERE org_id = $1`, org, rec.at); err != nil {
-			return fmt.Errorf("revoke tokens: %w", err)
+		// What the organization owned goes, its trail with it (resources
+		// after each change, client addresses, user agents), its tokens
+		// (revoked above, for the instances that hold them) and the events
+		// the relay has not yet published. What stays is the minimal record:
+		// the organization's row, marked deleted, and this deletion's
+		// events and audit rows (written after fn returns).
+		for _, stmt := range []struct{ what, sql string }{
+			{"audit rows", `DELETE FROM audit_log WHERE org_id = $1`},
+			{"tokens", `DELETE FROM tokens WHERE org_id = $1`},
+			{"unpublished events", `DELETE FROM outbox WHERE org_id = $1`},
+		} {
+			if _, err := tx.ExecContext(ctx, stmt.sql, org); err != nil {
+				return fmt.Errorf("delete %s: %w", stmt.what, err)
+			}
 		}
 		var sprockets []int64
 		if err := tx.SelectContext(ctx, &sprockets, `DELETE FROM sprockets WHERE org_id = $1 RETURNING id`, org); err != nil {

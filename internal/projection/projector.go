@@ -48,10 +48,16 @@ type Cache interface {
 	Fence(ctx context.Context, orgs ...int64) error
 }
 
+// Purge removes from the broker the events whose subjects match filters
+// (events.<aggregate>.<id>.>): a deleted organization's events leave the
+// stream with its keys.
+type Purge func(ctx context.Context, filters []string) error
+
 // Projector applies events to the read model.
 type Projector struct {
 	src   Source
 	cache Cache
+	purge Purge
 	log   *slog.Logger
 	now   func() time.Time
 	// marked wakes RunDerived when this projector marks bodies dirty.
@@ -76,6 +82,7 @@ const (
 func New(src Source, cache Cache, log *slog.Logger, reg prometheus.Registerer) *Projector {
 	p := &Projector{
 		src: src, cache: cache, log: log, now: time.Now, marked: make(chan struct{}, 1),
+		purge: func(context.Context, []string) error { return nil },
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sprockets_projector_events_total", Help: "Events projected, by outcome.",
 		}, []string{"outcome"}),
@@ -101,6 +108,13 @@ func New(src Source, cache Cache, log *slog.Logger, reg prometheus.Registerer) *
 	p.checks = newAntiEntropy(reg)
 	return p
 }
+
+// PurgeWith has the projector remove a deleted organization's events from
+// the broker with purge once its keys are gone (the deletion event itself
+// stays, the record that it happened); until it is called, they stay
+// until the stream's age limit. Call it before the projector applies
+// events.
+func (p *Projector) PurgeWith(purge Purge) { p.purge = purge }
 
 // Handle decodes and applies one message body. An EINVALID *domain.Error
 // means the message can never be applied; any other error is worth a retry.
@@ -447,6 +461,16 @@ func (p *Projector) applyOrganization(ctx context.Context, e events.Envelope) (s
 		if err := p.cache.Delete(ctx, keys[start:min(start+1000, len(keys))]...); err != nil {
 			return "", err
 		}
+	}
+	var filters []string
+	for _, id := range pl.Sprockets {
+		filters = append(filters, events.AggregateFilter(events.Sprocket, id))
+	}
+	for _, f := range pl.Factories {
+		filters = append(filters, events.AggregateFilter(events.Factory, f.ID))
+	}
+	if err := p.purge(ctx, filters); err != nil {
+		return "", fmt.Errorf("purge the organization's events: %w", err)
 	}
 	return Applied, nil
 }
