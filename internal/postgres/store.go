@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -23,8 +24,8 @@ type Store struct {
 	newID    func() string
 	onCommit func([]events.Envelope)
 
-	// A hot statement, prepared once: planning costs more than running it.
-	commitLSN *sqlx.Stmt
+	// Hot statements, prepared once: planning costs more than running them.
+	stmts map[string]*sqlx.Stmt
 
 	creates *creates
 }
@@ -51,25 +52,44 @@ func NewStore(ctx context.Context, db *sqlx.DB, opts ...Option) (*Store, error) 
 	for _, o := range opts {
 		o(s)
 	}
-	var err error
-	if s.commitLSN, err = db.PreparexContext(ctx, commitLSN); err != nil {
-		return nil, fmt.Errorf("prepare commit lsn: %w", err)
+	s.stmts = map[string]*sqlx.Stmt{}
+	for _, q := range []string{commitLSN, insertEvents, lockOrgsTakeIDs, insertSprockets} {
+		stmt, err := db.PreparexContext(ctx, q)
+		if err != nil {
+			s.closeStmts()
+			return nil, fmt.Errorf("prepare %.40q: %w", q, err)
+		}
+		s.stmts[q] = stmt
 	}
 	s.creates = newCreates(s)
 	return s, nil
 }
 
 // Close waits for the creates being written, fails those still queued, and
-// releases the prepared statement.
+// releases the prepared statements.
 func (s *Store) Close() error {
 	s.creates.close()
-	return s.commitLSN.Close()
+	return s.closeStmts()
+}
+
+func (s *Store) closeStmts() error {
+	var errs []error
+	for _, stmt := range s.stmts {
+		errs = append(errs, stmt.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// stmt returns the prepared statement of query (one of those NewStore
+// prepares), in tx.
+func (s *Store) stmt(ctx context.Context, tx *sqlx.Tx, query string) *sqlx.Stmt {
+	return tx.StmtxContext(ctx, s.stmts[query])
 }
 
 // lsn returns the token of a write just committed: see commitLSN.
 func (s *Store) lsn(ctx context.Context) (string, error) {
 	var lsn string
-	if err := s.commitLSN.GetContext(ctx, &lsn); err != nil {
+	if err := s.stmts[commitLSN].GetContext(ctx, &lsn); err != nil {
 		return "", fmt.Errorf("commit lsn: %w", err)
 	}
 	return lsn, nil
@@ -104,6 +124,22 @@ func (r *recorder) recordBy(actor domain.Actor, typ, aggregate string, id, org, 
 	return nil
 }
 
+// insertEvents writes events into the outbox, and their audit rows: the
+// i-th element of each array is the i-th event's.
+const insertEvents = `
+		WITH e AS (
+			SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
+			                     $7::bigint[], $8::jsonb[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[])
+			AS u(event_id, subject, type, aggregate_type, aggregate_id, org_id, version, payload,
+			     token_id, actor, client_addr, user_agent, request_id)),
+		o AS (
+			INSERT INTO outbox (event_id, subject, type, aggregate_type, aggregate_id, org_id, version, occurred_at, payload)
+			SELECT event_id, subject, type, aggregate_type, aggregate_id, org_id, version, $14, payload FROM e)
+		INSERT INTO audit_log (org_id, token_id, actor, client_addr, user_agent, request_id,
+		                       action, resource_type, resource_id, version, changes, at)
+		SELECT org_id, NULLIF(token_id, 0), actor, client_addr, user_agent, request_id,
+		       aggregate_type || '.' || type, aggregate_type, aggregate_id, version, payload, $14 FROM e`
+
 // insert writes the recorded events into the outbox and their audit rows,
 // in one statement however many there are.
 func (r *recorder) insert(ctx context.Context, tx *sqlx.Tx) error {
@@ -124,19 +160,7 @@ func (r *recorder) insert(ctx context.Context, tx *sqlx.Tx) error {
 		a := r.actors[i]
 		tokens[i], actors[i], clients[i], agents[i], requests[i] = a.TokenID, a.Kind, a.ClientAddr, a.UserAgent, a.RequestID
 	}
-	_, err := tx.ExecContext(ctx, `
-		WITH e AS (
-			SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
-			                     $7::bigint[], $8::jsonb[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[])
-			AS u(event_id, subject, type, aggregate_type, aggregate_id, org_id, version, payload,
-			     token_id, actor, client_addr, user_agent, request_id)),
-		o AS (
-			INSERT INTO outbox (event_id, subject, type, aggregate_type, aggregate_id, org_id, version, occurred_at, payload)
-			SELECT event_id, subject, type, aggregate_type, aggregate_id, org_id, version, $14, payload FROM e)
-		INSERT INTO audit_log (org_id, token_id, actor, client_addr, user_agent, request_id,
-		                       action, resource_type, resource_id, version, changes, at)
-		SELECT org_id, NULLIF(token_id, 0), actor, client_addr, user_agent, request_id,
-		       aggregate_type || '.' || type, aggregate_type, aggregate_id, version, payload, $14 FROM e`,
+	_, err := r.store.stmt(ctx, tx, insertEvents).ExecContext(ctx,
 		pq.Array(ids), pq.Array(subjects), pq.Array(types), pq.Array(kinds), pq.Array(aggregates), pq.Array(orgs),
 		pq.Array(versions), pq.Array(payloads), pq.Array(tokens), pq.Array(actors), pq.Array(clients),
 		pq.Array(agents), pq.Array(requests), r.at)
