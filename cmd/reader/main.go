@@ -24,6 +24,7 @@ import (
 	"github.com/sprockets-api/sprockets/internal/admission"
 	"github.com/sprockets-api/sprockets/internal/auth"
 	"github.com/sprockets-api/sprockets/internal/budget"
+	"github.com/sprockets-api/sprockets/internal/compress"
 	"github.com/sprockets-api/sprockets/internal/config"
 	"github.com/sprockets-api/sprockets/internal/consistency"
 	"github.com/sprockets-api/sprockets/internal/httpapi"
@@ -140,7 +141,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			PublicReads: cfg.PublicReads, PublicOrg: cfg.PublicOrgID,
 			RateLimit: cfg.RateLimit, AnonymousRateLimit: cfg.AnonymousRateLimit,
 		}, log))
-	reader.Routes(app, reader.New(near, cache, database{pool, admission.New("database-reads", cfg.MaxDBReads, cfg.AdmissionWait, reg)}, reader.Config{
+	database := database{pool, admission.New("database-reads", cfg.MaxDBReads, cfg.AdmissionWait, reg)}
+	encoder := compress.New(cfg.CompressedBytes, reg)
+	reader.Routes(app, reader.New(near, cache, database, encoder, reader.Config{
 		ConsistencyWait: cfg.ConsistencyWait, CacheBackoff: cfg.RedisBackoff, MaxChartBuckets: cfg.ChartMaxBuckets,
 		Tokens: tokens,
 	}, log, func(source string) { served.WithLabelValues(source).Inc() }))

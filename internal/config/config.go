@@ -130,6 +130,9 @@ type Reader struct {
 	// MaxDBReads bounds the reads on the databases (replicas or leader) in
 	// progress at once; answers from memory or Redis are not counted.
 	MaxDBReads int `env:"MAX_DB_READS" envDefault:"64"`
+	// CompressedBytes bounds the compressed forms of bodies a reader keeps
+	// (gzip, zstd); 0 turns compression off.
+	CompressedBytes int64 `env:"COMPRESSED_BYTES" envDefault:"33554432"`
 }
 
 // Projector configures cmd/projector.
@@ -372,6 +375,9 @@ func (c Reader) Validate() error {
 	}
 	p.positive("CHART_MAX_BUCKETS", int64(c.ChartMaxBuckets))
 	p.positive("MAX_DB_READS", int64(c.MaxDBReads))
+	if c.CompressedBytes < 0 {
+		p.add("COMPRESSED_BYTES must not be negative (0 turns compression off)")
+	}
 	if c.NearCacheBytes < 0 {
 		p.add("NEAR_CACHE_BYTES must not be negative (0 turns the near-cache off)")
 	}

@@ -40,7 +40,7 @@ func TestOpenAPIMatchesTheRoutes(t *testing.T) {
 	writer.Routes(w, writer.New(nil, nil))
 	collect(w)
 	r := httpapi.NewApp(httpapi.ServerConfig{Name: "r"}, log, prometheus.NewRegistry())
-	reader.Routes(r, reader.New(nil, nil, nil, reader.Config{}, log, func(string) {}))
+	reader.Routes(r, reader.New(nil, nil, nil, nil, reader.Config{}, log, func(string) {}))
 	collect(r)
 
 	var doc struct {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/sprockets-api/sprockets/internal/auth"
 	"github.com/sprockets-api/sprockets/internal/budget"
+	"github.com/sprockets-api/sprockets/internal/compress"
 	"github.com/sprockets-api/sprockets/internal/consistency"
 	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/httpapi"
@@ -127,7 +128,7 @@ func FuzzReadRequests(f *testing.F) {
 	app := httpapi.NewApp(httpapi.ServerConfig{Name: "fuzz", BodyLimit: 64 << 10}, log, prometheus.NewRegistry())
 	app.Use(httpapi.Access(admin{}, unlimited{}, httpapi.AccessConfig{RateLimit: 1000, AnonymousRateLimit: 10}, log))
 	near := nearcache.New(1<<20, fresh{}, prometheus.NewRegistry())
-	Routes(app, New(near, emptyCache{}, database{}, Config{ConsistencyWait: time.Millisecond, CacheBackoff: time.Second,
+	Routes(app, New(near, emptyCache{}, database{}, compress.New(1<<20, prometheus.NewRegistry()), Config{ConsistencyWait: time.Millisecond, CacheBackoff: time.Second,
 		MaxChartBuckets: 10, Tokens: tokens}, log, func(string) {}))
 	f.Fuzz(func(t *testing.T, target, ifNoneMatch, token string) {
 		if !strings.HasPrefix(target, "/") || strings.ContainsAny(target, " \r\n\t#") {

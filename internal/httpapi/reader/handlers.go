@@ -10,6 +10,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/sprockets-api/sprockets/internal/compress"
 	"github.com/sprockets-api/sprockets/internal/consistency"
 	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/httpapi"
@@ -66,8 +67,16 @@ type Config struct {
 	Tokens *consistency.Signer
 }
 
+// Encoder compresses answers for the clients that accept it, keeping each
+// body's encoded forms while it stays the same (compress.Cache).
+type Encoder interface {
+	Choose(acceptEncoding string, size int) string
+	Encode(key, etag, encoding string, body []byte) []byte
+}
+
 // Handlers serve the read API.
 type Handlers struct {
+	encoder Encoder
 	near    Near
 	cache   Cache
 	db      Database
@@ -87,8 +96,8 @@ const (
 // New returns the read API's handlers. Each request reads as its principal's
 // organization (see httpapi.Access); served is told where each answer came
 // from (metrics).
-func New(near Near, cache Cache, db Database, cfg Config, log *slog.Logger, served func(string)) *Handlers {
-	return &Handlers{near: near, cache: cache, db: db, cfg: cfg, log: log, served: served}
+func New(near Near, cache Cache, db Database, encoder Encoder, cfg Config, log *slog.Logger, served func(string)) *Handlers {
+	return &Handlers{near: near, cache: cache, db: db, encoder: encoder, cfg: cfg, log: log, served: served}
 }
 
 // org is the organization a request reads as.
@@ -222,12 +231,19 @@ func (h *Handlers) send(c *fiber.Ctx, e readmodel.Entry, org int64, v view, sour
 	h.served(source)
 	c.Set("X-Read-Source", source)
 	c.Set(fiber.HeaderCacheControl, "no-cache")
-	c.Set(fiber.HeaderETag, e.ETag)
-	if httpapi.NotModified(c, e.ETag) {
+	c.Vary(fiber.HeaderAcceptEncoding)
+	enc := h.encoder.Choose(c.Get(fiber.HeaderAcceptEncoding), len(e.Body))
+	etag := compress.ETag(e.ETag, enc)
+	c.Set(fiber.HeaderETag, etag)
+	if httpapi.NotModified(c, etag) {
 		return c.SendStatus(http.StatusNotModified)
 	}
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
-	return c.Send(e.Body)
+	if enc == "" {
+		return c.Send(e.Body)
+	}
+	c.Set(fiber.HeaderContentEncoding, enc)
+	return c.Send(h.encoder.Encode(v.key, e.ETag, enc, e.Body))
 }
 
 // dbError passes domain errors through and turns a database failure into a

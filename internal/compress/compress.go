@@ -1,0 +1,178 @@
+// Package compress encodes answers for the clients that accept it (zstd,
+// gzip) and keeps each body's encoded forms while the body stays the same:
+// a body is compressed when it changes, on the first request that wants it
+// encoded, not on every request, so that a compressed cached read costs
+// what an uncompressed one does.
+package compress
+
+import (
+	"bytes"
+	"container/list"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Encodings, as Content-Encoding names them; "" is the identity.
+const (
+	Zstd = "zstd"
+	Gzip = "gzip"
+)
+
+// MinSize is the smallest body worth encoding: below it, the answer fits
+// in a packet or two either way, and encoding costs more than it saves.
+const MinSize = 1400
+
+// Negotiate returns the encoding to answer with for an Accept-Encoding
+// header: zstd or gzip when the client accepts it (zstd first at equal
+// preference), "" for the identity. An encoding given q=0 is refused, and
+// "*" stands for any encoding not named.
+func Negotiate(accept string) string {
+	best, bestQ := "", 0.0
+	named := map[string]float64{}
+	wildcard := -1.0
+	for _, part := range strings.Split(accept, ",") {
+		name, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		name = strings.ToLower(strings.TrimSpace(name))
+		q := 1.0
+		if v, ok := strings.CutPrefix(strings.TrimSpace(params), "q="); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil || f < 0 || f > 1 {
+				continue
+			}
+			q = f
+		}
+		if name == "*" {
+			wildcard = q
+			continue
+		}
+		named[name] = q
+	}
+	for _, enc := range []string{Zstd, Gzip} {
+		q, ok := named[enc]
+		if !ok {
+			q = max(wildcard, 0)
+		}
+		if q > bestQ {
+			best, bestQ = enc, q
+		}
+	}
+	return best
+}
+
+// ETag returns the entity tag of the enc encoding of a body whose tag is
+// etag: each representation has its own, so that a cache or a client never
+// takes one encoding's tag for another's.
+func ETag(etag, enc string) string {
+	if enc == "" || !strings.HasSuffix(etag, `"`) {
+		return etag
+	}
+	return etag[:len(etag)-1] + "-" + enc + `"`
+}
+
+// Cache keeps encoded bodies within a byte budget, the least recently used
+// forgotten first.
+type Cache struct {
+	budget int64
+	zstd   *zstd.Encoder
+
+	mu    sync.Mutex
+	lru   *list.List // of *variant, most recent first
+	byKey map[variantKey]*list.Element
+	used  int64
+
+	encoded *prometheus.CounterVec
+	bytes   prometheus.GaugeFunc
+}
+
+// variantKey names one encoding of one body: its read-model key (or ""
+// for an answer assembled per request) and its entity tag.
+type variantKey struct{ key, etag, enc string }
+
+type variant struct {
+	id   variantKey
+	body []byte
+}
+
+// New returns a cache of at most budget bytes of encoded bodies; its
+// metrics are registered with reg.
+func New(budget int64, reg prometheus.Registerer) *Cache {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		panic(err) // only for invalid options
+	}
+	c := &Cache{budget: budget, zstd: enc, lru: list.New(), byKey: map[variantKey]*list.Element{},
+		encoded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sprockets_compressions_total", Help: "Bodies compressed, by encoding: once per body and encoding while it is kept.",
+		}, []string{"encoding"}),
+	}
+	c.bytes = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sprockets_compressed_bytes", Help: "Bytes of compressed bodies kept.",
+	}, func() float64 {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return float64(c.used)
+	})
+	reg.MustRegister(c.encoded, c.bytes)
+	return c
+}
+
+// Choose returns the encoding to answer a body of size bytes with, for a
+// client that sent accept (Accept-Encoding): "" (the identity) when the
+// cache has no budget (compression is off), when the body is smaller than
+// MinSize, or when the client accepts neither encoding.
+func (c *Cache) Choose(accept string, size int) string {
+	if c.budget <= 0 || size < MinSize {
+		return ""
+	}
+	return Negotiate(accept)
+}
+
+// Encode returns body encoded with enc (Zstd or Gzip), kept from an earlier
+// call when key and etag name the same body.
+func (c *Cache) Encode(key, etag, enc string, body []byte) []byte {
+	id := variantKey{key, etag, enc}
+	c.mu.Lock()
+	if el, ok := c.byKey[id]; ok {
+		c.lru.MoveToFront(el)
+		b := el.Value.(*variant).body
+		c.mu.Unlock()
+		return b
+	}
+	c.mu.Unlock()
+	out := c.encode(enc, body)
+	c.encoded.WithLabelValues(enc).Inc()
+	size := int64(len(out) + len(key) + len(etag) + 64)
+	if size > c.budget {
+		return out
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.byKey[id]; !ok {
+		c.byKey[id] = c.lru.PushFront(&variant{id: id, body: out})
+		c.used += size
+	}
+	for c.used > c.budget {
+		el := c.lru.Back()
+		v := el.Value.(*variant)
+		c.lru.Remove(el)
+		delete(c.byKey, v.id)
+		c.used -= int64(len(v.body) + len(v.id.key) + len(v.id.etag) + 64)
+	}
+	return out
+}
+
+func (c *Cache) encode(enc string, body []byte) []byte {
+	if enc == Zstd {
+		return c.zstd.EncodeAll(body, make([]byte, 0, len(body)/4))
+	}
+	var buf bytes.Buffer
+	w, _ := gzip.NewWriterLevel(&buf, gzip.DefaultCompression) // a valid level: no error
+	_, _ = w.Write(body)                                       // into memory: no error
+	_ = w.Close()
+	return buf.Bytes()
+}
