@@ -33,6 +33,7 @@ type wrkRound struct {
 	failed   int64 // non-2xx/3xx answers and socket errors
 	elapsed  time.Duration
 	p50, p99 time.Duration
+	read     float64 // bytes read, headers included (wrk's "0.90GB read")
 }
 
 func (r wrkRound) rps() float64 { return float64(r.requests-r.failed) / r.elapsed.Seconds() }
@@ -74,6 +75,9 @@ func parseWrk(out string) (wrkRound, error) {
 		case len(f) >= 4 && f[1] == "requests" && f[2] == "in":
 			r.requests, _ = strconv.ParseInt(f[0], 10, 64)
 			r.elapsed = wrkDuration(strings.TrimSuffix(f[3], ","))
+			if len(f) >= 6 && f[5] == "read" {
+				r.read = wrkBytes(f[4])
+			}
 		case len(f) == 5 && f[0] == "Non-2xx":
 			n, _ := strconv.ParseInt(f[4], 10, 64)
 			r.failed += n
@@ -88,6 +92,23 @@ func parseWrk(out string) (wrkRound, error) {
 		return r, fmt.Errorf("wrk reported no requests:\n%s", out)
 	}
 	return r, nil
+}
+
+// wrkBytes reads wrk's sizes: 512B, 1.50KB, 0.90GB (powers of 1024).
+func wrkBytes(s string) float64 {
+	for i, u := range []string{"B", "KB", "MB", "GB", "TB"} {
+		if v, ok := strings.CutSuffix(s, u); ok && (u != "B" || !strings.ContainsAny(v, "KMGT")) {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return 0
+			}
+			for range i {
+				f *= 1024
+			}
+			return f
+		}
+	}
+	return 0
 }
 
 // wrkDuration reads wrk's durations: 635.91us, 1.50ms, 2.00s, 1.00m.
