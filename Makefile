@@ -5,6 +5,10 @@ BIN      := bin
 PROGRAMS := writer projector reader
 # Debian packages the local topology and the tests run from.
 DEB_PACKAGES := postgresql redis-server nats-server haproxy wrk prometheus
+# Commands the tests run, each with the Debian package that has it: node and
+# npm run the pinned OpenAPI linter (tools/spectral). Commands, not packages:
+# NodeSource's nodejs package holds npm.
+DEB_COMMANDS := node:nodejs npm:npm
 
 .DEFAULT_GOAL := help
 COMPOSE  ?= docker compose
@@ -55,7 +59,8 @@ fmt: ## gofmt every file
 # those two commands. It installs nothing when nothing is missing, and
 # asks for root rather than trying without.
 deps: ## install the Debian packages the tests and `make run` need, if any is missing (as root; run, test and bench call it)
-	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done; \
+		for c in $(DEB_COMMANDS); do command -v $${c%%:*} >/dev/null 2>&1 || echo $${c##*:}; done); \
 	missing=$$(echo $$missing); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" -ne 0 ]; then \

@@ -33,7 +33,7 @@ func fakeTools(t *testing.T, uid string, installed bool) (env []string, aptLog s
 
 func makeDeps(t *testing.T, env []string) (string, error) {
 	t.Helper()
-	cmd := exec.Command("make", "-s", "-C", root, "deps", "DEB_PACKAGES=fake-a fake-b")
+	cmd := exec.Command("make", "-s", "-C", root, "deps", "DEB_PACKAGES=fake-a fake-b", "DEB_COMMANDS=")
 	cmd.Env = env
 	out, err := cmd.CombinedOutput()
 	return string(out), err
