@@ -14,7 +14,7 @@ DEB_COMMANDS := node:nodejs npm:npm
 COMPOSE  ?= docker compose
 READERS  ?= 2
 
-.PHONY: help build run test test-short bench fuzz vet fmt deps clean \
+.PHONY: help build run test test-short bench soak fuzz vet fmt deps clean \
 	up down logs scale local-build local-run local-load-data compose-check env-secrets
 
 help: ## list the targets
@@ -36,6 +36,10 @@ test-short: ## run the tests without the race detector (faster while working)
 bench: deps ## measure cached reads, creates and write-to-visible delay against baselines
 	$(GO) test -tags bench -run '^$$' -bench . -benchtime 1x -timeout 30m ./internal/bench
 
+SOAK_DURATION ?= 10m
+soak: deps ## run a mixed load with faults (kills, restarts, pauses) for SOAK_DURATION (10m), then check nothing was lost or leaked
+	SOAK_DURATION=$(SOAK_DURATION) $(GO) test -tags soak -run '^TestSoak$$' -count=1 -v -timeout 60m ./internal/e2e
+
 FUZZTIME ?= 1m
 # Every fuzz target: package and name. make test runs their seeds.
 FUZZ_TARGETS := ./internal/httpapi/writer:FuzzWriteRequests ./internal/httpapi/reader:FuzzReadRequests \
@@ -50,6 +54,7 @@ fuzz: ## run each fuzz target for FUZZTIME (1m by default): request decoding, to
 vet: ## go vet and a gofmt check
 	$(GO) vet ./...
 	$(GO) vet -tags bench ./internal/bench
+	$(GO) vet -tags soak ./internal/e2e
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "not gofmt-ed:"; echo "$$out"; exit 1; fi
 
 fmt: ## gofmt every file
