@@ -231,21 +231,6 @@ func (s *Store) DeleteOrganization(ctx context.Context, actor domain.Actor, org 
 		if err := revoke(hashes); err != nil {
 			return err
 		}
-		// What the organization owned goes, its trail with it (resources
-		// after each change, client addresses, user agents), its tokens
-		// (revoked above, for the instances that hold them) and the events
-		// the relay has not yet published. What stays is the minimal record:
-		// the organization's row, marked deleted, and this deletion's
-		// events and audit rows (written after fn returns).
-		for _, stmt := range []struct{ what, sql string }{
-			{"audit rows", `DELETE FROM audit_log WHERE org_id = $1`},
-			{"tokens", `DELETE FROM tokens WHERE org_id = $1`},
-			{"unpublished events", `DELETE FROM outbox WHERE org_id = $1`},
-		} {
-			if _, err := tx.ExecContext(ctx, stmt.sql, org); err != nil {
-				return fmt.Errorf("delete %s: %w", stmt.what, err)
-			}
-		}
 		var sprockets []int64
 		if err := tx.SelectContext(ctx, &sprockets, `DELETE FROM sprockets WHERE org_id = $1 RETURNING id`, org); err != nil {
 			return fmt.Errorf("delete sprockets: %w", err)
@@ -256,6 +241,22 @@ func (s *Store) DeleteOrganization(ctx context.Context, actor domain.Actor, org 
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM idempotency_keys WHERE org_id = $1`, org); err != nil {
 			return fmt.Errorf("delete idempotency keys: %w", err)
+		}
+		// Its trail goes too (resources after each change, client
+		// addresses, user agents), its tokens (revoked above, for the
+		// instances that hold them) and the events the relay has not yet
+		// published; last, so that the rows of a write that held a lock the
+		// deletes above waited for are seen and go. What stays is the
+		// minimal record: the organization's row, marked deleted, and this
+		// deletion's events and audit rows (written after fn returns).
+		for _, stmt := range []struct{ what, sql string }{
+			{"audit rows", `DELETE FROM audit_log WHERE org_id = $1`},
+			{"tokens", `DELETE FROM tokens WHERE org_id = $1`},
+			{"unpublished events", `DELETE FROM outbox WHERE org_id = $1`},
+		} {
+			if _, err := tx.ExecContext(ctx, stmt.sql, org); err != nil {
+				return fmt.Errorf("delete %s: %w", stmt.what, err)
+			}
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE organizations SET deleted_at = $2 WHERE id = $1`, org, rec.at); err != nil {
 			return fmt.Errorf("delete organization: %w", err)

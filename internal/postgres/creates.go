@@ -248,15 +248,17 @@ func (c *creates) insert(ctx context.Context, tx *sqlx.Tx, sps []domain.Sprocket
 
 // lockOrgsTakeIDs: see liveOrgsAndIDs.
 const lockOrgsTakeIDs = `
-		WITH live AS (SELECT id FROM organizations WHERE id = ANY($1) AND deleted_at IS NULL ORDER BY id FOR SHARE)
+		WITH live AS (SELECT id FROM organizations WHERE id = ANY($1) AND deleted_at IS NULL ORDER BY id FOR KEY SHARE SKIP LOCKED)
 		SELECT array(SELECT id FROM live) AS live,
 		       array(SELECT nextval('sprockets_id_seq') FROM generate_series(1, $2)) AS ids`
 
 // liveOrgsAndIDs returns which of the batch's organizations are not
-// deleted, holding their rows (FOR SHARE) until the commit, so that a
-// deletion, which takes the row FOR UPDATE, waits for the batch or the
-// batch for it; and an id for each create of the batch (those of creates
-// that write nothing are left unused). One round trip for both.
+// deleted, holding their rows (FOR KEY SHARE) until the commit, and an id
+// for each create of the batch (those of creates that write nothing are
+// left unused), in one round trip. A deletion takes the row FOR UPDATE: it
+// waits for a batch that holds it, and a batch skips a row a deletion
+// holds, counting the organization as deleted, rather than waiting with
+// every other tenant's creates for a deletion that may take long.
 func (c *creates) liveOrgsAndIDs(ctx context.Context, tx *sqlx.Tx, batch []*createReq) (map[int64]bool, []int64, error) {
 	orgs := make([]int64, len(batch))
 	for i, r := range batch {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -39,9 +40,20 @@ func claimKeys(ctx context.Context, tx *sqlx.Tx, claims []keyClaim) (taken []int
 	if len(claims) == 0 {
 		return nil, nil
 	}
+	// In one order, whoever sends them: two writers claiming the same
+	// keys in opposite orders would deadlock on them.
+	order := make([]int, len(claims))
+	for i := range order {
+		order[i] = i
+	}
+	sort.Slice(order, func(a, b int) bool {
+		ca, cb := claims[order[a]], claims[order[b]]
+		return ca.org < cb.org || ca.org == cb.org && ca.idem.Key < cb.idem.Key
+	})
 	n := len(claims)
 	orgs, keys, kinds, resources, hashes := make([]int64, n), make([]string, n), make([]string, n), make([]string, n), make([][]byte, n)
-	for i, c := range claims {
+	for i, at := range order {
+		c := claims[at]
 		raw, err := json.Marshal(c.resource)
 		if err != nil {
 			return nil, fmt.Errorf("encode idempotent resource: %w", err)
@@ -58,7 +70,7 @@ func claimKeys(ctx context.Context, tx *sqlx.Tx, claims []keyClaim) (taken []int
 			       WITH ORDINALITY AS u(org_id, key, request_hash, resource_type, resource, n)),
 		k AS (
 			INSERT INTO idempotency_keys AS k (org_id, key, request_hash, resource_type, resource)
-			SELECT org_id, key, request_hash, resource_type, resource FROM u
+			SELECT org_id, key, request_hash, resource_type, resource FROM u ORDER BY n
 			ON CONFLICT (org_id, key) DO UPDATE
 			SET request_hash = EXCLUDED.request_hash, resource_type = EXCLUDED.resource_type,
 			    resource = EXCLUDED.resource, created_at = now()
@@ -73,11 +85,12 @@ func claimKeys(ctx context.Context, tx *sqlx.Tx, claims []keyClaim) (taken []int
 	for _, w := range won {
 		written[w] = true
 	}
-	for i := range claims {
-		if !written[int64(i+1)] {
-			taken = append(taken, i)
+	for n, at := range order {
+		if !written[int64(n+1)] {
+			taken = append(taken, at)
 		}
 	}
+	sort.Ints(taken)
 	return taken, nil
 }
 
@@ -117,14 +130,24 @@ func (s *Store) replay(ctx context.Context, org int64, idem domain.Idempotency, 
 }
 
 // ForgetOldKeys deletes the idempotency keys older than keyLifetime, which
-// answer nothing any more, and returns how many went.
+// answer nothing any more, a thousand at a time (short transactions, by
+// the index on created_at), and returns how many went.
 func (s *Store) ForgetOldKeys(ctx context.Context) (int64, error) {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)`,
-		keyLifetime.Seconds())
-	if err != nil {
-		return 0, unavailable(fmt.Errorf("forget old idempotency keys: %w", err))
+	var total int64
+	for {
+		res, err := s.db.ExecContext(ctx, `
+			DELETE FROM idempotency_keys WHERE (org_id, key) IN (
+				SELECT org_id, key FROM idempotency_keys
+				WHERE created_at < now() - make_interval(secs => $1) LIMIT 1000)`, keyLifetime.Seconds())
+		if err != nil {
+			return total, unavailable(fmt.Errorf("forget old idempotency keys: %w", err))
+		}
+		n, err := res.RowsAffected()
+		if err != nil || n == 0 {
+			return total, err
+		}
+		total += n
 	}
-	return res.RowsAffected()
 }
 
 // RunKeyExpiry calls ForgetOldKeys every interval until ctx is done; a

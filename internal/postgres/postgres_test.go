@@ -613,11 +613,11 @@ func TestTokensCoverTheirWrites(t *testing.T) {
 	}
 }
 
-// Rows keep their organization without foreign keys to it because an
-// organization row is never removed.
-// A create in flight while its organization is deleted does not commit
-// after the deletion: the deletion holds the organization's row, the
-// create waits for it, then finds the organization gone and writes nothing.
+// A create while its organization is being deleted is refused, never
+// committed after the deletion: the deletion holds the organization's row,
+// and a create that finds it held counts the organization as deleted
+// rather than wait (other organizations' creates do not wait either). A
+// key sent twice at once is answered by its first create.
 func TestACreateDoesNotOutliveItsOrganization(t *testing.T) {
 	ctx := context.Background()
 	s, db := fresh(t)
@@ -636,37 +636,55 @@ func TestACreateDoesNotOutliveItsOrganization(t *testing.T) {
 	if _, err := deletion.ExecContext(ctx, `UPDATE organizations SET deleted_at = now() WHERE id = $1`, org.ID); err != nil {
 		t.Fatal(err)
 	}
-	type answer struct {
-		sp  domain.Sprocket
-		err error
+	refused := func(what string, err error) {
+		t.Helper()
+		if domain.ErrorCode(err) != domain.EUNAUTHENTICATED {
+			t.Errorf("%s for an organization being deleted: %v, want EUNAUTHENTICATED", what, err)
+		}
 	}
-	done := make(chan answer, 1)
-	go func() {
-		sp, _, err := s.CreateSprocket(ctx, domain.System(org.ID, "test"), spec, domain.Idempotency{})
-		done <- answer{sp, err}
-	}()
-	select {
-	case a := <-done:
-		t.Fatalf("the create did not wait for the deletion in progress: %+v %v", a.sp, a.err)
-	case <-time.After(300 * time.Millisecond):
+	// Two creates of the doomed organization and two of a live one, with
+	// one key, sent together (one group or more).
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	ids := make([]int64, 4)
+	for i, actor := range []domain.Actor{domain.System(org.ID, "test"), domain.System(org.ID, "test"), domain.System(1, "test"), domain.System(1, "test")} {
+		wg.Go(func() {
+			idem := domain.Idempotency{}
+			if i >= 2 {
+				idem = domain.Idempotency{Key: "twice", Hash: []byte("same")}
+			}
+			sp, _, err := s.CreateSprocket(ctx, actor, spec, idem)
+			ids[i], errs[i] = sp.ID, err
+		})
 	}
+	wg.Wait()
+	refused("a sprocket create", errs[0])
+	refused("a sprocket create", errs[1])
+	if errs[2] != nil || errs[3] != nil || ids[2] != ids[3] || ids[2] == 0 {
+		t.Errorf("the live organization's creates with one key: ids %d %d, errors %v %v", ids[2], ids[3], errs[2], errs[3])
+	}
+	_, _, err = s.CreateFactory(ctx, domain.System(org.ID, "test"), domain.FactorySpec{Name: "F"}, nil, domain.Idempotency{})
+	refused("a factory create", err)
 	if err := deletion.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	a := <-done
-	if domain.ErrorCode(a.err) != domain.EUNAUTHENTICATED {
-		t.Errorf("a create for an organization deleted meanwhile: %+v %v, want EUNAUTHENTICATED", a.sp, a.err)
-	}
-	var n int
-	if err := db.Get(&n, `SELECT count(*) FROM sprockets WHERE org_id = $1`, org.ID); err != nil || n != 0 {
-		t.Errorf("%d sprockets of the deleted organization (%v)", n, err)
-	}
-	// Creates of live organizations in the same group are not held back.
-	if _, _, err := s.CreateSprocket(ctx, domain.System(1, "test"), spec, domain.Idempotency{}); err != nil {
-		t.Errorf("a create of a live organization: %v", err)
+	_, _, err = s.CreateSprocket(ctx, domain.System(org.ID, "test"), spec, domain.Idempotency{})
+	refused("a sprocket create after the deletion", err)
+	for table, query := range map[string]string{
+		"sprockets": `SELECT count(*) FROM sprockets WHERE org_id = $1`,
+		"factories": `SELECT count(*) FROM factories WHERE org_id = $1`,
+		"events":    `SELECT count(*) FROM outbox WHERE org_id = $1`,
+		"audit":     `SELECT count(*) FROM audit_log WHERE org_id = $1`,
+	} {
+		var n int
+		if err := db.Get(&n, query, org.ID); err != nil || n != 0 {
+			t.Errorf("%d %s of the deleted organization (%v)", n, table, err)
+		}
 	}
 }
 
+// Rows keep their organization without foreign keys to it because an
+// organization row is never removed.
 func TestOrganizationsAreNeverRemoved(t *testing.T) {
 	_, db := fresh(t)
 	for _, stmt := range []string{`DELETE FROM organizations WHERE id = 1`, `TRUNCATE organizations CASCADE`} {
