@@ -80,14 +80,16 @@ deps: ## install the Debian packages the tests and `make run` need, if any is mi
 up: compose-check env-secrets ## start the compose topology in the background: http://localhost:8000
 	$(COMPOSE) up --build --detach --wait
 
-# The secrets docker-compose.yml refuses to start without.
+# The secrets docker-compose.yml refuses to start without. Each new one is
+# "s" and 64 hex digits: a value that starts with a digit may not parse as a
+# NATS configuration variable (nats-server reads 12e5... as a number).
 COMPOSE_SECRETS := CONSISTENCY_KEY POSTGRES_PASSWORD REPLICATION_PASSWORD REDIS_PASSWORD NATS_PASSWORD GRAFANA_ADMIN_PASSWORD
 
 env-secrets: ## write a new random value to .env for each compose secret it lacks (docker compose refuses to start without them)
 	@touch .env; for name in $(COMPOSE_SECRETS); do \
-		grep -q "^$$name=." .env && continue; \
-		sed -i "/^$$name=/d" .env; \
-		echo "$$name=$$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >> .env; \
+		grep -Eq "^$$name=[^[:space:]#]" .env && continue; \
+		grep -v "^$$name=" .env > .env.tmp || true; mv .env.tmp .env; \
+		echo "$$name=s$$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >> .env; \
 		echo "env-secrets: wrote a new $$name to .env"; \
 	done
 

@@ -199,7 +199,8 @@ func TestNATSConfigNeedsThePassword(t *testing.T) {
 	port := freePort(t)
 	cmd := exec.Command(bin, "-c", filepath.Join("nats", "nats.conf"), "-js", "-sd", t.TempDir(), "-a", "127.0.0.1",
 		"-p", strconv.Itoa(port), "-m", strconv.Itoa(freePort(t)))
-	cmd.Env = append(os.Environ(), "NATS_PASSWORD=the-password")
+	password := composeSecretsFromMake(t)["NATS_PASSWORD"]
+	cmd.Env = append(os.Environ(), "NATS_PASSWORD="+password)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -212,7 +213,7 @@ func TestNATSConfigNeedsThePassword(t *testing.T) {
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
 	var nc *nats.Conn
 	for start := time.Now(); ; time.Sleep(50 * time.Millisecond) {
-		if nc, err = nats.Connect(url, nats.UserInfo("sprockets", "the-password")); err == nil {
+		if nc, err = nats.Connect(url, nats.UserInfo("sprockets", password)); err == nil {
 			break
 		}
 		if time.Since(start) > 10*time.Second {
@@ -226,6 +227,56 @@ func TestNATSConfigNeedsThePassword(t *testing.T) {
 			t.Error("nats.conf let in a client without the password")
 		}
 	}
+}
+
+// composeSecretsFromMake runs make env-secrets in a directory holding a
+// copy of .env.example as .env, as a user who copied it would, and returns
+// what it wrote. Each secret is there, new, and starts with a letter (a
+// value that starts with a digit may not parse as a NATS variable); a
+// second run writes nothing.
+func composeSecretsFromMake(t *testing.T) map[string]string {
+	t.Helper()
+	dir := t.TempDir()
+	example, err := os.ReadFile(filepath.Join(root, ".env.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ".env"), example, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	makefile, _ := filepath.Abs(filepath.Join(root, "Makefile"))
+	run := func() string {
+		cmd := exec.Command("make", "-s", "-f", makefile, "env-secrets")
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("make env-secrets: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	run()
+	if again := run(); again != "" {
+		t.Errorf("a second make env-secrets wrote again: %s", again)
+	}
+	env, err := os.ReadFile(filepath.Join(dir, ".env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, line := range strings.Split(string(env), "\n") {
+		if name, value, ok := strings.Cut(line, "="); ok && slices.Contains(composeSecrets, name) {
+			if _, dup := got[name]; dup {
+				t.Errorf("%s is in .env twice", name)
+			}
+			got[name] = value
+		}
+	}
+	for _, name := range composeSecrets {
+		if v := got[name]; len(v) < 32 || v[0] < 'a' || v[0] > 'z' {
+			t.Errorf("make env-secrets wrote %s=%q", name, v)
+		}
+	}
+	return got
 }
 
 func freePort(t *testing.T) int {

@@ -2,6 +2,7 @@ package natsjs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/nats-io/nats.go"
@@ -35,6 +36,9 @@ func ParkedStream(stream string) string { return stream + "_PARKED" }
 func (c *Conn) PurgeSubjects(ctx context.Context, stream string, filters []string) error {
 	for _, s := range []struct{ name, prefix string }{{stream, ""}, {ParkedStream(stream), ParkPrefix + "."}} {
 		st, err := c.JS.Stream(ctx, s.name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			continue // nothing to purge: no message was ever kept there
+		}
 		if err != nil {
 			return fmt.Errorf("stream %s: %w", s.name, err)
 		}
