@@ -246,10 +246,19 @@ func TestKubernetesMonitoring(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The service (deploy/k8s) and its monitoring (deploy/k8s/monitoring),
+	// applied one after the other.
 	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
 	resMap, err := k.Run(filesys.MakeFsOnDisk(), "k8s")
 	if err != nil {
 		t.Fatalf("kustomize build deploy/k8s: %v", err)
+	}
+	monitoring, err := k.Run(filesys.MakeFsOnDisk(), "k8s/monitoring")
+	if err != nil {
+		t.Fatalf("kustomize build deploy/k8s/monitoring: %v", err)
+	}
+	if err := resMap.AppendAll(monitoring); err != nil {
+		t.Fatal(err)
 	}
 	var (
 		groups   []any

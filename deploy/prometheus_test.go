@@ -15,12 +15,12 @@ import (
 // The rules of deploy/prometheus/rules are the one source: the Kubernetes
 // PrometheusRule is generated from them with
 // go test ./deploy -run TestKubernetesMonitoring -update.
-var update = flag.Bool("update", false, "rewrite k8s/prometheus-rule.yaml from prometheus/rules/*.yml")
+var update = flag.Bool("update", false, "rewrite k8s/monitoring/prometheus-rule.yaml from prometheus/rules/*.yml")
 
 const (
 	rulesGlob      = "prometheus/rules/*.yml"
 	ruleTestsGlob  = "prometheus/tests/*_test.yml"
-	prometheusRule = "k8s/prometheus-rule.yaml"
+	prometheusRule = "k8s/monitoring/prometheus-rule.yaml"
 	dashboardsDir  = "grafana/dashboards"
 	operationsDoc  = "../docs/operations.md"
 )
