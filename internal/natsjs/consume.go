@@ -83,6 +83,9 @@ func (r *Runner) Run(ctx context.Context, cons *Consumer, handle Handler) error 
 		backoff   time.Duration
 		lastCheck time.Time
 	)
+	// Whatever waited while the runner was not running (a rebuild at
+	// start) is judged from now.
+	r.progress.Done()
 	for ctx.Err() == nil {
 		err := cons.Fetch(ctx, r.cfg.Batch, r.cfg.Wait, func(msgs []Msg) {
 			r.process(ctx, msgs, handle)

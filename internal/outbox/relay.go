@@ -37,8 +37,8 @@ type Config struct {
 	// DeleteAfter is how long the rows of published events may wait to be
 	// deleted together; 0 means 50ms.
 	DeleteAfter time.Duration
-	// StuckAfter is how long rows may wait with none published before the
-	// relay calls itself stuck (Stuck); 0 means a minute.
+	// StuckAfter is how long a row may wait in the outbox before the relay
+	// calls the pipeline stuck (Stuck); 0 means a minute.
 	StuckAfter time.Duration
 }
 
@@ -378,7 +378,6 @@ func (r *Relay) relayOnce(ctx context.Context) (int, error) {
 			return 0, fmt.Errorf("commit sent: %w", err)
 		}
 		r.published.Add(float64(len(sent)))
-		r.progress.Done()
 		return len(rows), nil
 	}
 	// Keep the rows that failed: put the batch back, then delete what was
@@ -392,7 +391,6 @@ func (r *Relay) relayOnce(ctx context.Context) (int, error) {
 			return 0, fmt.Errorf("delete sent: %w", err)
 		}
 		r.published.Add(float64(len(sent)))
-		r.progress.Done()
 	}
 	return len(rows), pubErr
 }
@@ -417,7 +415,6 @@ func (r *Relay) publishHanded(ctx context.Context, envs []events.Envelope) error
 			continue
 		}
 		r.published.Inc()
-		r.progress.Done()
 		id, err := uuid.Parse(envs[i].ID)
 		if err != nil {
 			continue // not an outbox row's id: nothing to delete
@@ -462,23 +459,34 @@ func (r *Relay) deleteSent(ctx context.Context) error {
 // published, and for at most Config.DeleteAfter those published whose rows
 // are about to be deleted.
 func (r *Relay) Backlog(ctx context.Context) (int64, error) {
-	var n int64
-	if err := r.db.GetContext(ctx, &n, `SELECT count(*) FROM outbox`); err != nil {
-		return 0, fmt.Errorf("outbox backlog: %w", err)
+	n, _, err := r.backlogSince(ctx)
+	return n, err
+}
+
+// backlogSince returns the rows in the outbox and when the oldest of them
+// was committed: every relay sees the same, so that one relay idle beside
+// another that publishes everything is not taken for stuck.
+func (r *Relay) backlogSince(ctx context.Context) (int64, time.Time, error) {
+	var row struct {
+		N      int64     `db:"n"`
+		Oldest time.Time `db:"oldest"`
 	}
-	return n, nil
+	if err := r.db.GetContext(ctx, &row, `SELECT count(*) AS n, coalesce(min(occurred_at), now()) AS oldest FROM outbox`); err != nil {
+		return 0, time.Time{}, fmt.Errorf("outbox backlog: %w", err)
+	}
+	return row.N, row.Oldest, nil
 }
 
 func (r *Relay) refreshBacklog(ctx context.Context) {
-	n, err := r.Backlog(ctx)
+	n, oldest, err := r.backlogSince(ctx)
 	if err != nil {
 		r.log.Warn("outbox backlog", "err", err)
 		return
 	}
 	r.backlog.Set(float64(n))
-	r.progress.Waiting(n)
+	r.progress.WaitingSince(n, oldest)
 }
 
-// Stuck returns an error while rows have waited in the outbox, with none
-// published, for longer than Config.StuckAfter: a readiness check.
+// Stuck returns an error while a row has waited in the outbox for longer
+// than Config.StuckAfter: a readiness check.
 func (r *Relay) Stuck(ctx context.Context) error { return r.progress.Check(ctx) }

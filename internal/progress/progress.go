@@ -1,7 +1,7 @@
 // Package progress tells a stage of the pipeline that is stuck from one
-// that is idle or busy. A stage is stuck when work has been waiting for it,
-// and none was done, for longer than a bound: the outbox relay with rows
-// it cannot publish, the projector with events it cannot apply. It shows
+// that is idle or busy. A stage is stuck when work has been waiting for it
+// without progress for longer than a bound: the projector with events it
+// settles none of, the outbox relay with a row older than the bound. It shows
 // in the stage's readiness and in the metric sprockets_pipeline_stuck, so
 // that a pipeline that stopped is never silent.
 package progress
@@ -54,6 +54,19 @@ func (w *Watch) Waiting(n int64) {
 	w.waiting = n
 }
 
+// WaitingSince tells the watch how much work waits for the stage now, and
+// since when the oldest of it has: for a stage that shares its work with
+// other instances (the outbox relays), whose own progress says nothing of
+// the others'.
+func (w *Watch) WaitingSince(n int64, oldest time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.waiting, w.since = n, oldest
+	if n <= 0 {
+		w.since = w.now()
+	}
+}
+
 // Done tells the watch that the stage did some work.
 func (w *Watch) Done() {
 	w.mu.Lock()
@@ -66,7 +79,7 @@ func (w *Watch) Check(context.Context) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if idle := w.now().Sub(w.since); w.waiting > 0 && idle > w.after {
-		return fmt.Errorf("%s is stuck: %d waiting and nothing done for %s", w.stage, w.waiting, idle.Round(time.Second))
+		return fmt.Errorf("%s is stuck: %d waiting, without progress for %s", w.stage, w.waiting, idle.Round(time.Second))
 	}
 	return nil
 }
