@@ -36,13 +36,24 @@ func TestGate(t *testing.T) {
 	}
 
 	// Room that comes free during the wait admits the waiting caller.
+	patient := New("patient", 1, time.Minute, prometheus.NewRegistry())
+	leaveP, err := patient.Enter(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	go func() {
 		time.Sleep(10 * time.Millisecond)
-		leaveA()
+		leaveP()
 	}()
+	if leave, err := patient.Enter(ctx); err != nil {
+		t.Fatalf("room came free during the wait, yet: %v", err)
+	} else {
+		leave()
+	}
+	leaveA()
 	leaveC, err := g.Enter(ctx)
 	if err != nil {
-		t.Fatalf("room came free during the wait, yet: %v", err)
+		t.Fatal(err)
 	}
 
 	// A caller whose context ends stops waiting at once.

@@ -91,6 +91,10 @@ func TestPoisonEventIsParked(t *testing.T) {
 	if err != nil || msg.Header.Get("Parked-Reason") == "" || msg.Subject != "parked.events.sprocket.1.created" {
 		t.Errorf("parked message %+v %v", msg, err)
 	}
+	forgedParked, err := stream.GetLastMsgForSubject(ctx, "parked.events.organization.1.deleted")
+	if err != nil || !strings.Contains(forgedParked.Header.Get("Parked-Reason"), "Postgres holds as live") {
+		t.Errorf("the forged deletion was parked for another reason: %+v %v", forgedParked, err)
+	}
 	// The poison did not touch sprocket 1, which is still in the read model.
 	r = do(t, "GET", s.Reader.URL()+"/v1/sprockets/1", nil)
 	expect(t, r, 200, "sprocket 1")
