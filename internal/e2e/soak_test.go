@@ -20,7 +20,8 @@ import (
 
 // TestSoak (make soak, not in CI) runs a mixed load of reads and writes
 // against a private stack with two readers for SOAK_DURATION (10 minutes by
-// default) while a fault strikes every SOAK_FAULT_EVERY (30 s): each
+// default), creates paced and updates and reads as fast as they go, while
+// a fault strikes every SOAK_FAULT_EVERY (30 s): each
 // program killed and started again, Redis restarted and paused, NATS
 // restarted, the leader and the replica restarted. Every create carries an
 // Idempotency-Key and is retried with it until acknowledged, as a careful
@@ -61,11 +62,31 @@ func TestSoak(t *testing.T) {
 		}
 		return r.Status < 500
 	}
+	// Creates are paced (20 a second in all), so that the data grows a
+	// little and what is measured is the programs, not the organization's
+	// size (a collection body grows with it); updates and reads go as fast
+	// as they can.
+	pace := time.NewTicker(50 * time.Millisecond)
+	defer pace.Stop()
 	for w := range 4 {
+		wg.Add(1)
+		go func() { // updates of the three seed sprockets, last writer wins
+			defer wg.Done()
+			for n := 0; !done.Load(); n++ {
+				r, err := call("PUT", fmt.Sprintf("%s/v1/sprockets/%d", s.Writer.URL(), 1+(w+n)%3),
+					fmt.Sprintf(`{"teeth":%d,"pitch_diameter":2,"outside_diameter":3,"pitch":1}`, n%90+1))
+				if !note("update", r, err) {
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	for w := range 2 {
 		wg.Add(1)
 		go func() { // creates, each retried with its key until acknowledged
 			defer wg.Done()
 			for !done.Load() {
+				<-pace.C
 				key := fmt.Sprintf("soak-%d-%d", w, keyCount.Add(1))
 				body := fmt.Sprintf(`{"teeth":%d,"pitch_diameter":2,"outside_diameter":3,"pitch":1}`, keyCount.Load()%90+1)
 				for attempt := 0; ; attempt++ {
