@@ -98,6 +98,10 @@ type variant struct {
 	body []byte
 }
 
+// size is what a kept variant counts against the budget: its bytes, its
+// key and a rough overhead for the list element and map entry.
+func (v *variant) size() int64 { return int64(len(v.body) + len(v.id.key) + len(v.id.etag) + 64) }
+
 // New returns a cache of at most budget bytes of encoded bodies; its
 // metrics are registered with reg.
 func New(budget int64, reg prometheus.Registerer) *Cache {
@@ -144,26 +148,25 @@ func (c *Cache) Encode(key, etag, enc string, body []byte) []byte {
 		return b
 	}
 	c.mu.Unlock()
-	out := c.encode(enc, body)
+	v := &variant{id: id, body: c.encode(enc, body)}
 	c.encoded.WithLabelValues(enc).Inc()
-	size := int64(len(out) + len(key) + len(etag) + 64)
-	if size > c.budget {
-		return out
+	if v.size() > c.budget {
+		return v.body
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.byKey[id]; !ok {
-		c.byKey[id] = c.lru.PushFront(&variant{id: id, body: out})
-		c.used += size
+		c.byKey[id] = c.lru.PushFront(v)
+		c.used += v.size()
 	}
 	for c.used > c.budget {
 		el := c.lru.Back()
-		v := el.Value.(*variant)
+		old := el.Value.(*variant)
 		c.lru.Remove(el)
-		delete(c.byKey, v.id)
-		c.used -= int64(len(v.body) + len(v.id.key) + len(v.id.etag) + 64)
+		delete(c.byKey, old.id)
+		c.used -= old.size()
 	}
-	return out
+	return v.body
 }
 
 func (c *Cache) encode(enc string, body []byte) []byte {
