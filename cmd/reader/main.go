@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -126,9 +127,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Name: "sprockets_reads_total", Help: "Answers by where their data came from.",
 	}, []string{"source"})
 	reg.MustRegister(served)
+	var access *httpapi.AccessLog
+	if cfg.AccessLog && cfg.LogLevel <= slog.LevelInfo {
+		access = httpapi.NewAccessLog(logs, cfg.LogFormat, "reader")
+	}
 	srv := httpapi.ServerConfig{
 		Name: "reader", Addr: cfg.Addr, ShutdownGrace: cfg.ShutdownGrace,
-		BodyLimit: 64 * 1024, AccessLog: cfg.AccessLog, TrustedProxies: cfg.TrustedProxies,
+		BodyLimit: 64 * 1024, AccessLog: access, TrustedProxies: cfg.TrustedProxies,
 		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout,
 		TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
 	}

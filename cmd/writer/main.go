@@ -69,7 +69,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer logs.Flush() //nolint:errcheck // nowhere left to report it
 	switch cmd {
 	case "serve":
-		return serve(ctx, cfg, log)
+		return serve(ctx, cfg, log, logs)
 	case "migrate":
 		// --seed lets a container without a shell migrate and seed in one
 		// step, as `writer migrate && writer seed DIR` would.
@@ -140,7 +140,7 @@ func loadSeeds(ctx context.Context, cfg config.Writer, dir string, stdout io.Wri
 	return nil
 }
 
-func serve(ctx context.Context, cfg config.Writer, log *slog.Logger) error {
+func serve(ctx context.Context, cfg config.Writer, log *slog.Logger, logs io.Writer) error {
 	log.Info("starting", config.Attrs(cfg)...)
 	reg := httpapi.NewRegistry()
 
@@ -193,9 +193,13 @@ func serve(ctx context.Context, cfg config.Writer, log *slog.Logger) error {
 	feed.OnLost(func(string) { authn.Forget() })
 
 	// ---- HTTP ---------------------------------------------------------
+	var access *httpapi.AccessLog
+	if cfg.AccessLog && cfg.LogLevel <= slog.LevelInfo {
+		access = httpapi.NewAccessLog(logs, cfg.LogFormat, "writer")
+	}
 	srv := httpapi.ServerConfig{
 		Name: "writer", Addr: cfg.Addr, ShutdownGrace: cfg.ShutdownGrace,
-		BodyLimit: cfg.BodyLimit, AccessLog: cfg.AccessLog, TrustedProxies: cfg.TrustedProxies,
+		BodyLimit: cfg.BodyLimit, AccessLog: access, TrustedProxies: cfg.TrustedProxies,
 		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout,
 		TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
 	}

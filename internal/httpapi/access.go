@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"math"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -81,21 +80,24 @@ func Access(authn Authenticator, budgets Budgets, cfg AccessConfig, log *slog.Lo
 		// A token that must be looked up in Postgres is paid for by the
 		// client address first: made-up tokens cost their sender's budget,
 		// not a query each.
-		address := "ip:" + c.IP()
+		address := func() string { return "ip:" + ClientIP(c) }
 		charged := false
 		p, authErr := authenticate(c, authn, cfg, func() error {
 			charged = true
-			return charge(c, address, cfg.AnonymousRateLimit)
+			return charge(c, address(), cfg.AnonymousRateLimit)
 		})
 		if domain.ErrorCode(authErr) == domain.ELIMITED {
 			return authErr
 		}
-		key, perSecond := address, cfg.AnonymousRateLimit
+		var key string
+		perSecond := cfg.AnonymousRateLimit
 		if authErr == nil && p.TokenID != 0 {
 			key, perSecond = "token:"+strconv.FormatInt(p.TokenID, 10), cfg.RateLimit
 			if p.RateLimit > 0 {
 				perSecond = p.RateLimit
 			}
+		} else {
+			key = address()
 		}
 		if authErr == nil || !charged {
 			if err := charge(c, key, perSecond); err != nil {
@@ -117,13 +119,14 @@ func Access(authn Authenticator, budgets Budgets, cfg AccessConfig, log *slog.Lo
 // authenticate returns who the request acts as, or the error to answer
 // with; admit is asked before a token is looked up in Postgres.
 func authenticate(c *fiber.Ctx, authn Authenticator, cfg AccessConfig, admit auth.Admit) (domain.Principal, error) {
-	if c.Get(fiber.HeaderAuthorization) == "" {
+	header := c.Get(fiber.HeaderAuthorization)
+	if header == "" {
 		if cfg.PublicReads && (c.Method() == fiber.MethodGet || c.Method() == fiber.MethodHead) {
 			return domain.Principal{OrgID: cfg.PublicOrg, Scopes: []string{domain.ScopeRead}}, nil
 		}
 		return domain.Principal{}, domain.Errorf(domain.EUNAUTHENTICATED, "send a token: Authorization: Bearer spk_...")
 	}
-	p, err := authn.Authenticate(c.UserContext(), auth.Bearer(c.Get(fiber.HeaderAuthorization)), admit)
+	p, err := authn.Authenticate(c.UserContext(), auth.Bearer(header), admit)
 	if errors.Is(err, auth.ErrUnauthenticated) {
 		return p, domain.Errorf(domain.EUNAUTHENTICATED, "the token is unknown, revoked or expired")
 	}
@@ -157,7 +160,7 @@ func PrincipalOf(c *fiber.Ctx) domain.Principal {
 func ActorOf(c *fiber.Ctx) domain.Actor {
 	p := PrincipalOf(c)
 	return domain.Actor{OrgID: p.OrgID, TokenID: p.TokenID, Kind: "token",
-		ClientAddr: strings.TrimSpace(c.IP()), UserAgent: UserAgent(c), RequestID: RequestID(c)}
+		ClientAddr: ClientIP(c), UserAgent: UserAgent(c), RequestID: RequestID(c)}
 }
 
 // Admit lets a request through gate before its handler runs: one that

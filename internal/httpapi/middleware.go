@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"log/slog"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -19,6 +18,7 @@ import (
 const (
 	requestIDHeader = "X-Request-ID"
 	clientRequestID = "client-request-id" // the Locals key of the client's X-Request-ID
+	clientIPKey     = "client-ip"         // the Locals key of ClientIP's answer
 )
 
 // RequestID returns the id the service gave the request, sent back in
@@ -26,6 +26,18 @@ const (
 func RequestID(c *fiber.Ctx) string {
 	id, _ := c.Locals(requestIDHeader).(string)
 	return id
+}
+
+// ClientIP returns the client's address: the one X-Forwarded-For names
+// when a trusted proxy (the edge) sent it, else the peer's. It is worked
+// out once per request, for Fiber's check of the proxy is not free.
+func ClientIP(c *fiber.Ctx) string {
+	if ip, ok := c.Locals(clientIPKey).(string); ok {
+		return ip
+	}
+	ip := strings.TrimSpace(c.IP())
+	c.Locals(clientIPKey, ip)
+	return ip
 }
 
 // ClientRequestID returns the X-Request-ID the client sent, escaped and cut
@@ -72,6 +84,16 @@ func printable(s string, max int) bool {
 	return true
 }
 
+// plainASCII reports whether s is printable ASCII, spaces included.
+func plainASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
 // securityHeaders sets headers every answer of a JSON API should carry.
 func securityHeaders(c *fiber.Ctx) error {
 	c.Set("X-Content-Type-Options", "nosniff")
@@ -100,7 +122,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 // observe times the request and, when log is not nil, writes an access log
 // line. It runs the error handler itself so that the status it records is
 // the one sent.
-func (m *metrics) observe(log *slog.Logger, onError fiber.ErrorHandler) fiber.Handler {
+func (m *metrics) observe(log *AccessLog, onError fiber.ErrorHandler) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		start := time.Now()
 		if err := c.Next(); err != nil {
@@ -115,19 +137,10 @@ func (m *metrics) observe(log *slog.Logger, onError fiber.ErrorHandler) fiber.Ha
 		}
 		elapsed := time.Since(start)
 		m.requests.WithLabelValues(route, methodLabel(c.Method()), strconv.Itoa(status)).Observe(elapsed.Seconds())
-		if log != nil && log.Enabled(c.UserContext(), slog.LevelInfo) {
-			// A record made here, not by log.LogAttrs, which would read
-			// the caller's frame for a source line no log prints: a
-			// tenth of the line's cost, paid on every request.
-			r := slog.NewRecord(start.Add(elapsed), slog.LevelInfo, "request", 0)
-			r.AddAttrs(slog.String("method", c.Method()),
-				slog.String("path", c.Path()), slog.Int("status", status),
-				slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
-				slog.String("request_id", RequestID(c)), slog.String("user_agent", UserAgent(c)), slog.String("client", c.IP()))
-			if id := ClientRequestID(c); id != "" {
-				r.AddAttrs(slog.String("client_request_id", id))
-			}
-			_ = log.Handler().Handle(c.UserContext(), r)
+		if log != nil {
+			log.write(accessRecord{end: start.Add(elapsed), method: c.Method(), path: c.Path(),
+				status: status, elapsed: elapsed, requestID: RequestID(c), userAgent: UserAgent(c),
+				client: ClientIP(c), clientRequestID: ClientRequestID(c)})
 		}
 		return nil
 	}
@@ -159,6 +172,9 @@ func UserAgent(c *fiber.Ctx) string { return Escape(c.Get(fiber.HeaderUserAgent)
 func Escape(s string, max int) string {
 	if len(s) > max {
 		s = s[:max]
+	}
+	if plainASCII(s) {
+		return s // the common case: nothing to escape
 	}
 	var b strings.Builder
 	for i, r := range s {

@@ -24,7 +24,8 @@ type ServerConfig struct {
 	ReadTimeout   time.Duration
 	WriteTimeout  time.Duration
 	IdleTimeout   time.Duration
-	AccessLog     bool
+	// AccessLog, when not nil, gets a line per answered request.
+	AccessLog *AccessLog
 	// TrustedProxies may say, in X-Forwarded-For, which client they forward
 	// for; from anyone else the header is ignored.
 	TrustedProxies []string
@@ -35,7 +36,7 @@ type ServerConfig struct {
 
 // NewApp returns a Fiber app with the service's common behaviour: errors as
 // problem+json, request ids, security headers, request metrics registered
-// with reg, and optional access logs.
+// with reg, and the access log cfg names.
 func NewApp(cfg ServerConfig, log *slog.Logger, reg prometheus.Registerer) *fiber.App {
 	onError := ErrorHandler(log)
 	app := fiber.New(fiber.Config{
@@ -55,10 +56,6 @@ func NewApp(cfg ServerConfig, log *slog.Logger, reg prometheus.Registerer) *fibe
 		TrustedProxies:          cfg.TrustedProxies,
 		EnableIPValidation:      true,
 	})
-	var accessLog *slog.Logger
-	if cfg.AccessLog {
-		accessLog = log
-	}
 	headers := securityHeaders
 	if cfg.TLSCertFile != "" {
 		headers = func(c *fiber.Ctx) error {
@@ -66,7 +63,7 @@ func NewApp(cfg ServerConfig, log *slog.Logger, reg prometheus.Registerer) *fibe
 			return securityHeaders(c)
 		}
 	}
-	app.Use(newRequestIDs().handle, headers, newMetrics(reg).observe(accessLog, onError))
+	app.Use(newRequestIDs().handle, headers, newMetrics(reg).observe(cfg.AccessLog, onError))
 	return app
 }
 
