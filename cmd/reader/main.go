@@ -157,6 +157,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return pool.Run(ctx, cfg.ReplicaCheckInterval) })
 	g.Go(func() error { return feed.Run(ctx) })
+	g.Go(func() error { return authn.RunRepairWatch(ctx, cfg.FeedStaleness/2) })
 	g.Go(func() error {
 		return httpapi.Serve(ctx, app, srv, func(a net.Addr) {
 			log.Info("listening", "addr", a.String())

@@ -164,9 +164,7 @@ func (a admin) orgSetLimit(ctx context.Context, args []string) error {
 // pushAuthChange tells every instance on the feed to forget the grants it
 // holds, then waits out the feed's staleness bound: an instance uses a
 // grant it holds only while its feed is fresh, so when this returns, none
-// uses one it held before the change (see auth.Authenticator). Revocations
-// call it after their commit too, for a grant an instance read from
-// Postgres between the revocation in Redis and the commit.
+// uses one it held before the change (see auth.Authenticator).
 func (a admin) pushAuthChange(ctx context.Context, cache *rediscache.Cache) error {
 	if err := cache.AuthChanged(ctx); err != nil {
 		return err
@@ -179,8 +177,7 @@ func (a admin) pushAuthChange(ctx context.Context, cache *rediscache.Cache) erro
 	}
 }
 
-// revoker connects to Redis for revocations (which must reach every
-// instance before they are committed) and limit changes.
+// revoker connects to Redis for revocations and limit changes.
 func (a admin) revoker() (*rediscache.Cache, func(), error) {
 	rdb, err := rediscache.Connect(a.cfg.RedisURL, 2, 5*time.Second)
 	if err != nil {
@@ -202,19 +199,12 @@ func (a admin) orgDelete(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	cache, closeRedis, err := a.revoker()
+	deleted, hashes, err := a.store.DeleteOrganization(ctx, domain.System(o.ID, "cli"), o.ID)
 	if err != nil {
 		return err
 	}
-	defer closeRedis()
-	deleted, err := a.store.DeleteOrganization(ctx, domain.System(o.ID, "cli"), o.ID, func(hashes [][]byte) error {
-		return cache.Revoke(ctx, hashes...)
-	})
-	if err != nil {
+	if err := a.spreadRevocation(ctx, hashes); err != nil {
 		return err
-	}
-	if err := a.pushAuthChange(ctx, cache); err != nil {
-		return fmt.Errorf("deleted, but instances may use its tokens until Redis answers: %w", err)
 	}
 	fmt.Fprintf(a.out, "organization %q deleted: its tokens are revoked, its data removed\n", deleted.Name)
 	return nil
@@ -297,20 +287,41 @@ func (a admin) tokenRevoke(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("the token id is a number (see writer token list)")
 	}
+	t, hash, err := a.store.RevokeToken(ctx, id)
+	if err != nil {
+		return err
+	}
+	if err := a.spreadRevocation(ctx, [][]byte{hash}); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.out, "token %d (%s…) revoked\n", t.ID, t.Prefix)
+	return nil
+}
+
+// spreadRevocation makes every instance refuse the tokens with these
+// hashes, whose revocation (and grant repairs) Postgres has committed, and
+// returns once they do. Through Redis: the grants are marked revoked there,
+// the feed tells instances to forget those they hold, and the feed's bound
+// is waited out. When Redis cannot be reached, the repairs stay: every
+// instance reads them within half the feed's bound and looks these tokens
+// up in Postgres, so waiting out the bound is enough; a writer puts the
+// revocation into Redis when it answers again (see auth.Repairer).
+func (a admin) spreadRevocation(ctx context.Context, hashes [][]byte) error {
 	cache, closeRedis, err := a.revoker()
 	if err != nil {
 		return err
 	}
 	defer closeRedis()
-	t, err := a.store.RevokeToken(ctx, id, func(hash []byte) error { return cache.Revoke(ctx, hash) })
-	if err != nil {
-		return err
+	repair := auth.Repairer{Revoke: cache.Revoke, Forget: a.store.ForgetGrantRepairs}
+	if err := repair.Repair(ctx, hashes); err != nil {
+		fmt.Fprintf(a.out, "Redis could not be reached (%v): every instance looks these tokens up in Postgres until a writer puts the revocation into Redis\n", err)
 	}
-	if err := a.pushAuthChange(ctx, cache); err != nil {
-		return fmt.Errorf("revoked, but instances may accept it until Redis answers: %w", err)
+	select {
+	case <-time.After(a.cfg.FeedStaleness):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	fmt.Fprintf(a.out, "token %d (%s…) revoked\n", t.ID, t.Prefix)
-	return nil
 }
 
 func (a admin) audit(ctx context.Context, args []string) error {

@@ -226,6 +226,13 @@ func serve(ctx context.Context, cfg config.Writer, log *slog.Logger, logs io.Wri
 	g.Go(func() error { return relay.Run(ctx) })
 	g.Go(func() error { return store.RunKeyExpiry(ctx, 10*time.Minute, log) })
 	g.Go(func() error { return feed.Run(ctx) })
+	// Revocations that could not reach Redis: looked up in Postgres by
+	// every instance meanwhile, and put into Redis once it answers.
+	g.Go(func() error { return authn.RunRepairWatch(ctx, cfg.FeedStaleness/2) })
+	g.Go(func() error {
+		reads := postgres.NewReads(db)
+		return auth.Repairer{Pending: reads.GrantRepairs, Revoke: cache.Revoke, Forget: store.ForgetGrantRepairs}.Run(ctx, time.Second, log)
+	})
 	g.Go(func() error {
 		return httpapi.Serve(ctx, app, srv, func(a net.Addr) {
 			log.Info("listening", "addr", a.String())

@@ -66,8 +66,16 @@ func (c *fakeCache) PutGrant(_ context.Context, h []byte, g domain.Grant) error 
 
 type fakeStore struct {
 	grants  map[string]domain.Grant
+	repairs [][]byte
 	lookups int
 	down    bool
+}
+
+func (s *fakeStore) GrantRepairs(_ context.Context, limit int) ([][]byte, error) {
+	if s.down {
+		return nil, errors.New("postgres down")
+	}
+	return s.repairs[:min(limit, len(s.repairs))], nil
 }
 
 func (s *fakeStore) Grant(_ context.Context, h []byte) (domain.Grant, error) {
@@ -251,4 +259,63 @@ func FuzzBearer(f *testing.F) {
 			t.Fatalf("%q is well formed", token)
 		}
 	})
+}
+
+// A token revoked while Redis could not be told is looked up in Postgres,
+// whatever memory and Redis hold of it, until its repair is gone; then
+// what memory held of it is forgotten.
+func TestARepairedTokenIsLookedUpInPostgres(t *testing.T) {
+	tok, h, _ := NewSecret()
+	other, oh, _ := NewSecret()
+	valid := domain.Grant{TokenID: 1, OrgID: 1, Scopes: []string{"read"}}
+	store := &fakeStore{grants: map[string]domain.Grant{string(h): valid, string(oh): {TokenID: 2, OrgID: 1, Scopes: []string{"read"}}}}
+	cache := &fakeCache{grants: map[string]domain.Grant{}}
+	a := NewAuthenticator(cache, store, &feed{}, prometheus.NewRegistry())
+	ctx := context.Background()
+	for _, s := range []string{tok, other} {
+		if _, err := a.Authenticate(ctx, s, admitAll); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Revoked in Postgres only: Redis and memory still say valid.
+	revoked := valid
+	revoked.Revoked = true
+	store.grants[string(h)] = revoked
+	store.repairs = [][]byte{h}
+	a.readRepairs(ctx)
+	lookups := store.lookups
+	if _, err := a.Authenticate(ctx, tok, admitAll); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("a token with a repair: %v, want refused", err)
+	}
+	if store.lookups != lookups+1 {
+		t.Fatalf("%d lookups in Postgres, want 1", store.lookups-lookups)
+	}
+	if _, err := a.Authenticate(ctx, other, admitAll); err != nil || store.lookups != lookups+1 {
+		t.Fatalf("another token: %v, %d lookups; it must still come from memory", err, store.lookups-lookups)
+	}
+	// Postgres cannot be read: the repairs last read stay in force.
+	store.down = true
+	a.readRepairs(ctx)
+	if _, err := a.Authenticate(ctx, tok, admitAll); err == nil {
+		t.Fatal("a token with a repair was accepted while Postgres was down")
+	}
+	store.down = false
+	// Redis took the revocation (and the feed will say to forget): the
+	// repair goes, and memory must not answer with what it held.
+	cache.grants[string(h)] = revoked
+	store.repairs = nil
+	a.readRepairs(ctx)
+	if _, err := a.Authenticate(ctx, tok, admitAll); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("after the repair: %v, want refused", err)
+	}
+	// More repairs than an instance reads: every token is looked up.
+	store.repairs = make([][]byte, maxRepairs+1)
+	for i := range store.repairs {
+		store.repairs[i] = []byte{byte(i), byte(i >> 8), 1}
+	}
+	a.readRepairs(ctx)
+	lookups = store.lookups
+	if _, err := a.Authenticate(ctx, other, admitAll); err != nil || store.lookups != lookups+1 {
+		t.Fatalf("past maxRepairs: %v, %d lookups, want 1", err, store.lookups-lookups)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,10 +19,12 @@ type Cache interface {
 	PutGrant(ctx context.Context, hash []byte, g domain.Grant) error
 }
 
-// Store is the system of record for grants (Postgres). It returns an
-// ENOTFOUND *domain.Error for an unknown hash.
+// Store is the system of record for grants (Postgres). Grant returns an
+// ENOTFOUND *domain.Error for an unknown hash; GrantRepairs the hashes of
+// revoked tokens that Redis may still hold as valid (see Repairer).
 type Store interface {
 	Grant(ctx context.Context, hash []byte) (domain.Grant, error)
+	GrantRepairs(ctx context.Context, limit int) ([][]byte, error)
 }
 
 // Freshness says whether the feed that carries revocations is fresh: every
@@ -39,6 +42,10 @@ var ErrUnauthenticated = errors.New("unauthenticated")
 // revokes waits out the feed's bound before saying it is done. While the
 // feed is not fresh, every request reads its grant from Redis (or
 // Postgres), so a revocation is never missed, only slower to check.
+//
+// A revocation that could not reach Redis is a grant repair in Postgres
+// until it does; RunRepairWatch reads the repairs, and a token that has one
+// is looked up in Postgres on every request, never in memory or Redis.
 type Authenticator struct {
 	cache Cache
 	store Store
@@ -55,9 +62,21 @@ type Authenticator struct {
 	// token costs one lookup however often it is sent. A token is random:
 	// one that was unknown cannot become valid later.
 	unknown *recent
+	// repairing holds the hashes with a grant repair, as last read.
+	repairing atomic.Pointer[repairSet]
 
 	lookups prometheus.Counter
+	repairs prometheus.Gauge
 }
+
+// repairSet is the tokens with a grant repair; all is set when there were
+// more than maxRepairs, and then no token is read from memory or Redis.
+type repairSet struct {
+	hashes map[string]bool
+	all    bool
+}
+
+func (r *repairSet) has(key string) bool { return r != nil && (r.all || r.hashes[key]) }
 
 // NewAuthenticator returns an Authenticator that holds grants while feed
 // is fresh. Its metrics are registered with reg.
@@ -67,8 +86,11 @@ func NewAuthenticator(cache Cache, store Store, feed Freshness, reg prometheus.R
 		lookups: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sprockets_auth_store_lookups_total", Help: "Grants looked up in Postgres: tokens neither held nor in Redis.",
 		}),
+		repairs: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sprockets_auth_grant_repairs", Help: "Revoked tokens that Redis may still hold as valid, as last read from Postgres.",
+		}),
 	}
-	reg.MustRegister(a.lookups)
+	reg.MustRegister(a.lookups, a.repairs)
 	return a
 }
 
@@ -87,6 +109,13 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string, admit Ad
 	}
 	hash := Hash(token)
 	key := string(hash)
+	if a.repairing.Load().has(key) {
+		g, err := a.lookUp(ctx, hash, admit)
+		if err != nil {
+			return domain.Principal{}, err
+		}
+		return a.principal(g)
+	}
 	fresh := a.feed.Fresh()
 	a.mu.Lock()
 	g, ok := a.held[key]
@@ -128,6 +157,20 @@ func (a *Authenticator) read(ctx context.Context, hash []byte, admit Admit) (dom
 	if cerr == nil && ok {
 		return g, nil
 	}
+	g, err := a.lookUp(ctx, hash, admit)
+	if err != nil {
+		return domain.Grant{}, err
+	}
+	if cerr == nil {
+		// The cache lacked it: store it there (a grant revoked meanwhile
+		// stays revoked, see Cache).
+		_ = a.cache.PutGrant(ctx, hash, g)
+	}
+	return g, nil
+}
+
+// lookUp reads a grant from the store, if admit lets it.
+func (a *Authenticator) lookUp(ctx context.Context, hash []byte, admit Admit) (domain.Grant, error) {
 	key := string(hash)
 	if a.unknown.has(key, a.now()) {
 		return domain.Grant{}, ErrUnauthenticated
@@ -144,12 +187,56 @@ func (a *Authenticator) read(ctx context.Context, hash []byte, admit Admit) (dom
 	case err != nil:
 		return domain.Grant{}, domain.Errorf(domain.EUNAVAILABLE, "credentials cannot be checked right now; retry shortly")
 	}
-	if cerr == nil {
-		// The cache lacked it: store it there (a grant revoked meanwhile
-		// stays revoked, see Cache).
-		_ = a.cache.PutGrant(ctx, hash, g)
-	}
 	return g, nil
+}
+
+// RunRepairWatch reads the grant repairs every interval until ctx is
+// done. A revoker that cannot reach Redis waits out twice the interval
+// before it says the token is refused everywhere. When the read fails, the
+// repairs last read stay in force: an instance that reaches neither Redis
+// nor Postgres cannot learn of a revocation, and keeps serving the tokens
+// it knew.
+func (a *Authenticator) RunRepairWatch(ctx context.Context, interval time.Duration) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		a.readRepairs(ctx)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// maxRepairs bounds the repairs an instance reads; past it, every token is
+// looked up in Postgres until Redis has taken them.
+const maxRepairs = 10_000
+
+func (a *Authenticator) readRepairs(ctx context.Context) {
+	hashes, err := a.store.GrantRepairs(ctx, maxRepairs+1)
+	if err != nil {
+		return
+	}
+	next := &repairSet{hashes: make(map[string]bool, len(hashes)), all: len(hashes) > maxRepairs}
+	for _, h := range hashes {
+		next.hashes[string(h)] = true
+	}
+	a.repairs.Set(float64(len(hashes)))
+	prev := a.repairing.Swap(next)
+	// A repair is gone once Redis says the token is revoked, and the feed
+	// then says to forget it; memory may not have heard that yet.
+	if prev != nil {
+		for h := range prev.hashes {
+			if !next.hashes[h] {
+				a.Forget()
+				break
+			}
+		}
+		if prev.all && !next.all {
+			a.Forget()
+		}
+	}
 }
 
 const (

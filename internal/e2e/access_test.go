@@ -197,14 +197,7 @@ func TestRevokedAndExpiredTokens(t *testing.T) {
 	}
 	expect(t, do(t, "POST", w+"/api/sprocket/create/5/6/4/7", nil, as(tok)...), 201, "before revocation")
 
-	list := writerCmd(t, s, "token", "list", "--org", "default")
-	var id string
-	for _, line := range strings.Split(list, "\n") {
-		if strings.Contains(line, "to-revoke") {
-			id, _, _ = strings.Cut(line, "\t")
-		}
-	}
-	writerCmd(t, s, "token", "revoke", id)
+	writerCmd(t, s, "token", "revoke", tokenID(t, s, "default", "to-revoke"))
 	for _, base := range []string{s.Readers[0].URL(), s.Readers[1].URL()} {
 		checkProblem(t, do(t, "GET", base+"/api/sprocket/1", nil, as(tok)...), 401, "revoked")
 	}
@@ -227,6 +220,85 @@ func TestRevokedAndExpiredTokens(t *testing.T) {
 	if !strings.Contains(string(dump), "to-revoke") {
 		t.Fatalf("the dump does not hold the tokens table (%d bytes)", len(dump))
 	}
+}
+
+// tokenID returns the id of the token named name in org, from token list.
+func tokenID(t *testing.T, s *devstack.Stack, org, name string) string {
+	t.Helper()
+	for _, line := range strings.Split(writerCmd(t, s, "token", "list", "--org", org), "\n") {
+		if id, rest, ok := strings.Cut(line, "\t"); ok && strings.Contains(rest, "\t"+name+"\t") {
+			return id
+		}
+	}
+	t.Fatalf("no token named %q", name)
+	return ""
+}
+
+// A revocation holds as soon as the command returns, even when Redis
+// cannot be told: first when the command cannot reach Redis but every
+// instance can (their memory and Redis hold the token as valid), then with
+// Redis down. The writer puts the revocation into Redis once it can.
+func TestRevocationWithoutRedis(t *testing.T) {
+	s := newStack(t, stackOptions{readers: 2})
+	db := leader(t, s)
+	ctx := context.Background()
+	accepted := func(tok string, ok bool, when string) {
+		t.Helper()
+		read, write := 200, 201
+		if !ok {
+			read, write = 401, 401
+		}
+		for _, base := range []string{s.Readers[0].URL(), s.Readers[1].URL()} {
+			expect(t, do(t, "GET", base+"/api/sprocket/1", nil, as(tok)...), read, when)
+		}
+		expect(t, do(t, "POST", s.Writer.URL()+"/api/sprocket/create/5/6/4/7", nil, as(tok)...), write, when)
+	}
+	repaired := func() {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			var n int
+			if err := db.GetContext(ctx, &n, `SELECT count(*) FROM grant_repairs`); err != nil {
+				t.Fatal(err)
+			}
+			if n == 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d revocations still wait for Redis after 10s", n)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+
+	cutOff := token(t, s, "default", "read,write", "--name", "cut-off")
+	accepted(cutOff, true, "before revocation")
+	port, err := devstack.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	noRedis := s.NewProgram("writer", port, fmt.Sprintf("REDIS_URL=redis://127.0.0.1:%d/0", port))
+	out, err := noRedis.Exec(ctx, "token", "revoke", tokenID(t, s, "default", "cut-off"))
+	if err != nil || !strings.Contains(out, "revoked") || !strings.Contains(out, "Redis could not be reached") {
+		t.Fatalf("revoke without Redis: %v\n%s", err, out)
+	}
+	accepted(cutOff, false, "revoked by a command that could not reach Redis")
+	repaired()
+	accepted(cutOff, false, "once the writer put the revocation into Redis")
+
+	down := token(t, s, "default", "read,write", "--name", "while-redis-is-down")
+	accepted(down, true, "before revocation")
+	s.Redis.Stop()
+	out = writerCmd(t, s, "token", "revoke", tokenID(t, s, "default", "while-redis-is-down"))
+	if !strings.Contains(out, "revoked") {
+		t.Fatalf("revoke with Redis down: %s", out)
+	}
+	accepted(down, false, "revoked with Redis down")
+	if err := s.Redis.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	repaired()
+	accepted(down, false, "revoked with Redis down, once it is back")
 }
 
 func pgDump(t *testing.T) string {

@@ -149,31 +149,67 @@ func (r Reads) Tokens(ctx context.Context, org int64) ([]domain.Token, error) {
 	return out, nil
 }
 
-// RevokeToken revokes token id. revoke is called with the token's hash
-// inside the transaction, before it commits: it must make every instance
-// refuse the token (see auth), and its error undoes the revocation.
-// Errors: ENOTFOUND.
-func (s *Store) RevokeToken(ctx context.Context, id int64, revoke func(hash []byte) error) (domain.Token, error) {
+// RevokeToken revokes token id, and records its hash as a grant repair in
+// the same transaction: until Redis says the token is revoked too
+// (ForgetGrantRepairs), every instance looks it up here (see auth.Repairs).
+// It returns the token and its hash. Errors: ENOTFOUND.
+func (s *Store) RevokeToken(ctx context.Context, id int64) (domain.Token, []byte, error) {
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
-		return domain.Token{}, fmt.Errorf("begin: %w", err)
+		return domain.Token{}, nil, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // after Commit this is a no-op
-	var hash []byte
-	if err := tx.GetContext(ctx, &hash, `SELECT hash FROM tokens WHERE id = $1 FOR UPDATE`, id); isNoRows(err) {
-		return domain.Token{}, domain.Errorf(domain.ENOTFOUND, "token %d not found", id)
-	} else if err != nil {
-		return domain.Token{}, fmt.Errorf("lock token: %w", err)
+	var row struct {
+		tokenRow
+		Hash []byte `db:"hash"`
 	}
-	if err := revoke(hash); err != nil {
-		return domain.Token{}, err
+	err = tx.GetContext(ctx, &row, `UPDATE tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1
+		RETURNING hash, `+tokenColumns, id)
+	if isNoRows(err) {
+		return domain.Token{}, nil, domain.Errorf(domain.ENOTFOUND, "token %d not found", id)
 	}
-	var row tokenRow
-	if err := tx.GetContext(ctx, &row, `UPDATE tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1
-		RETURNING `+tokenColumns, id); err != nil {
-		return domain.Token{}, fmt.Errorf("revoke token: %w", err)
+	if err != nil {
+		return domain.Token{}, nil, fmt.Errorf("revoke token: %w", err)
 	}
-	return row.domain(), tx.Commit()
+	if err := repairGrants(ctx, tx, [][]byte{row.Hash}); err != nil {
+		return domain.Token{}, nil, err
+	}
+	if err := tx.Commit(); err != nil {
+		return domain.Token{}, nil, fmt.Errorf("commit: %w", err)
+	}
+	return row.tokenRow.domain(), row.Hash, nil
+}
+
+// repairGrants records, in tx, that Redis may still hold these tokens as
+// valid.
+func repairGrants(ctx context.Context, tx *sqlx.Tx, hashes [][]byte) error {
+	if len(hashes) == 0 {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO grant_repairs (hash) SELECT unnest($1::bytea[]) ON CONFLICT DO NOTHING`,
+		pq.ByteaArray(hashes)); err != nil {
+		return fmt.Errorf("record grant repairs: %w", err)
+	}
+	return nil
+}
+
+// GrantRepairs returns the hashes of up to limit revoked tokens that Redis
+// may still hold as valid, oldest first.
+func (r Reads) GrantRepairs(ctx context.Context, limit int) ([][]byte, error) {
+	var hashes [][]byte
+	if err := r.q.SelectContext(ctx, &hashes, `SELECT hash FROM grant_repairs ORDER BY created_at LIMIT $1`, limit); err != nil {
+		return nil, fmt.Errorf("grant repairs: %w", err)
+	}
+	return hashes, nil
+}
+
+// ForgetGrantRepairs removes repairs Redis has taken: it says the tokens
+// are revoked.
+func (s *Store) ForgetGrantRepairs(ctx context.Context, hashes [][]byte) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM grant_repairs WHERE hash = ANY($1::bytea[])`, pq.ByteaArray(hashes)); err != nil {
+		return fmt.Errorf("forget grant repairs: %w", err)
+	}
+	return nil
 }
 
 // Grant returns what the token with hash may do. A token of a deleted
@@ -205,15 +241,17 @@ func (r Reads) Grant(ctx context.Context, hash []byte) (domain.Grant, error) {
 // keeping each well under the broker's message size.
 const purgeBatch = 5000
 
-// DeleteOrganization deletes org: its tokens are revoked (revoke is called
-// with their hashes before the commit, as for RevokeToken) and removed, its
+// DeleteOrganization deletes org and returns it with the hashes of the
+// tokens it had: they are revoked (with grant repairs, as by RevokeToken)
+// and removed, its
 // factories, samples, sprockets, idempotency keys, audit rows and
 // unpublished events are removed, and events listing what it owned let the
 // projector remove every key of it (and its events from the stream). The
 // organization stays as a deleted row, so that nothing of it can come back.
 // Errors: ENOTFOUND.
-func (s *Store) DeleteOrganization(ctx context.Context, actor domain.Actor, org int64, revoke func(hashes [][]byte) error) (domain.Organization, error) {
+func (s *Store) DeleteOrganization(ctx context.Context, actor domain.Actor, org int64) (domain.Organization, [][]byte, error) {
 	var o domain.Organization
+	var hashes [][]byte
 	_, err := s.write(ctx, actor, func(tx *sqlx.Tx, rec *recorder) error {
 		var row orgRow
 		err := tx.GetContext(ctx, &row, `SELECT id, name, rate_limit, created_at, deleted_at
@@ -224,11 +262,11 @@ func (s *Store) DeleteOrganization(ctx context.Context, actor domain.Actor, org 
 		if err != nil {
 			return fmt.Errorf("lock organization: %w", err)
 		}
-		var hashes [][]byte
+		hashes = nil // a retried transaction starts again
 		if err := tx.SelectContext(ctx, &hashes, `SELECT hash FROM tokens WHERE org_id = $1 FOR UPDATE`, org); err != nil {
 			return fmt.Errorf("tokens of organization: %w", err)
 		}
-		if err := revoke(hashes); err != nil {
+		if err := repairGrants(ctx, tx, hashes); err != nil {
 			return err
 		}
 		var sprockets []int64
@@ -274,5 +312,5 @@ func (s *Store) DeleteOrganization(ctx context.Context, actor domain.Actor, org 
 		}
 		return nil
 	})
-	return o, err
+	return o, hashes, err
 }
