@@ -41,6 +41,13 @@ func (r factoryRow) domain() domain.Factory {
 // spec and samples must be valid.
 func (s *Store) CreateFactory(ctx context.Context, actor domain.Actor, spec domain.FactorySpec, samples []domain.Sample, idem domain.Idempotency) (domain.Factory, domain.Receipt, error) {
 	org := actor.OrgID
+	var earlier domain.Factory
+	if idem.Key != "" {
+		if r, found, err := s.replay(ctx, org, idem, events.Factory, &earlier); err != nil || found {
+			r.Version = earlier.Version
+			return earlier, r, err
+		}
+	}
 	samples = sortedSamples(samples)
 	var f domain.Factory
 	lsn, err := s.write(ctx, actor, func(tx *sqlx.Tx, rec *recorder) error {
@@ -76,8 +83,7 @@ func (s *Store) CreateFactory(ctx context.Context, actor domain.Actor, spec doma
 			events.FactoryPayload{Factory: f, Samples: samples})
 	})
 	if isKeyTaken(err) {
-		var earlier domain.Factory
-		r, err := s.replay(ctx, org, idem, events.Factory, &earlier)
+		r, err := s.replayTaken(ctx, org, idem, events.Factory, &earlier)
 		r.Version = earlier.Version
 		return earlier, r, err
 	}

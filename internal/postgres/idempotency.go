@@ -101,32 +101,51 @@ var errKeyTaken = errors.New("idempotency key taken")
 // isKeyTaken reports whether err says a create's idempotency key was taken.
 func isKeyTaken(err error) bool { return errors.Is(err, errKeyTaken) }
 
-// replay loads the resource an earlier request with the same key created.
-// It returns an EKEYREUSED *domain.Error when that request was another one.
-func (s *Store) replay(ctx context.Context, org int64, idem domain.Idempotency, kind string, into any) (domain.Receipt, error) {
+// replayKey finds a live idempotency key and what it answers, with the
+// leader's insert position now (a consistency token past the commit that
+// took the key, as commitLSN), in one round trip.
+const replayKey = `SELECT request_hash, resource_type, resource, pg_current_wal_insert_lsn()::text AS lsn
+	FROM idempotency_keys
+	WHERE org_id = $1 AND key = $2 AND created_at >= now() - make_interval(secs => $3)`
+
+// replay loads the resource an earlier request with the same key created,
+// into into; found is false when the key answers nothing (never used, or
+// older than keyLifetime). It returns an EKEYREUSED *domain.Error when that
+// request was another one. Creates call it before anything else: a
+// client that repeats a key is answered with one indexed read, outside the
+// transactions (and the create batches) that other requests wait for.
+func (s *Store) replay(ctx context.Context, org int64, idem domain.Idempotency, kind string, into any) (r domain.Receipt, found bool, err error) {
 	var row struct {
 		Hash     []byte `db:"request_hash"`
 		Kind     string `db:"resource_type"`
 		Resource []byte `db:"resource"`
+		LSN      string `db:"lsn"`
 	}
-	err := s.db.GetContext(ctx, &row, `
-		SELECT request_hash, resource_type, resource FROM idempotency_keys
-		WHERE org_id = $1 AND key = $2`, org, idem.Key)
+	err = s.stmts[replayKey].GetContext(ctx, &row, org, idem.Key, keyLifetime.Seconds())
+	if isNoRows(err) {
+		return domain.Receipt{}, false, nil
+	}
 	if err != nil {
-		return domain.Receipt{}, unavailable(fmt.Errorf("load idempotency key: %w", err))
+		return domain.Receipt{}, false, unavailable(fmt.Errorf("load idempotency key: %w", err))
 	}
 	if row.Kind != kind || !bytes.Equal(row.Hash, idem.Hash) {
-		return domain.Receipt{}, domain.Errorf(domain.EKEYREUSED,
+		return domain.Receipt{}, true, domain.Errorf(domain.EKEYREUSED,
 			"Idempotency-Key %q was already used for a different request", idem.Key)
 	}
 	if err := json.Unmarshal(row.Resource, into); err != nil {
-		return domain.Receipt{}, fmt.Errorf("decode idempotent resource: %w", err)
+		return domain.Receipt{}, true, fmt.Errorf("decode idempotent resource: %w", err)
 	}
-	lsn, err := s.lsn(ctx)
-	if err != nil {
-		return domain.Receipt{}, unavailable(err)
+	return domain.Receipt{LSN: row.LSN, Replayed: true}, true, nil
+}
+
+// replayTaken replays a key a create found taken: the request that took it
+// committed, so its answer is there (unless it expired in between).
+func (s *Store) replayTaken(ctx context.Context, org int64, idem domain.Idempotency, kind string, into any) (domain.Receipt, error) {
+	r, found, err := s.replay(ctx, org, idem, kind, into)
+	if err == nil && !found {
+		err = unavailable(fmt.Errorf("idempotency key %q taken, then gone", idem.Key))
 	}
-	return domain.Receipt{LSN: lsn, Replayed: true}, nil
+	return r, err
 }
 
 // ForgetOldKeys deletes the idempotency keys older than keyLifetime, which

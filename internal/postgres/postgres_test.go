@@ -353,6 +353,50 @@ func TestIdempotentCreates(t *testing.T) {
 	}
 }
 
+// A client repeating an idempotency key is answered from the key with one
+// read, outside the create batches and their transactions: it does not
+// wait for other creates, even stuck ones (here, behind a lock on the
+// sprockets table).
+func TestAReplayDoesNotWaitForCreates(t *testing.T) {
+	ctx := context.Background()
+	s, db := fresh(t)
+	idem := domain.Idempotency{Key: "again", Hash: []byte("request")}
+	first, _, err := s.CreateSprocket(ctx, domain.System(1, "test"), spec, idem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	factory, _, err := s.CreateFactory(ctx, domain.System(1, "test"), domain.FactorySpec{Name: "F"}, nil, idem)
+	if domain.ErrorCode(err) != domain.EKEYREUSED {
+		t.Fatalf("a factory with a sprocket's key: %+v %v", factory, err)
+	}
+	lock, err := db.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Rollback() //nolint:errcheck
+	if _, err := lock.Exec(`LOCK TABLE sprockets IN EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	stuck := make(chan error, 1)
+	go func() {
+		_, _, err := s.CreateSprocket(ctx, domain.System(1, "test"), spec, domain.Idempotency{})
+		stuck <- err
+	}()
+	time.Sleep(200 * time.Millisecond) // the create is in its batch, waiting for the lock
+	quick, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	again, r, err := s.CreateSprocket(quick, domain.System(1, "test"), spec, idem)
+	if err != nil || !r.Replayed || again.ID != first.ID || r.LSN == "" {
+		t.Fatalf("a replay beside a stuck create: %+v %+v %v", again, r, err)
+	}
+	if err := lock.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-stuck; err != nil {
+		t.Fatalf("the create that waited: %v", err)
+	}
+}
+
 // Creates that arrive together are committed together, and each is still
 // its own: its row, event and audit row carry its values, in two
 // organizations at once. A create whose key is taken fails alone.

@@ -51,13 +51,19 @@ func utcPtr(t *time.Time) *time.Time {
 // returns the sprocket that request created; for another request, an
 // EKEYREUSED error. spec must be valid.
 func (s *Store) CreateSprocket(ctx context.Context, actor domain.Actor, spec domain.SprocketSpec, idem domain.Idempotency) (domain.Sprocket, domain.Receipt, error) {
+	var earlier domain.Sprocket
+	if idem.Key != "" {
+		if r, found, err := s.replay(ctx, actor.OrgID, idem, events.Sprocket, &earlier); err != nil || found {
+			r.Version = earlier.Version
+			return earlier, r, err
+		}
+	}
 	req := &createReq{
 		ctx: ctx, actor: actor, spec: spec, idem: idem, done: make(chan createResult, 1),
 	}
 	res := s.creates.do(req)
 	if isKeyTaken(res.err) {
-		var earlier domain.Sprocket
-		r, err := s.replay(ctx, actor.OrgID, idem, events.Sprocket, &earlier)
+		r, err := s.replayTaken(ctx, actor.OrgID, idem, events.Sprocket, &earlier)
 		r.Version = earlier.Version
 		return earlier, r, err
 	}

@@ -53,7 +53,7 @@ func NewStore(ctx context.Context, db *sqlx.DB, opts ...Option) (*Store, error) 
 		o(s)
 	}
 	s.stmts = map[string]*sqlx.Stmt{}
-	for _, q := range []string{commitLSN, insertEvents, lockOrgsTakeIDs, insertSprockets} {
+	for _, q := range []string{commitLSN, insertEvents, lockOrgsTakeIDs, insertSprockets, replayKey} {
 		stmt, err := db.PreparexContext(ctx, q)
 		if err != nil {
 			s.closeStmts()
