@@ -83,7 +83,7 @@ up: compose-check env-secrets ## start the compose topology in the background: h
 # The secrets docker-compose.yml refuses to start without. Each new one is
 # "s" and 64 hex digits: a value that starts with a digit may not parse as a
 # NATS configuration variable (nats-server reads 12e5... as a number).
-COMPOSE_SECRETS := CONSISTENCY_KEY POSTGRES_PASSWORD REPLICATION_PASSWORD REDIS_PASSWORD NATS_PASSWORD GRAFANA_ADMIN_PASSWORD
+COMPOSE_SECRETS := CONSISTENCY_KEY ID_KEY POSTGRES_PASSWORD REPLICATION_PASSWORD REDIS_PASSWORD NATS_PASSWORD GRAFANA_ADMIN_PASSWORD
 
 env-secrets: ## write a new random value to .env for each compose secret it lacks (docker compose refuses to start without them)
 	@touch .env; for name in $(COMPOSE_SECRETS); do \

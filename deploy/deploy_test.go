@@ -32,9 +32,19 @@ const root = ".."
 
 // composeSecrets are the settings docker-compose.yml refuses to start
 // without (make env-secrets writes them to .env).
-var composeSecrets = []string{"CONSISTENCY_KEY", "POSTGRES_PASSWORD", "REPLICATION_PASSWORD", "REDIS_PASSWORD", "NATS_PASSWORD", "GRAFANA_ADMIN_PASSWORD"}
+var composeSecrets = []string{"CONSISTENCY_KEY", "ID_KEY", "POSTGRES_PASSWORD", "REPLICATION_PASSWORD", "REDIS_PASSWORD", "NATS_PASSWORD", "GRAFANA_ADMIN_PASSWORD"}
 
 // secretsEnv sets every compose secret to a value of its own.
+// secret is the value secretsEnv gives name.
+func secret(name string) string {
+	for _, kv := range secretsEnv() {
+		if v, ok := strings.CutPrefix(kv, name+"="); ok {
+			return v
+		}
+	}
+	panic("no secret " + name)
+}
+
 func secretsEnv() []string {
 	var env []string
 	for _, name := range composeSecrets {
@@ -166,19 +176,20 @@ func TestComposeNeedsItsSecrets(t *testing.T) {
 	}
 	for _, program := range []string{"writer", "projector", "reader"} {
 		for name, want := range map[string]string{
-			"DATABASE_URL": secretsEnv()[1][len("POSTGRES_PASSWORD="):],
-			"REDIS_URL":    "redis://:" + secretsEnv()[3][len("REDIS_PASSWORD="):] + "@redis:6379/0",
-			"NATS_URL":     "nats://sprockets:" + secretsEnv()[4][len("NATS_PASSWORD="):] + "@nats:4222",
+			"DATABASE_URL": secret("POSTGRES_PASSWORD"),
+			"REDIS_URL":    "redis://:" + secret("REDIS_PASSWORD") + "@redis:6379/0",
+			"NATS_URL":     "nats://sprockets:" + secret("NATS_PASSWORD") + "@nats:4222",
+			"ID_KEY":       secret("ID_KEY"),
 		} {
 			if got := env(program, name); !strings.Contains(got, want) {
 				t.Errorf("%s's %s is %q, want it to hold %q", program, name, got, want)
 			}
 		}
 	}
-	if got := env("redis", "REDIS_PASSWORD"); got != secretsEnv()[3][len("REDIS_PASSWORD="):] {
+	if got := env("redis", "REDIS_PASSWORD"); got != secret("REDIS_PASSWORD") {
 		t.Errorf("redis's password is %q", got)
 	}
-	if got := env("nats", "NATS_PASSWORD"); got != secretsEnv()[4][len("NATS_PASSWORD="):] {
+	if got := env("nats", "NATS_PASSWORD"); got != secret("NATS_PASSWORD") {
 		t.Errorf("nats's password is %q", got)
 	}
 	raw, err := os.ReadFile(filepath.Join(root, "docker-compose.yml"))

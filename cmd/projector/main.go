@@ -29,6 +29,7 @@ import (
 	"github.com/sprockets-api/sprockets/internal/natsjs"
 	"github.com/sprockets-api/sprockets/internal/postgres"
 	"github.com/sprockets-api/sprockets/internal/projection"
+	"github.com/sprockets-api/sprockets/internal/publicid"
 	"github.com/sprockets-api/sprockets/internal/rediscache"
 )
 
@@ -84,7 +85,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer rdb.Close()
 	cache := rediscache.New(rdb)
-	proj := projection.New(postgres.NewReads(db), cache, log, reg)
+	// ---- The /v1 ids in the bodies it writes ----------------------------
+	idKey, err := cfg.PublicIDKey()
+	if err != nil {
+		return err
+	}
+	ids, err := publicid.New(idKey)
+	if err != nil {
+		return err
+	}
+	proj := projection.New(postgres.NewReads(db), cache, ids, log, reg)
 
 	switch cmd {
 	case "rebuild":

@@ -32,6 +32,7 @@ import (
 	"github.com/sprockets-api/sprockets/internal/httpapi/reader"
 	"github.com/sprockets-api/sprockets/internal/nearcache"
 	"github.com/sprockets-api/sprockets/internal/postgres"
+	"github.com/sprockets-api/sprockets/internal/publicid"
 	"github.com/sprockets-api/sprockets/internal/rediscache"
 )
 
@@ -72,12 +73,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log.Info("starting", config.Attrs(cfg)...)
 	reg := httpapi.NewRegistry()
 
-	// ---- Consistency tokens, signed with a key the writers and readers share
+	// ---- Consistency tokens, sealed with a key the writers and readers share
 	current, previous, err := cfg.Keys()
 	if err != nil {
 		return err
 	}
 	tokens, err := consistency.NewSigner(current, previous)
+	if err != nil {
+		return err
+	}
+
+	// ---- The ids of the /v1 routes ---------------------------------------
+	idKey, err := cfg.PublicIDKey()
+	if err != nil {
+		return err
+	}
+	ids, err := publicid.New(idKey)
 	if err != nil {
 		return err
 	}
@@ -150,7 +161,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	encoder := compress.New(cfg.CompressedBytes, reg)
 	reader.Routes(app, reader.New(near, cache, database, encoder, reader.Config{
 		ConsistencyWait: cfg.ConsistencyWait, CacheBackoff: cfg.RedisBackoff, MaxChartBuckets: cfg.ChartMaxBuckets,
-		Tokens: tokens,
+		Tokens: tokens, IDs: ids,
 	}, log, func(source string) { served.WithLabelValues(source).Inc() }))
 
 	// ---- Run ------------------------------------------------------------

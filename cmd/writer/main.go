@@ -36,6 +36,7 @@ import (
 	"github.com/sprockets-api/sprockets/internal/natsjs"
 	"github.com/sprockets-api/sprockets/internal/outbox"
 	"github.com/sprockets-api/sprockets/internal/postgres"
+	"github.com/sprockets-api/sprockets/internal/publicid"
 	"github.com/sprockets-api/sprockets/internal/rediscache"
 	"github.com/sprockets-api/sprockets/internal/seed"
 )
@@ -144,12 +145,22 @@ func serve(ctx context.Context, cfg config.Writer, log *slog.Logger, logs io.Wri
 	log.Info("starting", config.Attrs(cfg)...)
 	reg := httpapi.NewRegistry()
 
-	// ---- Consistency tokens, signed with a key the writers and readers share
+	// ---- Consistency tokens, sealed with a key the writers and readers share
 	key, _, err := cfg.Keys()
 	if err != nil {
 		return err
 	}
 	tokens, err := consistency.NewSigner(key)
+	if err != nil {
+		return err
+	}
+
+	// ---- The ids of the /v1 routes ---------------------------------------
+	idKey, err := cfg.PublicIDKey()
+	if err != nil {
+		return err
+	}
+	ids, err := publicid.New(idKey)
 	if err != nil {
 		return err
 	}
@@ -214,7 +225,7 @@ func serve(ctx context.Context, cfg config.Writer, log *slog.Logger, logs io.Wri
 	// Past MAX_IN_FLIGHT writes at once, a write waits ADMISSION_WAIT for
 	// room and is then refused: overload is a quick 503, not a queue.
 	app.Use(httpapi.Admit(admission.New("writes", cfg.MaxInFlight, cfg.AdmissionWait, reg)))
-	writer.Routes(app, writer.New(store, tokens))
+	writer.Routes(app, writer.New(store, tokens, ids))
 
 	// ---- Run ------------------------------------------------------------
 	g, ctx := errgroup.WithContext(ctx)

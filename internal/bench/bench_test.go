@@ -26,6 +26,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sprockets-api/sprockets/internal/devstack"
+	"github.com/sprockets-api/sprockets/internal/publicid"
 )
 
 var (
@@ -89,7 +90,7 @@ func testMain(m *testing.M) int {
 	if err := os.MkdirAll(bodies, 0o755); err != nil {
 		return fail(err)
 	}
-	for name, path := range map[string]string{"factory": "/api/factory/1", "sprocket": "/v1/sprockets/1"} {
+	for name, path := range map[string]string{"factory": "/api/factory/1", "sprocket": "/v1/sprockets/" + stack.IDs().Encode(publicid.Sprocket, 1)} {
 		body, err := cachedBody(stack.Reader.URL() + path)
 		if err != nil {
 			return fail(err)
@@ -277,7 +278,7 @@ func BenchmarkCachedFactoryRead(b *testing.B) {
 
 // Cached reads of one /v1 sprocket against the same bytes from memory.
 func BenchmarkCachedSprocketRead(b *testing.B) {
-	cachedRead(b, "/v1/sprockets/1", "sprocket")
+	cachedRead(b, "/v1/sprockets/"+stack.IDs().Encode(publicid.Sprocket, 1), "sprocket")
 }
 
 func cachedRead(b *testing.B, path, constant string) {

@@ -69,6 +69,27 @@ func (c Consistency) Keys() (current, previous string, err error) {
 	return string(c.ConsistencyKey), string(c.ConsistencyKeyPrevious), nil
 }
 
+// IDs holds the key of the ids the /v1 routes show (see publicid): the
+// same secret on every writer, reader and projector, and never changed
+// once clients hold ids, for every id would change with it.
+type IDs struct {
+	IDKey Secret `env:"ID_KEY"`
+}
+
+// PublicIDKey returns the key, or an error naming ID_KEY when it is not set.
+func (c IDs) PublicIDKey() (string, error) {
+	if c.IDKey == "" {
+		return "", fmt.Errorf("config: ID_KEY is required: the same secret of at least %d characters on the writers, readers and projectors, kept for good: the /v1 ids are made with it (for example: openssl rand -hex 32)", minKeyLen)
+	}
+	return string(c.IDKey), nil
+}
+
+func (c IDs) validate(p *problems) {
+	if c.IDKey != "" && len(c.IDKey) < minKeyLen {
+		p.add("ID_KEY must have at least %d characters (for example: openssl rand -hex 32)", minKeyLen)
+	}
+}
+
 // Secret is a setting that is never logged.
 type Secret string
 
@@ -98,6 +119,7 @@ type Writer struct {
 	Stream
 	Access
 	Consistency
+	IDs
 	Addr         string        `env:"WRITER_ADDR" envDefault:":8081"`
 	RedisURL     string        `env:"REDIS_URL" envDefault:"redis://127.0.0.1:6379/0"`
 	RedisTimeout time.Duration `env:"REDIS_TIMEOUT" envDefault:"250ms"`
@@ -114,6 +136,7 @@ type Reader struct {
 	HTTP
 	Access
 	Consistency
+	IDs
 	Addr                 string        `env:"READER_ADDR" envDefault:":8082"`
 	PublicReads          bool          `env:"PUBLIC_READS" envDefault:"false"`
 	PublicOrgID          int64         `env:"PUBLIC_ORG_ID" envDefault:"1"`
@@ -140,6 +163,7 @@ type Projector struct {
 	Common
 	HTTP
 	Stream
+	IDs
 	Addr             string        `env:"PROJECTOR_ADDR" envDefault:":8083"`
 	RedisURL         string        `env:"REDIS_URL" envDefault:"redis://127.0.0.1:6379/0"`
 	RedisTimeout     time.Duration `env:"REDIS_TIMEOUT" envDefault:"2s"`
@@ -321,8 +345,8 @@ func (c Consistency) validate(p *problems) {
 	}
 }
 
-// minKeyLen is consistency.MinKeyLen; config does not import the packages
-// it configures.
+// minKeyLen is consistency.MinKeyLen and publicid.MinKeyLen; config does
+// not import the packages it configures.
 const minKeyLen = 32
 
 func (s Stream) validate(p *problems) {
@@ -342,6 +366,7 @@ func (c Writer) Validate() error {
 	c.Stream.validate(&p)
 	c.Access.validate(&p)
 	c.Consistency.validate(&p)
+	c.IDs.validate(&p)
 	p.addr("WRITER_ADDR", c.Addr)
 	p.url("REDIS_URL", c.RedisURL, "redis", "rediss", "unix")
 	p.positive("REDIS_TIMEOUT", int64(c.RedisTimeout))
@@ -359,6 +384,7 @@ func (c Reader) Validate() error {
 	c.HTTP.validate(&p)
 	c.Access.validate(&p)
 	c.Consistency.validate(&p)
+	c.IDs.validate(&p)
 	p.addr("READER_ADDR", c.Addr)
 	p.positive("PUBLIC_ORG_ID", c.PublicOrgID)
 	for _, u := range c.ReplicaURLs {
@@ -390,6 +416,7 @@ func (c Projector) Validate() error {
 	c.Common.validate(&p)
 	c.HTTP.validate(&p)
 	c.Stream.validate(&p)
+	c.IDs.validate(&p)
 	p.addr("PROJECTOR_ADDR", c.Addr)
 	p.url("REDIS_URL", c.RedisURL, "redis", "rediss", "unix")
 	p.positive("REDIS_TIMEOUT", int64(c.RedisTimeout))

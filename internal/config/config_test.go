@@ -73,6 +73,7 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		{"bad stream name", writer, vars("DATABASE_URL", db, "STREAM_NAME", "a.b"), []string{"STREAM_NAME"}},
 		{"short token key", writer, vars("DATABASE_URL", db, "CONSISTENCY_KEY", "short"), []string{"CONSISTENCY_KEY", "32"}},
 		{"short previous key", reader, vars("DATABASE_URL", db, "CONSISTENCY_KEY_PREVIOUS", "short"), []string{"CONSISTENCY_KEY_PREVIOUS"}},
+		{"short id key", projector, vars("DATABASE_URL", db, "ID_KEY", "short"), []string{"ID_KEY", "32"}},
 		{"two problems at once", writer, vars("DATABASE_URL", db, "RELAY_BATCH", "0", "BODY_LIMIT", "-1"), []string{"RELAY_BATCH", "BODY_LIMIT"}},
 	}
 	for _, tc := range tests {
@@ -109,6 +110,25 @@ func TestConsistencyKeys(t *testing.T) {
 	}
 	if cur, prev, err := r.Keys(); cur != key || prev != key+"-old" || err != nil {
 		t.Errorf("Keys: %q %q %v", cur, prev, err)
+	}
+}
+
+// The /v1 ids need their key to serve (and, in the projector, to build
+// bodies); loading without one works, for the admin commands.
+func TestIDKey(t *testing.T) {
+	p, err := LoadProjector(vars("DATABASE_URL", db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.PublicIDKey(); err == nil || !strings.Contains(err.Error(), "ID_KEY is required") {
+		t.Errorf("PublicIDKey without a key: %v", err)
+	}
+	r, err := LoadReader(vars("DATABASE_URL", db, "ID_KEY", key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := r.PublicIDKey(); got != key || err != nil {
+		t.Errorf("PublicIDKey: %q %v", got, err)
 	}
 }
 

@@ -1,10 +1,14 @@
 // Package consistency defines the token a write returns and a later read
 // sends back to be served data at least as new as that write. Tokens are
-// signed: a client can hand back only what a writer gave it.
+// sealed (encrypted and authenticated): a client can hand back only what a
+// writer gave it, and cannot read what it names (the numbers of resources
+// and the leader's WAL position would count writes).
 package consistency
 
 import (
-	"crypto/hmac"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -32,19 +36,17 @@ type Token struct {
 // MinKeyLen is the shortest signing key accepted, in bytes.
 const MinKeyLen = 32
 
-// tagLen is the length of a token's signature: 128 bits of HMAC-SHA256.
-const tagLen = 16
-
-// Signer signs the tokens a writer hands out and checks the ones readers
-// are sent back, with HMAC-SHA256 under a key that the writer and every
-// reader share. During a key rotation it also accepts tokens signed with
-// the previous key; it always signs with the current one.
+// Signer seals the tokens a writer hands out and opens the ones readers
+// are sent back, with AES-256-GCM under a key derived from the secret that
+// the writer and every reader share. During a key rotation it also opens
+// tokens sealed with the previous secret; it always seals with the current
+// one.
 type Signer struct {
-	keys [][]byte // the current key first
+	aeads []cipher.AEAD // the current key's first
 }
 
-// NewSigner returns a Signer that signs with current and also accepts
-// previous ones (empty strings are skipped). Each key must have at least
+// NewSigner returns a Signer that seals with current and also opens with
+// previous ones (empty strings are skipped). Each secret must have at least
 // MinKeyLen bytes.
 func NewSigner(current string, previous ...string) (*Signer, error) {
 	s := &Signer{}
@@ -55,25 +57,32 @@ func NewSigner(current string, previous ...string) (*Signer, error) {
 		if len(k) < MinKeyLen {
 			return nil, fmt.Errorf("a consistency token key needs at least %d bytes, not %d", MinKeyLen, len(k))
 		}
-		s.keys = append(s.keys, []byte(k))
+		key := sha256.Sum256([]byte("sprockets consistency tokens\x00" + k))
+		block, err := aes.NewCipher(key[:])
+		if err != nil {
+			return nil, err
+		}
+		aead, err := cipher.NewGCM(block)
+		if err != nil {
+			return nil, err
+		}
+		s.aeads = append(s.aeads, aead)
 	}
 	return s, nil
 }
 
-// Encode returns the token signed, as an opaque URL-safe string.
+// Encode returns the token sealed, as an opaque URL-safe string: a random
+// nonce and the sealed JSON.
 func (s *Signer) Encode(t Token) string {
 	b, _ := json.Marshal(t) // a struct of strings and integers always encodes
-	payload := base64.RawURLEncoding.EncodeToString(b)
-	return payload + "." + base64.RawURLEncoding.EncodeToString(tag(s.keys[0], payload))
+	a := s.aeads[0]
+	sealed := make([]byte, a.NonceSize(), a.NonceSize()+len(b)+a.Overhead())
+	_, _ = rand.Read(sealed) // crypto/rand does not fail on Linux
+	sealed = a.Seal(sealed, sealed, b, nil)
+	return base64.RawURLEncoding.EncodeToString(sealed)
 }
 
-func tag(key []byte, payload string) []byte {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(payload))
-	return m.Sum(nil)[:tagLen]
-}
-
-// errForeign is what Parse says of anything it did not sign.
+// errForeign is what Parse says of anything it did not seal.
 var errForeign = errors.New("not signed by this service")
 
 // Parse checks and decodes a token a client sent back. A token that this
@@ -91,25 +100,19 @@ func (s *Signer) parse(raw string) (Token, error) {
 	if len(raw) > 512 {
 		return Token{}, errForeign
 	}
-	payload, sig, ok := strings.Cut(raw, ".")
-	if !ok {
-		return Token{}, errForeign
-	}
-	got, err := base64.RawURLEncoding.DecodeString(sig)
+	sealed, err := base64.RawURLEncoding.Strict().DecodeString(raw)
 	if err != nil {
 		return Token{}, errForeign
 	}
-	signed := false
-	for _, k := range s.keys {
-		if hmac.Equal(got, tag(k, payload)) {
-			signed = true
+	var b []byte
+	for _, a := range s.aeads {
+		if len(sealed) < a.NonceSize()+a.Overhead() {
+			return Token{}, errForeign
+		}
+		if b, err = a.Open(nil, sealed[:a.NonceSize()], sealed[a.NonceSize():], nil); err == nil {
 			break
 		}
 	}
-	if !signed {
-		return Token{}, errForeign
-	}
-	b, err := base64.RawURLEncoding.DecodeString(payload)
 	if err != nil {
 		return Token{}, errForeign
 	}

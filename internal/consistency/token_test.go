@@ -36,8 +36,9 @@ func TestTokenRoundTrip(t *testing.T) {
 	}
 }
 
-// unsigned returns what a client could make up: a well-formed payload
-// with a signature of its choosing.
+// unsigned returns what a client could make up in the format tokens had
+// when they were signed in the clear: a payload and a signature of its
+// choosing.
 func unsigned(tok Token, sig string) string {
 	b, _ := json.Marshal(tok)
 	return base64.RawURLEncoding.EncodeToString(b) + "." + sig
@@ -47,20 +48,23 @@ func TestParseRefusesForeignTokens(t *testing.T) {
 	s := signer(t, keyA)
 	good := Token{Org: 1, Aggregate: "sprocket", ID: 42, Version: 7, LSN: "0/16B3748"}
 	raw := s.Encode(good)
-	payload, sig, _ := strings.Cut(raw, ".")
 	forged := good
 	forged.Version = 1 << 60
 	forged.LSN = "FFFFFFFF/FFFFFFFF"
-	forgedPayload, _, _ := strings.Cut(s.Encode(forged), ".")
+	flipped := []byte(raw)
+	flipped[len(flipped)/2] ^= 1
+	if flipped[len(flipped)/2] == '-' || flipped[len(flipped)/2] == '_' {
+		flipped[len(flipped)/2] = 'A'
+	}
 	for _, tc := range []struct{ name, raw string }{
 		{"not base64", "not a token!"},
-		{"unsigned, as tokens used to be", payload},
-		{"not JSON", "bm90IGpzb24." + sig},
+		{"unsigned, as tokens first were", base64.RawURLEncoding.EncodeToString(must(json.Marshal(forged)))},
+		{"signed in the clear, as tokens then were", unsigned(forged, "AAAAAAAAAAAAAAAAAAAAAA")},
 		{"too long", strings.Repeat("a", 600)},
-		{"made up, with a made-up signature", unsigned(forged, "AAAAAAAAAAAAAAAAAAAAAA")},
-		{"another token's signature", forgedPayload + "." + sig},
-		{"signed with another key", signer(t, keyB).Encode(good)},
-		{"signature cut short", raw[:len(raw)-2]},
+		{"too short to hold anything", raw[:20]},
+		{"sealed with another key", signer(t, keyB).Encode(good)},
+		{"a character changed", string(flipped)},
+		{"cut short", raw[:len(raw)-2]},
 		{"no LSN", s.Encode(Token{Org: 1, Aggregate: "sprocket", ID: 1, Version: 1})},
 		{"bad LSN", s.Encode(Token{Org: 1, Aggregate: "sprocket", ID: 1, Version: 1, LSN: "x/y"})},
 		{"zero version", s.Encode(Token{Org: 1, Aggregate: "sprocket", ID: 1, LSN: "0/1"})},
@@ -72,6 +76,34 @@ func TestParseRefusesForeignTokens(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A token says nothing to its holder: not the resource's number, nor the
+// leader's WAL position (both would count writes), and two tokens of the
+// same write differ.
+func TestTokensAreOpaque(t *testing.T) {
+	s := signer(t, keyA)
+	tok := Token{Org: 1, Aggregate: "sprocket", ID: 424242, Version: 7, LSN: "0/16B3748"}
+	a, b := s.Encode(tok), s.Encode(tok)
+	if a == b {
+		t.Error("two tokens of the same write are equal")
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, clear := range []string{"424242", "16B3748", "sprocket", `"v"`} {
+		if strings.Contains(string(raw), clear) || strings.Contains(a, clear) {
+			t.Errorf("token %q shows %q", a, clear)
+		}
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }
 
 // During a rotation, tokens signed with the previous key are accepted and

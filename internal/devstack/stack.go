@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/sprockets-api/sprockets/internal/publicid"
 )
 
 // Config says what to run.
@@ -57,9 +59,11 @@ type Stack struct {
 
 	cfg     Config
 	tempDir bool
-	// tokenKey signs consistency tokens: one per stack, kept in Dir so that
-	// tokens stay good across restarts of a local run.
-	tokenKey string
+	// tokenKey seals consistency tokens, and idKey makes the /v1 ids: one
+	// of each per stack, kept in Dir so that tokens and ids stay good
+	// across restarts of a local run.
+	tokenKey, idKey string
+	ids             *publicid.Codec
 }
 
 // Database is the name of the service's database.
@@ -90,7 +94,13 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 			s.Close()
 		}
 	}()
-	if s.tokenKey, err = tokenKey(filepath.Join(s.Dir, "consistency.key")); err != nil {
+	if s.tokenKey, err = secretKey(filepath.Join(s.Dir, "consistency.key")); err != nil {
+		return nil, err
+	}
+	if s.idKey, err = secretKey(filepath.Join(s.Dir, "id.key")); err != nil {
+		return nil, err
+	}
+	if s.ids, err = publicid.New(s.idKey); err != nil {
 		return nil, err
 	}
 	p := cfg.Ports
@@ -178,12 +188,17 @@ func (s *Stack) Env() []string {
 		"PROJECTOR_ADDR=127.0.0.1:" + strconv.Itoa(p.Projector),
 		"READER_ADDR=127.0.0.1:" + strconv.Itoa(p.Reader),
 		"CONSISTENCY_KEY=" + s.tokenKey,
+		"ID_KEY=" + s.idKey,
 	}, s.cfg.Env...)
 }
 
-// tokenKey returns the key in the file at path, or a new random one it
+// IDs returns the codec of the stack's /v1 ids, for tests to name
+// resources by their numbers.
+func (s *Stack) IDs() *publicid.Codec { return s.ids }
+
+// secretKey returns the key in the file at path, or a new random one it
 // writes there.
-func tokenKey(path string) (string, error) {
+func secretKey(path string) (string, error) {
 	if b, err := os.ReadFile(path); err == nil && len(b) >= 32 {
 		return string(b), nil
 	}
@@ -191,7 +206,7 @@ func tokenKey(path string) (string, error) {
 	_, _ = rand.Read(b[:]) // crypto/rand does not fail on Linux
 	key := hex.EncodeToString(b[:])
 	if err := os.WriteFile(path, []byte(key), 0o600); err != nil {
-		return "", fmt.Errorf("consistency token key: %w", err)
+		return "", fmt.Errorf("key: %w", err)
 	}
 	return key, nil
 }

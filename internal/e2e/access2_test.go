@@ -98,14 +98,14 @@ func TestAuditTrail(t *testing.T) {
 	writes := []struct{ method, path, body, action string }{
 		{"POST", "/api/sprocket/create/5/6/4/7", "", "sprocket.created"},
 		{"POST", "/v1/sprockets", `{"teeth":9,"pitch_diameter":1,"outside_diameter":2,"pitch":3}`, "sprocket.created"},
-		{"PUT", "/v1/sprockets/1", `{"teeth":6,"pitch_diameter":1,"outside_diameter":2,"pitch":3}`, "sprocket.updated"},
-		{"PATCH", "/v1/sprockets/1", `{"pitch":4}`, "sprocket.updated"},
+		{"PUT", "/v1/sprockets/" + sid(s, 1), `{"teeth":6,"pitch_diameter":1,"outside_diameter":2,"pitch":3}`, "sprocket.updated"},
+		{"PATCH", "/v1/sprockets/" + sid(s, 1), `{"pitch":4}`, "sprocket.updated"},
 		{"POST", "/api/sprocket/2/update/5/6/4/7", "", "sprocket.updated"},
-		{"DELETE", "/v1/sprockets/3", "", "sprocket.deleted"},
+		{"DELETE", "/v1/sprockets/" + sid(s, 3), "", "sprocket.deleted"},
 		{"POST", "/v1/factories", `{"name":"Audited"}`, "factory.created"},
-		{"POST", "/v1/factories/1/samples", `{"samples":[{"time":1700000000,"actual":1,"goal":2}]}`, "factory.samples_appended"},
-		{"PATCH", "/v1/factories/1", `{"name":"Renamed"}`, "factory.updated"},
-		{"DELETE", "/v1/factories/2", "", "factory.deleted"},
+		{"POST", "/v1/factories/" + fid(s, 1) + "/samples", `{"samples":[{"time":1700000000,"actual":1,"goal":2}]}`, "factory.samples_appended"},
+		{"PATCH", "/v1/factories/" + fid(s, 1), `{"name":"Renamed"}`, "factory.updated"},
+		{"DELETE", "/v1/factories/" + fid(s, 2), "", "factory.deleted"},
 	}
 	for _, wr := range writes {
 		before := count(t, db, `SELECT count(*) FROM audit_log`)
@@ -196,12 +196,13 @@ func TestDeletingAnOrganization(t *testing.T) {
 		r := do(t, "POST", w+"/v1/sprockets", `{"teeth":3,"pitch_diameter":1,"outside_diameter":1,"pitch":1}`, as(tok)...)
 		var sp sprocketV1
 		r.JSON(t, &sp)
-		ids = append(ids, sp.ID)
+		ids = append(ids, num(t, s, sp.ID))
 	}
 	r := do(t, "POST", w+"/v1/factories", `{"name":"Doomed plant","samples":[{"time":1700000000,"actual":1,"goal":1},{"time":1700090000,"actual":2,"goal":2}]}`, as(tok)...)
-	var f factoryV1
-	r.JSON(t, &f)
-	for _, path := range []string{fmt.Sprintf("/v1/sprockets/%d", ids[2]), fmt.Sprintf("/api/factory/%d", f.ID), "/api/sprockets"} {
+	var created factoryV1
+	r.JSON(t, &created)
+	f := struct{ ID int64 }{num(t, s, created.ID)}
+	for _, path := range []string{"/v1/sprockets/" + sid(s, ids[2]), fmt.Sprintf("/api/factory/%d", f.ID), "/api/sprockets"} {
 		checkFor(t, 10*time.Second, func() string {
 			r := do(t, "GET", rd+path, nil, as(tok)...)
 			if r.Status != 200 || !fromReadModel(r.Header.Get("X-Read-Source")) {
@@ -252,7 +253,7 @@ func TestDeletingAnOrganization(t *testing.T) {
 	expect(t, r, 201, "a create while NATS is away")
 	var pending sprocketV1
 	r.JSON(t, &pending)
-	ids = append(ids, pending.ID)
+	ids = append(ids, num(t, s, pending.ID))
 	writerCmd(t, s, "org", "delete", "doomed", "--yes")
 	if n := count(t, db, fmt.Sprintf(`SELECT count(*) FROM outbox WHERE org_id = %d AND aggregate_type <> 'organization'`, org)); n != 0 {
 		t.Errorf("%d unpublished events of the deleted organization are left in the outbox", n)

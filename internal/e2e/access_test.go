@@ -60,11 +60,11 @@ func TestScopeMatrix(t *testing.T) {
 			{"list factories", "GET", rd + "/api/factories", "", 200, "read"},
 			{"one sprocket", "GET", rd + "/api/sprocket/1", "", 200, "read"},
 			{"v1 sprockets", "GET", rd + "/v1/sprockets", "", 200, "read"},
-			{"v1 chart data", "GET", rd + "/v1/factories/1/chart-data", "", 200, "read"},
+			{"v1 chart data", "GET", rd + "/v1/factories/" + fid(s, 1) + "/chart-data", "", 200, "read"},
 			{"compat create", "POST", w + "/api/sprocket/create/5/6/4/7", "", 201, "write"},
 			{"v1 create", "POST", w + "/v1/sprockets", `{"teeth":1,"pitch_diameter":1,"outside_diameter":1,"pitch":1}`, 201, "write"},
-			{"v1 patch", "PATCH", w + "/v1/sprockets/2", fmt.Sprintf(`{"teeth":%d}`, 10+seq), 200, "write"},
-			{"append", "POST", w + "/v1/factories/1/samples", fmt.Sprintf(`{"samples":[{"time":%d,"actual":1,"goal":1}]}`, 1700000000+seq), 200, "write"},
+			{"v1 patch", "PATCH", w + "/v1/sprockets/" + sid(s, 2), fmt.Sprintf(`{"teeth":%d}`, 10+seq), 200, "write"},
+			{"append", "POST", w + "/v1/factories/" + fid(s, 1) + "/samples", fmt.Sprintf(`{"samples":[{"time":%d,"actual":1,"goal":1}]}`, 1700000000+seq), 200, "write"},
 			{"audit", "GET", rd + "/v1/audit", "", 200, "admin"},
 		}
 	}
@@ -96,8 +96,8 @@ func TestScopeMatrix(t *testing.T) {
 		}
 	}
 	// Delete, last: it needs the write scope too.
-	checkProblem(t, do(t, "DELETE", w+"/v1/sprockets/3", nil, as(tokens["read"])...), 403, "write")
-	expect(t, do(t, "DELETE", w+"/v1/sprockets/3", nil, as(tokens["write"])...), 204, "delete with write")
+	checkProblem(t, do(t, "DELETE", w+"/v1/sprockets/"+sid(s, 3), nil, as(tokens["read"])...), 403, "write")
+	expect(t, do(t, "DELETE", w+"/v1/sprockets/"+sid(s, 3), nil, as(tokens["write"])...), 204, "delete with write")
 	// Probes, metrics and the API description need no token.
 	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/v1/openapi.json"} {
 		expect(t, do(t, "GET", rd+path, nil, as("")...), 200, "GET "+path+" without a token")
@@ -119,17 +119,17 @@ func TestOrganizationsAreIsolated(t *testing.T) {
 	mineToken := r.Header.Get("X-Consistency-Token")
 	eventually(t, rd+"/api/sprockets", 200, bodyHas(`"id":3`)) // A's collection is built
 
-	reads := []string{"/api/sprocket/1", "/v1/sprockets/1", "/api/factory/1", "/api/factory/1/chart-data",
-		"/v1/factories/1", "/v1/factories/1/chart-data"}
+	reads := []string{"/api/sprocket/1", "/v1/sprockets/" + sid(s, 1), "/api/factory/1", "/api/factory/1/chart-data",
+		"/v1/factories/" + fid(s, 1), "/v1/factories/" + fid(s, 1) + "/chart-data"}
 	writes := [][3]string{
 		{"POST", "/api/sprocket/1/update/5/6/4/7", ""},
-		{"PUT", "/v1/sprockets/1", `{"teeth":1,"pitch_diameter":1,"outside_diameter":1,"pitch":1}`},
-		{"PATCH", "/v1/sprockets/1", `{"teeth":2}`},
-		{"DELETE", "/v1/sprockets/2", ""},
-		{"PUT", "/v1/factories/1", `{"name":"stolen"}`},
-		{"PATCH", "/v1/factories/1", `{"name":"stolen"}`},
-		{"POST", "/v1/factories/1/samples", `{"samples":[{"time":1,"actual":1,"goal":1}]}`},
-		{"DELETE", "/v1/factories/2", ""},
+		{"PUT", "/v1/sprockets/" + sid(s, 1), `{"teeth":1,"pitch_diameter":1,"outside_diameter":1,"pitch":1}`},
+		{"PATCH", "/v1/sprockets/" + sid(s, 1), `{"teeth":2}`},
+		{"DELETE", "/v1/sprockets/" + sid(s, 2), ""},
+		{"PUT", "/v1/factories/" + fid(s, 1), `{"name":"stolen"}`},
+		{"PATCH", "/v1/factories/" + fid(s, 1), `{"name":"stolen"}`},
+		{"POST", "/v1/factories/" + fid(s, 1) + "/samples", `{"samples":[{"time":1,"actual":1,"goal":1}]}`},
+		{"DELETE", "/v1/factories/" + fid(s, 2), ""},
 	}
 	check := func(rd, source string) {
 		t.Helper()
@@ -139,7 +139,7 @@ func TestOrganizationsAreIsolated(t *testing.T) {
 			for _, path := range reads {
 				do(t, "GET", rd+path, nil)
 			}
-			if got := do(t, "GET", rd+"/v1/sprockets/1", nil).Header.Get("X-Read-Source"); got != source {
+			if got := do(t, "GET", rd+"/v1/sprockets/"+sid(s, 1), nil).Header.Get("X-Read-Source"); got != source {
 				return "A's read came from " + got + ", want " + source
 			}
 			return ""
@@ -147,8 +147,8 @@ func TestOrganizationsAreIsolated(t *testing.T) {
 		for _, path := range reads {
 			checkProblem(t, do(t, "GET", rd+path, nil, as(b)...), 404, "not found")
 		}
-		lists := map[string]string{"/api/sprockets": `"sprockets":[{"id":` + fmt.Sprint(mine.ID) + `,`,
-			"/v1/sprockets": `"items":[{"id":` + fmt.Sprint(mine.ID) + `,`, "/api/factories": `{"factories":[]}`, "/v1/factories": `{"items":[],`}
+		lists := map[string]string{"/api/sprockets": `"sprockets":[{"id":` + fmt.Sprint(num(t, s, mine.ID)) + `,`,
+			"/v1/sprockets": `"items":[{"id":"` + mine.ID + `",`, "/api/factories": `{"factories":[]}`, "/v1/factories": `{"items":[],`}
 		for path, want := range lists {
 			r := do(t, "GET", rd+path, nil, append(as(b), "X-Consistency-Token", mineToken)...)
 			expect(t, r, 200, "B lists "+path)

@@ -19,6 +19,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/sprockets-api/sprockets/internal/devstack"
+	"github.com/sprockets-api/sprockets/internal/publicid"
 )
 
 // reply is one HTTP answer.
@@ -245,8 +246,9 @@ func loadWritesAndReads(s *devstack.Stack, clients int, readPath string, note fu
 				if err == nil && r.Status == 201 {
 					var sp sprocketV1
 					if json.Unmarshal(r.Body, &sp) == nil {
+						n, _ := s.IDs().Decode(publicid.Sprocket, sp.ID)
 						mu.Lock()
-						created = append(created, sp.ID)
+						created = append(created, n)
 						mu.Unlock()
 					}
 				}

@@ -25,7 +25,7 @@ func TestAnswersAreCompressed(t *testing.T) {
 	expect(t, r, 201, "create a factory with 300 samples")
 	var f factoryV1
 	r.JSON(t, &f)
-	url := fmt.Sprintf("%s/api/factory/%d/chart-data", s.Reader.URL(), f.ID)
+	url := fmt.Sprintf("%s/api/factory/%d/chart-data", s.Reader.URL(), num(t, s, f.ID))
 	eventually(t, url, 200, nil)
 	// Go's client asks for gzip unless told otherwise, and decodes it.
 	plain := do(t, "GET", url, nil, "Accept-Encoding", "identity")

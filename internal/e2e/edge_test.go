@@ -65,7 +65,7 @@ func TestAReaderStoppedMidLoadLosesNoRequest(t *testing.T) {
 	eventually(t, edge+"/api/factories", 200, bodyHas(`"id":3`))
 	second := s.Readers[1]
 	paths := []string{"/api/factories", "/api/factory/1", "/api/factory/2/chart-data", "/api/sprockets",
-		"/api/sprocket/2", "/v1/sprockets", "/v1/factories/1/chart-data?from=1611194818&to=1611195000"}
+		"/api/sprocket/2", "/v1/sprockets", "/v1/factories/" + fid(s, 1) + "/chart-data?from=1611194818&to=1611195000"}
 
 	load := func(during func()) (total int64, failures []string) {
 		var (

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sprockets-api/sprockets/internal/devstack"
+	"github.com/sprockets-api/sprockets/internal/publicid"
 )
 
 // verifyConverges runs `projector verify` until it reports no drift.
@@ -44,16 +45,16 @@ func writeMix(s *devstack.Stack, n int, factory int64, timeBase int64, progress 
 			if err == nil && r.Status == 201 {
 				var sp sprocketV1
 				if err = json.Unmarshal(r.Body, &sp); err == nil {
-					last = sp.ID
+					last, _ = s.IDs().Decode(publicid.Sprocket, sp.ID)
 				}
 			}
 		case 1:
 			r, err = call("POST", fmt.Sprintf("%s/api/sprocket/%d/update/%d/4/5/6", w, last, i), nil)
 		case 2:
-			r, err = call("POST", fmt.Sprintf("%s/v1/factories/%d/samples", w, factory),
+			r, err = call("POST", fmt.Sprintf("%s/v1/factories/%s/samples", w, fid(s, factory)),
 				fmt.Sprintf(`{"samples":[{"time":%d,"actual":%d,"goal":9}]}`, timeBase+int64(i)*600, i))
 		case 3:
-			r, err = call("PATCH", fmt.Sprintf("%s/v1/factories/%d", w, factory), fmt.Sprintf(`{"name":"renamed %d"}`, i))
+			r, err = call("PATCH", fmt.Sprintf("%s/v1/factories/%s", w, fid(s, factory)), fmt.Sprintf(`{"name":"renamed %d"}`, i))
 		}
 		if err != nil {
 			return fmt.Errorf("write %d: %w", i, err)
@@ -68,13 +69,14 @@ func writeMix(s *devstack.Stack, n int, factory int64, timeBase int64, progress 
 	return nil
 }
 
+// newFactory creates a factory and returns its number (see fid).
 func newFactory(t *testing.T, s *devstack.Stack) int64 {
 	t.Helper()
 	r := do(t, "POST", s.Writer.URL()+"/v1/factories", `{"name":"test plant"}`)
 	expect(t, r, 201, "create factory")
 	var f factoryV1
 	r.JSON(t, &f)
-	return f.ID
+	return num(t, s, f.ID)
 }
 
 // With NATS down, writes still succeed; when it returns, the outbox drains
@@ -126,8 +128,8 @@ func TestRedisFlushUnderReads(t *testing.T) {
 
 	// Every route the read model serves (lists of /v1 always read Postgres).
 	paths := []string{"/api/factories", "/api/factory/1", "/api/factory/2/chart-data", "/api/sprockets",
-		"/api/sprocket/1", "/v1/sprockets/1", fmt.Sprintf("/v1/factories/%d", factory),
-		fmt.Sprintf("/v1/factories/%d/chart-data", factory)}
+		"/api/sprocket/1", "/v1/sprockets/" + sid(s, 1), "/v1/factories/" + fid(s, factory),
+		"/v1/factories/" + fid(s, factory) + "/chart-data"}
 	var (
 		stop     atomic.Bool
 		flushed  atomic.Bool
@@ -200,7 +202,7 @@ func TestReplicaDownReadsUseTheLeader(t *testing.T) {
 	s.Replica.Stop()
 	sources := map[string]int{}
 	for i := 0; i < 200; i++ {
-		for _, path := range []string{"/v1/sprockets", "/v1/factories", "/api/sprocket/1", "/v1/factories/1/chart-data"} {
+		for _, path := range []string{"/v1/sprockets", "/v1/factories", "/api/sprocket/1", "/v1/factories/" + fid(s, 1) + "/chart-data"} {
 			r := do(t, "GET", s.Reader.URL()+path, nil)
 			expect(t, r, 200, "GET "+path+" with the replica down")
 			sources[r.Header.Get("X-Read-Source")]++
@@ -248,7 +250,7 @@ func TestProjectorKilledMidStream(t *testing.T) {
 	}
 	t.Logf("projector killed after %d of 400 writes", killedAt)
 	verifyConverges(t, s, 30*time.Second)
-	r := do(t, "GET", fmt.Sprintf("%s/v1/factories/%d/chart-data", s.Reader.URL(), factory), nil)
+	r := do(t, "GET", fmt.Sprintf("%s/v1/factories/%s/chart-data", s.Reader.URL(), fid(s, factory)), nil)
 	expect(t, r, 200, "chart data")
 	var chart struct {
 		ChartData struct {

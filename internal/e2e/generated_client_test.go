@@ -57,7 +57,7 @@ func run() error {
 		return fmt.Errorf("create: %d %s", created.StatusCode(), created.Body)
 	}
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		got, err := reader.GetSprocketWithResponse(ctx, int64(*created.JSON201.Id), nil)
+		got, err := reader.GetSprocketWithResponse(ctx, *created.JSON201.Id, nil)
 		if err != nil {
 			return err
 		}
@@ -65,11 +65,11 @@ func run() error {
 			if got.JSON200.Teeth != 12 || got.JSON200.Pitch != 0.5 {
 				return fmt.Errorf("read back %+v", *got.JSON200)
 			}
-			fmt.Printf("created and read back sprocket %d\n", *got.JSON200.Id)
+			fmt.Printf("created and read back sprocket %s\n", *got.JSON200.Id)
 			return nil
 		}
 	}
-	return fmt.Errorf("sprocket %d was never read back", *created.JSON201.Id)
+	return fmt.Errorf("sprocket %s was never read back", *created.JSON201.Id)
 }
 `
 

@@ -72,7 +72,7 @@ func TestHTTPSemantics(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, path := range []string{"/api/factories", "/api/factory/1", "/api/factory/1/chart-data", "/api/sprockets",
-			"/api/sprocket/1", "/v1/sprockets/1", "/v1/factories/1", "/v1/factories/1/chart-data", "/v1/sprockets"} {
+			"/api/sprocket/1", "/v1/sprockets/" + sid(s, 1), "/v1/factories/" + fid(s, 1), "/v1/factories/" + fid(s, 1) + "/chart-data", "/v1/sprockets"} {
 			r := eventually(t, rd+path, 200, nil)
 			etag := r.Header.Get("ETag")
 			if etag == "" {
@@ -93,7 +93,7 @@ func TestHTTPSemantics(t *testing.T) {
 		r := do(t, "POST", w+"/v1/sprockets", `{"teeth":1,"pitch_diameter":1,"outside_diameter":1,"pitch":1}`)
 		var sp sprocketV1
 		r.JSON(t, &sp)
-		url := fmt.Sprintf("%s/v1/sprockets/%d", w, sp.ID)
+		url := fmt.Sprintf("%s/v1/sprockets/%s", w, sp.ID)
 		expect(t, do(t, "PATCH", url, `{"teeth":2}`, "If-Match", `"1"`), 200, "patch at the current version")
 		checkProblem(t, do(t, "PATCH", url, `{"teeth":3}`, "If-Match", `"1"`), 412, "version 2")
 		r = do(t, "PUT", url, `{"teeth":2,"pitch_diameter":1,"outside_diameter":1,"pitch":1}`)

@@ -20,7 +20,7 @@ import (
 func TestNearCacheFollowsWrites(t *testing.T) {
 	s := newStack(t, stackOptions{readers: 2})
 	w := s.Writer.URL()
-	const path = "/v1/sprockets/1"
+	path := "/v1/sprockets/" + sid(s, 1)
 	for _, rd := range s.Readers {
 		checkFor(t, 10*time.Second, func() string {
 			if src := do(t, "GET", rd.URL()+path, nil).Header.Get("X-Read-Source"); src != "memory" {

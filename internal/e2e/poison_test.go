@@ -96,7 +96,7 @@ func TestPoisonEventIsParked(t *testing.T) {
 		t.Errorf("the forged deletion was parked for another reason: %+v %v", forgedParked, err)
 	}
 	// The poison did not touch sprocket 1, which is still in the read model.
-	r = do(t, "GET", s.Reader.URL()+"/v1/sprockets/1", nil)
+	r = do(t, "GET", s.Reader.URL()+"/v1/sprockets/"+sid(s, 1), nil)
 	expect(t, r, 200, "sprocket 1")
 	if !fromReadModel(r.Header.Get("X-Read-Source")) {
 		t.Errorf("sprocket 1 answered from %q, want the read model", r.Header.Get("X-Read-Source"))

@@ -185,7 +185,7 @@ func TestChartRangesArePaged(t *testing.T) {
 	for i := range 25 {
 		samples = append(samples, fmt.Sprintf(`{"time":%d,"actual":%d,"goal":1}`, 1700000000+int64(i)*1800, i))
 	}
-	expect(t, do(t, "POST", fmt.Sprintf("%s/v1/factories/%d/samples", s.Writer.URL(), f), `{"samples":[`+strings.Join(samples, ",")+`]}`), 200, "append")
+	expect(t, do(t, "POST", fmt.Sprintf("%s/v1/factories/%s/samples", s.Writer.URL(), fid(s, f)), `{"samples":[`+strings.Join(samples, ",")+`]}`), 200, "append")
 	verifyConverges(t, s, 20*time.Second)
 	port, err := devstack.FreePort()
 	if err != nil {
@@ -200,8 +200,8 @@ func TestChartRangesArePaged(t *testing.T) {
 	defer fromPostgres.Stop()
 	authenticate(t, s, mustToken(t, s), fromPostgres)
 	for _, rd := range []*devstack.Program{s.Reader, fromPostgres} {
-		checkProblem(t, do(t, "GET", fmt.Sprintf("%s/v1/factories/%d/chart-data?limit=10001", rd.URL(), f), nil), 400, "10000")
-		next := fmt.Sprintf("/v1/factories/%d/chart-data?limit=10", f)
+		checkProblem(t, do(t, "GET", fmt.Sprintf("%s/v1/factories/%s/chart-data?limit=10001", rd.URL(), fid(s, f)), nil), 400, "10000")
+		next := fmt.Sprintf("/v1/factories/%s/chart-data?limit=10", fid(s, f))
 		var times []int64
 		sources := map[string]int{}
 		for pages := 0; next != ""; pages++ {

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sprockets-api/sprockets/internal/devstack"
+	"github.com/sprockets-api/sprockets/internal/publicid"
 )
 
 // TestSoak (make soak, not in CI) runs a mixed load of reads and writes
@@ -73,7 +74,7 @@ func TestSoak(t *testing.T) {
 		go func() { // updates of the three seed sprockets, last writer wins
 			defer wg.Done()
 			for n := 0; !done.Load(); n++ {
-				r, err := call("PUT", fmt.Sprintf("%s/v1/sprockets/%d", s.Writer.URL(), 1+(w+n)%3),
+				r, err := call("PUT", fmt.Sprintf("%s/v1/sprockets/%s", s.Writer.URL(), sid(s, int64(1+(w+n)%3))),
 					fmt.Sprintf(`{"teeth":%d,"pitch_diameter":2,"outside_diameter":3,"pitch":1}`, n%90+1))
 				if !note("update", r, err) {
 					time.Sleep(20 * time.Millisecond)
@@ -94,11 +95,12 @@ func TestSoak(t *testing.T) {
 					if note("write", r, err) && r.Status/100 == 2 {
 						var sp sprocketV1
 						if json.Unmarshal(r.Body, &sp) == nil {
+							n, _ := s.IDs().Decode(publicid.Sprocket, sp.ID)
 							mu.Lock()
-							if id, ok := acked[key]; ok && id != sp.ID {
-								bad = append(bad, fmt.Sprintf("key %s answered sprocket %d, then %d", key, id, sp.ID))
+							if id, ok := acked[key]; ok && id != n {
+								bad = append(bad, fmt.Sprintf("key %s answered sprocket %d, then %d", key, id, n))
 							}
-							acked[key] = sp.ID
+							acked[key] = n
 							mu.Unlock()
 						}
 						break
@@ -115,7 +117,7 @@ func TestSoak(t *testing.T) {
 		wg.Add(1)
 		go func() { // reads of every kind, across both readers
 			defer wg.Done()
-			paths := []string{"/api/sprockets", "/v1/sprockets?limit=20", "/api/factory/1", "/api/factories", "/v1/factories/1/chart-data", "/api/sprocket/1"}
+			paths := []string{"/api/sprockets", "/v1/sprockets?limit=20", "/api/factory/1", "/api/factories", "/v1/factories/" + fid(s, 1) + "/chart-data", "/api/sprocket/1"}
 			for n := 0; !done.Load(); n++ {
 				rd := s.Readers[(i+n)%len(s.Readers)]
 				r, err := call("GET", rd.URL()+paths[(i+n)%len(paths)], nil)

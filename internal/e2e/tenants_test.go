@@ -25,7 +25,7 @@ func TestAWideHistoryDoesNotStallTheProjector(t *testing.T) {
 	var f factoryV1
 	r.JSON(t, &f)
 	checkFor(t, 10*time.Second, func() string {
-		if r := do(t, "GET", fmt.Sprintf("%s/v1/factories/%d", rd, f.ID), nil, as(a)...); !fromReadModel(r.Header.Get("X-Read-Source")) {
+		if r := do(t, "GET", fmt.Sprintf("%s/v1/factories/%s", rd, f.ID), nil, as(a)...); !fromReadModel(r.Header.Get("X-Read-Source")) {
 			return "the wide factory is not in the read model: " + r.String()
 		}
 		return ""
@@ -40,7 +40,7 @@ func TestAWideHistoryDoesNotStallTheProjector(t *testing.T) {
 		r.JSON(t, &sp)
 		deadline := time.Now().Add(2 * time.Second)
 		for {
-			got := do(t, "GET", fmt.Sprintf("%s/v1/sprockets/%d", rd, sp.ID), nil, as(b)...)
+			got := do(t, "GET", fmt.Sprintf("%s/v1/sprockets/%s", rd, sp.ID), nil, as(b)...)
 			if got.Status == 200 && fromReadModel(got.Header.Get("X-Read-Source")) {
 				return
 			}
@@ -51,7 +51,7 @@ func TestAWideHistoryDoesNotStallTheProjector(t *testing.T) {
 		}
 	}
 	visible(0)
-	expect(t, do(t, "DELETE", fmt.Sprintf("%s/v1/factories/%d", w, f.ID), nil, as(a)...), 204, "A deletes the wide factory")
+	expect(t, do(t, "DELETE", fmt.Sprintf("%s/v1/factories/%s", w, f.ID), nil, as(a)...), 204, "A deletes the wide factory")
 	for i := 1; i <= 20; i++ {
 		visible(i)
 	}
@@ -59,7 +59,7 @@ func TestAWideHistoryDoesNotStallTheProjector(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", s.Redis.Port)})
 	defer rdb.Close()
 	checkFor(t, 10*time.Second, func() string {
-		keys, err := rdb.Keys(context.Background(), fmt.Sprintf("rm:*factory:%d:chart:*", f.ID)).Result()
+		keys, err := rdb.Keys(context.Background(), fmt.Sprintf("rm:*factory:%d:chart:*", num(t, s, f.ID))).Result()
 		if err != nil || len(keys) > 0 {
 			return fmt.Sprintf("the deleted factory's buckets are still there: %v %v", keys, err)
 		}

@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/sprockets-api/sprockets/internal/devstack"
+	"github.com/sprockets-api/sprockets/internal/publicid"
 )
 
 type sprocketV1 struct {
-	ID              int64   `json:"id"`
+	ID              string  `json:"id"`
 	Teeth           int64   `json:"teeth"`
 	PitchDiameter   float64 `json:"pitch_diameter"`
 	OutsideDiameter float64 `json:"outside_diameter"`
@@ -17,12 +20,29 @@ type sprocketV1 struct {
 }
 
 type factoryV1 struct {
-	ID          int64  `json:"id"`
+	ID          string `json:"id"`
 	Name        string `json:"name"`
 	Version     int64  `json:"version"`
 	SampleCount int64  `json:"sample_count"`
 	FirstTime   *int64 `json:"first_time"`
 	LastTime    *int64 `json:"last_time"`
+}
+
+// sid and fid return the /v1 ids of sprocket and factory number n (the
+// original routes' id), as the stack's programs make them.
+func sid(s *devstack.Stack, n int64) string { return s.IDs().Encode(publicid.Sprocket, n) }
+func fid(s *devstack.Stack, n int64) string { return s.IDs().Encode(publicid.Factory, n) }
+
+// num returns the number behind a /v1 id: the original routes' id.
+func num(t *testing.T, s *devstack.Stack, id string) int64 {
+	t.Helper()
+	for _, k := range []publicid.Kind{publicid.Sprocket, publicid.Factory} {
+		if n, ok := s.IDs().Decode(k, id); ok {
+			return n
+		}
+	}
+	t.Fatalf("%q is no /v1 id of this stack", id)
+	return 0
 }
 
 // bodyHas returns a matcher for eventually: the body holds every fragment.
@@ -65,7 +85,7 @@ func TestEveryWriteRouteReachesTheReader(t *testing.T) {
 			t.Errorf("update answered %s, want %s", r.Body, want)
 		}
 		eventually(t, fmt.Sprintf("%s/api/sprocket/%d", rd, created.ID), 200, bodyHas(want))
-		eventually(t, fmt.Sprintf("%s/v1/sprockets/%d", rd, created.ID), 200, bodyHas(`"teeth":9`, `"version":2`))
+		eventually(t, fmt.Sprintf("%s/v1/sprockets/%s", rd, sid(s, created.ID)), 200, bodyHas(`"teeth":9`, `"version":2`))
 		eventually(t, rd+"/api/sprockets", 200, bodyHas(want))
 	})
 
@@ -77,29 +97,32 @@ func TestEveryWriteRouteReachesTheReader(t *testing.T) {
 		if r.Header.Get("ETag") != `"1"` || sp.Version != 1 || r.Header.Get("X-Consistency-Token") == "" {
 			t.Fatalf("create: ETag %q, version %d, token %q", r.Header.Get("ETag"), sp.Version, r.Header.Get("X-Consistency-Token"))
 		}
-		url := fmt.Sprintf("%s/v1/sprockets/%d", rd, sp.ID)
+		if loc := r.Header.Get("Location"); loc != "/v1/sprockets/"+sp.ID || !strings.HasPrefix(sp.ID, "spr_") {
+			t.Errorf("created %q at %q", sp.ID, loc)
+		}
+		url := fmt.Sprintf("%s/v1/sprockets/%s", rd, sp.ID)
 		eventually(t, url, 200, bodyHas(`"teeth":12`, `"version":1`))
 
-		r = do(t, "PUT", fmt.Sprintf("%s/v1/sprockets/%d", w, sp.ID), `{"teeth":13,"pitch_diameter":3.5,"outside_diameter":4,"pitch":0.5}`, "If-Match", `"1"`)
+		r = do(t, "PUT", fmt.Sprintf("%s/v1/sprockets/%s", w, sp.ID), `{"teeth":13,"pitch_diameter":3.5,"outside_diameter":4,"pitch":0.5}`, "If-Match", `"1"`)
 		expect(t, r, 200, "put")
 		eventually(t, url, 200, bodyHas(`"teeth":13`, `"version":2`))
 
-		r = do(t, "PATCH", fmt.Sprintf("%s/v1/sprockets/%d", w, sp.ID), `{"pitch":0.75}`, "Content-Type", "application/merge-patch+json")
+		r = do(t, "PATCH", fmt.Sprintf("%s/v1/sprockets/%s", w, sp.ID), `{"pitch":0.75}`, "Content-Type", "application/merge-patch+json")
 		expect(t, r, 200, "patch")
 		r = eventually(t, url, 200, bodyHas(`"pitch":0.75`, `"teeth":13`, `"version":3`))
 		if r.Header.Get("ETag") != `"3"` {
 			t.Errorf("GET after patch: ETag %q, want \"3\"", r.Header.Get("ETag"))
 		}
-		eventually(t, fmt.Sprintf("%s/api/sprocket/%d", rd, sp.ID), 200, bodyHas(`"pitch":0.75`))
+		eventually(t, fmt.Sprintf("%s/api/sprocket/%d", rd, num(t, s, sp.ID)), 200, bodyHas(`"pitch":0.75`))
 
-		r = do(t, "DELETE", fmt.Sprintf("%s/v1/sprockets/%d", w, sp.ID), nil, "If-Match", `"3"`)
+		r = do(t, "DELETE", fmt.Sprintf("%s/v1/sprockets/%s", w, sp.ID), nil, "If-Match", `"3"`)
 		expect(t, r, 204, "delete")
 		eventually(t, url, 404, nil)
-		eventually(t, fmt.Sprintf("%s/api/sprocket/%d", rd, sp.ID), 404, nil)
+		eventually(t, fmt.Sprintf("%s/api/sprocket/%d", rd, num(t, s, sp.ID)), 404, nil)
 		eventually(t, rd+"/api/sprockets", 200, func(b []byte) bool {
-			return !strings.Contains(string(b), fmt.Sprintf(`"id":%d,`, sp.ID))
+			return !strings.Contains(string(b), fmt.Sprintf(`"id":%d,`, num(t, s, sp.ID)))
 		})
-		r = do(t, "DELETE", fmt.Sprintf("%s/v1/sprockets/%d", w, sp.ID), nil)
+		r = do(t, "DELETE", fmt.Sprintf("%s/v1/sprockets/%s", w, sp.ID), nil)
 		expect(t, r, 404, "second delete")
 	})
 
@@ -108,12 +131,13 @@ func TestEveryWriteRouteReachesTheReader(t *testing.T) {
 		expect(t, r, 201, "create")
 		var f factoryV1
 		r.JSON(t, &f)
-		base := fmt.Sprintf("%s/v1/factories/%d", rd, f.ID)
+		base := fmt.Sprintf("%s/v1/factories/%s", rd, f.ID)
+		n := num(t, s, f.ID)
 		eventually(t, base, 200, bodyHas(`"name":"Plant 9"`, `"sample_count":2`))
-		eventually(t, fmt.Sprintf("%s/api/factory/%d/chart-data", rd, f.ID), 200,
+		eventually(t, fmt.Sprintf("%s/api/factory/%d/chart-data", rd, n), 200,
 			bodyHas(`{"sprocket_production_actual":[5,7],"sprocket_production_goal":[6,6],"time":[1700000000,1700000060]}`))
 
-		r = do(t, "POST", fmt.Sprintf("%s/v1/factories/%d/samples", w, f.ID), `{"samples":[{"time":1700003600,"actual":9,"goal":8}]}`)
+		r = do(t, "POST", fmt.Sprintf("%s/v1/factories/%s/samples", w, f.ID), `{"samples":[{"time":1700003600,"actual":9,"goal":8}]}`)
 		expect(t, r, 200, "append")
 		if r.Header.Get("X-Samples-Added") != "1" {
 			t.Errorf("X-Samples-Added %q", r.Header.Get("X-Samples-Added"))
@@ -121,24 +145,24 @@ func TestEveryWriteRouteReachesTheReader(t *testing.T) {
 		eventually(t, base, 200, bodyHas(`"sample_count":3`, `"last_time":1700003600`, `"version":2`))
 		eventually(t, base+"/chart-data?from=1700000030&to=1700003600", 200,
 			bodyHas(`"chart_data":{"sprocket_production_actual":[7,9],"sprocket_production_goal":[6,8],"time":[1700000060,1700003600]}`))
-		eventually(t, fmt.Sprintf("%s/api/factory/%d", rd, f.ID), 200, bodyHas(`"time":[1700000000,1700000060,1700003600]`))
-		eventually(t, rd+"/api/factories", 200, bodyHas(fmt.Sprintf(`{"factory":{"id":%d,"chart_data":{"sprocket_production_actual":[5,7,9]`, f.ID)))
+		eventually(t, fmt.Sprintf("%s/api/factory/%d", rd, n), 200, bodyHas(`"time":[1700000000,1700000060,1700003600]`))
+		eventually(t, rd+"/api/factories", 200, bodyHas(fmt.Sprintf(`{"factory":{"id":%d,"chart_data":{"sprocket_production_actual":[5,7,9]`, n)))
 
-		r = do(t, "PUT", fmt.Sprintf("%s/v1/factories/%d", w, f.ID), `{"name":"Plant Nine"}`)
+		r = do(t, "PUT", fmt.Sprintf("%s/v1/factories/%s", w, f.ID), `{"name":"Plant Nine"}`)
 		expect(t, r, 200, "put")
 		eventually(t, base, 200, bodyHas(`"name":"Plant Nine"`, `"version":3`))
-		r = do(t, "PATCH", fmt.Sprintf("%s/v1/factories/%d", w, f.ID), `{"name":"Plant 9b"}`)
+		r = do(t, "PATCH", fmt.Sprintf("%s/v1/factories/%s", w, f.ID), `{"name":"Plant 9b"}`)
 		expect(t, r, 200, "patch")
 		eventually(t, base, 200, bodyHas(`"name":"Plant 9b"`, `"version":4`))
 
-		r = do(t, "DELETE", fmt.Sprintf("%s/v1/factories/%d", w, f.ID), nil)
+		r = do(t, "DELETE", fmt.Sprintf("%s/v1/factories/%s", w, f.ID), nil)
 		expect(t, r, 204, "delete")
 		for _, path := range []string{"", "/chart-data"} {
 			eventually(t, base+path, 404, nil)
-			eventually(t, fmt.Sprintf("%s/api/factory/%d%s", rd, f.ID, path), 404, nil)
+			eventually(t, fmt.Sprintf("%s/api/factory/%d%s", rd, n, path), 404, nil)
 		}
 		eventually(t, rd+"/api/factories", 200, func(b []byte) bool {
-			return !strings.Contains(string(b), fmt.Sprintf(`"id":%d,`, f.ID))
+			return !strings.Contains(string(b), fmt.Sprintf(`"id":%d,`, n))
 		})
 	})
 
@@ -162,7 +186,7 @@ func TestEveryWriteRouteReachesTheReader(t *testing.T) {
 			}
 			r.JSON(t, &page)
 			for _, it := range page.Items {
-				ids = append(ids, it.ID)
+				ids = append(ids, num(t, s, it.ID))
 			}
 			next = ""
 			if page.NextCursor != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sprockets-api/sprockets/internal/domain"
+	"github.com/sprockets-api/sprockets/internal/publicid"
 )
 
 func testApp(t *testing.T) *fiber.App {
@@ -155,8 +156,19 @@ func TestParams(t *testing.T) {
 		}
 		return c.JSON(x)
 	})
+	ids, err := publicid.New("httpapi tests' key of 32 bytes!!")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app.Get("/sprocket/:id", func(c *fiber.Ctx) error {
+		n, err := PublicID(c, "id", ids, publicid.Sprocket, "sprocket")
+		if err != nil {
+			return err
+		}
+		return c.JSON(n)
+	})
 	app.Get("/page", func(c *fiber.Ctx) error {
-		p, err := Page(c)
+		p, err := Page(c, ids)
 		if err != nil {
 			return err
 		}
@@ -183,9 +195,14 @@ func TestParams(t *testing.T) {
 		{"/dec/+1", 400, "plain decimal"},
 		{"/dec/1_000", 400, "plain decimal"},
 		{"/page", 200, `{"After":0,"Limit":50}`},
-		{"/page?limit=500&cursor=" + Cursor(41), 200, `{"After":41,"Limit":500}`},
+		{"/page?limit=500&cursor=" + Cursor(ids, 41), 200, `{"After":41,"Limit":500}`},
 		{"/page?limit=501", 400, "limit"},
-		{"/page?cursor=YWZ0ZXI6LTE", 400, "cursor"},
+		{"/page?cursor=YWZ0ZXI6NDE", 400, "cursor"}, // "after:41", as cursors once were
+		{"/page?cursor=" + ids.Encode(publicid.Sprocket, 41), 400, "cursor"},
+		{"/sprocket/" + ids.Encode(publicid.Sprocket, 41), 200, "41"},
+		{"/sprocket/41", 400, "spr_"},
+		{"/sprocket/" + ids.Encode(publicid.Factory, 41), 400, "not a valid sprocket id"},
+		{"/sprocket/spr_AAAAAAAAAAAAAAAAAAAAAA", 404, "sprocket spr_AAAAAAAAAAAAAAAAAAAAAA not found"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.path, func(t *testing.T) {

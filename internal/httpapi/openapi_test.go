@@ -37,7 +37,7 @@ func TestOpenAPIMatchesTheRoutes(t *testing.T) {
 		}
 	}
 	w := httpapi.NewApp(httpapi.ServerConfig{Name: "w"}, log, prometheus.NewRegistry())
-	writer.Routes(w, writer.New(nil, nil))
+	writer.Routes(w, writer.New(nil, nil, nil))
 	collect(w)
 	r := httpapi.NewApp(httpapi.ServerConfig{Name: "r"}, log, prometheus.NewRegistry())
 	reader.Routes(r, reader.New(nil, nil, nil, nil, reader.Config{}, log, func(string) {}))

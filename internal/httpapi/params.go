@@ -1,14 +1,13 @@
 package httpapi
 
 import (
-	"encoding/base64"
 	"regexp"
 	"strconv"
-	"strings"
 
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/sprockets-api/sprockets/internal/domain"
+	"github.com/sprockets-api/sprockets/internal/publicid"
 )
 
 var (
@@ -82,39 +81,39 @@ func QueryInt(c *fiber.Ctx, name string, def, lo, hi int64) (int64, error) {
 	return n, nil
 }
 
-// Page reads the limit and cursor query parameters of a list endpoint.
-func Page(c *fiber.Ctx) (domain.PageRequest, error) {
+// PublicID parses the /v1 id of a resource of kind from the path, and
+// returns its number. Something that is not shaped like such an id is
+// invalid; one shaped like it that ids did not make names nothing, and is
+// not found, as an id of another organization's resource would be.
+func PublicID(c *fiber.Ctx, name string, ids *publicid.Codec, kind publicid.Kind, what string) (int64, error) {
+	raw := c.Params(name)
+	if !publicid.Shaped(kind, raw) {
+		return 0, invalid(name, "%s is not a valid %s id; %s ids look like %s", quote(raw), what, what, ids.Encode(kind, 1))
+	}
+	n, ok := ids.Decode(kind, raw)
+	if !ok {
+		return 0, domain.Errorf(domain.ENOTFOUND, "%s %s not found", what, raw)
+	}
+	return n, nil
+}
+
+// Page reads the limit and cursor query parameters of a list endpoint;
+// ids opens the cursor.
+func Page(c *fiber.Ctx, ids *publicid.Codec) (domain.PageRequest, error) {
 	limit, err := QueryInt(c, "limit", domain.DefaultPageSize, 1, domain.MaxPageSize)
 	if err != nil {
 		return domain.PageRequest{}, err
 	}
 	after := int64(0)
 	if raw := c.Query("cursor"); raw != "" {
-		if after, err = parseCursor(raw); err != nil {
-			return domain.PageRequest{}, err
+		var ok bool
+		if after, ok = ids.Decode(publicid.Cursor, raw); !ok {
+			return domain.PageRequest{}, invalid("cursor", "%s is not a cursor this API issued", quote(raw))
 		}
 	}
 	return domain.PageRequest{After: after, Limit: int(limit)}, nil
 }
 
-// Cursor returns the opaque cursor of the page after the item with id.
-func Cursor(id int64) string {
-	return base64.RawURLEncoding.EncodeToString([]byte("after:" + strconv.FormatInt(id, 10)))
-}
-
-func parseCursor(raw string) (int64, error) {
-	bad := invalid("cursor", "%s is not a cursor this API issued", quote(raw))
-	b, err := base64.RawURLEncoding.DecodeString(raw)
-	if err != nil {
-		return 0, bad
-	}
-	n, ok := strings.CutPrefix(string(b), "after:")
-	if !ok {
-		return 0, bad
-	}
-	id, err := strconv.ParseInt(n, 10, 64)
-	if err != nil || id < 1 {
-		return 0, bad
-	}
-	return id, nil
-}
+// Cursor returns the opaque cursor of the page after the item with id: the
+// id sealed by ids, so that it says nothing of how many items there are.
+func Cursor(ids *publicid.Codec, id int64) string { return ids.Encode(publicid.Cursor, id) }

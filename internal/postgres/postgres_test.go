@@ -21,12 +21,22 @@ import (
 	"github.com/sprockets-api/sprockets/internal/events"
 	"github.com/sprockets-api/sprockets/internal/postgres"
 	"github.com/sprockets-api/sprockets/internal/postgres/pgtest"
+	"github.com/sprockets-api/sprockets/internal/publicid"
 	"github.com/sprockets-api/sprockets/internal/readmodel"
 )
 
 var pgLeader, pgReplica *devstack.Postgres
 
 func TestMain(m *testing.M) { os.Exit(testMain(m)) }
+
+// ids makes the /v1 ids of the bodies the tests build.
+var ids = func() *publicid.Codec {
+	c, err := publicid.New("the key of this package's tests, 32+ bytes")
+	if err != nil {
+		panic(err)
+	}
+	return c
+}()
 
 func testMain(m *testing.M) int {
 	return pgtest.Main(m, true, func(leader, replica *devstack.Postgres) { pgLeader, pgReplica = leader, replica })
@@ -105,11 +115,11 @@ func TestEventPayloadsRenderLikeRows(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, want := readmodel.SprocketBody(p.Sprocket), readmodel.SprocketBody(want); string(got) != string(want) {
+		if got, want := readmodel.SprocketBody(ids, p.Sprocket), readmodel.SprocketBody(ids, want); string(got) != string(want) {
 			t.Errorf("event %d renders\n %s\nthe write returned\n %s", i, got, want)
 		}
 	}
-	if got, want := readmodel.SprocketBody(upd), readmodel.SprocketBody(stored); string(got) != string(want) {
+	if got, want := readmodel.SprocketBody(ids, upd), readmodel.SprocketBody(ids, stored); string(got) != string(want) {
 		t.Errorf("the row renders\n %s\nthe update returned\n %s", want, got)
 	}
 }
@@ -201,13 +211,13 @@ func renderPayload(t *testing.T, e events.Envelope) string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return string(readmodel.SprocketBody(p.Sprocket))
+		return string(readmodel.SprocketBody(ids, p.Sprocket))
 	default:
 		p, err := e.Factory()
 		if err != nil {
 			t.Fatal(err)
 		}
-		return fmt.Sprintf("%s %+v", readmodel.FactoryBody(p.Factory), p.Samples)
+		return fmt.Sprintf("%s %+v", readmodel.FactoryBody(ids, p.Factory), p.Samples)
 	}
 }
 
@@ -294,7 +304,7 @@ func TestIdempotentCreates(t *testing.T) {
 		t.Fatal(err, r1)
 	}
 	again, r2, err := s.CreateSprocket(ctx, domain.System(1, "test"), spec, idem)
-	if err != nil || !r2.Replayed || again.ID != first.ID || string(readmodel.SprocketBody(again)) != string(readmodel.SprocketBody(first)) {
+	if err != nil || !r2.Replayed || again.ID != first.ID || string(readmodel.SprocketBody(ids, again)) != string(readmodel.SprocketBody(ids, first)) {
 		t.Fatalf("replay %+v %+v %v", again, r2, err)
 	}
 	_, _, err = s.CreateSprocket(ctx, domain.System(1, "test"), spec, domain.Idempotency{Key: "k1", Hash: []byte("request-b")})

@@ -19,6 +19,7 @@ import (
 	"github.com/sprockets-api/sprockets/internal/events"
 	"github.com/sprockets-api/sprockets/internal/postgres"
 	"github.com/sprockets-api/sprockets/internal/postgres/pgtest"
+	"github.com/sprockets-api/sprockets/internal/publicid"
 	"github.com/sprockets-api/sprockets/internal/readmodel"
 	"github.com/sprockets-api/sprockets/internal/rediscache"
 )
@@ -29,6 +30,15 @@ var (
 )
 
 func TestMain(m *testing.M) { os.Exit(testMain(m)) }
+
+// ids makes the /v1 ids of the bodies the tests build.
+var ids = func() *publicid.Codec {
+	c, err := publicid.New("the key of this package's tests, 32+ bytes")
+	if err != nil {
+		panic(err)
+	}
+	return c
+}()
 
 func testMain(m *testing.M) int {
 	dir, err := os.MkdirTemp("", "projection-test-")
@@ -71,7 +81,7 @@ func newWorld(t *testing.T) *world {
 	cache := rediscache.New(rdb)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	return &world{store: pgtest.Store(t, db), db: db, rdb: rdb, cache: cache,
-		proj: New(postgres.NewReads(db), cache, log, prometheus.NewRegistry())}
+		proj: New(postgres.NewReads(db), cache, ids, log, prometheus.NewRegistry())}
 }
 
 // take returns the events recorded since the last take, in order.
@@ -191,7 +201,7 @@ func TestFactoryHistoryProjection(t *testing.T) {
 func TestConcurrentProjectors(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)
-	other := New(postgres.NewReads(w.db), w.cache, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	other := New(postgres.NewReads(w.db), w.cache, ids, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	f, _, err := w.store.CreateFactory(ctx, domain.System(1, "test"), domain.FactorySpec{Name: "F"}, nil, domain.Idempotency{})
 	if err != nil {
 		t.Fatal(err)
@@ -329,7 +339,7 @@ func TestCollectionPatches(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)
 	reads := &wholeReads{Source: postgres.NewReads(w.db)}
-	proj := New(reads, w.cache, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	proj := New(reads, w.cache, ids, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	project := func() {
 		t.Helper()
 		for _, err := range proj.HandleBatch(ctx, encodeAll(t, w.take(t))) {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/events"
+	"github.com/sprockets-api/sprockets/internal/publicid"
 	"github.com/sprockets-api/sprockets/internal/readmodel"
 )
 
@@ -57,6 +58,7 @@ type Purge func(ctx context.Context, filters []string) error
 type Projector struct {
 	src   Source
 	cache Cache
+	ids   *publicid.Codec // makes the ids in /v1 bodies
 	purge Purge
 	log   *slog.Logger
 	now   func() time.Time
@@ -79,9 +81,9 @@ const (
 )
 
 // New returns a Projector; its metrics are registered with reg.
-func New(src Source, cache Cache, log *slog.Logger, reg prometheus.Registerer) *Projector {
+func New(src Source, cache Cache, ids *publicid.Codec, log *slog.Logger, reg prometheus.Registerer) *Projector {
 	p := &Projector{
-		src: src, cache: cache, log: log, now: time.Now, marked: make(chan struct{}, 1),
+		src: src, cache: cache, ids: ids, log: log, now: time.Now, marked: make(chan struct{}, 1),
 		purge: func(context.Context, []string) error { return nil },
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sprockets_projector_events_total", Help: "Events projected, by outcome.",
@@ -190,7 +192,7 @@ func (p *Projector) applySprockets(ctx context.Context, envs []events.Envelope, 
 			continue
 		}
 		writes = append(writes, readmodel.Write{
-			Org: envs[i].OrgID, Rule: readmodel.Next, Records: readmodel.SprocketRecords(pl.Sprocket).All(),
+			Org: envs[i].OrgID, Rule: readmodel.Next, Records: readmodel.SprocketRecords(p.ids, pl.Sprocket).All(),
 			Dirty: []string{readmodel.MemberMark(orgSprockets(envs[i].OrgID), envs[i].AggregateID)},
 		})
 		applied = append(applied, i)
@@ -219,7 +221,7 @@ func (p *Projector) rebuildSprocket(ctx context.Context, id int64) error {
 	if err != nil {
 		return fmt.Errorf("rebuild sprocket %d: %w", id, err)
 	}
-	_, err = p.cache.Apply(ctx, readmodel.Write{Org: s.OrgID, Rule: readmodel.Newer, Records: readmodel.SprocketRecords(s).All()})
+	_, err = p.cache.Apply(ctx, readmodel.Write{Org: s.OrgID, Rule: readmodel.Newer, Records: readmodel.SprocketRecords(p.ids, s).All()})
 	return err
 }
 
@@ -299,7 +301,7 @@ func (p *Projector) applyFactoryEvent(ctx context.Context, pl events.FactoryPayl
 			return false, err
 		}
 	}
-	res, err := p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Next, Records: []readmodel.Record{readmodel.FactoryRecord(f)}})
+	res, err := p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Next, Records: []readmodel.Record{readmodel.FactoryRecord(p.ids, f)}})
 	if err != nil {
 		return false, err
 	}
@@ -422,7 +424,7 @@ func (p *Projector) writeFactory(ctx context.Context, f domain.Factory, samples 
 			return err
 		}
 	}
-	_, err := p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Newer, Records: []readmodel.Record{readmodel.FactoryRecord(f)}})
+	_, err := p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Newer, Records: []readmodel.Record{readmodel.FactoryRecord(p.ids, f)}})
 	return err
 }
 

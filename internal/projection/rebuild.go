@@ -27,7 +27,7 @@ func (p *Projector) expected(ctx context.Context, org int64, emit func([]want) e
 	}
 	var batch []want
 	for _, s := range sprockets {
-		for _, r := range readmodel.SprocketRecords(s).All() {
+		for _, r := range readmodel.SprocketRecords(p.ids, s).All() {
 			batch = append(batch, want{Record: r})
 		}
 	}
@@ -41,7 +41,7 @@ func (p *Projector) expected(ctx context.Context, org int64, emit func([]want) e
 	}
 	for _, f := range factories {
 		batch = batch[:0]
-		batch = append(batch, factoryWants(f, samples[f.ID])...)
+		batch = append(batch, p.factoryWants(f, samples[f.ID])...)
 		if err := emit(batch); err != nil {
 			return err
 		}
@@ -51,7 +51,7 @@ func (p *Projector) expected(ctx context.Context, org int64, emit func([]want) e
 
 // factoryWants lists a factory's records: buckets first, then its key, then
 // its compatibility bodies.
-func factoryWants(f domain.Factory, samples []domain.Sample) []want {
+func (p *Projector) factoryWants(f domain.Factory, samples []domain.Sample) []want {
 	var out []want
 	if !f.Deleted() {
 		for b, s := range readmodel.GroupByBucket(samples) {
@@ -59,7 +59,7 @@ func factoryWants(f domain.Factory, samples []domain.Sample) []want {
 				index: readmodel.BucketIndexKey(f.ID)})
 		}
 	}
-	out = append(out, want{Record: readmodel.FactoryRecord(f)})
+	out = append(out, want{Record: readmodel.FactoryRecord(p.ids, f)})
 	for _, r := range readmodel.FactoryCompatRecords(f, samples).All() {
 		out = append(out, want{Record: r})
 	}

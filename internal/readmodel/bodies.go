@@ -8,6 +8,7 @@ import (
 
 	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/jsonenc"
+	"github.com/sprockets-api/sprockets/internal/publicid"
 )
 
 // mustJSON encodes values built from domain types, which cannot fail to
@@ -20,17 +21,20 @@ func mustJSON(v any) []byte {
 	return b
 }
 
-// SprocketBody is GET /v1/sprockets/{id}.
-func SprocketBody(s domain.Sprocket) []byte {
-	return appendSprocket(make([]byte, 0, 256), s)
+// SprocketBody is GET /v1/sprockets/{id}; ids makes its id.
+func SprocketBody(ids *publicid.Codec, s domain.Sprocket) []byte {
+	return appendSprocket(make([]byte, 0, 256), ids, s)
 }
 
 // appendSprocket appends s as the /v1 routes show a sprocket, alone or in a
-// list: the compatibility item, written by hand (see appendCompatSprocket),
-// with its version and times.
-func appendSprocket(b []byte, s domain.Sprocket) []byte {
-	b = appendCompatSprocket(b, s)
-	b = append(b[:len(b)-1], `,"version":`...)
+// list: the compatibility item's fields, written by hand (see
+// appendCompatSprocket), under its public id, with its version and times.
+func appendSprocket(b []byte, ids *publicid.Codec, s domain.Sprocket) []byte {
+	b = append(b, `{"id":`...)
+	b = jsonenc.String(b, ids.Encode(publicid.Sprocket, s.ID))
+	b = append(b, ',')
+	b = jsonenc.SprocketSpec(b, s.SprocketSpec)
+	b = append(b, `,"version":`...)
 	b = strconv.AppendInt(b, s.Version, 10)
 	b = append(b, `,"created_at":`...)
 	b = jsonenc.Time(b, s.CreatedAt)
@@ -46,7 +50,7 @@ func SprocketCompatBody(s domain.Sprocket) []byte {
 }
 
 type v1Factory struct {
-	ID          int64     `json:"id"`
+	ID          string    `json:"id"`
 	Name        string    `json:"name"`
 	Version     int64     `json:"version"`
 	SampleCount int64     `json:"sample_count"`
@@ -56,14 +60,14 @@ type v1Factory struct {
 	UpdatedAt   time.Time `json:"updated_at"`
 }
 
-func v1FactoryOf(f domain.Factory) v1Factory {
-	return v1Factory{ID: f.ID, Name: f.Name, Version: f.Version, SampleCount: f.SampleCount,
+func v1FactoryOf(ids *publicid.Codec, f domain.Factory) v1Factory {
+	return v1Factory{ID: ids.Encode(publicid.Factory, f.ID), Name: f.Name, Version: f.Version, SampleCount: f.SampleCount,
 		FirstTime: f.FirstTime, LastTime: f.LastTime, CreatedAt: f.CreatedAt, UpdatedAt: f.UpdatedAt}
 }
 
 // FactoryBody is GET /v1/factories/{id}: the factory and a summary of its
 // history (the history itself is at .../chart-data).
-func FactoryBody(f domain.Factory) []byte { return mustJSON(v1FactoryOf(f)) }
+func FactoryBody(ids *publicid.Codec, f domain.Factory) []byte { return mustJSON(v1FactoryOf(ids, f)) }
 
 type compatFactory struct {
 	Factory struct {
@@ -107,25 +111,25 @@ func FactoriesCompatBody(all []domain.Factory, samples map[int64][]domain.Sample
 // ChartRangeBody is GET /v1/factories/{id}/chart-data?from=&to=: samples,
 // and when the range holds more than one answer gives, nextFrom, the from
 // of the rest (nil on the last page).
-func ChartRangeBody(factoryID, from, to int64, samples []domain.Sample, nextFrom *int64) []byte {
+func ChartRangeBody(ids *publicid.Codec, factoryID, from, to int64, samples []domain.Sample, nextFrom *int64) []byte {
 	return mustJSON(struct {
-		FactoryID int64            `json:"factory_id"`
+		FactoryID string           `json:"factory_id"`
 		From      int64            `json:"from"`
 		To        int64            `json:"to"`
 		ChartData domain.ChartData `json:"chart_data"`
 		NextFrom  *int64           `json:"next_from,omitempty"`
-	}{factoryID, from, to, domain.ChartDataOf(samples), nextFrom})
+	}{ids.Encode(publicid.Factory, factoryID), from, to, domain.ChartDataOf(samples), nextFrom})
 }
 
 // SprocketListBody is a page of GET /v1/sprockets. next is the cursor of
 // the following page, "" on the last.
-func SprocketListBody(items []domain.Sprocket, next string) []byte {
+func SprocketListBody(ids *publicid.Codec, items []domain.Sprocket, next string) []byte {
 	b := append(make([]byte, 0, 64+200*len(items)), `{"items":[`...)
 	for i, s := range items {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendSprocket(b, s)
+		b = appendSprocket(b, ids, s)
 	}
 	b = append(b, `],"next_cursor":`...)
 	if next == "" {
@@ -137,10 +141,10 @@ func SprocketListBody(items []domain.Sprocket, next string) []byte {
 }
 
 // FactoryListBody is a page of GET /v1/factories.
-func FactoryListBody(items []domain.Factory, next string) []byte {
+func FactoryListBody(ids *publicid.Codec, items []domain.Factory, next string) []byte {
 	out := make([]v1Factory, len(items))
 	for i, f := range items {
-		out[i] = v1FactoryOf(f)
+		out[i] = v1FactoryOf(ids, f)
 	}
 	return listBody(out, next)
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sprockets-api/sprockets/internal/domain"
+	"github.com/sprockets-api/sprockets/internal/publicid"
 )
 
 var at = time.Date(2026, 11, 26, 17, 8, 21, 123456000, time.UTC)
@@ -32,8 +33,8 @@ func TestBodies(t *testing.T) {
 	}{
 		{"compat sprocket", SprocketCompatBody(sprocket(7, 2, false)),
 			`{"id":7,"teeth":5,"pitch_diameter":5,"outside_diameter":6.35,"pitch":1}`},
-		{"v1 sprocket", SprocketBody(sprocket(7, 2, false)),
-			`{"id":7,"teeth":5,"pitch_diameter":5,"outside_diameter":6.35,"pitch":1,"version":2,"created_at":"2026-11-26T17:08:21.123456Z","updated_at":"2026-11-26T17:08:21.123456Z"}`},
+		{"v1 sprocket", SprocketBody(testIDs, sprocket(7, 2, false)),
+			`{"id":"` + testIDs.Encode(publicid.Sprocket, 7) + `","teeth":5,"pitch_diameter":5,"outside_diameter":6.35,"pitch":1,"version":2,"created_at":"2026-11-26T17:08:21.123456Z","updated_at":"2026-11-26T17:08:21.123456Z"}`},
 		{"compat sprockets without tombstones", SprocketsCompatBody([]domain.Sprocket{sprocket(1, 1, false), sprocket(2, 3, true)}),
 			`{"sprockets":[{"id":1,"teeth":5,"pitch_diameter":5,"outside_diameter":6.35,"pitch":1}]}`},
 		{"compat sprockets empty", SprocketsCompatBody(nil), `{"sprockets":[]}`},
@@ -45,12 +46,12 @@ func TestBodies(t *testing.T) {
 			`{"sprocket_production_actual":[32,29],"sprocket_production_goal":[31,30],"time":[1611194818,1611194878]}`},
 		{"compat factories", FactoriesCompatBody([]domain.Factory{f}, map[int64][]domain.Sample{2: samples}),
 			`{"factories":[{"factory":{"id":2,"chart_data":{"sprocket_production_actual":[32,29],"sprocket_production_goal":[31,30],"time":[1611194818,1611194878]}}}]}`},
-		{"v1 factory", FactoryBody(f),
-			`{"id":2,"name":"Plant","version":3,"sample_count":2,"first_time":1611194818,"last_time":1611194878,"created_at":"2026-11-26T17:08:21.123456Z","updated_at":"2026-11-26T17:08:21.123456Z"}`},
-		{"chart range", ChartRangeBody(2, 0, 1611194818, samples[:1], nil),
-			`{"factory_id":2,"from":0,"to":1611194818,"chart_data":{"sprocket_production_actual":[32],"sprocket_production_goal":[31],"time":[1611194818]}}`},
-		{"last page", SprocketListBody(nil, ""), `{"items":[],"next_cursor":null}`},
-		{"page with a next one", FactoryListBody(nil, "abc"), `{"items":[],"next_cursor":"abc"}`},
+		{"v1 factory", FactoryBody(testIDs, f),
+			`{"id":"` + testIDs.Encode(publicid.Factory, 2) + `","name":"Plant","version":3,"sample_count":2,"first_time":1611194818,"last_time":1611194878,"created_at":"2026-11-26T17:08:21.123456Z","updated_at":"2026-11-26T17:08:21.123456Z"}`},
+		{"chart range", ChartRangeBody(testIDs, 2, 0, 1611194818, samples[:1], nil),
+			`{"factory_id":"` + testIDs.Encode(publicid.Factory, 2) + `","from":0,"to":1611194818,"chart_data":{"sprocket_production_actual":[32],"sprocket_production_goal":[31],"time":[1611194818]}}`},
+		{"last page", SprocketListBody(testIDs, nil, ""), `{"items":[],"next_cursor":null}`},
+		{"page with a next one", FactoryListBody(testIDs, nil, "abc"), `{"items":[],"next_cursor":"abc"}`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -62,7 +63,7 @@ func TestBodies(t *testing.T) {
 }
 
 func TestRecords(t *testing.T) {
-	live := SprocketRecords(sprocket(7, 2, false))
+	live := SprocketRecords(testIDs, sprocket(7, 2, false))
 	if live.V1.Key != "rm:sprocket:7:v1" || live.Compat.Key != "rm:sprocket:7:compat" {
 		t.Fatalf("keys %s %s", live.V1.Key, live.Compat.Key)
 	}
@@ -72,7 +73,7 @@ func TestRecords(t *testing.T) {
 	if live.Compat.Entry.ETag != HashETag(live.Compat.Entry.Body) {
 		t.Errorf("compat ETag %s is not the hash of its body", live.Compat.Entry.ETag)
 	}
-	gone := SprocketRecords(sprocket(7, 3, true))
+	gone := SprocketRecords(testIDs, sprocket(7, 3, true))
 	for _, r := range gone.All() {
 		if !r.Entry.Deleted || r.Entry.Body != nil || r.Entry.Version != 3 {
 			t.Errorf("tombstone %s: %+v", r.Key, r.Entry)
@@ -166,9 +167,18 @@ func TestMergeSamples(t *testing.T) {
 }
 
 func TestBodiesAreValidJSON(t *testing.T) {
-	for _, b := range [][]byte{SprocketBody(sprocket(1, 1, false)), FactoriesCompatBody(nil, nil)} {
+	for _, b := range [][]byte{SprocketBody(testIDs, sprocket(1, 1, false)), FactoriesCompatBody(nil, nil)} {
 		if !json.Valid(b) {
 			t.Errorf("invalid JSON %s", b)
 		}
 	}
 }
+
+// testIDs makes the /v1 ids of the tests' bodies.
+var testIDs = func() *publicid.Codec {
+	c, err := publicid.New("readmodel tests' key of 32 bytes!")
+	if err != nil {
+		panic(err)
+	}
+	return c
+}()

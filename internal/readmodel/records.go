@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/sprockets-api/sprockets/internal/domain"
+	"github.com/sprockets-api/sprockets/internal/publicid"
 )
 
 // SprocketEndpoints are the records of a sprocket's two endpoints.
@@ -17,12 +18,12 @@ type SprocketEndpoints struct {
 func (r SprocketEndpoints) All() []Record { return []Record{r.V1, r.Compat} }
 
 // SprocketRecords returns the records of a sprocket's two endpoints; a
-// tombstone gives tombstone entries.
-func SprocketRecords(s domain.Sprocket) SprocketEndpoints {
+// tombstone gives tombstone entries. ids makes the /v1 id.
+func SprocketRecords(ids *publicid.Codec, s domain.Sprocket) SprocketEndpoints {
 	v1 := Entry{Version: s.Version, Org: s.OrgID, Deleted: s.Deleted()}
 	compat := v1
 	if !s.Deleted() {
-		v1.Body, v1.ETag = SprocketBody(s), VersionETag(s.Version)
+		v1.Body, v1.ETag = SprocketBody(ids, s), VersionETag(s.Version)
 		compat.Body = SprocketCompatBody(s)
 		compat.ETag = HashETag(compat.Body)
 	}
@@ -30,10 +31,10 @@ func SprocketRecords(s domain.Sprocket) SprocketEndpoints {
 }
 
 // FactoryRecord returns the entry of GET /v1/factories/{id}.
-func FactoryRecord(f domain.Factory) Record {
+func FactoryRecord(ids *publicid.Codec, f domain.Factory) Record {
 	e := Entry{Version: f.Version, Org: f.OrgID, Deleted: f.Deleted()}
 	if !f.Deleted() {
-		e.Body, e.ETag = FactoryBody(f), VersionETag(f.Version)
+		e.Body, e.ETag = FactoryBody(ids, f), VersionETag(f.Version)
 		e.First, e.Last = f.FirstTime, f.LastTime
 	}
 	return Record{FactoryKey(f.ID), e}

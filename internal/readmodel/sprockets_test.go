@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sprockets-api/sprockets/internal/domain"
+	"github.com/sprockets-api/sprockets/internal/publicid"
 )
 
 // compatSprocket is an item of the original service's sprocket file, with
@@ -44,11 +45,11 @@ func TestSprocketBodiesMatchEncodingJSON(t *testing.T) {
 		s.Version = r.Int64N(1 << 40)
 		s.CreatedAt = time.Unix(r.Int64N(4e9), r.Int64N(1e9)).UTC()
 		s.UpdatedAt = s.CreatedAt.Add(time.Duration(r.Int64N(1e15)))
-		want, err = json.Marshal(v1Sprocket{ID: s.ID, SprocketSpec: s.SprocketSpec, Version: s.Version, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt})
+		want, err = json.Marshal(v1Sprocket{ID: testIDs.Encode(publicid.Sprocket, s.ID), SprocketSpec: s.SprocketSpec, Version: s.Version, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := SprocketBody(s); string(got) != string(want) {
+		if got := SprocketBody(testIDs, s); string(got) != string(want) {
 			t.Fatalf("v1 body\n got %s\nwant %s", got, want)
 		}
 		page = append(page, s)
@@ -60,7 +61,7 @@ func TestSprocketBodiesMatchEncodingJSON(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := SprocketListBody(page, cursor); string(got) != string(want) {
+		if got := SprocketListBody(testIDs, page, cursor); string(got) != string(want) {
 			t.Fatalf("list body\n got %s\nwant %s", got, want)
 		}
 		if len(page) == 5 {
@@ -72,7 +73,7 @@ func TestSprocketBodiesMatchEncodingJSON(t *testing.T) {
 // v1Sprocket is what encoding/json would make of a /v1 sprocket: the
 // hand-written bodies are compared with it.
 type v1Sprocket struct {
-	ID int64 `json:"id"`
+	ID string `json:"id"`
 	domain.SprocketSpec
 	Version   int64     `json:"version"`
 	CreatedAt time.Time `json:"created_at"`
@@ -82,7 +83,7 @@ type v1Sprocket struct {
 func v1SprocketPage(items []domain.Sprocket, next string) any {
 	out := []v1Sprocket{}
 	for _, s := range items {
-		out = append(out, v1Sprocket{ID: s.ID, SprocketSpec: s.SprocketSpec, Version: s.Version, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt})
+		out = append(out, v1Sprocket{ID: testIDs.Encode(publicid.Sprocket, s.ID), SprocketSpec: s.SprocketSpec, Version: s.Version, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt})
 	}
 	var cursor *string
 	if next != "" {

@@ -1,5 +1,6 @@
 // Package httpapitest holds what the tests of the read and write APIs
-// share: an authenticator that admits every request as one principal,
+// share: a codec of /v1 ids, an authenticator that admits every request as
+// one principal,
 // budgets that refuse nothing, and the check every fuzz target makes of an
 // answer.
 package httpapitest
@@ -18,7 +19,17 @@ import (
 	"github.com/sprockets-api/sprockets/internal/budget"
 	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/httpapi"
+	"github.com/sprockets-api/sprockets/internal/publicid"
 )
+
+// IDs returns a codec of /v1 ids under a fixed test key.
+func IDs() *publicid.Codec {
+	c, err := publicid.New("the key of the API tests' ids, 32+ bytes")
+	if err != nil {
+		panic(err)
+	}
+	return c
+}
 
 // As authenticates every request as the principal it is.
 type As domain.Principal

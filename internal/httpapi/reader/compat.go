@@ -7,6 +7,7 @@ import (
 
 	"github.com/sprockets-api/sprockets/internal/events"
 	"github.com/sprockets-api/sprockets/internal/httpapi"
+	"github.com/sprockets-api/sprockets/internal/publicid"
 	"github.com/sprockets-api/sprockets/internal/readmodel"
 )
 
@@ -56,7 +57,7 @@ func (h *Handlers) serveFactoryCompat(c *fiber.Ctx, key func(id int64) string,
 	}
 	org := h.org(c)
 	return h.serve(c, view{
-		key: key(id), aggregate: events.Factory, id: id,
+		key: key(id), aggregate: events.Factory, id: id, ref: c.Params("id"),
 		load: func(ctx context.Context, q Queries) (readmodel.Entry, error) {
 			f, samples, err := q.FactoryHistory(ctx, org, id)
 			if err != nil {
@@ -69,32 +70,37 @@ func (h *Handlers) serveFactoryCompat(c *fiber.Ctx, key func(id int64) string,
 
 // GET /api/sprocket/:id
 func (h *Handlers) compatSprocket(c *fiber.Ctx) error {
-	return h.serveSprocket(c, readmodel.SprocketCompatKey,
+	id, err := httpapi.ID(c, "id")
+	if err != nil {
+		return err
+	}
+	return h.serveSprocket(c, id, c.Params("id"), readmodel.SprocketCompatKey,
 		func(r readmodel.SprocketEndpoints) readmodel.Record { return r.Compat })
 }
 
 // GET /v1/sprockets/:id
 func (h *Handlers) sprocket(c *fiber.Ctx) error {
-	return h.serveSprocket(c, readmodel.SprocketKey,
+	id, err := httpapi.PublicID(c, "id", h.cfg.IDs, publicid.Sprocket, events.Sprocket)
+	if err != nil {
+		return err
+	}
+	return h.serveSprocket(c, id, c.Params("id"), readmodel.SprocketKey,
 		func(r readmodel.SprocketEndpoints) readmodel.Record { return r.V1 })
 }
 
 // serveSprocket serves one of a sprocket's endpoints: the one whose key is
-// key, and whose record pick takes from SprocketRecords.
-func (h *Handlers) serveSprocket(c *fiber.Ctx, key func(id int64) string,
+// key, and whose record pick takes from SprocketRecords, for sprocket id,
+// which the request names ref.
+func (h *Handlers) serveSprocket(c *fiber.Ctx, id int64, ref string, key func(id int64) string,
 	pick func(readmodel.SprocketEndpoints) readmodel.Record) error {
-	id, err := httpapi.ID(c, "id")
-	if err != nil {
-		return err
-	}
 	return h.serve(c, view{
-		key: key(id), aggregate: events.Sprocket, id: id,
+		key: key(id), aggregate: events.Sprocket, id: id, ref: ref,
 		load: func(ctx context.Context, q Queries) (readmodel.Entry, error) {
 			s, err := q.Sprocket(ctx, id)
 			if err != nil {
 				return readmodel.Entry{}, err
 			}
-			return pick(readmodel.SprocketRecords(s)).Entry, nil
+			return pick(readmodel.SprocketRecords(h.cfg.IDs, s)).Entry, nil
 		},
 	})
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/sprockets-api/sprockets/internal/httpapi"
 	"github.com/sprockets-api/sprockets/internal/httpapi/httpapitest"
 	"github.com/sprockets-api/sprockets/internal/nearcache"
+	"github.com/sprockets-api/sprockets/internal/publicid"
 	"github.com/sprockets-api/sprockets/internal/readmodel"
 )
 
@@ -103,9 +104,13 @@ func FuzzReadRequests(f *testing.F) {
 		f.Fatal(err)
 	}
 	good := tokens.Encode(consistency.Token{Org: 1, Aggregate: "sprocket", ID: 1, Version: 1, LSN: "0/1"})
+	ids := httpapitest.IDs()
+	spr, fac := ids.Encode(publicid.Sprocket, 1), ids.Encode(publicid.Factory, 1)
 	for _, path := range []string{"/api/factories", "/api/factory/1", "/api/factory/1/chart-data", "/api/sprockets",
-		"/api/sprocket/1", "/v1/sprockets?limit=2&cursor=abc", "/v1/sprockets/1", "/v1/factories?limit=0",
-		"/v1/factories/1", "/v1/factories/1/chart-data?from=5&to=15&limit=1", "/v1/factories/1/chart-data?from=9&to=1",
+		"/api/sprocket/1", "/v1/sprockets?limit=2&cursor=abc", "/v1/sprockets?cursor=" + ids.Encode(publicid.Cursor, 1),
+		"/v1/sprockets/" + spr, "/v1/sprockets/1", "/v1/sprockets/" + fac, "/v1/factories?limit=0",
+		"/v1/factories/" + fac, "/v1/factories/" + fac + "/chart-data?from=5&to=15&limit=1",
+		"/v1/factories/" + fac + "/chart-data?from=9&to=1", "/v1/factories/fac_AAAAAAAAAAAAAAAAAAAAAA",
 		"/v1/factories/99999999999999999999", "/v1/audit?cursor=%zz", "/api/sprocket/create/1/2/3/4"} {
 		f.Add(path, `"x"`, good)
 		f.Add(path, "*", "e30.AAAA")
@@ -116,7 +121,7 @@ func FuzzReadRequests(f *testing.F) {
 	app.Use(httpapi.Access(admin, httpapitest.Unlimited{}, httpapi.AccessConfig{RateLimit: 1000, AnonymousRateLimit: 10}, log))
 	near := nearcache.New(1<<20, fresh{}, prometheus.NewRegistry())
 	Routes(app, New(near, emptyCache{}, database{}, compress.New(1<<20, prometheus.NewRegistry()), Config{ConsistencyWait: time.Millisecond, CacheBackoff: time.Second,
-		MaxChartBuckets: 10, Tokens: tokens}, log, func(string) {}))
+		MaxChartBuckets: 10, Tokens: tokens, IDs: ids}, log, func(string) {}))
 	f.Fuzz(func(t *testing.T, target, ifNoneMatch, token string) {
 		if !strings.HasPrefix(target, "/") || strings.ContainsAny(target, " \r\n\t#") {
 			return // not a request line the HTTP parser would pass on

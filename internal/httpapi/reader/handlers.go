@@ -15,6 +15,7 @@ import (
 	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/httpapi"
 	"github.com/sprockets-api/sprockets/internal/nearcache"
+	"github.com/sprockets-api/sprockets/internal/publicid"
 	"github.com/sprockets-api/sprockets/internal/readmodel"
 )
 
@@ -65,6 +66,8 @@ type Config struct {
 	MaxChartBuckets int
 	// Tokens checks the consistency tokens requests carry.
 	Tokens *consistency.Signer
+	// IDs makes and reads the ids of the /v1 routes.
+	IDs *publicid.Codec
 }
 
 // Encoder compresses answers for the clients that accept it, keeping each
@@ -110,6 +113,7 @@ type view struct {
 	// collection, collection names the member kind instead.
 	aggregate  string
 	id         int64
+	ref        string // the id as the request wrote it, for messages
 	collection string
 	// load builds the entry from a database when the cache cannot answer.
 	load func(ctx context.Context, q Queries) (readmodel.Entry, error)
@@ -118,7 +122,7 @@ type view struct {
 // notFound is the error for a tombstone or another owner's resource: made
 // when it is answered, not per request.
 func (v view) notFound() error {
-	return domain.Errorf(domain.ENOTFOUND, "%s %d not found", v.aggregate, v.id)
+	return domain.Errorf(domain.ENOTFOUND, "%s %s not found", v.aggregate, v.ref)
 }
 
 // token checks the request's consistency token, if any, and returns it
@@ -157,6 +161,9 @@ func (h *Handlers) serve(c *fiber.Ctx, v view) error {
 		e, err = v.load(c.UserContext(), q)
 		return err
 	})
+	if domain.ErrorCode(err) == domain.ENOTFOUND {
+		return v.notFound() // named as the request named it
+	}
 	if err != nil {
 		return h.dbError(err)
 	}

@@ -14,20 +14,21 @@ import (
 	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/events"
 	"github.com/sprockets-api/sprockets/internal/httpapi"
+	"github.com/sprockets-api/sprockets/internal/publicid"
 	"github.com/sprockets-api/sprockets/internal/readmodel"
 )
 
 // GET /v1/factories/:id
 func (h *Handlers) factory(c *fiber.Ctx) error {
-	id, err := httpapi.ID(c, "id")
+	id, err := httpapi.PublicID(c, "id", h.cfg.IDs, publicid.Factory, events.Factory)
 	if err != nil {
 		return err
 	}
 	return h.serve(c, view{
-		key: readmodel.FactoryKey(id), aggregate: events.Factory, id: id,
+		key: readmodel.FactoryKey(id), aggregate: events.Factory, id: id, ref: c.Params("id"),
 		load: func(ctx context.Context, q Queries) (readmodel.Entry, error) {
 			f, err := q.Factory(ctx, id)
-			return readmodel.FactoryRecord(f).Entry, err
+			return readmodel.FactoryRecord(h.cfg.IDs, f).Entry, err
 		},
 	})
 }
@@ -40,8 +41,8 @@ func (h *Handlers) listSprockets(c *fiber.Ctx) error {
 		if err != nil {
 			return nil, "", err
 		}
-		items, next := trim(items, page.Limit-1, func(s domain.Sprocket) int64 { return s.ID })
-		return readmodel.SprocketListBody(items, next), next, nil
+		items, next := trim(h, items, page.Limit-1, func(s domain.Sprocket) int64 { return s.ID })
+		return readmodel.SprocketListBody(h.cfg.IDs, items, next), next, nil
 	})
 }
 
@@ -52,25 +53,25 @@ func (h *Handlers) listFactories(c *fiber.Ctx) error {
 		if err != nil {
 			return nil, "", err
 		}
-		items, next := trim(items, page.Limit-1, func(f domain.Factory) int64 { return f.ID })
-		return readmodel.FactoryListBody(items, next), next, nil
+		items, next := trim(h, items, page.Limit-1, func(f domain.Factory) int64 { return f.ID })
+		return readmodel.FactoryListBody(h.cfg.IDs, items, next), next, nil
 	})
 }
 
 // trim cuts a page read with one item more than limit back to limit and
 // returns the cursor of the next page, "" when there is none.
-func trim[T any](items []T, limit int, id func(T) int64) ([]T, string) {
+func trim[T any](h *Handlers, items []T, limit int, id func(T) int64) ([]T, string) {
 	if len(items) <= limit {
 		return items, ""
 	}
 	items = items[:limit]
-	return items, httpapi.Cursor(id(items[limit-1]))
+	return items, httpapi.Cursor(h.cfg.IDs, id(items[limit-1]))
 }
 
 // list reads one page. The page function is asked for one item more than
 // the client's limit, to learn whether a next page exists.
 func (h *Handlers) list(c *fiber.Ctx, path string, page func(context.Context, Queries, int64, domain.PageRequest) ([]byte, string, error)) error {
-	req, err := httpapi.Page(c)
+	req, err := httpapi.Page(c, h.cfg.IDs)
 	if err != nil {
 		return err
 	}
@@ -104,7 +105,7 @@ func (h *Handlers) list(c *fiber.Ctx, path string, page func(context.Context, Qu
 // chartData serves GET /v1/factories/:id/chart-data?from=&to=, assembled
 // from the time buckets that overlap the range.
 func (h *Handlers) chartData(c *fiber.Ctx) error {
-	id, err := httpapi.ID(c, "id")
+	id, err := httpapi.PublicID(c, "id", h.cfg.IDs, publicid.Factory, events.Factory)
 	if err != nil {
 		return err
 	}
@@ -128,7 +129,7 @@ func (h *Handlers) chartData(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	v := view{key: readmodel.FactoryKey(id), aggregate: events.Factory, id: id}
+	v := view{key: readmodel.FactoryKey(id), aggregate: events.Factory, id: id, ref: c.Params("id")}
 	if meta, source, ok := h.fromCache(c.UserContext(), v, tok); ok {
 		if meta.Deleted || meta.Org != org {
 			return v.notFound()
@@ -159,6 +160,9 @@ func (h *Handlers) chartData(c *fiber.Ctx) error {
 		e = readmodel.Entry{Body: body, ETag: readmodel.HashETag(body), Org: f.OrgID, Deleted: f.Deleted()}
 		return nil
 	})
+	if domain.ErrorCode(err) == domain.ENOTFOUND {
+		return v.notFound()
+	}
 	if err != nil {
 		return h.dbError(err)
 	}
@@ -170,12 +174,13 @@ func (h *Handlers) chartData(c *fiber.Ctx) error {
 // says (next_from, and a Link to the next page) where the rest begins.
 func (h *Handlers) chartPage(c *fiber.Ctx, id, from, to int64, limit int, samples []domain.Sample) []byte {
 	if len(samples) <= limit {
-		return readmodel.ChartRangeBody(id, from, to, samples, nil)
+		return readmodel.ChartRangeBody(h.cfg.IDs, id, from, to, samples, nil)
 	}
 	samples = samples[:limit]
 	next := samples[limit-1].Time + 1
-	c.Set(fiber.HeaderLink, fmt.Sprintf(`</v1/factories/%d/chart-data?from=%d&to=%d&limit=%d>; rel="next"`, id, next, to, limit))
-	return readmodel.ChartRangeBody(id, from, to, samples, &next)
+	c.Set(fiber.HeaderLink, fmt.Sprintf(`</v1/factories/%s/chart-data?from=%d&to=%d&limit=%d>; rel="next"`,
+		h.cfg.IDs.Encode(publicid.Factory, id), next, to, limit))
+	return readmodel.ChartRangeBody(h.cfg.IDs, id, from, to, samples, &next)
 }
 
 // bucketSamples collects the first most samples in [from, to] from the
@@ -283,7 +288,7 @@ func (h *Handlers) audit(c *fiber.Ctx) error {
 		if err != nil {
 			return nil, "", err
 		}
-		items, next := trim(items, page.Limit-1, func(e domain.AuditEntry) int64 { return e.ID })
+		items, next := trim(h, items, page.Limit-1, func(e domain.AuditEntry) int64 { return e.ID })
 		return readmodel.AuditListBody(items, next), next, nil
 	})
 }

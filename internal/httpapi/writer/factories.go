@@ -9,6 +9,7 @@ import (
 	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/events"
 	"github.com/sprockets-api/sprockets/internal/httpapi"
+	"github.com/sprockets-api/sprockets/internal/publicid"
 	"github.com/sprockets-api/sprockets/internal/readmodel"
 )
 
@@ -62,8 +63,8 @@ func (h *Handlers) createFactory(c *fiber.Ctx) error {
 		return err
 	}
 	h.committed(c, actor.OrgID, events.Factory, f.ID, r, readmodel.VersionETag(f.Version))
-	c.Location(location("/v1/factories/", f.ID))
-	return sendJSON(c, http.StatusCreated, readmodel.FactoryBody(f))
+	c.Location("/v1/factories/" + h.ids.Encode(publicid.Factory, f.ID))
+	return sendJSON(c, http.StatusCreated, readmodel.FactoryBody(h.ids, f))
 }
 
 // PUT /v1/factories/:id
@@ -88,7 +89,7 @@ func (h *Handlers) patchFactory(c *fiber.Ctx) error {
 }
 
 func (h *Handlers) updateFactory(c *fiber.Ctx, change func(domain.FactorySpec) domain.FactorySpec) error {
-	id, err := httpapi.ID(c, "id")
+	t, err := h.v1Target(c, publicid.Factory, events.Factory)
 	if err != nil {
 		return err
 	}
@@ -97,17 +98,17 @@ func (h *Handlers) updateFactory(c *fiber.Ctx, change func(domain.FactorySpec) d
 		return err
 	}
 	actor := httpapi.ActorOf(c)
-	f, r, err := h.store.UpdateFactory(c.UserContext(), actor, id, ifVersion, change)
+	f, r, err := h.store.UpdateFactory(c.UserContext(), actor, t.id, ifVersion, change)
 	if err != nil {
-		return err
+		return t.named(err, events.Factory)
 	}
-	h.committed(c, actor.OrgID, events.Factory, id, r, readmodel.VersionETag(f.Version))
-	return sendJSON(c, http.StatusOK, readmodel.FactoryBody(f))
+	h.committed(c, actor.OrgID, events.Factory, t.id, r, readmodel.VersionETag(f.Version))
+	return sendJSON(c, http.StatusOK, readmodel.FactoryBody(h.ids, f))
 }
 
 // DELETE /v1/factories/:id
 func (h *Handlers) deleteFactory(c *fiber.Ctx) error {
-	id, err := httpapi.ID(c, "id")
+	t, err := h.v1Target(c, publicid.Factory, events.Factory)
 	if err != nil {
 		return err
 	}
@@ -116,17 +117,17 @@ func (h *Handlers) deleteFactory(c *fiber.Ctx) error {
 		return err
 	}
 	actor := httpapi.ActorOf(c)
-	r, err := h.store.DeleteFactory(c.UserContext(), actor, id, ifVersion)
+	r, err := h.store.DeleteFactory(c.UserContext(), actor, t.id, ifVersion)
 	if err != nil {
-		return err
+		return t.named(err, events.Factory)
 	}
-	h.committed(c, actor.OrgID, events.Factory, id, r, "")
+	h.committed(c, actor.OrgID, events.Factory, t.id, r, "")
 	return c.SendStatus(http.StatusNoContent)
 }
 
 // POST /v1/factories/:id/samples
 func (h *Handlers) appendSamples(c *fiber.Ctx) error {
-	id, err := httpapi.ID(c, "id")
+	t, err := h.v1Target(c, publicid.Factory, events.Factory)
 	if err != nil {
 		return err
 	}
@@ -147,11 +148,11 @@ func (h *Handlers) appendSamples(c *fiber.Ctx) error {
 		return err
 	}
 	actor := httpapi.ActorOf(c)
-	f, added, r, err := h.store.AppendSamples(c.UserContext(), actor, id, ifVersion, in.Samples)
+	f, added, r, err := h.store.AppendSamples(c.UserContext(), actor, t.id, ifVersion, in.Samples)
 	if err != nil {
-		return err
+		return t.named(err, events.Factory)
 	}
-	h.committed(c, actor.OrgID, events.Factory, id, r, readmodel.VersionETag(f.Version))
+	h.committed(c, actor.OrgID, events.Factory, t.id, r, readmodel.VersionETag(f.Version))
 	c.Set("X-Samples-Added", strconv.Itoa(added))
-	return sendJSON(c, http.StatusOK, readmodel.FactoryBody(f))
+	return sendJSON(c, http.StatusOK, readmodel.FactoryBody(h.ids, f))
 }

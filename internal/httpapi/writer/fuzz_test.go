@@ -16,6 +16,7 @@ import (
 	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/httpapi"
 	"github.com/sprockets-api/sprockets/internal/httpapi/httpapitest"
+	"github.com/sprockets-api/sprockets/internal/publicid"
 )
 
 // store answers every write as if it succeeded, from what it was given:
@@ -62,6 +63,8 @@ func (store) AppendSamples(_ context.Context, _ domain.Actor, id, _ int64, sampl
 // the original routes' path parameters, JSON bodies, merge patches), the
 // answer is never a 5xx, and an error is problem+json.
 func FuzzWriteRequests(f *testing.F) {
+	ids := httpapitest.IDs()
+	spr, fac := "/v1/sprockets/"+ids.Encode(publicid.Sprocket, 4), "/v1/factories/"+ids.Encode(publicid.Factory, 1)
 	for _, seed := range [][4]string{
 		{"POST", "/api/sprocket/create/5/6/4/7/", "", ""},
 		{"POST", "/api/sprocket/create/1e3/0.5/-1/NaN", "", ""},
@@ -69,14 +72,16 @@ func FuzzWriteRequests(f *testing.F) {
 		{"POST", "/api/sprocket/99999999999999999999/update/5/6/4/7", "", ""},
 		{"POST", "/v1/sprockets", "application/json", `{"teeth":12,"pitch_diameter":3.5,"outside_diameter":4,"pitch":0.5}`},
 		{"POST", "/v1/sprockets", "application/json", `{"teeth":1e400,"pitch_diameter":null}`},
-		{"PUT", "/v1/sprockets/4", "application/json", `{"teeth":1,"pitch_diameter":1,"outside_diameter":1,"pitch":1,"extra":1}`},
+		{"PUT", spr, "application/json", `{"teeth":1,"pitch_diameter":1,"outside_diameter":1,"pitch":1,"extra":1}`},
+		{"PATCH", spr, "application/merge-patch+json", `{"pitch":0.75}`},
+		{"PATCH", spr, "application/merge-patch+json", `{"pitch":null,"teeth":"5"}`},
 		{"PATCH", "/v1/sprockets/4", "application/merge-patch+json", `{"pitch":0.75}`},
-		{"PATCH", "/v1/sprockets/4", "application/merge-patch+json", `{"pitch":null,"teeth":"5"}`},
-		{"PATCH", "/v1/factories/1", "application/merge-patch+json", `{"name":"\u0000"}`},
+		{"PATCH", fac, "application/merge-patch+json", `{"name":"\u0000"}`},
 		{"POST", "/v1/factories", "application/json", `{"name":"Plant","samples":[{"time":1,"actual":2,"goal":3}]}`},
 		{"POST", "/v1/factories", "application/json", `{"name":"Plant","chart_data":{"time":[1,2],"sprocket_production_actual":[1],"sprocket_production_goal":[]}}`},
-		{"POST", "/v1/factories/1/samples", "application/json", `{"samples":[{"time":-1,"actual":2,"goal":3}]}`},
-		{"DELETE", "/v1/factories/1", "", ""},
+		{"POST", fac + "/samples", "application/json", `{"samples":[{"time":-1,"actual":2,"goal":3}]}`},
+		{"DELETE", fac, "", ""},
+		{"DELETE", "/v1/factories/fac_AAAAAAAAAAAAAAAAAAAAAA", "", ""},
 		{"POST", "/v1/sprockets", "text/plain", `{`},
 	} {
 		f.Add(methodIndex(seed[0]), seed[1], seed[2], seed[3], `"1"`, "key-1")
@@ -90,7 +95,7 @@ func FuzzWriteRequests(f *testing.F) {
 	// Every request acts with the write scope.
 	writer := httpapitest.As{OrgID: 1, TokenID: 1, Scopes: []string{domain.ScopeWrite}}
 	app.Use(httpapi.Access(writer, httpapitest.Unlimited{}, httpapi.AccessConfig{RateLimit: 1000, AnonymousRateLimit: 10}, log))
-	Routes(app, New(store{}, tokens))
+	Routes(app, New(store{}, tokens, httpapitest.IDs()))
 	f.Fuzz(func(t *testing.T, m uint8, path, contentType, body, ifMatch, idempotencyKey string) {
 		if !strings.HasPrefix(path, "/") || strings.ContainsAny(path, " \r\n\t#?") {
 			return // not a request line the HTTP parser would pass on

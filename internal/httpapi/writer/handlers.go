@@ -4,13 +4,17 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/sprockets-api/sprockets/internal/consistency"
 	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/httpapi"
+	"github.com/sprockets-api/sprockets/internal/publicid"
 )
 
 // Store is the system of record as the write API needs it.
@@ -29,12 +33,45 @@ type Store interface {
 type Handlers struct {
 	store  Store
 	tokens *consistency.Signer
+	ids    *publicid.Codec
 }
 
-// New returns the write API's handlers; tokens signs the consistency token
-// of each write.
-func New(store Store, tokens *consistency.Signer) *Handlers {
-	return &Handlers{store: store, tokens: tokens}
+// New returns the write API's handlers; tokens seals the consistency token
+// of each write, and ids makes and reads the ids of the /v1 routes.
+func New(store Store, tokens *consistency.Signer, ids *publicid.Codec) *Handlers {
+	return &Handlers{store: store, tokens: tokens, ids: ids}
+}
+
+// target is the resource a request's path names: its number, and the id
+// as the request wrote it.
+type target struct {
+	id  int64
+	ref string
+}
+
+// v1Target reads the /v1 id of a resource of kind (what, in messages).
+func (h *Handlers) v1Target(c *fiber.Ctx, kind publicid.Kind, what string) (target, error) {
+	id, err := httpapi.PublicID(c, "id", h.ids, kind, what)
+	return target{id, c.Params("id")}, err
+}
+
+// compatTarget reads the number of the original routes.
+func compatTarget(c *fiber.Ctx) (target, error) {
+	id, err := httpapi.ID(c, "id")
+	return target{id, c.Params("id")}, err
+}
+
+// named returns the store's err about what t names as the client should
+// read it: naming the resource as the request did (by its /v1 id), never
+// by its number.
+func (t target) named(err error, what string) error {
+	var de *domain.Error
+	if !errors.As(err, &de) || t.ref == strconv.FormatInt(t.id, 10) {
+		return err
+	}
+	out := *de
+	out.Message = strings.ReplaceAll(de.Message, fmt.Sprintf("%s %d", what, t.id), what+" "+t.ref)
+	return &out
 }
 
 // committed sets the headers every successful write carries: the new

@@ -8,6 +8,7 @@ import (
 	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/events"
 	"github.com/sprockets-api/sprockets/internal/httpapi"
+	"github.com/sprockets-api/sprockets/internal/publicid"
 	"github.com/sprockets-api/sprockets/internal/readmodel"
 )
 
@@ -46,7 +47,7 @@ func (h *Handlers) compatCreateSprocket(c *fiber.Ctx) error {
 
 // POST /api/sprocket/:id/update/:teeth/:pitch_diameter/:outside_diameter/:pitch
 func (h *Handlers) compatUpdateSprocket(c *fiber.Ctx) error {
-	id, err := httpapi.ID(c, "id")
+	t, err := compatTarget(c)
 	if err != nil {
 		return err
 	}
@@ -54,7 +55,7 @@ func (h *Handlers) compatUpdateSprocket(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	s, err := h.update(c, id, func(domain.SprocketSpec) domain.SprocketSpec { return spec })
+	s, err := h.update(c, t, func(domain.SprocketSpec) domain.SprocketSpec { return spec })
 	if err != nil {
 		return err
 	}
@@ -74,13 +75,13 @@ func (h *Handlers) createSprocket(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	c.Location(location("/v1/sprockets/", s.ID))
-	return sendJSON(c, http.StatusCreated, readmodel.SprocketBody(s))
+	c.Location("/v1/sprockets/" + h.ids.Encode(publicid.Sprocket, s.ID))
+	return sendJSON(c, http.StatusCreated, readmodel.SprocketBody(h.ids, s))
 }
 
 // PUT /v1/sprockets/:id
 func (h *Handlers) replaceSprocket(c *fiber.Ctx) error {
-	id, err := httpapi.ID(c, "id")
+	t, err := h.v1Target(c, publicid.Sprocket, events.Sprocket)
 	if err != nil {
 		return err
 	}
@@ -91,16 +92,16 @@ func (h *Handlers) replaceSprocket(c *fiber.Ctx) error {
 	if err := spec.Validate(); err != nil {
 		return err
 	}
-	s, err := h.update(c, id, func(domain.SprocketSpec) domain.SprocketSpec { return spec })
+	s, err := h.update(c, t, func(domain.SprocketSpec) domain.SprocketSpec { return spec })
 	if err != nil {
 		return err
 	}
-	return sendJSON(c, http.StatusOK, readmodel.SprocketBody(s))
+	return sendJSON(c, http.StatusOK, readmodel.SprocketBody(h.ids, s))
 }
 
 // PATCH /v1/sprockets/:id (JSON merge patch)
 func (h *Handlers) patchSprocket(c *fiber.Ctx) error {
-	id, err := httpapi.ID(c, "id")
+	t, err := h.v1Target(c, publicid.Sprocket, events.Sprocket)
 	if err != nil {
 		return err
 	}
@@ -108,16 +109,16 @@ func (h *Handlers) patchSprocket(c *fiber.Ctx) error {
 	if err := httpapi.Decode(c, &patch, httpapi.MergePatch, httpapi.JSON); err != nil {
 		return err
 	}
-	s, err := h.update(c, id, patch.Apply)
+	s, err := h.update(c, t, patch.Apply)
 	if err != nil {
 		return err
 	}
-	return sendJSON(c, http.StatusOK, readmodel.SprocketBody(s))
+	return sendJSON(c, http.StatusOK, readmodel.SprocketBody(h.ids, s))
 }
 
 // DELETE /v1/sprockets/:id
 func (h *Handlers) deleteSprocket(c *fiber.Ctx) error {
-	id, err := httpapi.ID(c, "id")
+	t, err := h.v1Target(c, publicid.Sprocket, events.Sprocket)
 	if err != nil {
 		return err
 	}
@@ -126,11 +127,11 @@ func (h *Handlers) deleteSprocket(c *fiber.Ctx) error {
 		return err
 	}
 	actor := httpapi.ActorOf(c)
-	r, err := h.store.DeleteSprocket(c.UserContext(), actor, id, ifVersion)
+	r, err := h.store.DeleteSprocket(c.UserContext(), actor, t.id, ifVersion)
 	if err != nil {
-		return err
+		return t.named(err, events.Sprocket)
 	}
-	h.committed(c, actor.OrgID, events.Sprocket, id, r, "")
+	h.committed(c, actor.OrgID, events.Sprocket, t.id, r, "")
 	return c.SendStatus(http.StatusNoContent)
 }
 
@@ -148,16 +149,16 @@ func (h *Handlers) create(c *fiber.Ctx, route string, spec domain.SprocketSpec) 
 	return s, nil
 }
 
-func (h *Handlers) update(c *fiber.Ctx, id int64, change func(domain.SprocketSpec) domain.SprocketSpec) (domain.Sprocket, error) {
+func (h *Handlers) update(c *fiber.Ctx, t target, change func(domain.SprocketSpec) domain.SprocketSpec) (domain.Sprocket, error) {
 	ifVersion, err := httpapi.IfMatch(c)
 	if err != nil {
 		return domain.Sprocket{}, err
 	}
 	actor := httpapi.ActorOf(c)
-	s, r, err := h.store.UpdateSprocket(c.UserContext(), actor, id, ifVersion, change)
+	s, r, err := h.store.UpdateSprocket(c.UserContext(), actor, t.id, ifVersion, change)
 	if err != nil {
-		return domain.Sprocket{}, err
+		return domain.Sprocket{}, t.named(err, events.Sprocket)
 	}
-	h.committed(c, actor.OrgID, events.Sprocket, id, r, readmodel.VersionETag(s.Version))
+	h.committed(c, actor.OrgID, events.Sprocket, t.id, r, readmodel.VersionETag(s.Version))
 	return s, nil
 }

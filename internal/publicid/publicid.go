@@ -1,0 +1,106 @@
+// Package publicid makes the ids the /v1 routes show. A resource's number
+// (the original routes' id, counted up by Postgres) is encrypted with a key
+// the programs share, so that a /v1 id can neither be guessed nor counted:
+// it says nothing of how many resources exist, or of the one created before
+// or after it, and one made up is refused. The mapping is fixed by the key,
+// so ids stay the same for as long as the key does: ID_KEY must never
+// change once clients hold ids.
+//
+// An id is the kind's prefix, an underscore, and 22 characters of URL-safe
+// base64: one AES block holding the number and the kind, so that a
+// sprocket's id is no factory's, and a block that does not decrypt to its
+// kind (a forged id, 2^-64 odds) is no id at all.
+package publicid
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+)
+
+// Kind is what an id names.
+type Kind struct{ prefix string }
+
+// The kinds of ids.
+var (
+	Sprocket = Kind{"spr"}
+	Factory  = Kind{"fac"}
+	// Cursor is a position in a list: the id of the item a page ends with.
+	Cursor = Kind{"cur"}
+)
+
+// String is the kind's prefix.
+func (k Kind) String() string { return k.prefix }
+
+// MinKeyLen is the shortest key accepted, in bytes.
+const MinKeyLen = 32
+
+// encodedLen is the length of an id after its prefix and underscore.
+var encodedLen = base64.RawURLEncoding.EncodedLen(aes.BlockSize)
+
+// Codec turns numbers into ids and back, under one key.
+type Codec struct {
+	block cipher.Block
+}
+
+// New returns the codec of key (at least MinKeyLen bytes).
+func New(key string) (*Codec, error) {
+	if len(key) < MinKeyLen {
+		return nil, fmt.Errorf("an id key needs at least %d bytes, not %d", MinKeyLen, len(key))
+	}
+	k := sha256.Sum256([]byte("sprockets public ids\x00" + key))
+	block, err := aes.NewCipher(k[:16])
+	if err != nil {
+		return nil, err
+	}
+	return &Codec{block: block}, nil
+}
+
+// Encode returns the id of number n of kind k.
+func (c *Codec) Encode(k Kind, n int64) string {
+	var plain, sealed [aes.BlockSize]byte
+	binary.BigEndian.PutUint64(plain[:8], uint64(n))
+	copy(plain[8:], k.prefix)
+	c.block.Encrypt(sealed[:], plain[:])
+	out := make([]byte, 0, len(k.prefix)+1+encodedLen)
+	out = append(append(out, k.prefix...), '_')
+	return string(base64.RawURLEncoding.AppendEncode(out, sealed[:]))
+}
+
+// Decode returns the number an id of kind k stands for. ok is false for
+// anything Encode did not make for k under this key.
+func (c *Codec) Decode(k Kind, id string) (n int64, ok bool) {
+	if !Shaped(k, id) {
+		return 0, false
+	}
+	var sealed, plain [aes.BlockSize]byte
+	if m, err := base64.RawURLEncoding.Strict().Decode(sealed[:], []byte(id[len(k.prefix)+1:])); err != nil || m != aes.BlockSize {
+		return 0, false
+	}
+	c.block.Decrypt(plain[:], sealed[:])
+	var want [8]byte
+	copy(want[:], k.prefix)
+	if [8]byte(plain[8:]) != want {
+		return 0, false
+	}
+	n = int64(binary.BigEndian.Uint64(plain[:8]))
+	return n, n > 0
+}
+
+// Shaped reports whether id looks like an id of kind k (its prefix, and
+// the right number of base64 characters), whether or not it is one.
+func Shaped(k Kind, id string) bool {
+	if len(id) != len(k.prefix)+1+encodedLen || id[:len(k.prefix)] != k.prefix || id[len(k.prefix)] != '_' {
+		return false
+	}
+	for i := len(k.prefix) + 1; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
