@@ -24,7 +24,9 @@ type AccessLog struct {
 }
 
 // NewAccessLog returns the access log of program, written to out (the
-// program's log buffer) in format, "json" or "text".
+// program's log buffer) in format, "json" or "text". Requests write to out
+// at once from many goroutines, a line per call: it must be safe for that,
+// as config.LogBuffer is.
 func NewAccessLog(out io.Writer, format, program string) *AccessLog {
 	l := &AccessLog{out: out, bufs: sync.Pool{New: func() any { return new([]byte) }}}
 	if format == "text" {
