@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -166,13 +167,31 @@ func TestAuditTrail(t *testing.T) {
 	expect(t, r, 200, "GET /v1/audit as admin")
 	var page struct {
 		Items []struct {
-			Action    string `json:"action"`
-			UserAgent string `json:"user_agent"`
+			ID           string          `json:"id"`
+			TokenID      *string         `json:"token_id"`
+			Action       string          `json:"action"`
+			UserAgent    string          `json:"user_agent"`
+			ResourceType string          `json:"resource_type"`
+			ResourceID   string          `json:"resource_id"`
+			Changes      json.RawMessage `json:"changes"`
 		} `json:"items"`
 	}
 	r.JSON(t, &page)
 	if want := 6 + len(writes) + 2; len(page.Items) != want { // the seeds, the writes above, the two creates
 		t.Errorf("the audit API lists %d entries, want %d", len(page.Items), want)
+	}
+	// No number the service counts up shows: entries, tokens and resources
+	// have opaque ids, in the changes too, and no organization number.
+	for _, it := range page.Items {
+		prefix := map[string]string{"sprocket": "spr_", "factory": "fac_"}[it.ResourceType]
+		if !strings.HasPrefix(it.ID, "aud_") || (it.TokenID != nil && !strings.HasPrefix(*it.TokenID, "tok_")) ||
+			!strings.HasPrefix(it.ResourceID, prefix) || bytes.Contains(it.Changes, []byte(`"org_id"`)) ||
+			(string(it.Changes) != "null" && !bytes.Contains(it.Changes, []byte(`"id":"`+it.ResourceID+`"`))) {
+			t.Errorf("an audit entry shows numbers: %+v %s", it, it.Changes)
+		}
+	}
+	if bytes.Contains(r.Body, []byte(`"org_id"`)) {
+		t.Errorf("the audit API shows organization numbers: %s", tailBytes(r.Body, 300))
 	}
 	checkProblem(t, do(t, "GET", s.Reader.URL()+"/v1/audit", nil, as(tok)...), 403, "admin")
 	if out := writerCmd(t, s, "audit", "--org", "default", "--limit", "3"); strings.Count(out, "\n") != 3 || !json.Valid([]byte(strings.Split(out, "\n")[0])) {

@@ -88,7 +88,7 @@ func QueryInt(c *fiber.Ctx, name string, def, lo, hi int64) (int64, error) {
 func PublicID(c *fiber.Ctx, name string, ids *publicid.Codec, kind publicid.Kind, what string) (int64, error) {
 	raw := c.Params(name)
 	if !publicid.Shaped(kind, raw) {
-		return 0, invalid(name, "%s is not a valid %s id; %s ids look like %s", quote(raw), what, what, ids.Encode(kind, 1))
+		return 0, invalid(name, "%s is not a valid %s id; %s ids look like %s", quote(raw), what, what, kind.Example())
 	}
 	n, ok := ids.Decode(kind, raw)
 	if !ok {
@@ -98,8 +98,8 @@ func PublicID(c *fiber.Ctx, name string, ids *publicid.Codec, kind publicid.Kind
 }
 
 // Page reads the limit and cursor query parameters of a list endpoint;
-// ids opens the cursor.
-func Page(c *fiber.Ctx, ids *publicid.Codec) (domain.PageRequest, error) {
+// ids opens the cursor, which must be of kind (the list's).
+func Page(c *fiber.Ctx, ids *publicid.Codec, kind publicid.Kind) (domain.PageRequest, error) {
 	limit, err := QueryInt(c, "limit", domain.DefaultPageSize, 1, domain.MaxPageSize)
 	if err != nil {
 		return domain.PageRequest{}, err
@@ -107,13 +107,14 @@ func Page(c *fiber.Ctx, ids *publicid.Codec) (domain.PageRequest, error) {
 	after := int64(0)
 	if raw := c.Query("cursor"); raw != "" {
 		var ok bool
-		if after, ok = ids.Decode(publicid.Cursor, raw); !ok {
+		if after, ok = ids.Decode(kind, raw); !ok {
 			return domain.PageRequest{}, invalid("cursor", "%s is not a cursor this API issued", quote(raw))
 		}
 	}
 	return domain.PageRequest{After: after, Limit: int(limit)}, nil
 }
 
-// Cursor returns the opaque cursor of the page after the item with id: the
-// id sealed by ids, so that it says nothing of how many items there are.
-func Cursor(ids *publicid.Codec, id int64) string { return ids.Encode(publicid.Cursor, id) }
+// Cursor returns the opaque cursor of the page after the item with id in
+// the list whose cursors are of kind: the id sealed by ids, so that it says
+// nothing of how many items there are.
+func Cursor(ids *publicid.Codec, kind publicid.Kind, id int64) string { return ids.Encode(kind, id) }

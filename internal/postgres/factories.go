@@ -258,7 +258,7 @@ func lockFactory(ctx context.Context, tx *sqlx.Tx, org, id, ifVersion int64) (do
 	}
 	if ifVersion != 0 && row.Version != ifVersion {
 		return domain.Factory{}, domain.Errorf(domain.ESTALE,
-			"factory %d is at version %d, not %d", id, row.Version, ifVersion)
+			"the factory is at version %d, not %d", row.Version, ifVersion)
 	}
 	return row.domain(), nil
 }

@@ -147,7 +147,7 @@ func lockSprocket(ctx context.Context, tx *sqlx.Tx, org, id, ifVersion int64) (d
 	}
 	if ifVersion != 0 && row.Version != ifVersion {
 		return domain.Sprocket{}, domain.Errorf(domain.ESTALE,
-			"sprocket %d is at version %d, not %d", id, row.Version, ifVersion)
+			"the sprocket is at version %d, not %d", row.Version, ifVersion)
 	}
 	return row.domain(), nil
 }

@@ -7,9 +7,10 @@
 // change once clients hold ids.
 //
 // An id is the kind's prefix, an underscore, and 22 characters of URL-safe
-// base64: one AES block holding the number and the kind, so that a
-// sprocket's id is no factory's, and a block that does not decrypt to its
-// kind (a forged id, 2^-64 odds) is no id at all.
+// base64: one AES block holding the number and the kind's tag, so that a
+// sprocket's id is no factory's (nor a cursor of one list another's), and
+// a block that does not decrypt to its kind (a forged id, 2^-64 odds) is
+// no id at all.
 package publicid
 
 import (
@@ -21,19 +22,29 @@ import (
 	"fmt"
 )
 
-// Kind is what an id names.
-type Kind struct{ prefix string }
+// Kind is what an id names: its prefix, and the tag sealed with the
+// number (at most 8 bytes), which must come back for the id to decode.
+type Kind struct{ prefix, tag string }
 
 // The kinds of ids.
 var (
-	Sprocket = Kind{"spr"}
-	Factory  = Kind{"fac"}
-	// Cursor is a position in a list: the id of the item a page ends with.
-	Cursor = Kind{"cur"}
+	Sprocket = Kind{"spr", "spr"}
+	Factory  = Kind{"fac", "fac"}
+	Audit    = Kind{"aud", "aud"} // an entry of the audit trail
+	Token    = Kind{"tok", "tok"} // an API token, as the audit trail names it
+	// Cursors are positions in lists: the number of the item a page ends
+	// with, one kind per list, so that a position in one list means
+	// nothing in another.
+	SprocketCursor = Kind{"cur", "cur/spr"}
+	FactoryCursor  = Kind{"cur", "cur/fac"}
+	AuditCursor    = Kind{"cur", "cur/aud"}
 )
 
 // String is the kind's prefix.
 func (k Kind) String() string { return k.prefix }
+
+// Example is an id of kind k's shape that names nothing, for messages.
+func (k Kind) Example() string { return k.prefix + "_3q2vQ8m1Zc4Lr7xkP0aN-w" }
 
 // MinKeyLen is the shortest key accepted, in bytes.
 const MinKeyLen = 32
@@ -63,7 +74,7 @@ func New(key string) (*Codec, error) {
 func (c *Codec) Encode(k Kind, n int64) string {
 	var plain, sealed [aes.BlockSize]byte
 	binary.BigEndian.PutUint64(plain[:8], uint64(n))
-	copy(plain[8:], k.prefix)
+	copy(plain[8:], k.tag)
 	c.block.Encrypt(sealed[:], plain[:])
 	out := make([]byte, 0, len(k.prefix)+1+encodedLen)
 	out = append(append(out, k.prefix...), '_')
@@ -82,7 +93,7 @@ func (c *Codec) Decode(k Kind, id string) (n int64, ok bool) {
 	}
 	c.block.Decrypt(plain[:], sealed[:])
 	var want [8]byte
-	copy(want[:], k.prefix)
+	copy(want[:], k.tag)
 	if [8]byte(plain[8:]) != want {
 		return 0, false
 	}

@@ -14,7 +14,7 @@ func TestIdsRoundTripAndSayNothing(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	for _, n := range []int64{1, 2, 3, 255, 256, 1 << 40, 1<<63 - 1} {
-		for _, k := range []Kind{Sprocket, Factory, Cursor} {
+		for _, k := range []Kind{Sprocket, Factory, Audit, Token, SprocketCursor, FactoryCursor, AuditCursor} {
 			id := c.Encode(k, n)
 			if !strings.HasPrefix(id, k.String()+"_") || len(id) != len(k.String())+23 {
 				t.Fatalf("id %q of %s %d", id, k, n)
@@ -44,6 +44,7 @@ func TestOnlyIssuedIdsDecode(t *testing.T) {
 	flipped[10] ^= 1
 	for name, bad := range map[string]string{
 		"a factory's id":         c.Encode(Factory, 7),
+		"a cursor":               c.Encode(SprocketCursor, 7),
 		"another key's id":       other.Encode(Sprocket, 7),
 		"a changed character":    string(flipped),
 		"a number":               "7",
@@ -75,4 +76,20 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("%q decoded to %d, which encodes as %q", id, n, c.Encode(Sprocket, n))
 		}
 	})
+}
+
+// A position in one list is no position in another, though cursors share
+// their prefix.
+func TestCursorsBelongToTheirList(t *testing.T) {
+	c, _ := New(key)
+	cur := c.Encode(FactoryCursor, 9)
+	if _, ok := c.Decode(SprocketCursor, cur); ok {
+		t.Error("a factory list's cursor decoded as a sprocket list's")
+	}
+	if n, ok := c.Decode(FactoryCursor, cur); !ok || n != 9 {
+		t.Errorf("Decode = %d, %v", n, ok)
+	}
+	if _, ok := c.Decode(Sprocket, Sprocket.Example()); ok || !Shaped(Sprocket, Sprocket.Example()) {
+		t.Error("the example is not an id's shape, or names something")
+	}
 }

@@ -1,12 +1,14 @@
 package readmodel
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/sprockets-api/sprockets/internal/domain"
+	"github.com/sprockets-api/sprockets/internal/events"
 	"github.com/sprockets-api/sprockets/internal/jsonenc"
 	"github.com/sprockets-api/sprockets/internal/publicid"
 )
@@ -160,10 +162,87 @@ func listBody[T any](items []T, next string) []byte {
 	}{items, cursor})
 }
 
-// AuditListBody is a page of GET /v1/audit.
-func AuditListBody(items []domain.AuditEntry, next string) []byte {
-	if items == nil {
-		items = []domain.AuditEntry{}
+// AuditListBody is a page of GET /v1/audit: entries as v1AuditEntryOf
+// shows them.
+func AuditListBody(ids *publicid.Codec, items []domain.AuditEntry, next string) []byte {
+	out := make([]v1AuditEntry, len(items))
+	for i, e := range items {
+		out[i] = v1AuditEntryOf(ids, e)
 	}
-	return listBody(items, next)
+	return listBody(out, next)
+}
+
+// v1AuditEntry is an audit entry on /v1: no number the service counts up
+// shows (they would count every organization's writes), so the entry, the
+// token and the resource are named by opaque ids, and the organization
+// (the caller's own) is left out.
+type v1AuditEntry struct {
+	ID           string          `json:"id"`
+	TokenID      *string         `json:"token_id"`
+	Actor        string          `json:"actor"`
+	ClientAddr   string          `json:"client_addr"`
+	UserAgent    string          `json:"user_agent"`
+	RequestID    string          `json:"request_id"`
+	Action       string          `json:"action"`
+	ResourceType string          `json:"resource_type"`
+	ResourceID   *string         `json:"resource_id"`
+	Version      int64           `json:"version"`
+	Changes      json.RawMessage `json:"changes"`
+	At           time.Time       `json:"at"`
+}
+
+// resourceKinds names the kinds of ids of the resources /v1 shows.
+var resourceKinds = map[string]publicid.Kind{events.Sprocket: publicid.Sprocket, events.Factory: publicid.Factory}
+
+func v1AuditEntryOf(ids *publicid.Codec, e domain.AuditEntry) v1AuditEntry {
+	out := v1AuditEntry{ID: ids.Encode(publicid.Audit, e.ID), Actor: e.Actor, ClientAddr: e.ClientAddr,
+		UserAgent: e.UserAgent, RequestID: e.RequestID, Action: e.Action, ResourceType: e.ResourceType,
+		Version: e.Version, Changes: e.Changes, At: e.At}
+	if e.TokenID != nil {
+		t := ids.Encode(publicid.Token, *e.TokenID)
+		out.TokenID = &t
+	}
+	if kind, ok := resourceKinds[e.ResourceType]; ok {
+		r := ids.Encode(kind, e.ResourceID)
+		out.ResourceID = &r
+		out.Changes = v1Changes(ids, kind, e.Changes)
+	}
+	return out
+}
+
+// v1Changes shows a change as /v1 shows its resource: every object in it
+// with an "id" and an "org_id" is a resource of kind, whose number becomes
+// its id and whose organization goes.
+func v1Changes(ids *publicid.Codec, kind publicid.Kind, changes json.RawMessage) json.RawMessage {
+	dec := json.NewDecoder(bytes.NewReader(changes))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return json.RawMessage("null") // not JSON: nothing of it is shown
+	}
+	var walk func(any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			if n, ok := x["id"].(json.Number); ok {
+				if _, resource := x["org_id"]; resource {
+					if id, err := n.Int64(); err == nil {
+						x["id"] = ids.Encode(kind, id)
+					} else {
+						delete(x, "id")
+					}
+					delete(x, "org_id")
+				}
+			}
+			for _, e := range x {
+				walk(e)
+			}
+		case []any:
+			for _, e := range x {
+				walk(e)
+			}
+		}
+	}
+	walk(v)
+	return mustJSON(v)
 }

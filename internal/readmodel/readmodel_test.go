@@ -182,3 +182,27 @@ var testIDs = func() *publicid.Codec {
 	}
 	return c
 }()
+
+// An audit entry on /v1 shows no number the service counts up: its own,
+// its token's and its resource's are opaque ids, in the changes too, and
+// the organization's is left out.
+func TestAuditEntriesShowNoNumbers(t *testing.T) {
+	tok := int64(77)
+	at := time.Date(2026, 12, 2, 7, 0, 0, 0, time.UTC)
+	entries := []domain.AuditEntry{
+		{ID: 901, OrgID: 3, TokenID: &tok, Actor: "token", Action: "sprocket.updated", ResourceType: "sprocket", ResourceID: 55,
+			Version: 2, Changes: json.RawMessage(`{"sprocket":{"id":55,"org_id":3,"teeth":9,"version":2}}`), At: at},
+		{ID: 902, OrgID: 3, Actor: "seed", Action: "factory.created", ResourceType: "factory", ResourceID: 8,
+			Version: 1, Changes: json.RawMessage(`{"factory":{"id":8,"org_id":3,"name":"F"},"samples":[{"time":1,"actual":2,"goal":3}]}`), At: at},
+	}
+	got := string(AuditListBody(testIDs, entries, "next"))
+	want := `{"items":[` +
+		`{"id":"` + testIDs.Encode(publicid.Audit, 901) + `","token_id":"` + testIDs.Encode(publicid.Token, 77) + `","actor":"token","client_addr":"","user_agent":"","request_id":"","action":"sprocket.updated","resource_type":"sprocket","resource_id":"` + testIDs.Encode(publicid.Sprocket, 55) + `","version":2,` +
+		`"changes":{"sprocket":{"id":"` + testIDs.Encode(publicid.Sprocket, 55) + `","teeth":9,"version":2}},"at":"2026-12-02T07:00:00Z"},` +
+		`{"id":"` + testIDs.Encode(publicid.Audit, 902) + `","token_id":null,"actor":"seed","client_addr":"","user_agent":"","request_id":"","action":"factory.created","resource_type":"factory","resource_id":"` + testIDs.Encode(publicid.Factory, 8) + `","version":1,` +
+		`"changes":{"factory":{"id":"` + testIDs.Encode(publicid.Factory, 8) + `","name":"F"},"samples":[{"actual":2,"goal":3,"time":1}]},"at":"2026-12-02T07:00:00Z"}` +
+		`],"next_cursor":"next"}`
+	if got != want {
+		t.Errorf("\n got %s\nwant %s", got, want)
+	}
+}

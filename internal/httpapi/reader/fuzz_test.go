@@ -107,7 +107,7 @@ func FuzzReadRequests(f *testing.F) {
 	ids := httpapitest.IDs()
 	spr, fac := ids.Encode(publicid.Sprocket, 1), ids.Encode(publicid.Factory, 1)
 	for _, path := range []string{"/api/factories", "/api/factory/1", "/api/factory/1/chart-data", "/api/sprockets",
-		"/api/sprocket/1", "/v1/sprockets?limit=2&cursor=abc", "/v1/sprockets?cursor=" + ids.Encode(publicid.Cursor, 1),
+		"/api/sprocket/1", "/v1/sprockets?limit=2&cursor=abc", "/v1/sprockets?cursor=" + ids.Encode(publicid.SprocketCursor, 1), "/v1/factories?cursor=" + ids.Encode(publicid.SprocketCursor, 1),
 		"/v1/sprockets/" + spr, "/v1/sprockets/1", "/v1/sprockets/" + fac, "/v1/factories?limit=0",
 		"/v1/factories/" + fac, "/v1/factories/" + fac + "/chart-data?from=5&to=15&limit=1",
 		"/v1/factories/" + fac + "/chart-data?from=9&to=1", "/v1/factories/fac_AAAAAAAAAAAAAAAAAAAAAA",

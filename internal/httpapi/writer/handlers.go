@@ -4,10 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"strconv"
-	"strings"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -62,16 +59,14 @@ func compatTarget(c *fiber.Ctx) (target, error) {
 }
 
 // named returns the store's err about what t names as the client should
-// read it: naming the resource as the request did (by its /v1 id), never
-// by its number.
+// read it: a resource that is not found is named as the request named it
+// (by its /v1 id), never by its number. The store's other errors do not
+// name the resource.
 func (t target) named(err error, what string) error {
-	var de *domain.Error
-	if !errors.As(err, &de) || t.ref == strconv.FormatInt(t.id, 10) {
-		return err
+	if domain.ErrorCode(err) == domain.ENOTFOUND {
+		return domain.Errorf(domain.ENOTFOUND, "%s %s not found", what, t.ref)
 	}
-	out := *de
-	out.Message = strings.ReplaceAll(de.Message, fmt.Sprintf("%s %d", what, t.id), what+" "+t.ref)
-	return &out
+	return err
 }
 
 // committed sets the headers every successful write carries: the new
