@@ -314,10 +314,12 @@ func (a admin) spreadRevocation(ctx context.Context, hashes [][]byte) error {
 	defer closeRedis()
 	repair := auth.Repairer{Revoke: cache.Revoke, Forget: a.store.ForgetGrantRepairs}
 	if err := repair.Repair(ctx, hashes); err != nil {
-		fmt.Fprintf(a.out, "Redis could not be reached (%v): every instance looks these tokens up in Postgres until a writer puts the revocation into Redis\n", err)
+		fmt.Fprintf(a.out, "the revocation is committed, but could not be carried through to Redis (%v): "+
+			"every instance looks these tokens up in Postgres until a writer does it\n", err)
 	}
+	// The bound, and a tenth of it for the instances' clocks and timers.
 	select {
-	case <-time.After(a.cfg.FeedStaleness):
+	case <-time.After(a.cfg.FeedStaleness + a.cfg.FeedStaleness/10):
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()

@@ -114,6 +114,7 @@ func TestAuthenticate(t *testing.T) {
 	cache := &fakeCache{grants: map[string]domain.Grant{}}
 	f := &feed{}
 	a := NewAuthenticator(cache, store, f, prometheus.NewRegistry())
+	watchRepairs(a)
 	a.now = func() time.Time { return now }
 	ctx := context.Background()
 
@@ -211,6 +212,7 @@ func TestLookupsAreAdmitted(t *testing.T) {
 	store := &fakeStore{grants: map[string]domain.Grant{string(kh): {TokenID: 1, OrgID: 1, Scopes: []string{"read"}}}}
 	cache := &fakeCache{grants: map[string]domain.Grant{string(ch): {TokenID: 2, OrgID: 1, Scopes: []string{"read"}}}}
 	a := NewAuthenticator(cache, store, &feed{}, prometheus.NewRegistry())
+	watchRepairs(a)
 	ctx := context.Background()
 	refused := errors.New("over the address's budget")
 	admits := 0
@@ -271,6 +273,7 @@ func TestARepairedTokenIsLookedUpInPostgres(t *testing.T) {
 	store := &fakeStore{grants: map[string]domain.Grant{string(h): valid, string(oh): {TokenID: 2, OrgID: 1, Scopes: []string{"read"}}}}
 	cache := &fakeCache{grants: map[string]domain.Grant{}}
 	a := NewAuthenticator(cache, store, &feed{}, prometheus.NewRegistry())
+	watchRepairs(a)
 	ctx := context.Background()
 	for _, s := range []string{tok, other} {
 		if _, err := a.Authenticate(ctx, s, admitAll); err != nil {
@@ -282,7 +285,7 @@ func TestARepairedTokenIsLookedUpInPostgres(t *testing.T) {
 	revoked.Revoked = true
 	store.grants[string(h)] = revoked
 	store.repairs = [][]byte{h}
-	a.readRepairs(ctx)
+	a.readRepairs(ctx, time.Second)
 	lookups := store.lookups
 	if _, err := a.Authenticate(ctx, tok, admitAll); !errors.Is(err, ErrUnauthenticated) {
 		t.Fatalf("a token with a repair: %v, want refused", err)
@@ -295,7 +298,7 @@ func TestARepairedTokenIsLookedUpInPostgres(t *testing.T) {
 	}
 	// Postgres cannot be read: the repairs last read stay in force.
 	store.down = true
-	a.readRepairs(ctx)
+	a.readRepairs(ctx, time.Second)
 	if _, err := a.Authenticate(ctx, tok, admitAll); err == nil {
 		t.Fatal("a token with a repair was accepted while Postgres was down")
 	}
@@ -304,7 +307,7 @@ func TestARepairedTokenIsLookedUpInPostgres(t *testing.T) {
 	// repair goes, and memory must not answer with what it held.
 	cache.grants[string(h)] = revoked
 	store.repairs = nil
-	a.readRepairs(ctx)
+	a.readRepairs(ctx, time.Second)
 	if _, err := a.Authenticate(ctx, tok, admitAll); !errors.Is(err, ErrUnauthenticated) {
 		t.Fatalf("after the repair: %v, want refused", err)
 	}
@@ -313,9 +316,49 @@ func TestARepairedTokenIsLookedUpInPostgres(t *testing.T) {
 	for i := range store.repairs {
 		store.repairs[i] = []byte{byte(i), byte(i >> 8), 1}
 	}
-	a.readRepairs(ctx)
+	a.readRepairs(ctx, time.Second)
 	lookups = store.lookups
 	if _, err := a.Authenticate(ctx, other, admitAll); err != nil || store.lookups != lookups+1 {
 		t.Fatalf("past maxRepairs: %v, %d lookups, want 1", err, store.lookups-lookups)
+	}
+}
+
+// watchRepairs reads the repairs once, as RunRepairWatch does, and counts
+// the read good for an hour: held grants may then be used.
+func watchRepairs(a *Authenticator) {
+	a.repairEvery.Store(int64(time.Hour))
+	a.readRepairs(context.Background(), time.Second)
+}
+
+// Held grants are used only while the repairs are read: when the reads
+// fail, or have not been made, each request reads its grant again.
+func TestHeldGrantsNeedTheRepairsRead(t *testing.T) {
+	tok, h, _ := NewSecret()
+	store := &fakeStore{grants: map[string]domain.Grant{string(h): {TokenID: 1, OrgID: 1, Scopes: []string{"read"}}}}
+	cache := &fakeCache{grants: map[string]domain.Grant{}}
+	a := NewAuthenticator(cache, store, &feed{}, prometheus.NewRegistry())
+	ctx := context.Background()
+	reads := func() int {
+		before := cache.gets
+		if _, err := a.Authenticate(ctx, tok, admitAll); err != nil {
+			t.Fatal(err)
+		}
+		return cache.gets - before
+	}
+	reads()
+	if n := reads(); n != 1 {
+		t.Errorf("before the repairs were ever read: %d reads of Redis, want 1", n)
+	}
+	a.repairEvery.Store(int64(50 * time.Millisecond))
+	a.readRepairs(ctx, time.Second)
+	reads()
+	if n := reads(); n != 0 {
+		t.Errorf("with the repairs read: %d reads of Redis, want the grant held", n)
+	}
+	store.down = true
+	time.Sleep(120 * time.Millisecond)
+	a.readRepairs(ctx, time.Second)
+	if n := reads(); n != 1 {
+		t.Errorf("with the repairs not read for two intervals: %d reads of Redis, want 1", n)
 	}
 }

@@ -62,11 +62,15 @@ type Authenticator struct {
 	// token costs one lookup however often it is sent. A token is random:
 	// one that was unknown cannot become valid later.
 	unknown *recent
-	// repairing holds the hashes with a grant repair, as last read.
-	repairing atomic.Pointer[repairSet]
+	// repairing holds the hashes with a grant repair, as last read, when
+	// that read started (unix nanoseconds), and how often it is read.
+	repairing     atomic.Pointer[repairSet]
+	repairsReadAt atomic.Int64
+	repairEvery   atomic.Int64
 
-	lookups prometheus.Counter
-	repairs prometheus.Gauge
+	lookups           prometheus.Counter
+	repairs           prometheus.Gauge
+	repairReadsFailed prometheus.Counter
 }
 
 // repairSet is the tokens with a grant repair; all is set when there were
@@ -89,8 +93,11 @@ func NewAuthenticator(cache Cache, store Store, feed Freshness, reg prometheus.R
 		repairs: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sprockets_auth_grant_repairs", Help: "Revoked tokens that Redis may still hold as valid, as last read from Postgres.",
 		}),
+		repairReadsFailed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sprockets_auth_repair_reads_failed_total", Help: "Reads of the grant repairs that failed or timed out: held grants are not used while they fail.",
+		}),
 	}
-	reg.MustRegister(a.lookups, a.repairs)
+	reg.MustRegister(a.lookups, a.repairs, a.repairReadsFailed)
 	return a
 }
 
@@ -116,7 +123,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string, admit Ad
 		}
 		return a.principal(g)
 	}
-	fresh := a.feed.Fresh()
+	fresh := a.feed.Fresh() && a.repairsRead()
 	a.mu.Lock()
 	g, ok := a.held[key]
 	forgotten := a.forgotten
@@ -192,15 +199,20 @@ func (a *Authenticator) lookUp(ctx context.Context, hash []byte, admit Admit) (d
 
 // RunRepairWatch reads the grant repairs every interval until ctx is
 // done. A revoker that cannot reach Redis waits out twice the interval
-// before it says the token is refused everywhere. When the read fails, the
-// repairs last read stay in force: an instance that reaches neither Redis
-// nor Postgres cannot learn of a revocation, and keeps serving the tokens
-// it knew.
+// before it says the token is refused everywhere. A read that fails (or
+// takes the interval) leaves the repairs last read in force, and once the
+// last good read is older than twice the interval, grants held in memory
+// are not used: they are read from Redis (or Postgres) on each request,
+// as when the feed is stale. What stays open: an instance that reaches
+// Redis but not Postgres cannot learn of a revocation that could not reach
+// Redis either.
 func (a *Authenticator) RunRepairWatch(ctx context.Context, interval time.Duration) error {
+	interval = max(interval, time.Millisecond)
+	a.repairEvery.Store(int64(interval))
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		a.readRepairs(ctx)
+		a.readRepairs(ctx, interval)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -211,32 +223,50 @@ func (a *Authenticator) RunRepairWatch(ctx context.Context, interval time.Durati
 
 // maxRepairs bounds the repairs an instance reads; past it, every token is
 // looked up in Postgres until Redis has taken them.
-const maxRepairs = 10_000
+const maxRepairs = 100_000
 
-func (a *Authenticator) readRepairs(ctx context.Context) {
+// repairsRead reports whether the repairs were read well enough lately for
+// held grants to be used: the last good read started at most two
+// intervals ago.
+func (a *Authenticator) repairsRead() bool {
+	every := time.Duration(a.repairEvery.Load())
+	return every > 0 && time.Since(time.Unix(0, a.repairsReadAt.Load())) <= 2*every
+}
+
+func (a *Authenticator) readRepairs(ctx context.Context, timeout time.Duration) {
+	started := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	hashes, err := a.store.GrantRepairs(ctx, maxRepairs+1)
 	if err != nil {
+		if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			a.repairReadsFailed.Inc()
+		}
 		return
 	}
 	next := &repairSet{hashes: make(map[string]bool, len(hashes)), all: len(hashes) > maxRepairs}
 	for _, h := range hashes {
 		next.hashes[string(h)] = true
 	}
-	a.repairs.Set(float64(len(hashes)))
-	prev := a.repairing.Swap(next)
 	// A repair is gone once Redis says the token is revoked, and the feed
-	// then says to forget it; memory may not have heard that yet.
-	if prev != nil {
+	// then says to forget it; memory may not have heard that yet. It
+	// forgets first: until the swap, the old repairs still send those
+	// tokens to Postgres.
+	if prev := a.repairing.Load(); prev != nil {
+		gone := prev.all && !next.all
 		for h := range prev.hashes {
 			if !next.hashes[h] {
-				a.Forget()
+				gone = true
 				break
 			}
 		}
-		if prev.all && !next.all {
+		if gone {
 			a.Forget()
 		}
 	}
+	a.repairing.Store(next)
+	a.repairs.Set(float64(len(hashes)))
+	a.repairsReadAt.Store(started.UnixNano())
 }
 
 const (

@@ -36,6 +36,24 @@ func (r Repairer) Repair(ctx context.Context, hashes [][]byte) error {
 // repairBatch is how many repairs one round takes at most.
 const repairBatch = 1000
 
+// repairAll repairs what waits, a batch at a time, and returns how many.
+func (r Repairer) repairAll(ctx context.Context) (int, error) {
+	done := 0
+	for {
+		hashes, err := r.Pending(ctx, repairBatch)
+		if err == nil {
+			err = r.Repair(ctx, hashes)
+		}
+		if err != nil {
+			return done, err
+		}
+		done += len(hashes)
+		if len(hashes) < repairBatch {
+			return done, nil
+		}
+	}
+}
+
 // Run repairs whatever waits, every interval, until ctx is done.
 func (r Repairer) Run(ctx context.Context, interval time.Duration, log *slog.Logger) error {
 	t := time.NewTicker(interval)
@@ -47,16 +65,13 @@ func (r Repairer) Run(ctx context.Context, interval time.Duration, log *slog.Log
 			return ctx.Err()
 		case <-t.C:
 		}
-		hashes, err := r.Pending(ctx, repairBatch)
-		if err == nil {
-			err = r.Repair(ctx, hashes)
-		}
+		n, err := r.repairAll(ctx)
 		switch {
 		case err != nil && ctx.Err() == nil && !failing:
-			log.Warn("revocations wait for Redis: their tokens are looked up in Postgres meanwhile", "err", err)
+			log.Warn("revocations wait to be put into Redis: their tokens are looked up in Postgres meanwhile", "err", err)
 			failing = true
-		case err == nil && len(hashes) > 0:
-			log.Info("revocations put into Redis", "count", len(hashes))
+		case err == nil && n > 0:
+			log.Info("revocations put into Redis", "count", n)
 			failing = false
 		case err == nil:
 			failing = false

@@ -151,7 +151,7 @@ func (r Reads) Tokens(ctx context.Context, org int64) ([]domain.Token, error) {
 
 // RevokeToken revokes token id, and records its hash as a grant repair in
 // the same transaction: until Redis says the token is revoked too
-// (ForgetGrantRepairs), every instance looks it up here (see auth.Repairs).
+// (ForgetGrantRepairs), every instance looks it up here (see auth.Repairer).
 // It returns the token and its hash. Errors: ENOTFOUND.
 func (s *Store) RevokeToken(ctx context.Context, id int64) (domain.Token, []byte, error) {
 	tx, err := s.db.BeginTxx(ctx, nil)

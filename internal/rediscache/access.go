@@ -80,14 +80,23 @@ func (c *Cache) Grant(ctx context.Context, hash []byte) (g domain.Grant, ok bool
 
 // Revoke marks the tokens with these hashes revoked, where every instance
 // reads grants it does not hold, then tells every instance on the feed to
-// forget the grants it holds. It must succeed before the revocation is
-// committed in Postgres; AuthChanged again after the commit reaches a grant
-// that an instance read from Postgres in between.
+// forget the grants it holds. It runs after the revocation committed in
+// Postgres (see auth.Repairer): a grant an instance read before the commit
+// cannot replace the revoked one, and is not held past the message.
 func (c *Cache) Revoke(ctx context.Context, hashes ...[]byte) error {
-	for _, h := range hashes {
-		if err := c.PutGrant(ctx, h, domain.Grant{Revoked: true}); err != nil {
-			return err
+	// In round trips of a thousand: an organization may have many tokens.
+	for len(hashes) > 0 {
+		n := min(len(hashes), 1000)
+		if _, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, h := range hashes[:n] {
+				// EVAL, not EVALSHA: a pipeline cannot retry a script Redis lacks.
+				c.grant.Eval(ctx, p, []string{grantKey(h)}, "1", int64(revokedTTL.Seconds()))
+			}
+			return nil
+		}); err != nil && err != redis.Nil {
+			return fmt.Errorf("revoke grants: %w", err)
 		}
+		hashes = hashes[n:]
 	}
 	return c.AuthChanged(ctx)
 }
