@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/sprockets-api/sprockets/internal/publicid"
 )
 
 // Cached reads of a chart body, compressed (Accept-Encoding: gzip, then
@@ -70,9 +72,13 @@ func bigFactory(b *testing.B, n int) int64 {
 		b.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var f struct{ ID int64 }
+	var f struct{ ID string }
 	if err := json.NewDecoder(resp.Body).Decode(&f); err != nil || resp.StatusCode != 201 {
 		b.Fatalf("create factory: %d %v", resp.StatusCode, err)
 	}
-	return f.ID
+	id, ok := stack.IDs().Decode(publicid.Factory, f.ID)
+	if !ok {
+		b.Fatalf("create factory: %q is no factory id", f.ID)
+	}
+	return id
 }
