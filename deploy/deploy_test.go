@@ -399,6 +399,12 @@ func TestKubernetesManifests(t *testing.T) {
 					t.Errorf("%s connects to NATS without the password: %v", name, url)
 				}
 			}
+		case "NetworkPolicy":
+			// The edge believes X-Forwarded-For from private addresses:
+			// only the Ingress controller may reach its HTTP port.
+			if r.GetName() == "edge-from-ingress" {
+				checkEdgePolicy(t, node)
+			}
 		case "HorizontalPodAutoscaler":
 			if target, _ := node.Pipe(yaml.Lookup("spec", "scaleTargetRef", "name")); target == nil || yaml.GetValue(target) != "reader" {
 				t.Errorf("the autoscaler does not scale the reader")
@@ -411,10 +417,46 @@ func TestKubernetesManifests(t *testing.T) {
 		"Deployment":              {"edge", "projector", "reader", "writer"},
 		"Job":                     {"migrate"},
 		"HorizontalPodAutoscaler": {"reader"},
-		"NetworkPolicy":           {"api-from-edge"},
+		"NetworkPolicy":           {"api-from-edge", "edge-from-ingress"},
 	} {
 		if !slices.Equal(sorted(kinds[kind]), want) {
 			t.Errorf("%s: %v, want %v", kind, kinds[kind], want)
+		}
+	}
+}
+
+// checkEdgePolicy fails the test unless the policy selects the edge's
+// pods and lets its HTTP port be reached from one namespace only (the
+// Ingress controller's), and nothing else but its health port.
+func checkEdgePolicy(t *testing.T, node *yaml.RNode) {
+	t.Helper()
+	if sel, _ := node.Pipe(yaml.Lookup("spec", "podSelector", "matchLabels", "app.kubernetes.io/name")); sel == nil || yaml.GetValue(sel) != "edge" {
+		t.Errorf("edge-from-ingress does not select the edge")
+	}
+	rules, _ := node.Pipe(yaml.Lookup("spec", "ingress"))
+	if rules == nil {
+		t.Fatal("edge-from-ingress has no ingress rules")
+	}
+	elems, _ := rules.Elements()
+	for _, rule := range elems {
+		ports, _ := rule.Pipe(yaml.Lookup("ports"))
+		var names []string
+		if ports != nil {
+			ps, _ := ports.Elements()
+			for _, p := range ps {
+				names = append(names, yaml.GetValue(p.Field("port").Value))
+			}
+		}
+		from, _ := rule.Pipe(yaml.Lookup("from"))
+		switch {
+		case slices.Equal(names, []string{"health"}):
+		case slices.Equal(names, []string{"http"}) && from != nil:
+			sources, _ := from.Elements()
+			if len(sources) != 1 || sources[0].Field("namespaceSelector") == nil || sources[0].Field("podSelector") != nil || sources[0].Field("ipBlock") != nil {
+				t.Errorf("the edge's HTTP port is open to more than one namespace: %s", from.MustString())
+			}
+		default:
+			t.Errorf("edge-from-ingress opens ports %v to %v", names, from)
 		}
 	}
 }
