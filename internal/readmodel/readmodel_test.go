@@ -3,6 +3,7 @@ package readmodel
 import (
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -204,5 +205,54 @@ func TestAuditEntriesShowNoNumbers(t *testing.T) {
 		`],"next_cursor":"next"}`
 	if got != want {
 		t.Errorf("\n got %s\nwant %s", got, want)
+	}
+}
+
+// The original routes' factory bodies, written by hand, are byte for byte
+// what encoding/json makes of the seed file's shape, for any history.
+func TestCompatFactoryBodiesAreWhatJSONMakes(t *testing.T) {
+	type item struct {
+		Factory struct {
+			ID        int64            `json:"id"`
+			ChartData domain.ChartData `json:"chart_data"`
+		} `json:"factory"`
+	}
+	r := rand.New(rand.NewPCG(7, 11))
+	var all []domain.Factory
+	histories := map[int64][]domain.Sample{}
+	var items []item
+	for id := int64(1); id <= 40; id++ {
+		var samples []domain.Sample
+		for i, n := 0, r.IntN(50); i < n; i++ {
+			samples = append(samples, domain.Sample{Time: int64(i)*3600 + r.Int64N(3600), Actual: r.Int64N(1 << 40), Goal: r.Int64N(1000)})
+		}
+		f := domain.Factory{ID: id * 1000003}
+		if r.IntN(8) == 0 {
+			f.DeletedAt = &time.Time{}
+		}
+		all = append(all, f)
+		histories[f.ID] = samples
+		var it item
+		it.Factory.ID, it.Factory.ChartData = f.ID, domain.ChartDataOf(samples)
+		chart, _ := json.Marshal(it.Factory.ChartData)
+		whole, _ := json.Marshal(it)
+		if got := ChartDataBody(samples); string(got) != string(chart) {
+			t.Fatalf("chart data\n got %s\nwant %s", got, chart)
+		}
+		if got := FactoryCompatBody(f.ID, samples); string(got) != string(whole) {
+			t.Fatalf("factory\n got %s\nwant %s", got, whole)
+		}
+		if rec := FactoryCompatRecords(f, samples); !f.Deleted() && (string(rec.Factory.Entry.Body) != string(whole) || string(rec.Chart.Entry.Body) != string(chart)) {
+			t.Fatalf("records of factory %d differ from the bodies", f.ID)
+		}
+		if !f.Deleted() {
+			items = append(items, it)
+		}
+	}
+	want, _ := json.Marshal(struct {
+		Factories []item `json:"factories"`
+	}{items})
+	if got := FactoriesCompatBody(all, histories); string(got) != string(want) {
+		t.Fatalf("factories\n got %.300s\nwant %.300s", got, want)
 	}
 }

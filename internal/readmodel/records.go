@@ -55,10 +55,10 @@ func FactoryCompatRecords(f domain.Factory, samples []domain.Sample) FactoryComp
 	whole := Entry{Version: f.Version, Org: f.OrgID, Deleted: f.Deleted()}
 	chart := whole
 	if !f.Deleted() {
-		whole.Body = FactoryCompatBody(f.ID, samples)
-		whole.ETag = HashETag(whole.Body)
 		chart.Body = ChartDataBody(samples)
 		chart.ETag = HashETag(chart.Body)
+		whole.Body = wrapCompatFactory(f.ID, chart.Body)
+		whole.ETag = HashETag(whole.Body)
 	}
 	return FactoryCompatEndpoints{Factory: Record{FactoryCompatKey(f.ID), whole}, Chart: Record{FactoryCompatChartKey(f.ID), chart}}
 }
