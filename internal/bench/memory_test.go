@@ -1,0 +1,264 @@
+//go:build bench
+
+package bench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sprockets-api/sprockets/internal/devstack"
+	"github.com/sprockets-api/sprockets/internal/publicid"
+)
+
+// A factory of 10^6 samples, in an organization of its own, appended
+// through /v1 in batches of 10,000 (the most one request takes). Reported:
+// how long until the last sample shows on /v1 and on the original chart
+// route, and the peak resident memory of each program meanwhile (sampled
+// from /metrics every 100 ms), beside what it used before. The programs
+// run without a memory limit here (GOGC 400, no container): the peaks are
+// what they take when nothing makes the collector work harder.
+// Runs last (benchmarks run in file order): the anti-entropy pass reads
+// this history from then on.
+func BenchmarkMillionSamples(b *testing.B) {
+	const total, batch = 1_000_000, 10_000
+	ctx := context.Background()
+	if _, err := stack.Writer.Exec(ctx, "org", "create", "history"); err != nil {
+		b.Fatal(err)
+	}
+	tok, err := stack.CreateToken(ctx, "history", "read,write", "--name", "history")
+	if err != nil {
+		b.Fatal(err)
+	}
+	auth := "Bearer " + tok
+	programs := append([]*devstack.Program{stack.Writer, stack.Projector}, stack.Readers...)
+	before := map[string]float64{}
+	for _, p := range programs {
+		before[p.Name] = metricOf(p.URL(), "process_resident_memory_bytes")
+	}
+	peaks, stop := watchPeaks(programs)
+	client := &http.Client{Timeout: 60 * time.Second}
+	send := func(method, url, body string) (*http.Response, []byte, error) {
+		req, err := http.NewRequest(method, url, strings.NewReader(body))
+		if err != nil {
+			return nil, nil, err
+		}
+		req.Header.Set("Authorization", auth)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(req)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer resp.Body.Close()
+		out, err := io.ReadAll(resp.Body)
+		return resp, out, err
+	}
+	resp, body, err := send("POST", stack.Writer.URL()+"/v1/factories", `{"name":"a million samples"}`)
+	if err != nil || resp.StatusCode != 201 {
+		b.Fatalf("create the factory: %v %s", err, body)
+	}
+	loc := resp.Header.Get("Location")
+	fid, ok := stack.IDs().Decode(publicid.Factory, strings.TrimPrefix(loc, "/v1/factories/"))
+	if !ok {
+		b.Fatalf("Location %q", loc)
+	}
+	const t0 = 1_000_000_000 // unix seconds, a sample a minute
+	start := time.Now()
+	var sb strings.Builder
+	for n := 0; n < total; n += batch {
+		sb.Reset()
+		sb.WriteString(`{"samples":[`)
+		for i := n; i < n+batch; i++ {
+			if i > n {
+				sb.WriteByte(',')
+			}
+			fmt.Fprintf(&sb, `{"time":%d,"actual":%d,"goal":%d}`, t0+60*i, 40+i%23, 60)
+		}
+		sb.WriteString(`]}`)
+		if resp, body, err := send("POST", stack.Writer.URL()+loc+"/samples", sb.String()); err != nil || resp.StatusCode != 200 {
+			b.Fatalf("append at %d: %v %s", n, err, body)
+		}
+	}
+	appended := time.Since(start)
+	last := strconv.Itoa(t0 + 60*(total-1))
+	// Each poll of the original route reads its whole body (17 MB), so it
+	// polls less often.
+	visible := func(url, want string, every time.Duration) time.Duration {
+		for time.Since(start) < 5*time.Minute {
+			if resp, body, err := send("GET", url, ""); err == nil && resp.StatusCode == 200 && strings.Contains(string(body), want) {
+				return time.Since(start)
+			}
+			time.Sleep(every)
+		}
+		return -1
+	}
+	v1 := visible(stack.Reader.URL()+loc+"/chart-data?from="+last, `"time":[`+last+`]`, 20*time.Millisecond)
+	compat := visible(fmt.Sprintf("%s/api/factory/%d/chart-data", stack.Reader.URL(), fid), last+"]}", 500*time.Millisecond)
+	stop()
+	fmt.Printf("\n%d samples appended in %d requests in %s; the last one visible on /v1 after %s, on /api/factory/{id}/chart-data after %s (from the first append; -1: not within 5 minutes)\n",
+		total, total/batch, appended.Round(time.Millisecond), v1.Round(time.Millisecond), compat.Round(time.Millisecond))
+	for _, p := range programs {
+		fmt.Printf("    %-22s resident memory before %6.0f MB, peak %6.0f MB\n", p.Name, before[p.Name]/1e6, peaks()[p.Name]/1e6)
+		b.ReportMetric(peaks()[p.Name]/1e6, "peak-MB-"+p.Name)
+	}
+	b.ReportMetric(compat.Seconds(), "compat-visible-s")
+}
+
+// metricOf reads one unlabelled metric from a program's /metrics; 0 when
+// it cannot.
+func metricOf(base, name string) float64 {
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return 0
+}
+
+// A thousand organizations, each with a token, a factory of 24 hourly
+// samples and five sprockets, every one of their original and /v1 routes
+// read once through each reader. Reported: each program's resident
+// memory before and after (and the peak, sampled every 100 ms), so that
+// the README can say what a thousand organizations cost. Runs after
+// BenchmarkMillionSamples, whose history stays in the read model.
+func BenchmarkThousandOrganizations(b *testing.B) {
+	const orgs = 1000
+	ctx := context.Background()
+	programs := append([]*devstack.Program{stack.Writer, stack.Projector}, stack.Readers...)
+	before := map[string]float64{}
+	for _, p := range programs {
+		before[p.Name] = metricOf(p.URL(), "process_resident_memory_bytes")
+	}
+	peaks, stop := watchPeaks(programs)
+	client := &http.Client{Timeout: 30 * time.Second}
+	call := func(method, url, token, body string, want int) string {
+		req, err := http.NewRequest(method, url, strings.NewReader(body))
+		if err != nil {
+			b.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer resp.Body.Close()
+		out, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != want {
+			b.Fatalf("%s %s: %d %s", method, url, resp.StatusCode, out)
+		}
+		return resp.Header.Get("Location")
+	}
+	start := time.Now()
+	tokens := make([]string, orgs)
+	var hourly strings.Builder
+	for i := range 24 {
+		if i > 0 {
+			hourly.WriteByte(',')
+		}
+		fmt.Fprintf(&hourly, `{"time":%d,"actual":%d,"goal":50}`, 1_700_000_000+3600*i, 40+i)
+	}
+	factories := make([]string, orgs)
+	for i := range orgs {
+		name := fmt.Sprintf("tenant-%04d", i)
+		if _, err := stack.Writer.Exec(ctx, "org", "create", name); err != nil {
+			b.Fatal(err)
+		}
+		tok, err := stack.CreateToken(ctx, name, "read,write")
+		if err != nil {
+			b.Fatal(err)
+		}
+		tokens[i] = tok
+		factories[i] = call("POST", stack.Writer.URL()+"/v1/factories", tok, `{"name":"plant","samples":[`+hourly.String()+`]}`, 201)
+		for j := range 5 {
+			call("POST", fmt.Sprintf("%s/api/sprocket/create/%d/6/4/7", stack.Writer.URL(), 5+j), tok, "", 201)
+		}
+	}
+	created := time.Since(start)
+	// Every organization's routes once through each reader, when the
+	// projector has caught up with the last organization's writes.
+	last := tokens[orgs-1]
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		req, _ := http.NewRequest("GET", stack.Reader.URL()+"/api/sprockets", nil)
+		req.Header.Set("Authorization", "Bearer "+last)
+		if resp, err := client.Do(req); err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Count(string(body), `"id":`) == 5 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("the last organization's sprockets did not show within a minute")
+		}
+	}
+	for _, rd := range stack.Readers {
+		for i, tok := range tokens {
+			for _, path := range []string{"/api/sprockets", "/api/factories", "/v1/sprockets", "/v1/factories", factories[i], factories[i] + "/chart-data"} {
+				call("GET", rd.URL()+path, tok, "", 200)
+			}
+		}
+	}
+	after := map[string]float64{}
+	for _, p := range programs {
+		after[p.Name] = metricOf(p.URL(), "process_resident_memory_bytes")
+	}
+	stop()
+	fmt.Printf("\n%d organizations, each with a token, a factory of 24 samples and 5 sprockets, created in %s, then every route of each read through each reader\n",
+		orgs, created.Round(time.Millisecond))
+	for _, p := range programs {
+		fmt.Printf("    %-22s resident memory before %6.0f MB, after %6.0f MB, peak %6.0f MB\n",
+			p.Name, before[p.Name]/1e6, after[p.Name]/1e6, peaks()[p.Name]/1e6)
+		b.ReportMetric((after[p.Name]-before[p.Name])/1e6, "added-MB-"+p.Name)
+	}
+}
+
+// watchPeaks samples each program's resident memory every 100 ms until
+// stop is called; peaks returns the highest seen.
+func watchPeaks(programs []*devstack.Program) (peaks func() map[string]float64, stop func()) {
+	seen := map[string]float64{}
+	var mu sync.Mutex
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			for _, p := range programs {
+				v := metricOf(p.URL(), "process_resident_memory_bytes")
+				mu.Lock()
+				seen[p.Name] = max(seen[p.Name], v)
+				mu.Unlock()
+			}
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() map[string]float64 {
+			mu.Lock()
+			defer mu.Unlock()
+			return maps.Clone(seen)
+		}, func() {
+			close(done)
+			<-finished
+		}
+}
