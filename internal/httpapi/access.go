@@ -135,10 +135,22 @@ func authenticate(c *fiber.Ctx, authn Authenticator, cfg AccessConfig, admit aut
 
 // setRateHeaders describes the budget as draft-ietf-httpapi-ratelimit-headers
 // does: the policy, and about what is left of it.
+// Every request sets them: they are written into a buffer on the stack,
+// and set with their names as sent (see securityHeaderValues).
 func setRateHeaders(c *fiber.Ctx, d budget.Decision) {
-	c.Set("RateLimit-Policy", `"default";q=`+strconv.Itoa(d.PerSecond)+`;w=1`)
-	c.Set("RateLimit", `"default";r=`+strconv.Itoa(max(d.Remaining, 0))+`;t=`+strconv.Itoa(int(math.Ceil(max(d.ResetAfter, 0).Seconds()))))
+	h := &c.Response().Header
+	var buf [64]byte
+	b := append(buf[:0], `"default";q=`...)
+	b = strconv.AppendInt(b, int64(d.PerSecond), 10)
+	h.SetCanonical(rateLimitPolicyHeader, append(b, ";w=1"...))
+	b = append(buf[:0], `"default";r=`...)
+	b = strconv.AppendInt(b, int64(max(d.Remaining, 0)), 10)
+	b = append(b, ";t="...)
+	b = strconv.AppendInt(b, int64(math.Ceil(max(d.ResetAfter, 0).Seconds())), 10)
+	h.SetCanonical(rateLimitHeader, b)
 }
+
+var rateLimitPolicyHeader, rateLimitHeader = []byte("RateLimit-Policy"), []byte("RateLimit")
 
 // Require lets through only requests whose principal holds scope.
 func Require(scope string) fiber.Handler {
