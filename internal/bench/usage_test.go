@@ -26,8 +26,9 @@ import (
 // from /metrics every 100 ms), beside what it used before. The programs
 // run without a memory limit here (GOGC 400, no container): the peaks are
 // what they take when nothing makes the collector work harder.
-// Runs last (benchmarks run in file order): the anti-entropy pass reads
-// this history from then on.
+// It and BenchmarkThousandOrganizations run last (benchmarks run in the
+// order of their files' names): the background check reads their data
+// from then on, which would slow the benchmarks after them.
 func BenchmarkMillionSamples(b *testing.B) {
 	const total, batch = 1_000_000, 10_000
 	ctx := context.Background()
