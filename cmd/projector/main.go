@@ -94,6 +94,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	if err := postgres.AgreeOnIDKey(ctx, db, ids); err != nil {
+		return err
+	}
 	proj := projection.New(postgres.NewReads(db), cache, ids, log, reg)
 
 	switch cmd {

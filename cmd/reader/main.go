@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -169,6 +170,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	g.Go(func() error { return pool.Run(ctx, cfg.ReplicaCheckInterval) })
 	g.Go(func() error { return feed.Run(ctx) })
 	g.Go(func() error { return authn.RunRepairWatch(ctx, cfg.FeedStaleness/2) })
+	// A reader starts without Postgres: its key is checked once the
+	// leader answers, and a wrong one stops it.
+	g.Go(func() error { return agreeOnIDKey(ctx, leader, ids) })
 	g.Go(func() error {
 		return httpapi.Serve(ctx, app, srv, func(a net.Addr) {
 			log.Info("listening", "addr", a.String())
@@ -225,4 +229,21 @@ func replicaName(url string) string {
 	}
 	host, _, _ := strings.Cut(s, "/")
 	return host
+}
+
+// agreeOnIDKey checks ID_KEY against the service's (postgres.AgreeOnIDKey),
+// trying again every two seconds while the leader cannot answer. It
+// returns nil once they agree, and the refusal when they do not.
+func agreeOnIDKey(ctx context.Context, leader *postgres.DB, ids *publicid.Codec) error {
+	for {
+		err := postgres.AgreeOnIDKey(ctx, leader, ids)
+		if err == nil || errors.Is(err, postgres.ErrDisagrees) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(2 * time.Second):
+		}
+	}
 }

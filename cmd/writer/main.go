@@ -171,6 +171,9 @@ func serve(ctx context.Context, cfg config.Writer, log *slog.Logger, logs io.Wri
 		return err
 	}
 	defer db.Close()
+	if err := postgres.AgreeOnIDKey(ctx, db, ids); err != nil {
+		return err
+	}
 
 	// ---- NATS JetStream (writes do not wait for it) --------------------
 	nc, err := natsjs.Connect(cfg.NATSURL, "writer", log)

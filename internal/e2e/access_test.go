@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -313,4 +315,35 @@ func pgDump(t *testing.T) string {
 		t.Fatal("pg_dump is needed")
 	}
 	return p
+}
+
+// A program started with another ID_KEY than the one the service's ids
+// were first made with refuses to run: the writer and the projector at
+// start, a reader as soon as the leader answers. Its ids would be no
+// other program's.
+func TestAnotherIDKeyIsRefused(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	ctx := context.Background()
+	for _, name := range []string{"reader", "writer", "projector"} {
+		port, err := devstack.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := s.NewProgram(name, port, "ID_KEY="+strings.Repeat("another key ", 4))
+		if err := p.Start(ctx); err == nil {
+			checkFor(t, 10*time.Second, func() string {
+				if resp, err := http.Get(p.URL() + "/healthz"); err == nil {
+					resp.Body.Close()
+					return name + " with another ID_KEY still runs"
+				}
+				return ""
+			})
+			p.Stop()
+		}
+		if log, _ := os.ReadFile(p.LogFile()); !strings.Contains(string(log), "ID_KEY") {
+			t.Errorf("%s with another ID_KEY: its log does not say why it stopped:\n%s", name, log)
+		}
+	}
+	// The stack's own programs, with the service's key, run on.
+	expect(t, do(t, "GET", s.Reader.URL()+"/v1/sprockets/"+sid(s, 1), nil), 200, "the service's own reader")
 }

@@ -768,3 +768,22 @@ func TestLSN(t *testing.T) {
 		t.Errorf("parsed nonsense")
 	}
 }
+
+// The first program records a setting; the others agree with it or are
+// refused.
+func TestAgreeOn(t *testing.T) {
+	ctx := context.Background()
+	_, db := fresh(t)
+	if err := postgres.AgreeOn(ctx, db, "id_key", "A"); err != nil {
+		t.Fatalf("the first: %v", err)
+	}
+	if err := postgres.AgreeOn(ctx, db, "id_key", "A"); err != nil {
+		t.Fatalf("the same again: %v", err)
+	}
+	if err := postgres.AgreeOn(ctx, db, "id_key", "B"); !errors.Is(err, postgres.ErrDisagrees) {
+		t.Fatalf("another: %v, want ErrDisagrees", err)
+	}
+	if err := postgres.AgreeOn(ctx, db, "other", "B"); err != nil {
+		t.Fatalf("another setting: %v", err)
+	}
+}

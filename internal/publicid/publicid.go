@@ -40,6 +40,14 @@ var (
 	AuditCursor    = Kind{"cur", "cur/aud"}
 )
 
+// fingerprintKind makes Fingerprint's id, of no resource.
+var fingerprintKind = Kind{"key", "keycheck"}
+
+// Fingerprint identifies the key without saying anything of it: the id of
+// the number 1 of a kind no resource has. Programs compare it to learn
+// whether they share the key (see postgres.AgreeOn).
+func (c *Codec) Fingerprint() string { return c.Encode(fingerprintKind, 1) }
+
 // String is the kind's prefix.
 func (k Kind) String() string { return k.prefix }
 
