@@ -169,8 +169,15 @@ func (a admin) pushAuthChange(ctx context.Context, cache *rediscache.Cache) erro
 	if err := cache.AuthChanged(ctx); err != nil {
 		return err
 	}
+	return a.waitOutFeed(ctx)
+}
+
+// waitOutFeed waits out the feed's staleness bound, and a tenth of it for
+// the instances' clocks and timers: by then every instance has heard what
+// was published before, or stopped trusting what it holds.
+func (a admin) waitOutFeed(ctx context.Context) error {
 	select {
-	case <-time.After(a.cfg.FeedStaleness):
+	case <-time.After(a.cfg.FeedStaleness + a.cfg.FeedStaleness/10):
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -317,13 +324,7 @@ func (a admin) spreadRevocation(ctx context.Context, hashes [][]byte) error {
 		fmt.Fprintf(a.out, "the revocation is committed, but could not be carried through to Redis (%v): "+
 			"every instance looks these tokens up in Postgres until a writer does it\n", err)
 	}
-	// The bound, and a tenth of it for the instances' clocks and timers.
-	select {
-	case <-time.After(a.cfg.FeedStaleness + a.cfg.FeedStaleness/10):
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return a.waitOutFeed(ctx)
 }
 
 func (a admin) audit(ctx context.Context, args []string) error {
