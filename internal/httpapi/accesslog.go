@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/sprockets-api/sprockets/internal/jsonenc"
 )
 
 // AccessLog writes a line per answered request to a program's log, in the
@@ -62,9 +64,8 @@ func (l *AccessLog) write(r accessRecord) {
 		return
 	}
 	bp := l.bufs.Get().(*[]byte)
-	b := append((*bp)[:0], `{"time":"`...)
-	b = r.end.AppendFormat(b, time.RFC3339Nano)
-	b = append(b, '"')
+	b := append((*bp)[:0], `{"time":`...)
+	b = jsonenc.Time(b, r.end)
 	b = append(b, l.head...)
 	b = appendJSONField(b, "method", r.method)
 	b = appendJSONField(b, "path", r.path)
