@@ -195,8 +195,8 @@ func TestParams(t *testing.T) {
 		{"/dec/+1", 400, "plain decimal"},
 		{"/dec/1_000", 400, "plain decimal"},
 		{"/page", 200, `{"After":0,"Limit":50}`},
-		{"/page?limit=500&cursor=" + Cursor(ids, publicid.SprocketCursor, 41), 200, `{"After":41,"Limit":500}`},
-		{"/page?cursor=" + Cursor(ids, publicid.FactoryCursor, 41), 400, "cursor"},
+		{"/page?limit=500&cursor=" + ids.Encode(publicid.SprocketCursor, 41), 200, `{"After":41,"Limit":500}`},
+		{"/page?cursor=" + ids.Encode(publicid.FactoryCursor, 41), 400, "cursor"},
 		{"/page?limit=501", 400, "limit"},
 		{"/page?cursor=YWZ0ZXI6NDE", 400, "cursor"}, // "after:41", as cursors once were
 		{"/page?cursor=" + ids.Encode(publicid.Sprocket, 41), 400, "cursor"},

@@ -98,7 +98,9 @@ func PublicID(c *fiber.Ctx, name string, ids *publicid.Codec, kind publicid.Kind
 }
 
 // Page reads the limit and cursor query parameters of a list endpoint;
-// ids opens the cursor, which must be of kind (the list's).
+// ids opens the cursor, which must be of kind (the list's): the id of the
+// last item of the page before, sealed by ids.Encode, so that it says
+// nothing of how many items there are.
 func Page(c *fiber.Ctx, ids *publicid.Codec, kind publicid.Kind) (domain.PageRequest, error) {
 	limit, err := QueryInt(c, "limit", domain.DefaultPageSize, 1, domain.MaxPageSize)
 	if err != nil {
@@ -113,8 +115,3 @@ func Page(c *fiber.Ctx, ids *publicid.Codec, kind publicid.Kind) (domain.PageReq
 	}
 	return domain.PageRequest{After: after, Limit: int(limit)}, nil
 }
-
-// Cursor returns the opaque cursor of the page after the item with id in
-// the list whose cursors are of kind: the id sealed by ids, so that it says
-// nothing of how many items there are.
-func Cursor(ids *publicid.Codec, kind publicid.Kind, id int64) string { return ids.Encode(kind, id) }

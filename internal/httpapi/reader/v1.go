@@ -36,41 +36,45 @@ func (h *Handlers) factory(c *fiber.Ctx) error {
 // GET /v1/sprockets: a page of the caller's sprockets. Pages are read from
 // a replica (or the leader): a cursor space cannot be pre-assembled.
 func (h *Handlers) listSprockets(c *fiber.Ctx) error {
-	return h.list(c, "/v1/sprockets", publicid.SprocketCursor, func(ctx context.Context, q Queries, org int64, page domain.PageRequest) ([]byte, string, error) {
+	return h.list(c, "/v1/sprockets", publicid.SprocketCursor, func(ctx context.Context, q Queries, org int64, page domain.PageRequest, cursor func(int64) string) ([]byte, string, error) {
 		items, err := q.ListSprockets(ctx, org, page)
 		if err != nil {
 			return nil, "", err
 		}
-		items, next := trim(h, publicid.SprocketCursor, items, page.Limit-1, func(s domain.Sprocket) int64 { return s.ID })
+		items, next := trim(items, page.Limit-1, func(s domain.Sprocket) int64 { return s.ID }, cursor)
 		return readmodel.SprocketListBody(h.cfg.IDs, items, next), next, nil
 	})
 }
 
 // GET /v1/factories
 func (h *Handlers) listFactories(c *fiber.Ctx) error {
-	return h.list(c, "/v1/factories", publicid.FactoryCursor, func(ctx context.Context, q Queries, org int64, page domain.PageRequest) ([]byte, string, error) {
+	return h.list(c, "/v1/factories", publicid.FactoryCursor, func(ctx context.Context, q Queries, org int64, page domain.PageRequest, cursor func(int64) string) ([]byte, string, error) {
 		items, err := q.ListFactories(ctx, org, page)
 		if err != nil {
 			return nil, "", err
 		}
-		items, next := trim(h, publicid.FactoryCursor, items, page.Limit-1, func(f domain.Factory) int64 { return f.ID })
+		items, next := trim(items, page.Limit-1, func(f domain.Factory) int64 { return f.ID }, cursor)
 		return readmodel.FactoryListBody(h.cfg.IDs, items, next), next, nil
 	})
 }
 
 // trim cuts a page read with one item more than limit back to limit and
-// returns the cursor of the next page, "" when there is none.
-func trim[T any](h *Handlers, cursors publicid.Kind, items []T, limit int, id func(T) int64) ([]T, string) {
+// returns the cursor of the next page (made by cursor from the id of the
+// page's last item), "" when there is none.
+func trim[T any](items []T, limit int, id func(T) int64, cursor func(int64) string) ([]T, string) {
 	if len(items) <= limit {
 		return items, ""
 	}
 	items = items[:limit]
-	return items, httpapi.Cursor(h.cfg.IDs, cursors, id(items[limit-1]))
+	return items, cursor(id(items[limit-1]))
 }
 
-// list reads one page. The page function is asked for one item more than
-// the client's limit, to learn whether a next page exists.
-func (h *Handlers) list(c *fiber.Ctx, path string, cursors publicid.Kind, page func(context.Context, Queries, int64, domain.PageRequest) ([]byte, string, error)) error {
+// list reads one page of the list whose cursors are of kind cursors. The
+// page function is asked for one item more than the client's limit, to
+// learn whether a next page exists, and is given what makes the list's
+// cursors.
+func (h *Handlers) list(c *fiber.Ctx, path string, cursors publicid.Kind,
+	page func(context.Context, Queries, int64, domain.PageRequest, func(int64) string) ([]byte, string, error)) error {
 	req, err := httpapi.Page(c, h.cfg.IDs, cursors)
 	if err != nil {
 		return err
@@ -90,7 +94,7 @@ func (h *Handlers) list(c *fiber.Ctx, path string, cursors publicid.Kind, page f
 	var next string
 	source, err := h.db.Do(c.UserContext(), minLSN, func(q Queries) error {
 		var err error
-		body, next, err = page(c.UserContext(), q, org, probe)
+		body, next, err = page(c.UserContext(), q, org, probe, func(last int64) string { return h.cfg.IDs.Encode(cursors, last) })
 		return err
 	})
 	if err != nil {
@@ -283,12 +287,12 @@ var errSkipped = errors.New("the read model is skipped after a failure")
 // GET /v1/audit: a page of the caller's organization's audit trail, oldest
 // first (admin scope).
 func (h *Handlers) audit(c *fiber.Ctx) error {
-	return h.list(c, "/v1/audit", publicid.AuditCursor, func(ctx context.Context, q Queries, org int64, page domain.PageRequest) ([]byte, string, error) {
+	return h.list(c, "/v1/audit", publicid.AuditCursor, func(ctx context.Context, q Queries, org int64, page domain.PageRequest, cursor func(int64) string) ([]byte, string, error) {
 		items, err := q.AuditLog(ctx, org, page)
 		if err != nil {
 			return nil, "", err
 		}
-		items, next := trim(h, publicid.AuditCursor, items, page.Limit-1, func(e domain.AuditEntry) int64 { return e.ID })
+		items, next := trim(items, page.Limit-1, func(e domain.AuditEntry) int64 { return e.ID }, cursor)
 		return readmodel.AuditListBody(h.cfg.IDs, items, next), next, nil
 	})
 }
