@@ -39,28 +39,12 @@ func BenchmarkMillionSamples(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	auth := "Bearer " + tok
 	programs := append([]*devstack.Program{stack.Writer, stack.Projector}, stack.Readers...)
-	before := map[string]float64{}
-	for _, p := range programs {
-		before[p.Name] = metricOf(p.URL(), "process_resident_memory_bytes")
-	}
+	before := residentMemory(programs)
 	peaks, stop := watchPeaks(programs)
 	client := &http.Client{Timeout: 60 * time.Second}
 	send := func(method, url, body string) (*http.Response, []byte, error) {
-		req, err := http.NewRequest(method, url, strings.NewReader(body))
-		if err != nil {
-			return nil, nil, err
-		}
-		req.Header.Set("Authorization", auth)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := client.Do(req)
-		if err != nil {
-			return nil, nil, err
-		}
-		defer resp.Body.Close()
-		out, err := io.ReadAll(resp.Body)
-		return resp, out, err
+		return sendAs(client, tok, method, url, body)
 	}
 	resp, body, err := send("POST", stack.Writer.URL()+"/v1/factories", `{"name":"a million samples"}`)
 	if err != nil || resp.StatusCode != 201 {
@@ -141,25 +125,14 @@ func BenchmarkThousandOrganizations(b *testing.B) {
 	const orgs = 1000
 	ctx := context.Background()
 	programs := append([]*devstack.Program{stack.Writer, stack.Projector}, stack.Readers...)
-	before := map[string]float64{}
-	for _, p := range programs {
-		before[p.Name] = metricOf(p.URL(), "process_resident_memory_bytes")
-	}
+	before := residentMemory(programs)
 	peaks, stop := watchPeaks(programs)
 	client := &http.Client{Timeout: 30 * time.Second}
 	call := func(method, url, token, body string, want int) string {
-		req, err := http.NewRequest(method, url, strings.NewReader(body))
+		resp, out, err := sendAs(client, token, method, url, body)
 		if err != nil {
 			b.Fatal(err)
 		}
-		req.Header.Set("Authorization", "Bearer "+token)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := client.Do(req)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer resp.Body.Close()
-		out, _ := io.ReadAll(resp.Body)
 		if resp.StatusCode != want {
 			b.Fatalf("%s %s: %d %s", method, url, resp.StatusCode, out)
 		}
@@ -215,10 +188,7 @@ func BenchmarkThousandOrganizations(b *testing.B) {
 			}
 		}
 	}
-	after := map[string]float64{}
-	for _, p := range programs {
-		after[p.Name] = metricOf(p.URL(), "process_resident_memory_bytes")
-	}
+	after := residentMemory(programs)
 	stop()
 	fmt.Printf("\n%d organizations, each with a token, a factory of 24 samples and 5 sprockets, created in %s, then every route of each read through each reader\n",
 		orgs, created.Round(time.Millisecond))
@@ -227,6 +197,33 @@ func BenchmarkThousandOrganizations(b *testing.B) {
 			p.Name, before[p.Name]/1e6, after[p.Name]/1e6, peaks()[p.Name]/1e6)
 		b.ReportMetric((after[p.Name]-before[p.Name])/1e6, "added-MB-"+p.Name)
 	}
+}
+
+// sendAs sends a request with token as its bearer and body as JSON, and
+// returns the answer with its body read.
+func sendAs(client *http.Client, token, method, url, body string) (*http.Response, []byte, error) {
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	return resp, out, err
+}
+
+// residentMemory reads each program's resident memory from its /metrics.
+func residentMemory(programs []*devstack.Program) map[string]float64 {
+	out := map[string]float64{}
+	for _, p := range programs {
+		out[p.Name] = metricOf(p.URL(), "process_resident_memory_bytes")
+	}
+	return out
 }
 
 // watchPeaks samples each program's resident memory every 100 ms until
