@@ -4,11 +4,13 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -95,6 +97,127 @@ func BenchmarkMillionSamples(b *testing.B) {
 		b.ReportMetric(peaks()[p.Name]/1e6, "peak-MB-"+p.Name)
 	}
 	b.ReportMetric(compat.Seconds(), "compat-visible-s")
+
+	// Appending one sample to the end of the million-sample history,
+	// against appending it to a factory of 100 samples, in alternating
+	// rounds.
+	small := appendTarget{name: "10^2 samples", next: t0 + 60*100}
+	small.loc, small.fid = newFactory(b, send, 100, t0)
+	big := appendTarget{name: "10^6 samples", loc: loc, fid: fid, next: t0 + 60*total}
+	for round := 1; round <= 3; round++ {
+		for _, target := range []*appendTarget{&small, &big} {
+			fmt.Printf("round %d, appends to a factory of %s:\n%s", round, target.name, target.measure(b, tok, 40))
+		}
+	}
+}
+
+// appendTarget is a factory appended to one sample at a time, at its end.
+type appendTarget struct {
+	name string
+	loc  string // its /v1 path
+	fid  int64
+	next int64 // the time of the next sample
+}
+
+// newFactory creates a factory of n samples a minute apart from t0, and
+// returns its /v1 path and its number.
+func newFactory(b *testing.B, send func(method, url, body string) (*http.Response, []byte, error), n int, t0 int64) (string, int64) {
+	var sb strings.Builder
+	sb.WriteString(`{"name":"appended to","samples":[`)
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		fmt.Fprintf(&sb, `{"time":%d,"actual":%d,"goal":60}`, t0+60*int64(i), i%50)
+	}
+	sb.WriteString(`]}`)
+	resp, body, err := send("POST", stack.Writer.URL()+"/v1/factories", sb.String())
+	if err != nil || resp.StatusCode != 201 {
+		b.Fatalf("create a factory: %v %s", err, body)
+	}
+	loc := resp.Header.Get("Location")
+	fid, ok := stack.IDs().Decode(publicid.Factory, strings.TrimPrefix(loc, "/v1/factories/"))
+	if !ok {
+		b.Fatalf("Location %q", loc)
+	}
+	return loc, fid
+}
+
+// measure appends n samples one at a time twice: first without reading
+// (CPU of every process per append, the readers idle), then watching each
+// become visible on /v1 (its chart data from the new sample on) and on the
+// original chart route (polled with If-None-Match, so that a poll costs a
+// 304 until the body changes, and read whole once it does). It returns
+// the report's lines.
+func (a *appendTarget) measure(b *testing.B, tok string, n int) string {
+	client := &http.Client{Timeout: 30 * time.Second}
+	send := func(method, url, body string) (*http.Response, []byte, error) {
+		return sendAs(client, tok, method, url, body)
+	}
+	appendOne := func() string {
+		t := strconv.FormatInt(a.next, 10)
+		a.next += 60
+		if resp, body, err := send("POST", stack.Writer.URL()+a.loc+"/samples", `{"samples":[{"time":`+t+`,"actual":9,"goal":9}]}`); err != nil || resp.StatusCode != 200 {
+			b.Fatalf("append: %v %s", err, body)
+		}
+		return t
+	}
+	before := readProcessTimes()
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		appendOne()
+		time.Sleep(20 * time.Millisecond) // projected before the next
+	}
+	cpu := before.since()
+	elapsed := time.Since(start)
+
+	compatURL := fmt.Sprintf("%s/api/factory/%d/chart-data", stack.Reader.URL(), a.fid)
+	etag := ""
+	if resp, _, err := send("GET", compatURL, ""); err == nil {
+		etag = resp.Header.Get("ETag")
+	}
+	var v1, compat []time.Duration
+	for i := 0; i < n; i++ {
+		sent := time.Now()
+		t := appendOne()
+		var seenV1, seenCompat time.Duration
+		for (seenV1 == 0 || seenCompat == 0) && time.Since(sent) < 10*time.Second {
+			if seenV1 == 0 {
+				if resp, body, err := send("GET", stack.Reader.URL()+a.loc+"/chart-data?from="+t, ""); err == nil && resp.StatusCode == 200 && strings.Contains(string(body), `"time":[`+t+`]`) {
+					seenV1 = time.Since(sent)
+				}
+			}
+			if seenCompat == 0 {
+				req, _ := http.NewRequest("GET", compatURL, nil)
+				req.Header.Set("Authorization", "Bearer "+tok)
+				req.Header.Set("If-None-Match", etag)
+				req.Header.Set("Accept-Encoding", "identity")
+				if resp, err := client.Do(req); err == nil {
+					body, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode == 200 {
+						etag = resp.Header.Get("ETag")
+						if bytes.HasSuffix(body, []byte(t+"]}")) {
+							seenCompat = time.Since(sent)
+						}
+					}
+				}
+			}
+			time.Sleep(time.Millisecond)
+		}
+		v1, compat = append(v1, seenV1), append(compat, seenCompat)
+	}
+	var out strings.Builder
+	fmt.Fprintf(&out, "    write-to-visible: /v1 p50 %.1f ms p99 %.1f ms; /api/factory/{id}/chart-data p50 %.1f ms p99 %.1f ms (0: not within 10 s)\n",
+		ms(quantile(v1, 0.5)), ms(quantile(v1, 0.99)), ms(quantile(compat, 0.5)), ms(quantile(compat, 0.99)))
+	out.WriteString(cpuReport(cpu, elapsed, float64(n)))
+	return out.String()
+}
+
+// quantile returns the q quantile of l (sorted in place).
+func quantile(l []time.Duration, q float64) time.Duration {
+	slices.Sort(l)
+	return l[min(len(l)-1, int(q*float64(len(l))))]
 }
 
 // metricOf reads one unlabelled metric from a program's /metrics; 0 when

@@ -8,13 +8,18 @@ package compress
 import (
 	"bytes"
 	"container/list"
+	"encoding/binary"
+	"hash/crc32"
 	"strconv"
 	"strings"
 	"sync"
 
+	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sprockets-api/sprockets/internal/readmodel"
 )
 
 // Encodings, as Content-Encoding names them; "" is the identity.
@@ -90,12 +95,23 @@ type Cache struct {
 }
 
 // variantKey names one encoding of one body: its read-model key (or ""
-// for an answer assembled per request) and its entity tag.
-type variantKey struct{ key, etag, enc string }
+// for an answer assembled per request) and its entity tag; or of one
+// piece of a body sent in pieces (see EncodePieces): a segment's column
+// by key, column and hash, fixed text by itself (as etag).
+type variantKey struct {
+	key, etag string
+	col       byte
+	hash      uint64
+	enc       string
+}
 
 type variant struct {
 	id   variantKey
 	body []byte
+	// crc and n are, for a gzip piece, the CRC-32 and length of what it
+	// encodes.
+	crc uint32
+	n   int
 }
 
 // size is what a kept variant counts against the budget: its bytes, its
@@ -139,19 +155,29 @@ func (c *Cache) Choose(accept string, size int) string {
 // Encode returns body encoded with enc (Zstd or Gzip), kept from an earlier
 // call when key and etag name the same body.
 func (c *Cache) Encode(key, etag, enc string, body []byte) []byte {
-	id := variantKey{key, etag, enc}
+	return c.variant(variantKey{key: key, etag: etag, enc: enc}, func() *variant {
+		return &variant{body: c.encode(enc, body)}
+	}).body
+}
+
+// variant returns the variant id names, kept from an earlier call or made
+// now by make.
+func (c *Cache) variant(id variantKey, make func() *variant) *variant {
 	c.mu.Lock()
 	if el, ok := c.byKey[id]; ok {
 		c.lru.MoveToFront(el)
-		b := el.Value.(*variant).body
+		v := el.Value.(*variant)
 		c.mu.Unlock()
-		return b
+		return v
 	}
 	c.mu.Unlock()
-	v := &variant{id: id, body: c.encode(enc, body)}
-	c.encoded.WithLabelValues(enc).Inc()
+	v := make()
+	v.id = id
+	if id.enc == Zstd || id.enc == Gzip {
+		c.encoded.WithLabelValues(id.enc).Inc()
+	}
 	if v.size() > c.budget {
-		return v.body
+		return v
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -166,7 +192,7 @@ func (c *Cache) Encode(key, etag, enc string, body []byte) []byte {
 		delete(c.byKey, old.id)
 		c.used -= old.size()
 	}
-	return v.body
+	return v
 }
 
 func (c *Cache) encode(enc string, body []byte) []byte {
@@ -177,5 +203,69 @@ func (c *Cache) encode(enc string, body []byte) []byte {
 	w, _ := gzip.NewWriterLevel(&buf, gzip.DefaultCompression) // a valid level: no error
 	_, _ = w.Write(body)                                       // into memory: no error
 	_ = w.Close()
+	return buf.Bytes()
+}
+
+// EncodePieces returns a body sent in pieces (key and etag name it)
+// encoded with enc, as pieces too: each piece is compressed on its own,
+// once while it stays the same, so that an append to a long history
+// compresses what changed, not the whole body again. A zstd body is the
+// pieces' frames one after the other; a gzip body is their raw deflate
+// streams, each ended by a sync flush, between a header and a trailer
+// (whose checksum is kept per key and etag).
+func (c *Cache) EncodePieces(key, etag, enc string, pieces []readmodel.Piece) []readmodel.Piece {
+	out := make([]readmodel.Piece, 0, len(pieces)+3)
+	if enc == Gzip {
+		out = append(out, readmodel.Piece{Bytes: gzipHeader})
+	}
+	for _, p := range pieces {
+		out = append(out, readmodel.Piece{Bytes: c.piece(enc, p).body})
+	}
+	if enc == Gzip {
+		trailer := c.variant(variantKey{key: key, etag: etag, enc: "gzip-trailer"}, func() *variant {
+			var crc uint32
+			for _, p := range pieces {
+				crc = crc32.Update(crc, crc32.IEEETable, p.Bytes)
+			}
+			return &variant{body: gzipTrailer(crc, readmodel.Size(pieces))}
+		})
+		out = append(out, readmodel.Piece{Bytes: trailer.body})
+	}
+	return out
+}
+
+func (c *Cache) piece(enc string, p readmodel.Piece) *variant {
+	id := variantKey{key: p.Segment, col: p.Column, hash: p.Hash, enc: enc}
+	if p.Segment == "" {
+		id.etag = string(p.Bytes)
+	}
+	return c.variant(id, func() *variant {
+		if enc == Zstd {
+			return &variant{body: c.zstd.EncodeAll(p.Bytes, make([]byte, 0, len(p.Bytes)/4+16))}
+		}
+		return &variant{body: deflatePiece(p.Bytes)}
+	})
+}
+
+// gzipHeader is RFC 1952's: deflate, no name, no time, unknown system.
+var gzipHeader = []byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff}
+
+// gzipTrailer ends a gzip stream of pieces: a final empty deflate block
+// (fixed codes: BFINAL, BTYPE 01, end of block), then the CRC-32 and the
+// length (modulo 2^32) of what it encodes.
+func gzipTrailer(crc uint32, n int) []byte {
+	b := []byte{0x03, 0x00}
+	b = binary.LittleEndian.AppendUint32(b, crc)
+	return binary.LittleEndian.AppendUint32(b, uint32(n))
+}
+
+// deflatePiece compresses b as raw deflate blocks that end on a byte
+// boundary and not the stream (a sync flush), so that pieces compressed
+// alone follow each other in one stream.
+func deflatePiece(b []byte) []byte {
+	var buf bytes.Buffer
+	w, _ := flate.NewWriter(&buf, flate.DefaultCompression) // a valid level: no error
+	_, _ = w.Write(b)                                       // into memory: no error
+	_ = w.Flush()
 	return buf.Bytes()
 }

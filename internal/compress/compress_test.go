@@ -3,6 +3,8 @@ package compress
 import (
 	"bytes"
 	"io"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -10,6 +12,8 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/sprockets-api/sprockets/internal/readmodel"
 )
 
 func TestNegotiate(t *testing.T) {
@@ -108,5 +112,45 @@ func TestCache(t *testing.T) {
 	}
 	if off := New(0, prometheus.NewRegistry()); off.Choose("gzip", 1<<20) != "" {
 		t.Error("a cache without budget compresses")
+	}
+}
+
+// A body sent in pieces, compressed piece by piece, decodes to the body
+// joined, with zstd and with gzip (whose stream is stitched from raw
+// deflate pieces, with its checksum); after one piece changes, only that
+// piece is compressed again.
+func TestEncodePieces(t *testing.T) {
+	c := New(16<<20, prometheus.NewRegistry())
+	column := func(n int) []byte {
+		return []byte(strings.TrimSuffix(strings.Repeat(strconv.Itoa(n)+",1700000060,", 2000), ","))
+	}
+	pieces := []readmodel.Piece{{Bytes: []byte(`{"a":[`)}}
+	for i := range 20 {
+		if i > 0 {
+			pieces = append(pieces, readmodel.Piece{Bytes: []byte(",")})
+		}
+		pieces = append(pieces, readmodel.Piece{Segment: "rm:seg:" + strconv.Itoa(i), Column: 'a', Hash: uint64(i), Bytes: column(i)})
+	}
+	pieces = append(pieces, readmodel.Piece{Bytes: []byte(`]}`)})
+	body := readmodel.Join(pieces)
+	for _, enc := range []string{Gzip, Zstd} {
+		before := testutil.ToFloat64(c.encoded.WithLabelValues(enc))
+		encoded := readmodel.Join(c.EncodePieces("rm:k", `"1"`, enc, pieces))
+		if got := decode(t, enc, encoded); !bytes.Equal(got, body) {
+			t.Fatalf("%s: the pieces do not decode to the body", enc)
+		}
+		if len(encoded) >= len(body)/5 {
+			t.Errorf("%s: %d bytes from %d", enc, len(encoded), len(body))
+		}
+		changed := slices.Clone(pieces)
+		changed[5] = readmodel.Piece{Segment: changed[5].Segment, Column: 'a', Hash: 99, Bytes: column(99)}
+		mid := testutil.ToFloat64(c.encoded.WithLabelValues(enc))
+		encoded = readmodel.Join(c.EncodePieces("rm:k", `"2"`, enc, changed))
+		if got := decode(t, enc, encoded); !bytes.Equal(got, readmodel.Join(changed)) {
+			t.Fatalf("%s: the changed pieces do not decode to the changed body", enc)
+		}
+		if n := testutil.ToFloat64(c.encoded.WithLabelValues(enc)) - mid; n != 1 {
+			t.Errorf("%s: %v pieces compressed after one changed (first time %v), want 1", enc, n, mid-before)
+		}
 	}
 }

@@ -7,20 +7,18 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/readmodel"
 )
 
-// Derived bodies are those built from a whole history or from many
-// aggregates: the compatibility factory bodies and the organizations'
-// collections. Events only mark them dirty; RebuildDirty rebuilds each once
+// Derived bodies are those built from many aggregates: the
+// organizations' collections of the original routes (a factory's history
+// is not one: see history.go). Events only mark them dirty; RebuildDirty rebuilds each once
 // for however many events marked it. A sprocket event also marks which
 // member changed, so that the collection, which grows to tens of thousands
 // of items, is patched with just those instead of read whole.
 
 func orgSprockets(org int64) string { return "sprockets:" + strconv.FormatInt(org, 10) }
 func orgFactories(org int64) string { return "factories:" + strconv.FormatInt(org, 10) }
-func factoryCompat(id int64) string { return "factory:" + strconv.FormatInt(id, 10) }
 
 // derivedPause is how many times its own length the pause after a round of
 // rebuilds lasts at least.
@@ -155,8 +153,6 @@ func (p *Projector) rebuildDerived(ctx context.Context, name string, members []i
 		res, err = p.refreshOrgSprockets(ctx, id, members)
 	case "factories":
 		res, err = p.rebuildOrgFactories(ctx, id)
-	case "factory":
-		res, err = p.rebuildFactoryCompat(ctx, id)
 	default:
 		p.log.Warn("unknown dirty mark dropped", "name", name)
 		return true, nil
@@ -208,20 +204,9 @@ func (p *Projector) refreshOrgSprockets(ctx context.Context, org int64, members 
 }
 
 func (p *Projector) rebuildOrgFactories(ctx context.Context, org int64) ([][]int, error) {
-	all, samples, err := p.src.FactoriesWithSamples(ctx, org)
+	all, err := p.src.FactoriesOfOrg(ctx, org)
 	if err != nil {
 		return nil, err
 	}
-	return p.cache.Apply(ctx, readmodel.Write{Org: org, Rule: readmodel.Newer, Records: []readmodel.Record{readmodel.OrgFactoriesRecord(org, all, samples)}})
-}
-
-func (p *Projector) rebuildFactoryCompat(ctx context.Context, id int64) ([][]int, error) {
-	f, samples, err := p.src.FactoryHistory(ctx, domain.AnyOrg, id)
-	if isNotFound(err) {
-		return nil, nil // never existed here: nothing to show
-	}
-	if err != nil {
-		return nil, err
-	}
-	return p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Newer, Records: readmodel.FactoryCompatRecords(f, samples).All()})
+	return p.cache.Apply(ctx, readmodel.Write{Org: org, Rule: readmodel.Newer, Records: []readmodel.Record{readmodel.OrgFactoriesRecord(org, all)}})
 }

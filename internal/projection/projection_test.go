@@ -185,13 +185,86 @@ func TestFactoryHistoryProjection(t *testing.T) {
 	if string(b.Body) != `[[10,1,1],[20,3,1],[30,5,1],[40,5,1]]` {
 		t.Errorf("bucket 0 holds %s", b.Body)
 	}
-	// Deleting drops the buckets and leaves a tombstone.
+	// Deleting drops the buckets and the history's segments, and leaves
+	// tombstones.
 	if _, err := w.store.DeleteFactory(ctx, domain.System(1, "test"), f.ID, 0); err != nil {
 		t.Fatal(err)
 	}
 	w.apply(t, w.take(t)[0], Applied)
 	if _, ok, _ := w.cache.Get(ctx, readmodel.ChartBucketKey(f.ID, 2), false); ok {
 		t.Errorf("a deleted factory's bucket is still there")
+	}
+	if _, ok, _ := w.cache.Get(ctx, readmodel.HistorySegmentKey(f.ID, readmodel.HeadSegment), false); ok {
+		t.Errorf("a deleted factory's history segment is still there")
+	}
+	if m, ok, _ := w.cache.Get(ctx, readmodel.FactoryCompatKey(f.ID), false); !ok || !m.Deleted {
+		t.Errorf("a deleted factory's manifest: %+v, %v", m, ok)
+	}
+	w.verify(t)
+}
+
+// historyReads counts the reads of whole histories.
+type historyReads struct {
+	Source
+	whole int
+}
+
+func (r *historyReads) FactoryHistory(ctx context.Context, org, id int64) (domain.Factory, []domain.Sample, error) {
+	r.whole++
+	return r.Source.FactoryHistory(ctx, org, id)
+}
+
+// An append to a long history rewrites the segment it falls in and the
+// manifest, never reading the history whole; a sample that starts a
+// segment splits the one it fell in; and what the appends leave is what a
+// rebuild writes (verify compares every segment).
+func TestLongHistoryAppends(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	reads := &historyReads{Source: postgres.NewReads(w.db)}
+	proj := New(reads, w.cache, ids, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	var history []domain.Sample
+	for i := int64(0); i < 20_000; i++ {
+		history = append(history, domain.Sample{Time: 1_000_000 + 60*i, Actual: i, Goal: 7})
+	}
+	f, _, err := w.store.CreateFactory(ctx, domain.System(1, "test"), domain.FactorySpec{Name: "F"}, history[:10_000], domain.Idempotency{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := w.store.AppendSamples(ctx, domain.System(1, "test"), f.ID, 0, history[10_000:]); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range w.take(t) {
+		if outcome, err := proj.Apply(ctx, e); err != nil || outcome != Applied {
+			t.Fatalf("%s: %s, %v", e.Type, outcome, err)
+		}
+	}
+	// Appends at the end, one before everything, and one in the middle
+	// that starts a segment.
+	var starts int64 = -1
+	for tm := int64(1_000_030); starts < 0; tm += 60 {
+		if readmodel.StartsSegment(tm) {
+			starts = tm
+		}
+	}
+	for _, tm := range []int64{1_000_000 + 60*20_000, 1_000_000 + 60*20_001, 5, starts} {
+		if _, _, _, err := w.store.AppendSamples(ctx, domain.System(1, "test"), f.ID, 0, []domain.Sample{{Time: tm, Actual: 1, Goal: 2}}); err != nil {
+			t.Fatal(err)
+		}
+		if outcome, err := proj.Apply(ctx, w.take(t)[0]); err != nil || outcome != Applied {
+			t.Fatalf("append at %d: %s, %v", tm, outcome, err)
+		}
+	}
+	if reads.whole != 0 {
+		t.Errorf("the appends read the whole history %d times", reads.whole)
+	}
+	man, _, _ := w.cache.Get(ctx, readmodel.FactoryCompatKey(f.ID), false)
+	m, err := readmodel.DecodeManifest(man.Body)
+	if err != nil || len(m) < 5 {
+		t.Fatalf("manifest of %d segments, %v", len(m), err)
+	}
+	if _, ok := m.Hash(starts); !ok {
+		t.Errorf("the sample at %d did not start a segment", starts)
 	}
 	w.verify(t)
 }
@@ -260,7 +333,7 @@ func TestDerivedBodiesAndVerify(t *testing.T) {
 		}
 	}
 	marks, _ := w.cache.Dirty(ctx)
-	if len(marks) != 6 { // the org's sprockets (and which of them changed) and factories, and the factory's compat bodies
+	if len(marks) != 5 { // the org's sprockets (and which of them changed) and factories
 		t.Fatalf("dirty marks %v", marks)
 	}
 	w.verify(t)

@@ -28,6 +28,7 @@ type Source interface {
 	SprocketSpecsOfOrg(ctx context.Context, org int64) ([]domain.Sprocket, error)
 	SprocketSpecs(ctx context.Context, org int64, ids []int64) ([]domain.Sprocket, error)
 	FactoryHistory(ctx context.Context, org, id int64) (domain.Factory, []domain.Sample, error)
+	FactoriesOfOrg(ctx context.Context, org int64) ([]domain.Factory, error)
 	FactoryBucketsSince(ctx context.Context, id, version, bucketSeconds int64) (domain.Factory, []domain.Sample, error)
 	FactoriesWithSamples(ctx context.Context, org int64) ([]domain.Factory, map[int64][]domain.Sample, error)
 	OrgIDs(ctx context.Context) ([]int64, error)
@@ -248,7 +249,6 @@ func (p *Projector) applyFactory(ctx context.Context, e events.Envelope) (string
 		return "", err
 	}
 	f := pl.Factory
-	dirty := []string{factoryCompat(f.ID), orgFactories(e.OrgID)}
 	meta, ok, err := p.cache.Get(ctx, readmodel.FactoryKey(f.ID), false)
 	if err != nil {
 		return "", err
@@ -277,10 +277,17 @@ func (p *Projector) applyFactory(ctx context.Context, e events.Envelope) (string
 			return "", err
 		}
 	}
-	if _, err := p.cache.Apply(ctx, readmodel.Write{Org: e.OrgID, Dirty: dirty}); err != nil {
+	if err := p.applyHistory(ctx, f, pl.Samples); err != nil {
 		return "", err
 	}
-	p.wake()
+	// Which factories the organization shows changes with a creation or a
+	// deletion, which a gap may have hidden.
+	if e.Type == events.Created || e.Type == events.Deleted || outcome == Rebuilt {
+		if _, err := p.cache.Apply(ctx, readmodel.Write{Org: e.OrgID, Dirty: []string{orgFactories(e.OrgID)}}); err != nil {
+			return "", err
+		}
+		p.wake()
+	}
 	return outcome, nil
 }
 
@@ -370,21 +377,9 @@ func contains(res []int, v int) bool {
 }
 
 // dropBuckets removes a deleted factory's buckets; the tombstone in its key
-// already hides them, this frees the memory. It removes those its index
-// lists, which the bucket writes keep: a history with a sample in 1970 and
-// one in 9999 has two buckets, not the 70 million hours in between.
+// already hides them, this frees the memory.
 func (p *Projector) dropBuckets(ctx context.Context, f domain.Factory) error {
-	index := readmodel.BucketIndexKey(f.ID)
-	keys, err := p.cache.Indexed(ctx, index)
-	if err != nil {
-		return err
-	}
-	for start := 0; start < len(keys); start += 1000 {
-		if err := p.cache.Delete(ctx, keys[start:min(start+1000, len(keys))]...); err != nil {
-			return err
-		}
-	}
-	return p.cache.Delete(ctx, index)
+	return p.dropIndexed(ctx, readmodel.BucketIndexKey(f.ID))
 }
 
 // rebuildFactorySince rewrites, from Postgres, the factory's key and the
@@ -454,15 +449,16 @@ func (p *Projector) applyOrganization(ctx context.Context, e events.Envelope) (s
 		keys = append(keys, readmodel.SprocketKey(id), readmodel.SprocketCompatKey(id))
 	}
 	for _, f := range pl.Factories {
-		keys = append(keys, readmodel.FactoryKey(f.ID), readmodel.FactoryCompatKey(f.ID), readmodel.FactoryCompatChartKey(f.ID))
+		keys = append(keys, readmodel.FactoryKey(f.ID), readmodel.FactoryCompatKey(f.ID))
 		if err := p.dropBuckets(ctx, f); err != nil {
 			return "", err
 		}
-	}
-	for start := 0; start < len(keys); start += 1000 {
-		if err := p.cache.Delete(ctx, keys[start:min(start+1000, len(keys))]...); err != nil {
+		if err := p.dropIndexed(ctx, readmodel.SegmentIndexKey(f.ID)); err != nil {
 			return "", err
 		}
+	}
+	if err := p.deleteKeys(ctx, keys); err != nil {
+		return "", err
 	}
 	var filters []string
 	for _, id := range pl.Sprockets {

@@ -11,8 +11,8 @@ import (
 // want is a record the read model should hold, and how to compare it.
 type want struct {
 	readmodel.Record
-	// bodyOnly: chart buckets carry the version of the last event that
-	// touched them, which a rebuild cannot know; only their content counts.
+	// bodyOnly: the record's version is not compared, only its content
+	// (see factoryWants).
 	bodyOnly bool
 	// index is the set the record's key is listed in, if any.
 	index string
@@ -35,22 +35,26 @@ func (p *Projector) expected(ctx context.Context, org int64, emit func([]want) e
 	if err := emit(batch); err != nil {
 		return err
 	}
-	factories, samples, err := p.src.FactoriesWithSamples(ctx, org)
+	factories, err := p.src.FactoriesOfOrg(ctx, org)
 	if err != nil {
 		return err
 	}
 	for _, f := range factories {
-		batch = batch[:0]
-		batch = append(batch, p.factoryWants(f, samples[f.ID])...)
-		if err := emit(batch); err != nil {
+		f, samples, err := p.src.FactoryHistory(ctx, domain.AnyOrg, f.ID)
+		if err != nil {
+			return err
+		}
+		if err := emit(p.factoryWants(f, samples)); err != nil {
 			return err
 		}
 	}
-	return emit([]want{{Record: readmodel.OrgFactoriesRecord(org, factories, samples)}})
+	return emit([]want{{Record: readmodel.OrgFactoriesRecord(org, factories)}})
 }
 
 // factoryWants lists a factory's records: buckets first, then its key, then
-// its compatibility bodies.
+// its history's segments and manifest. Buckets and segments carry the
+// version of the last event that touched them, which a rebuild cannot
+// know; only their content counts.
 func (p *Projector) factoryWants(f domain.Factory, samples []domain.Sample) []want {
 	var out []want
 	if !f.Deleted() {
@@ -60,8 +64,8 @@ func (p *Projector) factoryWants(f domain.Factory, samples []domain.Sample) []wa
 		}
 	}
 	out = append(out, want{Record: readmodel.FactoryRecord(p.ids, f)})
-	for _, r := range readmodel.FactoryCompatRecords(f, samples).All() {
-		out = append(out, want{Record: r})
+	for _, r := range readmodel.HistoryRecords(f, samples) {
+		out = append(out, want{Record: r, bodyOnly: r.Key != readmodel.FactoryCompatKey(f.ID), index: readmodel.SegmentIndexKey(f.ID)})
 	}
 	return out
 }

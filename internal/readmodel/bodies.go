@@ -72,91 +72,103 @@ func v1FactoryOf(ids *publicid.Codec, f domain.Factory) v1Factory {
 func FactoryBody(ids *publicid.Codec, f domain.Factory) []byte { return mustJSON(v1FactoryOf(ids, f)) }
 
 // The original routes' factory bodies hold whole histories (17 MB at a
-// million samples), so they are written by hand, straight from the
-// samples, byte for byte what encoding/json makes of domain.ChartData
-// (the tests compare them): no column copies, no reflection, and the
-// chart data, written once, is wrapped for the factory's body.
+// million samples): they are sent in pieces, most of them the columns of
+// a history's segments (see history.go), byte for byte what encoding/json
+// makes of the seed file's shape (the tests compare them), never joined
+// into one buffer.
 
-const (
-	compatFactoryOpen = `{"factory":{"id":`
-	compatChartField  = `,"chart_data":`
-	compatFactoryEnd  = `}}`
+// Piece is a run of an answer's bytes, sent as it is. A piece that is a
+// segment's column names the segment's key, the column and the segment's
+// hash, so that its compressed forms can be kept; fixed text names none.
+type Piece struct {
+	Segment string // "" for fixed text
+	Column  byte   // 'a', 'g' or 't'
+	Hash    uint64
+	Bytes   []byte
+}
+
+// HeldSegment is a segment's columns, with its key and hash.
+type HeldSegment struct {
+	Key  string
+	Hash uint64
+	Columns
+}
+
+// Fixed pieces of the original routes' factory bodies.
+var (
+	pieceActual    = Piece{Bytes: []byte(`{"sprocket_production_actual":[`)}
+	pieceGoal      = Piece{Bytes: []byte(`],"sprocket_production_goal":[`)}
+	pieceTime      = Piece{Bytes: []byte(`],"time":[`)}
+	pieceChartEnd  = Piece{Bytes: []byte(`]}`)}
+	pieceComma     = Piece{Bytes: []byte(`,`)}
+	pieceFactoryTo = Piece{Bytes: []byte(`}}`)}
+	pieceListOpen  = Piece{Bytes: []byte(`{"factories":[`)}
+	pieceListEnd   = Piece{Bytes: []byte(`]}`)}
 )
 
-// appendChartData appends samples (in time order) as the chart_data
-// object: three columns.
-func appendChartData(b []byte, samples []domain.Sample) []byte {
-	column := func(b []byte, name string, v func(domain.Sample) int64) []byte {
-		b = append(b, name...)
-		for i, s := range samples {
+// AppendChartPieces appends the chart_data object of a history whose
+// segments are segs, in time order: GET /api/factory/{id}/chart-data.
+func AppendChartPieces(out []Piece, segs []HeldSegment) []Piece {
+	column := func(out []Piece, open Piece, col byte, pick func(Columns) []byte) []Piece {
+		out = append(out, open)
+		for i, s := range segs {
 			if i > 0 {
-				b = append(b, ',')
+				out = append(out, pieceComma)
 			}
-			b = strconv.AppendInt(b, v(s), 10)
+			out = append(out, Piece{Segment: s.Key, Column: col, Hash: s.Hash, Bytes: pick(s.Columns)})
 		}
-		return append(b, ']')
+		return out
 	}
-	b = column(b, `{"sprocket_production_actual":[`, func(s domain.Sample) int64 { return s.Actual })
-	b = column(b, `,"sprocket_production_goal":[`, func(s domain.Sample) int64 { return s.Goal })
-	b = column(b, `,"time":[`, func(s domain.Sample) int64 { return s.Time })
-	return append(b, '}')
+	out = column(out, pieceActual, 'a', func(c Columns) []byte { return c.Actual })
+	out = column(out, pieceGoal, 'g', func(c Columns) []byte { return c.Goal })
+	out = column(out, pieceTime, 't', func(c Columns) []byte { return c.Time })
+	return append(out, pieceChartEnd)
 }
 
-// chartDataSize is about the length of samples' chart data: enough that
-// appending it rarely grows the buffer.
-func chartDataSize(samples []domain.Sample) int { return 96 + 24*len(samples) }
-
-// appendCompatFactoryHead appends what comes before the chart data of a
-// factory item of the original routes; compatFactoryEnd comes after it.
-func appendCompatFactoryHead(b []byte, id int64) []byte {
-	b = append(b, compatFactoryOpen...)
-	b = strconv.AppendInt(b, id, 10)
-	return append(b, compatChartField...)
+// AppendFactoryPieces appends the factory item of the original routes, for
+// factory id whose history's segments are segs: GET /api/factory/{id}.
+func AppendFactoryPieces(out []Piece, id int64, segs []HeldSegment) []Piece {
+	head := append([]byte(`{"factory":{"id":`), strconv.AppendInt(nil, id, 10)...)
+	out = append(out, Piece{Bytes: append(head, `,"chart_data":`...)})
+	out = AppendChartPieces(out, segs)
+	return append(out, pieceFactoryTo)
 }
 
-// FactoryCompatBody is GET /api/factory/{id}: the seed file's item shape
-// with the id. samples must be in time order.
-func FactoryCompatBody(id int64, samples []domain.Sample) []byte {
-	return wrapCompatFactory(id, ChartDataBody(samples))
+// FactoryHistory is one factory of GET /api/factories.
+type FactoryHistory struct {
+	ID       int64
+	Segments []HeldSegment
 }
 
-// wrapCompatFactory is the body of GET /api/factory/{id} whose chart data
-// is chart.
-func wrapCompatFactory(id int64, chart []byte) []byte {
-	b := appendCompatFactoryHead(make([]byte, 0, len(compatFactoryOpen)+20+len(compatChartField)+len(chart)+len(compatFactoryEnd)), id)
-	b = append(b, chart...)
-	return append(b, compatFactoryEnd...)
-}
-
-// ChartDataBody is GET /api/factory/{id}/chart-data: the chart_data object
-// alone.
-func ChartDataBody(samples []domain.Sample) []byte {
-	return appendChartData(make([]byte, 0, chartDataSize(samples)), samples)
-}
-
-// FactoriesCompatBody is GET /api/factories: the seed file's shape, with
-// ids. Tombstones are left out; samples maps factory id to its history in
-// time order.
-func FactoriesCompatBody(all []domain.Factory, samples map[int64][]domain.Sample) []byte {
-	size := 16
-	for _, f := range all {
-		size += 64 + chartDataSize(samples[f.ID])
-	}
-	b := append(make([]byte, 0, size), `{"factories":[`...)
-	first := true
-	for _, f := range all {
-		if f.Deleted() {
-			continue
+// FactoriesPieces is GET /api/factories: the seed file's shape, with ids,
+// for the live factories in order.
+func FactoriesPieces(all []FactoryHistory) []Piece {
+	out := []Piece{pieceListOpen}
+	for i, f := range all {
+		if i > 0 {
+			out = append(out, pieceComma)
 		}
-		if !first {
-			b = append(b, ',')
-		}
-		first = false
-		b = appendCompatFactoryHead(b, f.ID)
-		b = appendChartData(b, samples[f.ID])
-		b = append(b, compatFactoryEnd...)
+		out = AppendFactoryPieces(out, f.ID, f.Segments)
 	}
-	return append(b, `]}`...)
+	return append(out, pieceListEnd)
+}
+
+// Size returns how many bytes pieces hold.
+func Size(pieces []Piece) int {
+	n := 0
+	for _, p := range pieces {
+		n += len(p.Bytes)
+	}
+	return n
+}
+
+// Join returns pieces as one body.
+func Join(pieces []Piece) []byte {
+	b := make([]byte, 0, Size(pieces))
+	for _, p := range pieces {
+		b = append(b, p.Bytes...)
+	}
+	return b
 }
 
 // ChartRangeBody is GET /v1/factories/{id}/chart-data?from=&to=: samples,

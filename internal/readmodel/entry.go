@@ -60,6 +60,9 @@ const (
 	// Exact is read-modify-write: write only onto the version that was read;
 	// a refusal means someone wrote in between.
 	Exact Rule = "exact"
+	// AllExact is Exact for every record of the write, or none: when one
+	// is refused, nothing is written and every record reports Refused.
+	AllExact Rule = "all"
 )
 
 // Results of a guarded write, per key.
@@ -79,8 +82,8 @@ type Write struct {
 	Org     int64
 	Rule    Rule
 	Records []Record
-	// Expected gives, for the Exact rule, the version each record's key
-	// must hold.
+	// Expected gives, for the Exact and AllExact rules, the version each
+	// record's key must hold.
 	Expected []int64
 	// Dirty names derived bodies to rebuild, or gives MemberMark when the
 	// body can be patched with just the member that changed.

@@ -26,13 +26,24 @@ func SprocketCompatKey(sprocket int64) string { return Prefix + "sprocket:" + id
 // which say which chart buckets exist.
 func FactoryKey(factory int64) string { return Prefix + "factory:" + id(factory) + ":v1" }
 
-// FactoryCompatKey holds GET /api/factory/{id}.
+// FactoryCompatKey holds the manifest of a factory's history (see
+// history.go), from which GET /api/factory/{id} and its chart-data are
+// sent, and GET /api/factories in part.
 func FactoryCompatKey(factory int64) string { return Prefix + "factory:" + id(factory) + ":compat" }
 
-// FactoryCompatChartKey holds GET /api/factory/{id}/chart-data.
-func FactoryCompatChartKey(factory int64) string {
-	return Prefix + "factory:" + id(factory) + ":compat-chart"
+// HistorySegmentKey holds the segment of a factory's history that starts
+// at start (HeadSegment: the head).
+func HistorySegmentKey(factory, start int64) string {
+	s := "h"
+	if start != HeadSegment {
+		s = id(start)
+	}
+	return Prefix + "factory:" + id(factory) + ":seg:" + s
 }
+
+// SegmentIndexKey lists the history segment keys a factory has in Redis,
+// found again when it is deleted. It is bookkeeping, not an endpoint's key.
+func SegmentIndexKey(factory int64) string { return Prefix + "meta:segments:" + id(factory) }
 
 // ChartBucketKey holds the samples of one factory in one time bucket, from
 // which GET /v1/factories/{id}/chart-data is assembled.
@@ -48,7 +59,8 @@ func BucketIndexKey(factory int64) string { return Prefix + "meta:buckets:" + id
 // OrgSprocketsKey holds GET /api/sprockets for an organization.
 func OrgSprocketsKey(org int64) string { return Prefix + "org:" + id(org) + ":compat:sprockets" }
 
-// OrgFactoriesKey holds GET /api/factories for an organization.
+// OrgFactoriesKey holds which factories GET /api/factories shows for an
+// organization, in order; their histories are in their own keys.
 func OrgFactoriesKey(org int64) string { return Prefix + "org:" + id(org) + ":compat:factories" }
 
 // Bucket returns the chart bucket a sample time falls in.

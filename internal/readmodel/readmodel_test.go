@@ -39,13 +39,13 @@ func TestBodies(t *testing.T) {
 		{"compat sprockets without tombstones", SprocketsCompatBody([]domain.Sprocket{sprocket(1, 1, false), sprocket(2, 3, true)}),
 			`{"sprockets":[{"id":1,"teeth":5,"pitch_diameter":5,"outside_diameter":6.35,"pitch":1}]}`},
 		{"compat sprockets empty", SprocketsCompatBody(nil), `{"sprockets":[]}`},
-		{"compat factory", FactoryCompatBody(2, samples),
+		{"compat factory", factoryBody(2, samples),
 			`{"factory":{"id":2,"chart_data":{"sprocket_production_actual":[32,29],"sprocket_production_goal":[31,30],"time":[1611194818,1611194878]}}}`},
-		{"compat factory without history", FactoryCompatBody(2, nil),
+		{"compat factory without history", factoryBody(2, nil),
 			`{"factory":{"id":2,"chart_data":{"sprocket_production_actual":[],"sprocket_production_goal":[],"time":[]}}}`},
-		{"compat chart data", ChartDataBody(samples),
+		{"compat chart data", chartBody(samples),
 			`{"sprocket_production_actual":[32,29],"sprocket_production_goal":[31,30],"time":[1611194818,1611194878]}`},
-		{"compat factories", FactoriesCompatBody([]domain.Factory{f}, map[int64][]domain.Sample{2: samples}),
+		{"compat factories", factoriesBody([]domain.Factory{f}, map[int64][]domain.Sample{2: samples}),
 			`{"factories":[{"factory":{"id":2,"chart_data":{"sprocket_production_actual":[32,29],"sprocket_production_goal":[31,30],"time":[1611194818,1611194878]}}}]}`},
 		{"v1 factory", FactoryBody(testIDs, f),
 			`{"id":"` + testIDs.Encode(publicid.Factory, 2) + `","name":"Plant","version":3,"sample_count":2,"first_time":1611194818,"last_time":1611194878,"created_at":"2026-11-26T17:08:21.123456Z","updated_at":"2026-11-26T17:08:21.123456Z"}`},
@@ -168,7 +168,7 @@ func TestMergeSamples(t *testing.T) {
 }
 
 func TestBodiesAreValidJSON(t *testing.T) {
-	for _, b := range [][]byte{SprocketBody(testIDs, sprocket(1, 1, false)), FactoriesCompatBody(nil, nil)} {
+	for _, b := range [][]byte{SprocketBody(testIDs, sprocket(1, 1, false)), factoriesBody(nil, nil)} {
 		if !json.Valid(b) {
 			t.Errorf("invalid JSON %s", b)
 		}
@@ -236,14 +236,11 @@ func TestCompatFactoryBodiesAreWhatJSONMakes(t *testing.T) {
 		it.Factory.ID, it.Factory.ChartData = f.ID, domain.ChartDataOf(samples)
 		chart, _ := json.Marshal(it.Factory.ChartData)
 		whole, _ := json.Marshal(it)
-		if got := ChartDataBody(samples); string(got) != string(chart) {
+		if got := chartBody(samples); string(got) != string(chart) {
 			t.Fatalf("chart data\n got %s\nwant %s", got, chart)
 		}
-		if got := FactoryCompatBody(f.ID, samples); string(got) != string(whole) {
+		if got := factoryBody(f.ID, samples); string(got) != string(whole) {
 			t.Fatalf("factory\n got %s\nwant %s", got, whole)
-		}
-		if rec := FactoryCompatRecords(f, samples); !f.Deleted() && (string(rec.Factory.Entry.Body) != string(whole) || string(rec.Chart.Entry.Body) != string(chart)) {
-			t.Fatalf("records of factory %d differ from the bodies", f.ID)
 		}
 		if !f.Deleted() {
 			items = append(items, it)
@@ -252,7 +249,32 @@ func TestCompatFactoryBodiesAreWhatJSONMakes(t *testing.T) {
 	want, _ := json.Marshal(struct {
 		Factories []item `json:"factories"`
 	}{items})
-	if got := FactoriesCompatBody(all, histories); string(got) != string(want) {
+	if got := factoriesBody(all, histories); string(got) != string(want) {
 		t.Fatalf("factories\n got %.300s\nwant %.300s", got, want)
 	}
+}
+
+// The bodies of the original routes, sent in pieces, joined.
+
+func segmentsOf(id int64, samples []domain.Sample) []HeldSegment {
+	_, segs := HeldHistory(domain.Factory{ID: id, Version: 1}, samples)
+	return segs
+}
+
+func chartBody(samples []domain.Sample) []byte {
+	return Join(AppendChartPieces(nil, segmentsOf(1, samples)))
+}
+
+func factoryBody(id int64, samples []domain.Sample) []byte {
+	return Join(AppendFactoryPieces(nil, id, segmentsOf(id, samples)))
+}
+
+func factoriesBody(all []domain.Factory, samples map[int64][]domain.Sample) []byte {
+	var items []FactoryHistory
+	for _, f := range all {
+		if !f.Deleted() {
+			items = append(items, FactoryHistory{ID: f.ID, Segments: segmentsOf(f.ID, samples[f.ID])})
+		}
+	}
+	return Join(FactoriesPieces(items))
 }

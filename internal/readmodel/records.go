@@ -3,6 +3,8 @@ package readmodel
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/publicid"
@@ -40,41 +42,108 @@ func FactoryRecord(ids *publicid.Codec, f domain.Factory) Record {
 	return Record{FactoryKey(f.ID), e}
 }
 
-// FactoryCompatEndpoints are the records of a factory's two original routes.
-type FactoryCompatEndpoints struct {
-	Factory Record // GET /api/factory/{id}
-	Chart   Record // GET /api/factory/{id}/chart-data
+// SegmentRecord returns the record of one segment of factory f's history
+// (at f's version), and what the manifest says of it.
+func SegmentRecord(f domain.Factory, s Segment) (Record, ManifestItem) {
+	body := EncodeSegment(s.Samples)
+	hash := SegmentHash(body)
+	return Record{HistorySegmentKey(f.ID, s.Start), Entry{Body: body, ETag: strconv.FormatUint(hash, 16), Version: f.Version, Org: f.OrgID}},
+		ManifestItem{Start: s.Start, Hash: hash}
 }
 
-// All returns both records, to write together.
-func (r FactoryCompatEndpoints) All() []Record { return []Record{r.Factory, r.Chart} }
-
-// FactoryCompatRecords returns the records of GET /api/factory/{id} and its
-// chart-data; samples is the whole history in time order.
-func FactoryCompatRecords(f domain.Factory, samples []domain.Sample) FactoryCompatEndpoints {
-	whole := Entry{Version: f.Version, Org: f.OrgID, Deleted: f.Deleted()}
-	chart := whole
+// ManifestRecord returns the record of factory f's history manifest, at
+// FactoryCompatKey: a tombstone when f is deleted. Its ETag is that of GET
+// /api/factory/{id}/chart-data; FactoryETag makes the factory's.
+func ManifestRecord(f domain.Factory, m Manifest) Record {
+	e := Entry{Version: f.Version, Org: f.OrgID, Deleted: f.Deleted()}
 	if !f.Deleted() {
-		chart.Body = ChartDataBody(samples)
-		chart.ETag = HashETag(chart.Body)
-		whole.Body = wrapCompatFactory(f.ID, chart.Body)
-		whole.ETag = HashETag(whole.Body)
+		e.Body = EncodeManifest(m)
+		e.ETag = HashETag(e.Body)
 	}
-	return FactoryCompatEndpoints{Factory: Record{FactoryCompatKey(f.ID), whole}, Chart: Record{FactoryCompatChartKey(f.ID), chart}}
+	return Record{FactoryCompatKey(f.ID), e}
 }
 
-// OrgFactoriesRecord returns the entry of GET /api/factories for org.
-func OrgFactoriesRecord(org int64, all []domain.Factory, samples map[int64][]domain.Sample) Record {
-	e := Entry{Org: org}
-	versions := make(map[int64]int64, len(all))
-	for _, f := range all {
-		versions[f.ID] = f.Version
-		e.Version += f.Version
+// HistoryRecords returns the records of factory f's history, samples in
+// time order: its segments, then its manifest (a tombstone alone when f
+// is deleted).
+func HistoryRecords(f domain.Factory, samples []domain.Sample) []Record {
+	var out []Record
+	var m Manifest
+	if !f.Deleted() {
+		for _, s := range Segments(samples) {
+			r, it := SegmentRecord(f, s)
+			out, m = append(out, r), append(m, it)
+		}
 	}
-	e.Members = EncodeMembers(versions)
-	e.Body = FactoriesCompatBody(all, samples)
-	e.ETag = HashETag(e.Body)
+	return append(out, ManifestRecord(f, m))
+}
+
+// HeldHistory returns factory f's history as a reader holds it: its
+// manifest's entry and its segments, from samples in time order.
+func HeldHistory(f domain.Factory, samples []domain.Sample) (Entry, []HeldSegment) {
+	records := HistoryRecords(f, samples)
+	segs := make([]HeldSegment, len(records)-1)
+	for i, r := range records[:len(segs)] {
+		cols, _ := SegmentColumns(r.Entry.Body) // just made: well formed
+		hash, _ := strconv.ParseUint(r.Entry.ETag, 16, 64)
+		segs[i] = HeldSegment{Key: r.Key, Hash: hash, Columns: cols}
+	}
+	return records[len(segs)].Entry, segs
+}
+
+// FactoryETag is the ETag of GET /api/factory/{id}, whose chart data's
+// ETag is chart.
+func FactoryETag(chart string) string { return strings.TrimSuffix(chart, `"`) + `-f"` }
+
+// FactoriesETag is the ETag of GET /api/factories showing factories ids,
+// whose chart data's ETags are charts.
+func FactoriesETag(ids []int64, charts []string) string {
+	var b []byte
+	for i, id := range ids {
+		b = strconv.AppendInt(b, id, 10)
+		b = append(b, ' ')
+		b = append(b, charts[i]...)
+		b = append(b, '\n')
+	}
+	return HashETag(b)
+}
+
+// OrgFactoriesRecord returns which factories GET /api/factories shows for
+// org: the live ones of all, in order. Its version counts the factories
+// org ever had plus those deleted, so it only grows.
+func OrgFactoriesRecord(org int64, all []domain.Factory) Record {
+	e := Entry{Org: org, Version: int64(len(all))}
+	var b []byte
+	for _, f := range all {
+		if f.Deleted() {
+			e.Version++
+			continue
+		}
+		if len(b) > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, f.ID, 10)
+	}
+	e.Body = b
+	e.ETag = HashETag(b)
 	return Record{OrgFactoriesKey(org), e}
+}
+
+// DecodeIDs reads the factory ids an OrgFactoriesRecord lists.
+func DecodeIDs(b []byte) ([]int64, error) {
+	if len(b) == 0 {
+		return nil, nil
+	}
+	parts := strings.Split(string(b), ",")
+	out := make([]int64, len(parts))
+	for i, p := range parts {
+		n, err := strconv.ParseInt(p, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("corrupt list of factories: %q", p)
+		}
+		out[i] = n
+	}
+	return out, nil
 }
 
 // BucketRecord returns the entry of one chart bucket. version is the

@@ -35,10 +35,11 @@ const (
 // Keys of the cache's own bookkeeping.
 const (
 	dirtyKey = readmodel.Prefix + "dirty"
-	// builtKey says a full rebuild completed. The 2 is the read model's
-	// shape: since 2, a factory's buckets are listed in an index, which a
-	// read model built before lacks, so it is rebuilt once.
-	builtKey = readmodel.Prefix + "built:2"
+	// builtKey says a full rebuild completed. The 3 is the read model's
+	// shape (2: a factory's buckets are listed in an index; 3: a factory's
+	// history is kept in segments): a read model of an older shape is
+	// rebuilt once.
+	builtKey = readmodel.Prefix + "built:3"
 )
 
 //go:embed guard.lua
@@ -174,7 +175,7 @@ func (c *Cache) guardArgs(w readmodel.Write) ([]string, []any, []stagedHash) {
 	for i, r := range w.Records {
 		keys = append(keys, r.Key)
 		var exp int64
-		if w.Rule == readmodel.Exact {
+		if w.Rule == readmodel.Exact || w.Rule == readmodel.AllExact {
 			exp = w.Expected[i]
 		}
 		fields := encode(r.Entry)

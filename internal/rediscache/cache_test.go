@@ -366,6 +366,19 @@ func TestStagedWrites(t *testing.T) {
 	if e, _, _ := c.Get(ctx, "big", false); string(e.Body) != big+"y" || e.Version != 2 {
 		t.Errorf("after the exact write: v%d, %d bytes", e.Version, len(e.Body))
 	}
+	// All or nothing: one record's expectation fails, so neither is
+	// written (the staged one is dropped); both met, both are.
+	if res := apply(readmodel.Write{Rule: readmodel.AllExact, Records: []readmodel.Record{rec("big", 3, big+"z"), rec("small", 2, "t")},
+		Expected: []int64{2, 7}}); res[0] != readmodel.Refused || res[1] != readmodel.Refused {
+		t.Errorf("all or nothing, one refused: %v", res)
+	}
+	if e, _, _ := c.Get(ctx, "big", false); e.Version != 2 {
+		t.Errorf("a record of a refused all-or-nothing write landed: v%d", e.Version)
+	}
+	if res := apply(readmodel.Write{Rule: readmodel.AllExact, Records: []readmodel.Record{rec("big", 3, big+"z"), rec("small", 2, "t")},
+		Expected: []int64{2, 1}}); res[0] != readmodel.Written || res[1] != readmodel.Written {
+		t.Errorf("all or nothing, both met: %v", res)
+	}
 	// A fenced organization's large entry is not written.
 	if err := c.Fence(ctx, 1); err != nil {
 		t.Fatal(err)
@@ -373,7 +386,7 @@ func TestStagedWrites(t *testing.T) {
 	if res := apply(readmodel.Write{Org: 1, Rule: readmodel.Newer, Records: []readmodel.Record{rec("big", 5, big), rec("small", 5, "s")}}); res[0] != readmodel.Fenced || res[1] != readmodel.Fenced {
 		t.Errorf("fenced: %v", res)
 	}
-	if e, _, _ := c.Get(ctx, "big", false); e.Version != 2 {
+	if e, _, _ := c.Get(ctx, "big", false); e.Version != 3 {
 		t.Errorf("a fenced write landed: v%d", e.Version)
 	}
 	// When Redis has forgotten the script, the retry uses what was staged.

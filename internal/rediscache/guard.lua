@@ -25,6 +25,7 @@
 --   newer: write when the stored version is at most version.
 --   exact: write when the stored version is expected; -1 means someone else
 --          wrote in between and the caller must read again.
+--   all  : exact for every record, or (-1 for every record) none written.
 local rule = ARGV[1]
 local n = tonumber(ARGV[2])
 local fenced = ARGV[3] == '1'
@@ -55,6 +56,24 @@ if fenced then
     end
     return out
   end
+end
+if rule == 'all' then
+  -- Exact for every record, or nothing at all: a refusal writes nothing.
+  local i, refused = 5, false
+  for k = 1, n do
+    local cur = tonumber(redis.call('HGET', KEYS[k], 'v') or '0')
+    if cur ~= tonumber(ARGV[i + 1]) then refused = true end
+    i = i + 3 + 2 * math.max(tonumber(ARGV[i + 2]), 0)
+  end
+  if refused then
+    local out = {}
+    for k = 1, n do
+      out[k] = -1
+      if staged[k] then redis.call('DEL', stagedKey(k)) end
+    end
+    return out
+  end
+  rule = 'exact'
 end
 local index
 if indexed then

@@ -11,18 +11,6 @@ import (
 	"github.com/sprockets-api/sprockets/internal/readmodel"
 )
 
-// GET /api/factories
-func (h *Handlers) compatFactories(c *fiber.Ctx) error {
-	org := h.org(c)
-	return h.serve(c, view{
-		key: readmodel.OrgFactoriesKey(org), collection: events.Factory,
-		load: func(ctx context.Context, q Queries) (readmodel.Entry, error) {
-			all, samples, err := q.FactoriesWithSamples(ctx, org)
-			return readmodel.OrgFactoriesRecord(org, all, samples).Entry, err
-		},
-	})
-}
-
 // GET /api/sprockets
 func (h *Handlers) compatSprockets(c *fiber.Ctx) error {
 	org := h.org(c)
@@ -31,39 +19,6 @@ func (h *Handlers) compatSprockets(c *fiber.Ctx) error {
 		load: func(ctx context.Context, q Queries) (readmodel.Entry, error) {
 			all, err := q.SprocketSpecsOfOrg(ctx, org)
 			return readmodel.OrgSprocketsRecord(org, all).Entry, err
-		},
-	})
-}
-
-// GET /api/factory/:id
-func (h *Handlers) compatFactory(c *fiber.Ctx) error {
-	return h.serveFactoryCompat(c, readmodel.FactoryCompatKey,
-		func(r readmodel.FactoryCompatEndpoints) readmodel.Record { return r.Factory })
-}
-
-// GET /api/factory/:id/chart-data
-func (h *Handlers) compatChartData(c *fiber.Ctx) error {
-	return h.serveFactoryCompat(c, readmodel.FactoryCompatChartKey,
-		func(r readmodel.FactoryCompatEndpoints) readmodel.Record { return r.Chart })
-}
-
-// serveFactoryCompat serves one of a factory's original routes: the one
-// whose key is key, and whose record pick takes from FactoryCompatRecords.
-func (h *Handlers) serveFactoryCompat(c *fiber.Ctx, key func(id int64) string,
-	pick func(readmodel.FactoryCompatEndpoints) readmodel.Record) error {
-	id, err := httpapi.ID(c, "id")
-	if err != nil {
-		return err
-	}
-	org := h.org(c)
-	return h.serve(c, view{
-		key: key(id), aggregate: events.Factory, id: id, ref: c.Params("id"),
-		load: func(ctx context.Context, q Queries) (readmodel.Entry, error) {
-			f, samples, err := q.FactoryHistory(ctx, org, id)
-			if err != nil {
-				return readmodel.Entry{}, err
-			}
-			return pick(readmodel.FactoryCompatRecords(f, samples)).Entry, nil
 		},
 	})
 }

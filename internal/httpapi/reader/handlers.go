@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -75,6 +76,7 @@ type Config struct {
 type Encoder interface {
 	Choose(acceptEncoding string, size int) string
 	Encode(key, etag, encoding string, body []byte) []byte
+	EncodePieces(key, etag, encoding string, pieces []readmodel.Piece) []readmodel.Piece
 }
 
 // Handlers serve the read API.
@@ -115,6 +117,8 @@ type view struct {
 	id         int64
 	ref        string // the id as the request wrote it, for messages
 	collection string
+	// skipMemory reads Redis even when the reader's memory holds the key.
+	skipMemory bool
 	// load builds the entry from a database when the cache cannot answer.
 	load func(ctx context.Context, q Queries) (readmodel.Entry, error)
 }
@@ -152,11 +156,7 @@ func (h *Handlers) serve(c *fiber.Ctx, v view) error {
 		return h.send(c, e, org, v, source)
 	}
 	var e readmodel.Entry
-	minLSN := ""
-	if tok != nil {
-		minLSN = tok.LSN
-	}
-	source, err := h.db.Do(c.UserContext(), minLSN, func(q Queries) error {
+	source, err := h.db.Do(c.UserContext(), minLSN(tok), func(q Queries) error {
 		var err error
 		e, err = v.load(c.UserContext(), q)
 		return err
@@ -175,7 +175,7 @@ func (h *Handlers) serve(c *fiber.Ctx, v view) error {
 // for the projector to catch up. What Redis answers is kept in memory.
 func (h *Handlers) fromCache(ctx context.Context, v view, tok *consistency.Token) (readmodel.Entry, string, bool) {
 	withMembers := tok != nil && v.collection != "" && tok.Aggregate == v.collection
-	if !withMembers {
+	if !withMembers && !v.skipMemory {
 		if e, ok := h.near.Get(v.key); ok && covers(e, v, tok) {
 			return e, FromMemory, true
 		}
@@ -235,22 +235,61 @@ func (h *Handlers) send(c *fiber.Ctx, e readmodel.Entry, org int64, v view, sour
 	if e.Deleted || e.Org != org {
 		return v.notFound()
 	}
+	enc, ok := h.answer(c, e.ETag, source, len(e.Body))
+	if !ok {
+		return c.SendStatus(http.StatusNotModified)
+	}
+	if enc == "" {
+		return c.Send(e.Body)
+	}
+	return c.Send(h.encoder.Encode(v.key, e.ETag, enc, e.Body))
+}
+
+// sendPieces sends a body made of pieces, whose ETag is etag; key names it
+// (with etag) for keeping its encoded forms.
+func (h *Handlers) sendPieces(c *fiber.Ctx, key, etag, source string, pieces []readmodel.Piece) error {
+	enc, ok := h.answer(c, etag, source, readmodel.Size(pieces))
+	if !ok {
+		return c.SendStatus(http.StatusNotModified)
+	}
+	if enc != "" {
+		pieces = h.encoder.EncodePieces(key, etag, enc, pieces)
+	}
+	size := readmodel.Size(pieces)
+	if size <= joinUnder {
+		return c.Send(readmodel.Join(pieces))
+	}
+	bufs := make(net.Buffers, len(pieces))
+	for i, p := range pieces {
+		bufs[i] = p.Bytes
+	}
+	c.Context().SetBodyStream(&bufs, size)
+	return nil
+}
+
+// joinUnder is the size under which a body in pieces is joined into one
+// buffer to send: copying it costs less than streaming it.
+const joinUnder = 64 << 10
+
+// answer sets the headers of a read's answer, whose body (of size bytes)
+// has the ETag etag and came from source, and returns the encoding to send
+// it in; false when the client's copy is current (a 304 is the answer).
+func (h *Handlers) answer(c *fiber.Ctx, etag, source string, size int) (string, bool) {
 	h.served(source)
 	c.Set("X-Read-Source", source)
 	c.Set(fiber.HeaderCacheControl, "no-cache")
 	c.Vary(fiber.HeaderAcceptEncoding)
-	enc := h.encoder.Choose(c.Get(fiber.HeaderAcceptEncoding), len(e.Body))
-	etag := compress.ETag(e.ETag, enc)
+	enc := h.encoder.Choose(c.Get(fiber.HeaderAcceptEncoding), size)
+	etag = compress.ETag(etag, enc)
 	c.Set(fiber.HeaderETag, etag)
 	if httpapi.NotModified(c, etag) {
-		return c.SendStatus(http.StatusNotModified)
+		return "", false
 	}
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
-	if enc == "" {
-		return c.Send(e.Body)
+	if enc != "" {
+		c.Set(fiber.HeaderContentEncoding, enc)
 	}
-	c.Set(fiber.HeaderContentEncoding, enc)
-	return c.Send(h.encoder.Encode(v.key, e.ETag, enc, e.Body))
+	return enc, true
 }
 
 // dbError passes domain errors through and turns a database failure into a

@@ -1,0 +1,268 @@
+package reader
+
+import (
+	"context"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/sprockets-api/sprockets/internal/consistency"
+	"github.com/sprockets-api/sprockets/internal/domain"
+	"github.com/sprockets-api/sprockets/internal/events"
+	"github.com/sprockets-api/sprockets/internal/httpapi"
+	"github.com/sprockets-api/sprockets/internal/readmodel"
+)
+
+// The original routes' factory bodies are sent from a history's manifest
+// and segments (readmodel/history.go): the reader keeps in memory the
+// segments it read, and after an append reads again only the manifest and
+// the segment that changed. A segment is used only when its hash is the
+// one the manifest lists, so an answer is always one version of the
+// history, never a mix.
+
+// history is a factory's history as the reader holds it.
+type history struct {
+	manifest readmodel.Entry
+	segments []readmodel.HeldSegment
+}
+
+// GET /api/factory/:id
+func (h *Handlers) compatFactory(c *fiber.Ctx) error { return h.serveHistory(c, true) }
+
+// GET /api/factory/:id/chart-data
+func (h *Handlers) compatChartData(c *fiber.Ctx) error { return h.serveHistory(c, false) }
+
+// serveHistory sends factory :id's history: the factory item when whole,
+// else its chart data alone.
+func (h *Handlers) serveHistory(c *fiber.Ctx, whole bool) error {
+	id, err := httpapi.ID(c, "id")
+	if err != nil {
+		return err
+	}
+	org := h.org(c)
+	tok, err := h.token(c, org)
+	if err != nil {
+		return err
+	}
+	v := view{key: readmodel.FactoryCompatKey(id), aggregate: events.Factory, id: id, ref: c.Params("id")}
+	hist, source, ok := h.historyFromCache(c.UserContext(), v, org, tok)
+	if !ok {
+		var f domain.Factory
+		var samples []domain.Sample
+		source, err = h.db.Do(c.UserContext(), minLSN(tok), func(q Queries) error {
+			f, samples, err = q.FactoryHistory(c.UserContext(), org, id)
+			return err
+		})
+		if domain.ErrorCode(err) == domain.ENOTFOUND {
+			return v.notFound()
+		}
+		if err != nil {
+			return h.dbError(err)
+		}
+		hist.manifest, hist.segments = readmodel.HeldHistory(f, samples)
+	}
+	if hist.manifest.Deleted || hist.manifest.Org != org {
+		return v.notFound()
+	}
+	if whole {
+		return h.sendPieces(c, v.key, readmodel.FactoryETag(hist.manifest.ETag), source,
+			readmodel.AppendFactoryPieces(nil, id, hist.segments))
+	}
+	return h.sendPieces(c, v.key, hist.manifest.ETag, source, readmodel.AppendChartPieces(nil, hist.segments))
+}
+
+// historyFromCache returns the history v names from the reader's memory or
+// Redis, at least as new as tok, and where it came from; only its manifest
+// when it is deleted or not org's. When a segment is newer than the
+// manifest read (an append came in between), it reads the manifest again,
+// from Redis; after a few tries it gives up (false), and the database
+// answers.
+func (h *Handlers) historyFromCache(ctx context.Context, v view, org int64, tok *consistency.Token) (history, string, bool) {
+	for attempt := 0; attempt < 3; attempt++ {
+		v.skipMemory = attempt > 0
+		man, source, ok := h.fromCache(ctx, v, tok)
+		if !ok {
+			return history{}, "", false
+		}
+		if man.Deleted || man.Org != org {
+			return history{manifest: man}, source, true
+		}
+		segs, fromMemory, ok := h.segments(ctx, v.id, man)
+		if ok {
+			if !fromMemory {
+				source = FromCache
+			}
+			return history{manifest: man, segments: segs}, source, true
+		}
+		if time.Now().UnixNano() < h.skipTil.Load() {
+			return history{}, "", false
+		}
+	}
+	return history{}, "", false
+}
+
+// segments returns the segments man lists for factory id, each from the
+// reader's memory or else Redis, and whether all came from memory. It
+// fails (false) when a segment is not the one man lists or Redis fails.
+func (h *Handlers) segments(ctx context.Context, id int64, man readmodel.Entry) ([]readmodel.HeldSegment, bool, bool) {
+	m, err := readmodel.DecodeManifest(man.Body)
+	if err != nil {
+		h.log.Warn("history manifest unreadable, reading the database", "key", readmodel.FactoryCompatKey(id), "err", err)
+		return nil, false, false
+	}
+	out := make([]readmodel.HeldSegment, len(m))
+	var missing []int
+	var keys []string
+	for i, it := range m {
+		key := readmodel.HistorySegmentKey(id, it.Start)
+		if e, ok := h.near.Get(key); ok && held(&out[i], key, it.Hash, e) {
+			continue
+		}
+		missing, keys = append(missing, i), append(keys, key)
+	}
+	if len(missing) == 0 {
+		return out, true, true
+	}
+	if time.Now().UnixNano() < h.skipTil.Load() {
+		return nil, false, false
+	}
+	ticket := h.near.Ticket()
+	entries, oks, err := h.cache.GetMany(ctx, keys)
+	if err != nil {
+		h.cacheFailed(ctx, err)
+		return nil, false, false
+	}
+	for j, i := range missing {
+		if !oks[j] || !held(&out[i], keys[j], m[i].Hash, entries[j]) {
+			return nil, false, false
+		}
+		h.near.Fill(keys[j], entries[j], ticket)
+	}
+	return out, false, true
+}
+
+// held sets s from e, the entry of segment key, and reports whether it is
+// the segment whose hash is hash.
+func held(s *readmodel.HeldSegment, key string, hash uint64, e readmodel.Entry) bool {
+	if e.ETag != strconv.FormatUint(hash, 16) {
+		return false
+	}
+	cols, err := readmodel.SegmentColumns(e.Body)
+	if err != nil {
+		return false
+	}
+	*s = readmodel.HeldSegment{Key: key, Hash: hash, Columns: cols}
+	return true
+}
+
+// GET /api/factories: the live factories the organization's list names,
+// each with its history. With a consistency token for a factory, the
+// answer waits (up to ConsistencyWait) until both the list and that
+// factory's history show the write.
+func (h *Handlers) compatFactories(c *fiber.Ctx) error {
+	ctx := c.UserContext()
+	org := h.org(c)
+	tok, err := h.token(c, org)
+	if err != nil {
+		return err
+	}
+	if tok != nil && tok.Aggregate != events.Factory {
+		tok = nil // a sprocket's write says nothing of factories
+	}
+	deadline := time.Now().Add(h.cfg.ConsistencyWait)
+	for attempt := 0; ; attempt++ {
+		ids, hists, source, ok := h.factoriesFromCache(ctx, org, tok, attempt > 0)
+		if ok {
+			return h.sendFactories(c, ids, hists, source)
+		}
+		if tok == nil || time.Now().After(deadline) || time.Now().UnixNano() < h.skipTil.Load() {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	var all []domain.Factory
+	var samples map[int64][]domain.Sample
+	source, err := h.db.Do(ctx, minLSN(tok), func(q Queries) error {
+		all, samples, err = q.FactoriesWithSamples(ctx, org)
+		return err
+	})
+	if err != nil {
+		return h.dbError(err)
+	}
+	var ids []int64
+	var hists []history
+	for _, f := range all {
+		if !f.Deleted() {
+			man, segs := readmodel.HeldHistory(f, samples[f.ID])
+			ids, hists = append(ids, f.ID), append(hists, history{manifest: man, segments: segs})
+		}
+	}
+	return h.sendFactories(c, ids, hists, source)
+}
+
+// factoriesFromCache returns org's live factories and their histories from
+// memory or Redis, when the list and the histories are there and show
+// tok's write; skipMemory reads the list from Redis.
+func (h *Handlers) factoriesFromCache(ctx context.Context, org int64, tok *consistency.Token, skipMemory bool) ([]int64, []history, string, bool) {
+	list, source, ok := h.fromCache(ctx, view{key: readmodel.OrgFactoriesKey(org), skipMemory: skipMemory}, nil)
+	if !ok || list.Org != org {
+		return nil, nil, "", false
+	}
+	listed, err := readmodel.DecodeIDs(list.Body)
+	if err != nil {
+		h.log.Warn("list of factories unreadable, reading the database", "key", readmodel.OrgFactoriesKey(org), "err", err)
+		return nil, nil, "", false
+	}
+	if tok != nil && !slices.Contains(listed, tok.ID) {
+		// A deletion the list shows, or a creation it does not show yet.
+		v := view{key: readmodel.FactoryCompatKey(tok.ID), aggregate: events.Factory, id: tok.ID, skipMemory: skipMemory}
+		man, _, ok := h.fromCache(ctx, v, tok)
+		if !ok || !man.Deleted {
+			return nil, nil, "", false
+		}
+	}
+	var ids []int64
+	var hists []history
+	for _, id := range listed {
+		var t *consistency.Token
+		if tok != nil && tok.ID == id {
+			t = tok
+		}
+		v := view{key: readmodel.FactoryCompatKey(id), aggregate: events.Factory, id: id, skipMemory: skipMemory}
+		hist, from, ok := h.historyFromCache(ctx, v, org, t)
+		if !ok || hist.manifest.Org != org || (t != nil && !t.Covers(events.Factory, id, hist.manifest.Version)) {
+			return nil, nil, "", false
+		}
+		if from != FromMemory {
+			source = from
+		}
+		if !hist.manifest.Deleted { // deleted since the list was built
+			ids, hists = append(ids, id), append(hists, hist)
+		}
+	}
+	return ids, hists, source, true
+}
+
+func (h *Handlers) sendFactories(c *fiber.Ctx, ids []int64, hists []history, source string) error {
+	items := make([]readmodel.FactoryHistory, len(ids))
+	charts := make([]string, len(ids))
+	for i, hist := range hists {
+		items[i] = readmodel.FactoryHistory{ID: ids[i], Segments: hist.segments}
+		charts[i] = hist.manifest.ETag
+	}
+	return h.sendPieces(c, readmodel.OrgFactoriesKey(h.org(c)), readmodel.FactoriesETag(ids, charts), source, readmodel.FactoriesPieces(items))
+}
+
+// minLSN is the position a database must have replayed to answer for tok.
+func minLSN(tok *consistency.Token) string {
+	if tok == nil {
+		return ""
+	}
+	return tok.LSN
+}

@@ -1,0 +1,173 @@
+package projection
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	"github.com/sprockets-api/sprockets/internal/domain"
+	"github.com/sprockets-api/sprockets/internal/readmodel"
+)
+
+// A factory's history as the original routes show it is kept in segments
+// and a manifest (readmodel/history.go). An event moves the manifest to its
+// version by the same rule as every key, and rewrites just the segments its
+// samples fall in: the cost of an append does not grow with the history.
+
+// applyHistory moves factory f's history to f's version, with added the
+// samples the event recorded: onto the version before, it extends the
+// segments; on a gap, or when a concurrent writer got in the way, it
+// rebuilds the history from Postgres.
+func (p *Projector) applyHistory(ctx context.Context, f domain.Factory, added []domain.Sample) error {
+	man, ok, err := p.cache.Get(ctx, readmodel.FactoryCompatKey(f.ID), false)
+	if err != nil {
+		return err
+	}
+	held := int64(0)
+	if ok {
+		held = man.Version
+	}
+	if f.Version <= held {
+		return nil // a duplicate
+	}
+	if f.Version == held+1 && !man.Deleted {
+		done, err := p.extendHistory(ctx, f, man, added)
+		if err != nil || done {
+			return err
+		}
+	}
+	return p.rebuildHistory(ctx, f.ID)
+}
+
+// extendHistory writes f's history at f's version from man, the manifest
+// at the version before (empty when there was none), and added: in one
+// guarded step, the touched segments (each only onto the version read) and
+// the manifest, or nothing. It reports false when that step was refused,
+// or what it read is not what the manifest says.
+func (p *Projector) extendHistory(ctx context.Context, f domain.Factory, man readmodel.Entry, added []domain.Sample) (bool, error) {
+	if f.Deleted() {
+		// The segments go first (and the manifest with them: the index
+		// lists it), then the tombstone: it is there for good.
+		if err := p.dropIndexed(ctx, readmodel.SegmentIndexKey(f.ID)); err != nil {
+			return false, err
+		}
+		_, err := p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Newer, Records: []readmodel.Record{readmodel.ManifestRecord(f, nil)}})
+		return true, err
+	}
+	m, err := readmodel.DecodeManifest(man.Body)
+	if err != nil {
+		return false, nil // unreadable: rebuild it
+	}
+	have := make(map[int64][]domain.Sample)
+	versions := make(map[string]int64)
+	var keys []string
+	var starts []int64
+	for start := range m.Touched(added) {
+		if _, ok := m.Hash(start); ok {
+			keys, starts = append(keys, readmodel.HistorySegmentKey(f.ID, start)), append(starts, start)
+		}
+	}
+	entries, oks, err := p.cache.GetMany(ctx, keys)
+	if err != nil {
+		return false, err
+	}
+	for i, start := range starts {
+		want, _ := m.Hash(start)
+		if !oks[i] || entries[i].ETag != strconv.FormatUint(want, 16) {
+			return false, nil // not the segment the manifest lists
+		}
+		if have[start], err = readmodel.DecodeSegment(entries[i].Body); err != nil {
+			return false, nil
+		}
+		versions[keys[i]] = entries[i].Version
+	}
+	write, gone, next := m.Extend(have, added)
+	var w readmodel.Write
+	w.Org, w.Rule, w.Index = f.OrgID, readmodel.AllExact, readmodel.SegmentIndexKey(f.ID)
+	for _, s := range write {
+		r, _ := readmodel.SegmentRecord(f, s)
+		w.Records, w.Expected = append(w.Records, r), append(w.Expected, versions[r.Key])
+	}
+	w.Records, w.Expected = append(w.Records, readmodel.ManifestRecord(f, next)), append(w.Expected, man.Version)
+	res, err := p.cache.Apply(ctx, w)
+	if err != nil {
+		return false, err
+	}
+	switch res[0][0] {
+	case readmodel.Fenced:
+		return true, nil
+	case readmodel.Refused:
+		return false, nil
+	}
+	return true, p.dropSegments(ctx, f.ID, gone)
+}
+
+// rebuildHistory writes factory id's history from Postgres, under the Newer
+// rule: segments first, the manifest last, so that a reader never finds
+// the manifest ahead of its segments. The segments the new manifest does
+// not list are removed.
+func (p *Projector) rebuildHistory(ctx context.Context, id int64) error {
+	f, samples, err := p.src.FactoryHistory(ctx, domain.AnyOrg, id)
+	if isNotFound(err) {
+		return nil // purged with its organization: nothing to rebuild
+	}
+	if err != nil {
+		return fmt.Errorf("rebuild history of factory %d: %w", id, err)
+	}
+	records := readmodel.HistoryRecords(f, samples)
+	index := readmodel.SegmentIndexKey(f.ID)
+	for start := 0; start < len(records); start += 500 {
+		chunk := records[start:min(start+500, len(records))]
+		if _, err := p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Newer, Records: chunk, Index: index}); err != nil {
+			return err
+		}
+	}
+	listed := make(map[string]bool, len(records))
+	for _, r := range records {
+		listed[r.Key] = true
+	}
+	indexed, err := p.cache.Indexed(ctx, index)
+	if err != nil {
+		return err
+	}
+	var stale []string
+	for _, k := range indexed {
+		if !listed[k] {
+			stale = append(stale, k)
+		}
+	}
+	return p.deleteKeys(ctx, stale)
+}
+
+// dropSegments removes the segments of factory id that start at starts.
+func (p *Projector) dropSegments(ctx context.Context, id int64, starts []int64) error {
+	keys := make([]string, len(starts))
+	for i, s := range starts {
+		keys[i] = readmodel.HistorySegmentKey(id, s)
+	}
+	return p.deleteKeys(ctx, keys)
+}
+
+// dropIndexed removes the keys an index lists, and the index: a history
+// with a sample in 1970 and one in 9999 has two buckets, not the 70
+// million hours in between, found without guessing their names.
+func (p *Projector) dropIndexed(ctx context.Context, index string) error {
+	keys, err := p.cache.Indexed(ctx, index)
+	if err != nil {
+		return err
+	}
+	if err := p.deleteKeys(ctx, keys); err != nil {
+		return err
+	}
+	return p.cache.Delete(ctx, index)
+}
+
+// deleteKeys deletes keys, a thousand at a time.
+func (p *Projector) deleteKeys(ctx context.Context, keys []string) error {
+	for start := 0; start < len(keys); start += 1000 {
+		if err := p.cache.Delete(ctx, keys[start:min(start+1000, len(keys))]...); err != nil {
+			return err
+		}
+	}
+	return nil
+}

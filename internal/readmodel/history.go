@@ -1,0 +1,299 @@
+package readmodel
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/sprockets-api/sprockets/internal/domain"
+)
+
+// A factory's history, as the original routes show it (three columns of a
+// million numbers, 17 MB), is kept in Redis in segments of about
+// SegmentSamples samples each, and a manifest that lists them in time
+// order with a hash of each. An append rewrites the segment it falls in
+// (one that grew too long splits) and the manifest: its cost does not grow
+// with the history. A reader sends the segments' columns in order, and
+// keeps in memory the segments that did not change.
+//
+// Where a segment starts is decided by the samples alone: a sample starts
+// one when its time hashes to a multiple of SegmentSamples. So the layout
+// does not depend on the order samples arrived in, a rebuild from Postgres
+// lays a history out exactly as the appends did, and `projector verify`
+// compares segments byte for byte.
+
+// SegmentSamples is how many samples a segment holds on average (a power
+// of two). Segment lengths are spread geometrically around it: one in
+// e^10 is ten times as long.
+const SegmentSamples = 2048
+
+// HeadSegment is the start of the segment that holds the samples before the
+// first one that starts a segment.
+const HeadSegment int64 = -1
+
+// StartsSegment reports whether a sample at time t starts a segment.
+func StartsSegment(t int64) bool {
+	// splitmix64's finalizer: neighbouring times hash far apart.
+	z := uint64(t) + 0x9e3779b97f4a7c15
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	z ^= z >> 31
+	return z&(SegmentSamples-1) == 0
+}
+
+// Segment is a run of a history's samples, in time order.
+type Segment struct {
+	Start   int64 // the time of its first sample, or HeadSegment
+	Samples []domain.Sample
+}
+
+// Segmenter cuts a history, given in time order, into its segments.
+type Segmenter struct {
+	emit func(Segment) error
+	cur  Segment
+}
+
+// NewSegmenter returns a Segmenter that passes each segment to emit once it
+// is complete.
+func NewSegmenter(emit func(Segment) error) *Segmenter {
+	return &Segmenter{emit: emit, cur: Segment{Start: HeadSegment}}
+}
+
+// Add takes the next sample.
+func (s *Segmenter) Add(x domain.Sample) error {
+	if StartsSegment(x.Time) {
+		if err := s.flush(); err != nil {
+			return err
+		}
+		s.cur.Start = x.Time
+	}
+	s.cur.Samples = append(s.cur.Samples, x)
+	return nil
+}
+
+// Close emits the last segment.
+func (s *Segmenter) Close() error { return s.flush() }
+
+func (s *Segmenter) flush() error {
+	if len(s.cur.Samples) == 0 {
+		return nil
+	}
+	err := s.emit(s.cur)
+	s.cur = Segment{Start: HeadSegment}
+	return err
+}
+
+// Segments cuts samples (in time order) into segments.
+func Segments(samples []domain.Sample) []Segment {
+	var out []Segment
+	s := NewSegmenter(func(seg Segment) error { out = append(out, seg); return nil })
+	for _, x := range samples {
+		_ = s.Add(x) // emit never fails
+	}
+	_ = s.Close()
+	return out
+}
+
+// ManifestItem names one segment of a history and the hash of its body.
+type ManifestItem struct {
+	Start int64
+	Hash  uint64
+}
+
+// Manifest lists a history's segments in time order (the head first).
+type Manifest []ManifestItem
+
+// EncodeManifest writes m as lines "start hash" (the head's start as "h",
+// the hash in hex).
+func EncodeManifest(m Manifest) []byte {
+	b := make([]byte, 0, 32*len(m))
+	for _, it := range m {
+		if it.Start == HeadSegment {
+			b = append(b, 'h')
+		} else {
+			b = strconv.AppendInt(b, it.Start, 10)
+		}
+		b = append(b, ' ')
+		b = strconv.AppendUint(b, it.Hash, 16)
+		b = append(b, '\n')
+	}
+	return b
+}
+
+// DecodeManifest is the inverse of EncodeManifest.
+func DecodeManifest(b []byte) (Manifest, error) {
+	m := make(Manifest, 0, bytes.Count(b, []byte{'\n'}))
+	for len(b) > 0 {
+		line, rest, ok := bytes.Cut(b, []byte{'\n'})
+		if !ok {
+			return nil, errors.New("corrupt history manifest: unterminated line")
+		}
+		b = rest
+		start, hash, ok := bytes.Cut(line, []byte{' '})
+		if !ok {
+			return nil, fmt.Errorf("corrupt history manifest: line %q", line)
+		}
+		it := ManifestItem{Start: HeadSegment}
+		var err error
+		if string(start) != "h" {
+			if it.Start, err = strconv.ParseInt(string(start), 10, 64); err != nil || it.Start < 0 {
+				return nil, fmt.Errorf("corrupt history manifest: start %q", start)
+			}
+		}
+		if it.Hash, err = strconv.ParseUint(string(hash), 16, 64); err != nil {
+			return nil, fmt.Errorf("corrupt history manifest: hash %q", hash)
+		}
+		m = append(m, it)
+	}
+	return m, nil
+}
+
+// SegmentOf returns the start of the segment of m a sample at time t falls
+// in: the last one that starts at or before t, else the head.
+func (m Manifest) SegmentOf(t int64) int64 {
+	i := sort.Search(len(m), func(i int) bool { return m[i].Start > t })
+	if i == 0 {
+		return HeadSegment
+	}
+	return m[i-1].Start
+}
+
+// Hash returns the hash of the segment that starts at start.
+func (m Manifest) Hash(start int64) (uint64, bool) {
+	i := sort.Search(len(m), func(i int) bool { return m[i].Start >= start })
+	if i < len(m) && m[i].Start == start {
+		return m[i].Hash, true
+	}
+	return 0, false
+}
+
+// Touched groups added (in time order) by the segment of m each falls in.
+func (m Manifest) Touched(added []domain.Sample) map[int64][]domain.Sample {
+	out := make(map[int64][]domain.Sample)
+	for _, s := range added {
+		start := m.SegmentOf(s.Time)
+		out[start] = append(out[start], s)
+	}
+	return out
+}
+
+// Extend returns what changes when added joins a history laid out as m:
+// the segments to write (the touched ones, merged with their new samples
+// and cut again, so a sample that starts a segment splits the one it fell
+// in) and the starts of segments left empty (the head, when a sample that
+// starts a segment came before all of it), with the manifest that lists
+// the result. have holds the samples of every segment that added touches
+// (see Touched), by start.
+func (m Manifest) Extend(have map[int64][]domain.Sample, added []domain.Sample) (write []Segment, gone []int64, next Manifest) {
+	touched := m.Touched(added)
+	hashes := make(map[int64]uint64, len(m)+len(touched))
+	for _, it := range m {
+		hashes[it.Start] = it.Hash
+	}
+	for start, group := range touched {
+		segs := Segments(MergeSamples(have[start], group))
+		if segs[0].Start != start {
+			delete(hashes, start) // the head, now wholly after a new start
+			gone = append(gone, start)
+		}
+		for _, s := range segs {
+			hashes[s.Start] = SegmentHash(EncodeSegment(s.Samples))
+			write = append(write, s)
+		}
+	}
+	next = make(Manifest, 0, len(hashes))
+	for start, h := range hashes {
+		next = append(next, ManifestItem{start, h})
+	}
+	slices.SortFunc(next, func(a, b ManifestItem) int { return int(min(max(a.Start-b.Start, -1), 1)) })
+	slices.SortFunc(write, func(a, b Segment) int { return int(min(max(a.Start-b.Start, -1), 1)) })
+	return write, gone, next
+}
+
+// SegmentHash is the hash a manifest records for a segment's body.
+func SegmentHash(body []byte) uint64 { return xxhash.Sum64(body) }
+
+// A segment's body is a header line "len(actual) len(goal)\n", then its
+// three columns as the original routes write them (numbers joined by
+// commas), one after the other: a reader slices them without a scan.
+
+// EncodeSegment writes samples (in time order) as a segment's body.
+func EncodeSegment(samples []domain.Sample) []byte {
+	column := func(b []byte, v func(domain.Sample) int64) []byte {
+		for i, s := range samples {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = strconv.AppendInt(b, v(s), 10)
+		}
+		return b
+	}
+	cols := column(make([]byte, 0, 24*len(samples)), func(s domain.Sample) int64 { return s.Actual })
+	nActual := len(cols)
+	cols = column(cols, func(s domain.Sample) int64 { return s.Goal })
+	nGoal := len(cols) - nActual
+	cols = column(cols, func(s domain.Sample) int64 { return s.Time })
+	b := strconv.AppendInt(make([]byte, 0, 24+len(cols)), int64(nActual), 10)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, int64(nGoal), 10)
+	b = append(b, '\n')
+	return append(b, cols...)
+}
+
+// Columns are a segment's three columns, as the original routes write
+// them.
+type Columns struct{ Actual, Goal, Time []byte }
+
+// SegmentColumns slices a segment's body into its columns.
+func SegmentColumns(body []byte) (Columns, error) {
+	head, cols, ok := bytes.Cut(body, []byte{'\n'})
+	if !ok {
+		return Columns{}, errors.New("corrupt history segment: no header")
+	}
+	a, g, ok := bytes.Cut(head, []byte{' '})
+	nA, errA := strconv.Atoi(string(a))
+	nG, errG := strconv.Atoi(string(g))
+	if !ok || errA != nil || errG != nil || nA < 0 || nG < 0 || nA+nG > len(cols) {
+		return Columns{}, fmt.Errorf("corrupt history segment: header %q", head)
+	}
+	return Columns{Actual: cols[:nA:nA], Goal: cols[nA : nA+nG : nA+nG], Time: cols[nA+nG:]}, nil
+}
+
+// DecodeSegment is the inverse of EncodeSegment.
+func DecodeSegment(body []byte) ([]domain.Sample, error) {
+	c, err := SegmentColumns(body)
+	if err != nil {
+		return nil, err
+	}
+	parse := func(col []byte) ([]int64, error) {
+		var out []int64
+		for len(col) > 0 {
+			num, rest, _ := bytes.Cut(col, []byte{','})
+			n, err := strconv.ParseInt(string(num), 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("corrupt history segment: %q", num)
+			}
+			out, col = append(out, n), rest
+		}
+		return out, nil
+	}
+	actual, errA := parse(c.Actual)
+	goal, errG := parse(c.Goal)
+	times, errT := parse(c.Time)
+	if err := errors.Join(errA, errG, errT); err != nil {
+		return nil, err
+	}
+	if len(actual) != len(times) || len(goal) != len(times) {
+		return nil, errors.New("corrupt history segment: columns of different lengths")
+	}
+	out := make([]domain.Sample, len(times))
+	for i := range times {
+		out[i] = domain.Sample{Time: times[i], Actual: actual[i], Goal: goal[i]}
+	}
+	return out, nil
+}
