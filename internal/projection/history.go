@@ -63,7 +63,7 @@ func (p *Projector) extendHistory(ctx context.Context, f domain.Factory, man rea
 	var keys []string
 	var starts []int64
 	for start := range m.Touched(added) {
-		if _, ok := m.Hash(start); ok {
+		if _, ok := m.Item(start); ok {
 			keys, starts = append(keys, readmodel.HistorySegmentKey(f.ID, start)), append(starts, start)
 		}
 	}
@@ -72,8 +72,8 @@ func (p *Projector) extendHistory(ctx context.Context, f domain.Factory, man rea
 		return false, err
 	}
 	for i, start := range starts {
-		want, _ := m.Hash(start)
-		if !oks[i] || entries[i].ETag != strconv.FormatUint(want, 16) {
+		want, _ := m.Item(start)
+		if !oks[i] || entries[i].ETag != strconv.FormatUint(want.Hash, 16) {
 			return false, nil // not the segment the manifest lists
 		}
 		if have[start], err = readmodel.DecodeSegment(entries[i].Body); err != nil {

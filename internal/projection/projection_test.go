@@ -263,7 +263,7 @@ func TestLongHistoryAppends(t *testing.T) {
 	if err != nil || len(m) < 5 {
 		t.Fatalf("manifest of %d segments, %v", len(m), err)
 	}
-	if _, ok := m.Hash(starts); !ok {
+	if _, ok := m.Item(starts); !ok {
 		t.Errorf("the sample at %d did not start a segment", starts)
 	}
 	w.verify(t)

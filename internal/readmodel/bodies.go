@@ -128,10 +128,33 @@ func AppendChartPieces(out []Piece, segs []HeldSegment) []Piece {
 // AppendFactoryPieces appends the factory item of the original routes, for
 // factory id whose history's segments are segs: GET /api/factory/{id}.
 func AppendFactoryPieces(out []Piece, id int64, segs []HeldSegment) []Piece {
-	head := append([]byte(`{"factory":{"id":`), strconv.AppendInt(nil, id, 10)...)
-	out = append(out, Piece{Bytes: append(head, `,"chart_data":`...)})
+	out = append(out, Piece{Bytes: factoryHead(id)})
 	out = AppendChartPieces(out, segs)
 	return append(out, pieceFactoryTo)
+}
+
+// factoryHead is what comes before a factory's chart data.
+func factoryHead(id int64) []byte {
+	b := append([]byte(`{"factory":{"id":`), strconv.AppendInt(nil, id, 10)...)
+	return append(b, `,"chart_data":`...)
+}
+
+// ChartSize is the length of the chart data of a history laid out as m.
+func ChartSize(m Manifest) int {
+	n := len(pieceActual.Bytes) + len(pieceGoal.Bytes) + len(pieceTime.Bytes) + len(pieceChartEnd.Bytes)
+	for i, it := range m {
+		n += it.Size
+		if i > 0 {
+			n += 3 * len(pieceComma.Bytes) // one in each column
+		}
+	}
+	return n
+}
+
+// FactorySize is the length of the factory item of factory id, whose
+// history is laid out as m.
+func FactorySize(id int64, m Manifest) int {
+	return len(factoryHead(id)) + ChartSize(m) + len(pieceFactoryTo.Bytes)
 }
 
 // FactoryHistory is one factory of GET /api/factories.

@@ -99,17 +99,26 @@ func Segments(samples []domain.Sample) []Segment {
 	return out
 }
 
-// ManifestItem names one segment of a history and the hash of its body.
+// ManifestItem names one segment of a history, with the hash of its body
+// and the length of its columns, so that an answer's length and ETag are
+// known from the manifest alone.
 type ManifestItem struct {
 	Start int64
 	Hash  uint64
+	Size  int
+}
+
+// ItemOf returns what a manifest says of the segment that starts at start
+// and whose body is body.
+func ItemOf(start int64, body []byte) ManifestItem {
+	return ManifestItem{Start: start, Hash: SegmentHash(body), Size: len(body) - bytes.IndexByte(body, '\n') - 1}
 }
 
 // Manifest lists a history's segments in time order (the head first).
 type Manifest []ManifestItem
 
-// EncodeManifest writes m as lines "start hash" (the head's start as "h",
-// the hash in hex).
+// EncodeManifest writes m as lines "start hash size" (the head's start as
+// "h", the hash in hex).
 func EncodeManifest(m Manifest) []byte {
 	b := make([]byte, 0, 32*len(m))
 	for _, it := range m {
@@ -120,6 +129,8 @@ func EncodeManifest(m Manifest) []byte {
 		}
 		b = append(b, ' ')
 		b = strconv.AppendUint(b, it.Hash, 16)
+		b = append(b, ' ')
+		b = strconv.AppendInt(b, int64(it.Size), 10)
 		b = append(b, '\n')
 	}
 	return b
@@ -134,8 +145,9 @@ func DecodeManifest(b []byte) (Manifest, error) {
 			return nil, errors.New("corrupt history manifest: unterminated line")
 		}
 		b = rest
-		start, hash, ok := bytes.Cut(line, []byte{' '})
-		if !ok {
+		start, rest, ok1 := bytes.Cut(line, []byte{' '})
+		hash, size, ok2 := bytes.Cut(rest, []byte{' '})
+		if !ok1 || !ok2 {
 			return nil, fmt.Errorf("corrupt history manifest: line %q", line)
 		}
 		it := ManifestItem{Start: HeadSegment}
@@ -147,6 +159,9 @@ func DecodeManifest(b []byte) (Manifest, error) {
 		}
 		if it.Hash, err = strconv.ParseUint(string(hash), 16, 64); err != nil {
 			return nil, fmt.Errorf("corrupt history manifest: hash %q", hash)
+		}
+		if it.Size, err = strconv.Atoi(string(size)); err != nil || it.Size < 0 {
+			return nil, fmt.Errorf("corrupt history manifest: size %q", size)
 		}
 		m = append(m, it)
 	}
@@ -163,13 +178,13 @@ func (m Manifest) SegmentOf(t int64) int64 {
 	return m[i-1].Start
 }
 
-// Hash returns the hash of the segment that starts at start.
-func (m Manifest) Hash(start int64) (uint64, bool) {
+// Item returns what m says of the segment that starts at start.
+func (m Manifest) Item(start int64) (ManifestItem, bool) {
 	i := sort.Search(len(m), func(i int) bool { return m[i].Start >= start })
 	if i < len(m) && m[i].Start == start {
-		return m[i].Hash, true
+		return m[i], true
 	}
-	return 0, false
+	return ManifestItem{}, false
 }
 
 // Touched groups added (in time order) by the segment of m each falls in.
@@ -191,24 +206,24 @@ func (m Manifest) Touched(added []domain.Sample) map[int64][]domain.Sample {
 // (see Touched), by start.
 func (m Manifest) Extend(have map[int64][]domain.Sample, added []domain.Sample) (write []Segment, gone []int64, next Manifest) {
 	touched := m.Touched(added)
-	hashes := make(map[int64]uint64, len(m)+len(touched))
+	items := make(map[int64]ManifestItem, len(m)+len(touched))
 	for _, it := range m {
-		hashes[it.Start] = it.Hash
+		items[it.Start] = it
 	}
 	for start, group := range touched {
 		segs := Segments(MergeSamples(have[start], group))
 		if segs[0].Start != start {
-			delete(hashes, start) // the head, now wholly after a new start
+			delete(items, start) // the head, now wholly after a new start
 			gone = append(gone, start)
 		}
 		for _, s := range segs {
-			hashes[s.Start] = SegmentHash(EncodeSegment(s.Samples))
+			items[s.Start] = ItemOf(s.Start, EncodeSegment(s.Samples))
 			write = append(write, s)
 		}
 	}
-	next = make(Manifest, 0, len(hashes))
-	for start, h := range hashes {
-		next = append(next, ManifestItem{start, h})
+	next = make(Manifest, 0, len(items))
+	for _, it := range items {
+		next = append(next, it)
 	}
 	slices.SortFunc(next, func(a, b ManifestItem) int { return int(min(max(a.Start-b.Start, -1), 1)) })
 	slices.SortFunc(write, func(a, b Segment) int { return int(min(max(a.Start-b.Start, -1), 1)) })

@@ -25,6 +25,20 @@ func TestLongHistoryIsWhatJSONMakes(t *testing.T) {
 	if got := chartBody(samples); string(got) != string(want) {
 		t.Fatalf("chart data differs from encoding/json's (len %d, want %d)", len(got), len(want))
 	}
+	// The manifest alone gives the answers' lengths.
+	for _, n := range []int{0, 1, 2, 30_000} {
+		man, _ := HeldHistory(domain.Factory{ID: 12, Version: 1}, samples[:n])
+		m, err := DecodeManifest(man.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := ChartSize(m), len(chartBody(samples[:n])); got != want {
+			t.Errorf("%d samples: ChartSize %d, the body %d bytes", n, got, want)
+		}
+		if got, want := FactorySize(12, m), len(factoryBody(12, samples[:n])); got != want {
+			t.Errorf("%d samples: FactorySize %d, the body %d bytes", n, got, want)
+		}
+	}
 }
 
 // Whatever order samples arrive in, and however they are batched, the
@@ -53,7 +67,7 @@ func TestExtendLaysOutAsARebuild(t *testing.T) {
 			slices.SortFunc(added, func(a, b domain.Sample) int { return int(a.Time - b.Time) })
 			have := map[int64][]domain.Sample{}
 			for start := range m.Touched(added) {
-				if _, ok := m.Hash(start); ok {
+				if _, ok := m.Item(start); ok {
 					have[start] = store[start]
 				}
 			}
@@ -70,7 +84,7 @@ func TestExtendLaysOutAsARebuild(t *testing.T) {
 			var want Manifest
 			wantStore := map[int64][]domain.Sample{}
 			for _, s := range Segments(all) {
-				want = append(want, ManifestItem{s.Start, SegmentHash(EncodeSegment(s.Samples))})
+				want = append(want, ItemOf(s.Start, EncodeSegment(s.Samples)))
 				wantStore[s.Start] = s.Samples
 			}
 			if !reflect.DeepEqual(m, want) {
@@ -84,7 +98,7 @@ func TestExtendLaysOutAsARebuild(t *testing.T) {
 }
 
 func TestManifestAndSegmentsRoundTrip(t *testing.T) {
-	m := Manifest{{HeadSegment, 0xabc}, {0, 1}, {1_600_000_000, ^uint64(0)}}
+	m := Manifest{{HeadSegment, 0xabc, 5}, {0, 1, 0}, {1_600_000_000, ^uint64(0), 1 << 20}}
 	got, err := DecodeManifest(EncodeManifest(m))
 	if err != nil || !reflect.DeepEqual(got, m) {
 		t.Fatalf("manifest round trip: %v, %v", got, err)
@@ -92,7 +106,7 @@ func TestManifestAndSegmentsRoundTrip(t *testing.T) {
 	if got, err := DecodeManifest(nil); err != nil || len(got) != 0 {
 		t.Fatalf("empty manifest: %v, %v", got, err)
 	}
-	for _, bad := range []string{"h 1", "x 1\n", "-5 1\n", "1 zz\n", "1\n"} {
+	for _, bad := range []string{"h 1 1", "x 1 1\n", "-5 1 1\n", "1 zz 1\n", "1 1\n", "1 1 -1\n", "1\n"} {
 		if _, err := DecodeManifest([]byte(bad)); err == nil {
 			t.Errorf("manifest %q decoded", bad)
 		}

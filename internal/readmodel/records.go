@@ -46,9 +46,8 @@ func FactoryRecord(ids *publicid.Codec, f domain.Factory) Record {
 // (at f's version), and what the manifest says of it.
 func SegmentRecord(f domain.Factory, s Segment) (Record, ManifestItem) {
 	body := EncodeSegment(s.Samples)
-	hash := SegmentHash(body)
-	return Record{HistorySegmentKey(f.ID, s.Start), Entry{Body: body, ETag: strconv.FormatUint(hash, 16), Version: f.Version, Org: f.OrgID}},
-		ManifestItem{Start: s.Start, Hash: hash}
+	it := ItemOf(s.Start, body)
+	return Record{HistorySegmentKey(f.ID, s.Start), Entry{Body: body, ETag: strconv.FormatUint(it.Hash, 16), Version: f.Version, Org: f.OrgID}}, it
 }
 
 // ManifestRecord returns the record of factory f's history manifest, at

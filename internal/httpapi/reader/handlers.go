@@ -235,8 +235,9 @@ func (h *Handlers) send(c *fiber.Ctx, e readmodel.Entry, org int64, v view, sour
 	if e.Deleted || e.Org != org {
 		return v.notFound()
 	}
-	enc, ok := h.answer(c, e.ETag, source, len(e.Body))
-	if !ok {
+	h.served(source)
+	enc, fresh := h.answer(c, e.ETag, source, len(e.Body))
+	if !fresh {
 		return c.SendStatus(http.StatusNotModified)
 	}
 	if enc == "" {
@@ -245,13 +246,35 @@ func (h *Handlers) send(c *fiber.Ctx, e readmodel.Entry, org int64, v view, sour
 	return c.Send(h.encoder.Encode(v.key, e.ETag, enc, e.Body))
 }
 
-// sendPieces sends a body made of pieces, whose ETag is etag; key names it
-// (with etag) for keeping its encoded forms.
-func (h *Handlers) sendPieces(c *fiber.Ctx, key, etag, source string, pieces []readmodel.Piece) error {
-	enc, ok := h.answer(c, etag, source, readmodel.Size(pieces))
-	if !ok {
-		return c.SendStatus(http.StatusNotModified)
+// headerReadSource says where an answer came from: FromMemory, FromCache,
+// or the database's postgres.FromReplica or FromLeader.
+const headerReadSource = "X-Read-Source"
+
+// answer sets the headers of a read's answer, whose body (of size bytes)
+// has the ETag etag and came from source, and returns the encoding to send
+// it in; false when the client's copy is current (a 304 is the answer).
+// Called again for the same request, it replaces what it set.
+func (h *Handlers) answer(c *fiber.Ctx, etag, source string, size int) (string, bool) {
+	c.Set(headerReadSource, source)
+	c.Set(fiber.HeaderCacheControl, "no-cache")
+	c.Vary(fiber.HeaderAcceptEncoding)
+	enc := h.encoder.Choose(c.Get(fiber.HeaderAcceptEncoding), size)
+	etag = compress.ETag(etag, enc)
+	c.Set(fiber.HeaderETag, etag)
+	c.Response().Header.Del(fiber.HeaderContentEncoding)
+	if httpapi.NotModified(c, etag) {
+		return "", false
 	}
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	if enc != "" {
+		c.Set(fiber.HeaderContentEncoding, enc)
+	}
+	return enc, true
+}
+
+// writePieces sends a body made of pieces, encoded with enc; key and etag
+// name it for keeping its encoded forms.
+func (h *Handlers) writePieces(c *fiber.Ctx, key, etag, enc string, pieces []readmodel.Piece) error {
 	if enc != "" {
 		pieces = h.encoder.EncodePieces(key, etag, enc, pieces)
 	}
@@ -270,27 +293,6 @@ func (h *Handlers) sendPieces(c *fiber.Ctx, key, etag, source string, pieces []r
 // joinUnder is the size under which a body in pieces is joined into one
 // buffer to send: copying it costs less than streaming it.
 const joinUnder = 64 << 10
-
-// answer sets the headers of a read's answer, whose body (of size bytes)
-// has the ETag etag and came from source, and returns the encoding to send
-// it in; false when the client's copy is current (a 304 is the answer).
-func (h *Handlers) answer(c *fiber.Ctx, etag, source string, size int) (string, bool) {
-	h.served(source)
-	c.Set("X-Read-Source", source)
-	c.Set(fiber.HeaderCacheControl, "no-cache")
-	c.Vary(fiber.HeaderAcceptEncoding)
-	enc := h.encoder.Choose(c.Get(fiber.HeaderAcceptEncoding), size)
-	etag = compress.ETag(etag, enc)
-	c.Set(fiber.HeaderETag, etag)
-	if httpapi.NotModified(c, etag) {
-		return "", false
-	}
-	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
-	if enc != "" {
-		c.Set(fiber.HeaderContentEncoding, enc)
-	}
-	return enc, true
-}
 
 // dbError passes domain errors through and turns a database failure into a
 // 503: it is no fault of the client's.

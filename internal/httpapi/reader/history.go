@@ -2,6 +2,7 @@ package reader
 
 import (
 	"context"
+	"net/http"
 	"slices"
 	"strconv"
 	"time"
@@ -35,52 +36,94 @@ func (h *Handlers) compatFactory(c *fiber.Ctx) error { return h.serveHistory(c, 
 func (h *Handlers) compatChartData(c *fiber.Ctx) error { return h.serveHistory(c, false) }
 
 // serveHistory sends factory :id's history: the factory item when whole,
-// else its chart data alone.
+// else its chart data alone. The manifest gives the answer's ETag and
+// length, so a client whose copy is current gets its 304 before any
+// segment is read. When a segment is newer than the manifest read (an
+// append came in between), the manifest is read again, from Redis; after
+// a few tries, or when Redis fails, the database answers.
 func (h *Handlers) serveHistory(c *fiber.Ctx, whole bool) error {
 	id, err := httpapi.ID(c, "id")
 	if err != nil {
 		return err
 	}
+	ctx := c.UserContext()
 	org := h.org(c)
 	tok, err := h.token(c, org)
 	if err != nil {
 		return err
 	}
 	v := view{key: readmodel.FactoryCompatKey(id), aggregate: events.Factory, id: id, ref: c.Params("id")}
-	hist, source, ok := h.historyFromCache(c.UserContext(), v, org, tok)
-	if !ok {
-		var f domain.Factory
-		var samples []domain.Sample
-		source, err = h.db.Do(c.UserContext(), minLSN(tok), func(q Queries) error {
-			f, samples, err = q.FactoryHistory(c.UserContext(), org, id)
-			return err
-		})
-		if domain.ErrorCode(err) == domain.ENOTFOUND {
-			return v.notFound()
+	send := func(man readmodel.Entry, m readmodel.Manifest, source string, segs func() ([]readmodel.HeldSegment, string, bool)) (bool, error) {
+		if man.Deleted || man.Org != org {
+			return true, v.notFound()
 		}
-		if err != nil {
-			return h.dbError(err)
+		etag, size := man.ETag, readmodel.ChartSize(m)
+		if whole {
+			etag, size = readmodel.FactoryETag(etag), readmodel.FactorySize(id, m)
 		}
-		hist.manifest, hist.segments = readmodel.HeldHistory(f, samples)
+		enc, fresh := h.answer(c, etag, source, size)
+		if !fresh {
+			h.served(source)
+			return true, c.SendStatus(http.StatusNotModified)
+		}
+		held, from, ok := segs()
+		if !ok {
+			return false, nil
+		}
+		h.served(from)
+		c.Set(headerReadSource, from)
+		pieces := readmodel.AppendChartPieces(nil, held)
+		if whole {
+			pieces = readmodel.AppendFactoryPieces(nil, id, held)
+		}
+		return true, h.writePieces(c, v.key, etag, enc, pieces)
 	}
-	if hist.manifest.Deleted || hist.manifest.Org != org {
+	for attempt := 0; attempt < 3 && time.Now().UnixNano() >= h.skipTil.Load(); attempt++ {
+		v.skipMemory = attempt > 0
+		man, source, ok := h.fromCache(ctx, v, tok)
+		if !ok {
+			break
+		}
+		m, err := readmodel.DecodeManifest(man.Body)
+		if err != nil {
+			h.log.Warn("history manifest unreadable, reading the database", "key", v.key, "err", err)
+			break
+		}
+		done, err := send(man, m, source, func() ([]readmodel.HeldSegment, string, bool) {
+			segs, fromMemory, ok := h.segments(ctx, id, m)
+			if fromMemory {
+				return segs, source, ok
+			}
+			return segs, FromCache, ok
+		})
+		if done {
+			return err
+		}
+	}
+	var f domain.Factory
+	var samples []domain.Sample
+	source, err := h.db.Do(ctx, minLSN(tok), func(q Queries) error {
+		f, samples, err = q.FactoryHistory(ctx, org, id)
+		return err
+	})
+	if domain.ErrorCode(err) == domain.ENOTFOUND {
 		return v.notFound()
 	}
-	if whole {
-		return h.sendPieces(c, v.key, readmodel.FactoryETag(hist.manifest.ETag), source,
-			readmodel.AppendFactoryPieces(nil, id, hist.segments))
+	if err != nil {
+		return h.dbError(err)
 	}
-	return h.sendPieces(c, v.key, hist.manifest.ETag, source, readmodel.AppendChartPieces(nil, hist.segments))
+	man, segs := readmodel.HeldHistory(f, samples)
+	m, _ := readmodel.DecodeManifest(man.Body) // just made: well formed
+	_, err = send(man, m, source, func() ([]readmodel.HeldSegment, string, bool) { return segs, source, true })
+	return err
 }
 
-// historyFromCache returns the history v names from the reader's memory or
-// Redis, at least as new as tok, and where it came from; only its manifest
-// when it is deleted or not org's. When a segment is newer than the
-// manifest read (an append came in between), it reads the manifest again,
-// from Redis; after a few tries it gives up (false), and the database
-// answers.
+// historyFromCache returns the history v names, with its segments, from
+// the reader's memory or Redis, at least as new as tok, and where it came
+// from; only its manifest when it is deleted or not org's. False when it
+// cannot (see serveHistory).
 func (h *Handlers) historyFromCache(ctx context.Context, v view, org int64, tok *consistency.Token) (history, string, bool) {
-	for attempt := 0; attempt < 3; attempt++ {
+	for attempt := 0; attempt < 3 && time.Now().UnixNano() >= h.skipTil.Load(); attempt++ {
 		v.skipMemory = attempt > 0
 		man, source, ok := h.fromCache(ctx, v, tok)
 		if !ok {
@@ -89,29 +132,26 @@ func (h *Handlers) historyFromCache(ctx context.Context, v view, org int64, tok 
 		if man.Deleted || man.Org != org {
 			return history{manifest: man}, source, true
 		}
-		segs, fromMemory, ok := h.segments(ctx, v.id, man)
+		m, err := readmodel.DecodeManifest(man.Body)
+		if err != nil {
+			h.log.Warn("history manifest unreadable, reading the database", "key", v.key, "err", err)
+			return history{}, "", false
+		}
+		segs, fromMemory, ok := h.segments(ctx, v.id, m)
 		if ok {
 			if !fromMemory {
 				source = FromCache
 			}
 			return history{manifest: man, segments: segs}, source, true
 		}
-		if time.Now().UnixNano() < h.skipTil.Load() {
-			return history{}, "", false
-		}
 	}
 	return history{}, "", false
 }
 
-// segments returns the segments man lists for factory id, each from the
+// segments returns the segments m lists for factory id, each from the
 // reader's memory or else Redis, and whether all came from memory. It
-// fails (false) when a segment is not the one man lists or Redis fails.
-func (h *Handlers) segments(ctx context.Context, id int64, man readmodel.Entry) ([]readmodel.HeldSegment, bool, bool) {
-	m, err := readmodel.DecodeManifest(man.Body)
-	if err != nil {
-		h.log.Warn("history manifest unreadable, reading the database", "key", readmodel.FactoryCompatKey(id), "err", err)
-		return nil, false, false
-	}
+// fails (false) when a segment is not the one m lists or Redis fails.
+func (h *Handlers) segments(ctx context.Context, id int64, m readmodel.Manifest) ([]readmodel.HeldSegment, bool, bool) {
 	out := make([]readmodel.HeldSegment, len(m))
 	var missing []int
 	var keys []string
@@ -256,7 +296,14 @@ func (h *Handlers) sendFactories(c *fiber.Ctx, ids []int64, hists []history, sou
 		items[i] = readmodel.FactoryHistory{ID: ids[i], Segments: hist.segments}
 		charts[i] = hist.manifest.ETag
 	}
-	return h.sendPieces(c, readmodel.OrgFactoriesKey(h.org(c)), readmodel.FactoriesETag(ids, charts), source, readmodel.FactoriesPieces(items))
+	pieces := readmodel.FactoriesPieces(items)
+	etag := readmodel.FactoriesETag(ids, charts)
+	h.served(source)
+	enc, fresh := h.answer(c, etag, source, readmodel.Size(pieces))
+	if !fresh {
+		return c.SendStatus(http.StatusNotModified)
+	}
+	return h.writePieces(c, readmodel.OrgFactoriesKey(h.org(c)), etag, enc, pieces)
 }
 
 // minLSN is the position a database must have replayed to answer for tok.
