@@ -108,10 +108,6 @@ type variantKey struct {
 type variant struct {
 	id   variantKey
 	body []byte
-	// crc and n are, for a gzip piece, the CRC-32 and length of what it
-	// encodes.
-	crc uint32
-	n   int
 }
 
 // size is what a kept variant counts against the budget: its bytes, its
@@ -127,7 +123,7 @@ func New(budget int64, reg prometheus.Registerer) *Cache {
 	}
 	c := &Cache{budget: budget, zstd: enc, lru: list.New(), byKey: map[variantKey]*list.Element{},
 		encoded: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sprockets_compressions_total", Help: "Bodies compressed, by encoding: once per body and encoding while it is kept.",
+			Name: "sprockets_compressions_total", Help: "Bodies, and pieces of bodies sent in pieces, compressed, by encoding: once each while it is kept.",
 		}, []string{"encoding"}),
 	}
 	c.bytes = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -161,8 +157,8 @@ func (c *Cache) Encode(key, etag, enc string, body []byte) []byte {
 }
 
 // variant returns the variant id names, kept from an earlier call or made
-// now by make.
-func (c *Cache) variant(id variantKey, make func() *variant) *variant {
+// now by encode.
+func (c *Cache) variant(id variantKey, encode func() *variant) *variant {
 	c.mu.Lock()
 	if el, ok := c.byKey[id]; ok {
 		c.lru.MoveToFront(el)
@@ -171,7 +167,7 @@ func (c *Cache) variant(id variantKey, make func() *variant) *variant {
 		return v
 	}
 	c.mu.Unlock()
-	v := make()
+	v := encode()
 	v.id = id
 	if id.enc == Zstd || id.enc == Gzip {
 		c.encoded.WithLabelValues(id.enc).Inc()

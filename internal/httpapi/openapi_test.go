@@ -17,6 +17,7 @@ import (
 	"github.com/sprockets-api/sprockets/internal/httpapi"
 	"github.com/sprockets-api/sprockets/internal/httpapi/reader"
 	"github.com/sprockets-api/sprockets/internal/httpapi/writer"
+	"github.com/sprockets-api/sprockets/internal/publicid"
 )
 
 // The OpenAPI document describes exactly the routes the programs serve.
@@ -40,7 +41,11 @@ func TestOpenAPIMatchesTheRoutes(t *testing.T) {
 	writer.Routes(w, writer.New(nil, nil, nil))
 	collect(w)
 	r := httpapi.NewApp(httpapi.ServerConfig{Name: "r"}, log, prometheus.NewRegistry())
-	reader.Routes(r, reader.New(nil, nil, nil, nil, reader.Config{}, log, func(string) {}))
+	ids, err := publicid.New("openapi tests' key of 32 bytes!!")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader.Routes(r, reader.New(nil, nil, nil, nil, reader.Config{IDs: ids}, log, func(string) {}))
 	collect(r)
 
 	var doc struct {

@@ -19,7 +19,7 @@ import (
 // segments; on a gap, or when a concurrent writer got in the way, it
 // rebuilds the history from Postgres.
 func (p *Projector) applyHistory(ctx context.Context, f domain.Factory, added []domain.Sample) error {
-	man, ok, err := p.cache.Get(ctx, readmodel.FactoryCompatKey(f.ID), false)
+	man, ok, err := p.cache.Get(ctx, readmodel.HistoryKey(f.ID), false)
 	if err != nil {
 		return err
 	}
@@ -36,6 +36,7 @@ func (p *Projector) applyHistory(ctx context.Context, f domain.Factory, added []
 			return err
 		}
 	}
+	p.histories.Inc()
 	return p.rebuildHistory(ctx, f.ID)
 }
 
@@ -46,13 +47,12 @@ func (p *Projector) applyHistory(ctx context.Context, f domain.Factory, added []
 // or what it read is not what the manifest says.
 func (p *Projector) extendHistory(ctx context.Context, f domain.Factory, man readmodel.Entry, added []domain.Sample) (bool, error) {
 	if f.Deleted() {
-		// The segments go first (and the manifest with them: the index
-		// lists it), then the tombstone: it is there for good.
-		if err := p.dropIndexed(ctx, readmodel.SegmentIndexKey(f.ID)); err != nil {
+		// The tombstone first: from then on nothing extends the history,
+		// and the segments can go.
+		if _, err := p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Newer, Records: []readmodel.Record{readmodel.ManifestRecord(f, nil)}}); err != nil {
 			return false, err
 		}
-		_, err := p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Newer, Records: []readmodel.Record{readmodel.ManifestRecord(f, nil)}})
-		return true, err
+		return true, p.pruneHistory(ctx, f.ID, nil)
 	}
 	m, err := readmodel.DecodeManifest(man.Body)
 	if err != nil {
@@ -81,7 +81,7 @@ func (p *Projector) extendHistory(ctx context.Context, f domain.Factory, man rea
 		}
 		versions[keys[i]] = entries[i].Version
 	}
-	write, gone, next := m.Extend(have, added)
+	write, gone, next := m.Extend(p.layout, have, added)
 	var w readmodel.Write
 	w.Org, w.Rule, w.Index = f.OrgID, readmodel.AllExact, readmodel.SegmentIndexKey(f.ID)
 	for _, s := range write {
@@ -94,12 +94,16 @@ func (p *Projector) extendHistory(ctx context.Context, f domain.Factory, man rea
 		return false, err
 	}
 	switch res[0][0] {
-	case readmodel.Fenced:
-		return true, nil
+	case readmodel.Written:
+		keys := make([]string, len(gone))
+		for i, start := range gone {
+			keys[i] = readmodel.HistorySegmentKey(f.ID, start)
+		}
+		return true, p.cache.PruneSegments(ctx, f.ID, keys)
 	case readmodel.Refused:
 		return false, nil
 	}
-	return true, p.dropSegments(ctx, f.ID, gone)
+	return true, nil // made by another projector, or fenced
 }
 
 // rebuildHistory writes factory id's history from Postgres, under the Newer
@@ -114,7 +118,7 @@ func (p *Projector) rebuildHistory(ctx context.Context, id int64) error {
 	if err != nil {
 		return fmt.Errorf("rebuild history of factory %d: %w", id, err)
 	}
-	records := readmodel.HistoryRecords(f, samples)
+	records := readmodel.HistoryRecords(p.layout, f, samples)
 	index := readmodel.SegmentIndexKey(f.ID)
 	for start := 0; start < len(records); start += 500 {
 		chunk := records[start:min(start+500, len(records))]
@@ -126,7 +130,15 @@ func (p *Projector) rebuildHistory(ctx context.Context, id int64) error {
 	for _, r := range records {
 		listed[r.Key] = true
 	}
-	indexed, err := p.cache.Indexed(ctx, index)
+	return p.pruneHistory(ctx, f.ID, listed)
+}
+
+// pruneHistory deletes the segments of factory id's history that its
+// index lists and listed does not, each unless the manifest lists it when
+// it is deleted: a rebuild from an older snapshot, or a deletion, never
+// takes a segment a newer manifest holds.
+func (p *Projector) pruneHistory(ctx context.Context, id int64, listed map[string]bool) error {
+	indexed, err := p.cache.Indexed(ctx, readmodel.SegmentIndexKey(id))
 	if err != nil {
 		return err
 	}
@@ -136,16 +148,7 @@ func (p *Projector) rebuildHistory(ctx context.Context, id int64) error {
 			stale = append(stale, k)
 		}
 	}
-	return p.deleteKeys(ctx, stale)
-}
-
-// dropSegments removes the segments of factory id that start at starts.
-func (p *Projector) dropSegments(ctx context.Context, id int64, starts []int64) error {
-	keys := make([]string, len(starts))
-	for i, s := range starts {
-		keys[i] = readmodel.HistorySegmentKey(id, s)
-	}
-	return p.deleteKeys(ctx, keys)
+	return p.cache.PruneSegments(ctx, id, stale)
 }
 
 // dropIndexed removes the keys an index lists, and the index: a history

@@ -161,7 +161,8 @@ func TestFactoryHistoryProjection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.apply(t, w.take(t)[0], Applied)
+	created := w.take(t)[0]
+	w.apply(t, created, Applied)
 	w.verify(t)
 	// Appends merge into their buckets; a redelivery changes nothing.
 	if _, _, _, err := w.store.AppendSamples(ctx, domain.System(1, "test"), f.ID, 0, []domain.Sample{s(20, 3), s(7300, 4)}); err != nil {
@@ -197,8 +198,14 @@ func TestFactoryHistoryProjection(t *testing.T) {
 	if _, ok, _ := w.cache.Get(ctx, readmodel.HistorySegmentKey(f.ID, readmodel.HeadSegment), false); ok {
 		t.Errorf("a deleted factory's history segment is still there")
 	}
-	if m, ok, _ := w.cache.Get(ctx, readmodel.FactoryCompatKey(f.ID), false); !ok || !m.Deleted {
+	if m, ok, _ := w.cache.Get(ctx, readmodel.HistoryKey(f.ID), false); !ok || !m.Deleted {
 		t.Errorf("a deleted factory's manifest: %+v, %v", m, ok)
+	}
+	w.verify(t)
+	// A late redelivery of the creation brings back nothing.
+	w.apply(t, created, Duplicate)
+	if _, ok, _ := w.cache.Get(ctx, readmodel.HistorySegmentKey(f.ID, readmodel.HeadSegment), false); ok {
+		t.Errorf("a late creation brought a segment back")
 	}
 	w.verify(t)
 }
@@ -243,7 +250,7 @@ func TestLongHistoryAppends(t *testing.T) {
 	// that starts a segment.
 	var starts int64 = -1
 	for tm := int64(1_000_030); starts < 0; tm += 60 {
-		if readmodel.StartsSegment(tm) {
+		if readmodel.LayoutOf(ids).StartsSegment(tm) {
 			starts = tm
 		}
 	}
@@ -258,7 +265,7 @@ func TestLongHistoryAppends(t *testing.T) {
 	if reads.whole != 0 {
 		t.Errorf("the appends read the whole history %d times", reads.whole)
 	}
-	man, _, _ := w.cache.Get(ctx, readmodel.FactoryCompatKey(f.ID), false)
+	man, _, _ := w.cache.Get(ctx, readmodel.HistoryKey(f.ID), false)
 	m, err := readmodel.DecodeManifest(man.Body)
 	if err != nil || len(m) < 5 {
 		t.Fatalf("manifest of %d segments, %v", len(m), err)

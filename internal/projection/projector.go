@@ -48,6 +48,8 @@ type Cache interface {
 	MarkBuilt(ctx context.Context) error
 	Keys(ctx context.Context) ([]string, error)
 	Fence(ctx context.Context, orgs ...int64) error
+	PruneSegments(ctx context.Context, factory int64, keys []string) error
+	DropOldShapes(ctx context.Context) error
 }
 
 // Purge removes from the broker the events whose subjects match filters
@@ -60,9 +62,11 @@ type Projector struct {
 	src   Source
 	cache Cache
 	ids   *publicid.Codec // makes the ids in /v1 bodies
-	purge Purge
-	log   *slog.Logger
-	now   func() time.Time
+	// layout cuts the histories of the original routes into segments.
+	layout readmodel.Layout
+	purge  Purge
+	log    *slog.Logger
+	now    func() time.Time
 	// marked wakes RunDerived when this projector marks bodies dirty.
 	marked chan struct{}
 
@@ -71,7 +75,10 @@ type Projector struct {
 	lastLag  prometheus.Gauge
 	derived  prometheus.Counter
 	rounds   prometheus.Histogram
-	checks   antiEntropy
+	// histories counts the histories rebuilt from Postgres in the event
+	// path: a gap, or a concurrent writer in the way of an extension.
+	histories prometheus.Counter
+	checks    antiEntropy
 }
 
 // Outcomes of applying an event, as counted in sprockets_projector_events_total.
@@ -84,7 +91,7 @@ const (
 // New returns a Projector; its metrics are registered with reg.
 func New(src Source, cache Cache, ids *publicid.Codec, log *slog.Logger, reg prometheus.Registerer) *Projector {
 	p := &Projector{
-		src: src, cache: cache, ids: ids, log: log, now: time.Now, marked: make(chan struct{}, 1),
+		src: src, cache: cache, ids: ids, layout: readmodel.LayoutOf(ids), log: log, now: time.Now, marked: make(chan struct{}, 1),
 		purge: func(context.Context, []string) error { return nil },
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sprockets_projector_events_total", Help: "Events projected, by outcome.",
@@ -99,7 +106,7 @@ func New(src Source, cache Cache, ids *publicid.Codec, log *slog.Logger, reg pro
 			Help: "Age of the newest event applied, when it was applied.",
 		}),
 		derived: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "sprockets_projector_derived_rebuilds_total", Help: "Coalesced rebuilds of collection and compatibility bodies.",
+			Name: "sprockets_projector_derived_rebuilds_total", Help: "Coalesced rebuilds of the organizations' collections of the original routes.",
 		}),
 		rounds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "sprockets_projector_derived_round_seconds",
@@ -107,7 +114,10 @@ func New(src Source, cache Cache, ids *publicid.Codec, log *slog.Logger, reg pro
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}),
 	}
-	reg.MustRegister(p.outcomes, p.delay, p.lastLag, p.derived, p.rounds)
+	p.histories = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sprockets_projector_history_rebuilds_total", Help: "Factory histories rebuilt whole from Postgres on an event, instead of extended.",
+	})
+	reg.MustRegister(p.outcomes, p.delay, p.lastLag, p.derived, p.rounds, p.histories)
 	p.checks = newAntiEntropy(reg)
 	return p
 }
@@ -449,7 +459,7 @@ func (p *Projector) applyOrganization(ctx context.Context, e events.Envelope) (s
 		keys = append(keys, readmodel.SprocketKey(id), readmodel.SprocketCompatKey(id))
 	}
 	for _, f := range pl.Factories {
-		keys = append(keys, readmodel.FactoryKey(f.ID), readmodel.FactoryCompatKey(f.ID))
+		keys = append(keys, readmodel.FactoryKey(f.ID), readmodel.HistoryKey(f.ID))
 		if err := p.dropBuckets(ctx, f); err != nil {
 			return "", err
 		}

@@ -41,6 +41,9 @@ func (p *Projector) expected(ctx context.Context, org int64, emit func([]want) e
 	}
 	for _, f := range factories {
 		f, samples, err := p.src.FactoryHistory(ctx, domain.AnyOrg, f.ID)
+		if isNotFound(err) {
+			continue // purged with its organization since the list was read
+		}
 		if err != nil {
 			return err
 		}
@@ -64,8 +67,8 @@ func (p *Projector) factoryWants(f domain.Factory, samples []domain.Sample) []wa
 		}
 	}
 	out = append(out, want{Record: readmodel.FactoryRecord(p.ids, f)})
-	for _, r := range readmodel.HistoryRecords(f, samples) {
-		out = append(out, want{Record: r, bodyOnly: r.Key != readmodel.FactoryCompatKey(f.ID), index: readmodel.SegmentIndexKey(f.ID)})
+	for _, r := range readmodel.HistoryRecords(p.layout, f, samples) {
+		out = append(out, want{Record: r, bodyOnly: r.Key != readmodel.HistoryKey(f.ID), index: readmodel.SegmentIndexKey(f.ID)})
 	}
 	return out
 }
@@ -128,6 +131,9 @@ func (p *Projector) EnsureBuilt(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	p.log.Info("read model missing, rebuilding from Postgres")
+	if err := p.cache.DropOldShapes(ctx); err != nil {
+		return false, err
+	}
 	n, err := p.Rebuild(ctx)
 	if err != nil {
 		return false, err

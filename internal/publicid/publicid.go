@@ -78,6 +78,15 @@ func New(key string) (*Codec, error) {
 	return &Codec{block: block}, nil
 }
 
+// Seed returns a number derived from the key for label: a secret of the
+// deployment's for a use other than ids.
+func (c *Codec) Seed(label string) uint64 {
+	h := sha256.Sum256([]byte("sprockets seed\x00" + label))
+	var out [aes.BlockSize]byte
+	c.block.Encrypt(out[:], h[:aes.BlockSize])
+	return binary.BigEndian.Uint64(out[:8])
+}
+
 // Encode returns the id of number n of kind k.
 func (c *Codec) Encode(k Kind, n int64) string {
 	var plain, sealed [aes.BlockSize]byte

@@ -61,7 +61,9 @@ const (
 	// a refusal means someone wrote in between.
 	Exact Rule = "exact"
 	// AllExact is Exact for every record of the write, or none: when one
-	// is refused, nothing is written and every record reports Refused.
+	// key already holds its record's version or a newer one, nothing is
+	// written and every record reports Dropped; else when one is refused,
+	// nothing is written and every record reports Refused.
 	AllExact Rule = "all"
 )
 

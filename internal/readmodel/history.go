@@ -2,6 +2,7 @@ package readmodel
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 
 	"github.com/sprockets-api/sprockets/internal/domain"
+	"github.com/sprockets-api/sprockets/internal/publicid"
 )
 
 // A factory's history, as the original routes show it (three columns of a
@@ -21,11 +23,10 @@ import (
 // with the history. A reader sends the segments' columns in order, and
 // keeps in memory the segments that did not change.
 //
-// Where a segment starts is decided by the samples alone: a sample starts
-// one when its time hashes to a multiple of SegmentSamples. So the layout
-// does not depend on the order samples arrived in, a rebuild from Postgres
-// lays a history out exactly as the appends did, and `projector verify`
-// compares segments byte for byte.
+// Where a segment starts is decided by the samples alone (see Layout), so
+// the layout does not depend on the order samples arrived in, a rebuild
+// from Postgres lays a history out exactly as the appends did, and
+// `projector verify` compares segments byte for byte.
 
 // SegmentSamples is how many samples a segment holds on average (a power
 // of two). Segment lengths are spread geometrically around it: one in
@@ -36,10 +37,20 @@ const SegmentSamples = 2048
 // first one that starts a segment.
 const HeadSegment int64 = -1
 
+// Layout decides where segments start: a sample starts one when its time,
+// mixed with the layout's seed, is a multiple of SegmentSamples. The seed
+// is a secret of the deployment's (LayoutOf): a client who chose its
+// samples' times to make one segment of a whole history, or a segment of
+// every sample, would have to know it.
+type Layout struct{ seed uint64 }
+
+// LayoutOf returns the layout of the deployment whose id key ids holds.
+func LayoutOf(ids *publicid.Codec) Layout { return Layout{seed: ids.Seed("history segments")} }
+
 // StartsSegment reports whether a sample at time t starts a segment.
-func StartsSegment(t int64) bool {
+func (l Layout) StartsSegment(t int64) bool {
 	// splitmix64's finalizer: neighbouring times hash far apart.
-	z := uint64(t) + 0x9e3779b97f4a7c15
+	z := uint64(t) ^ l.seed
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
 	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
 	z ^= z >> 31
@@ -54,19 +65,20 @@ type Segment struct {
 
 // Segmenter cuts a history, given in time order, into its segments.
 type Segmenter struct {
-	emit func(Segment) error
-	cur  Segment
+	layout Layout
+	emit   func(Segment) error
+	cur    Segment
 }
 
 // NewSegmenter returns a Segmenter that passes each segment to emit once it
 // is complete.
-func NewSegmenter(emit func(Segment) error) *Segmenter {
-	return &Segmenter{emit: emit, cur: Segment{Start: HeadSegment}}
+func (l Layout) NewSegmenter(emit func(Segment) error) *Segmenter {
+	return &Segmenter{layout: l, emit: emit, cur: Segment{Start: HeadSegment}}
 }
 
 // Add takes the next sample.
 func (s *Segmenter) Add(x domain.Sample) error {
-	if StartsSegment(x.Time) {
+	if s.layout.StartsSegment(x.Time) {
 		if err := s.flush(); err != nil {
 			return err
 		}
@@ -89,9 +101,9 @@ func (s *Segmenter) flush() error {
 }
 
 // Segments cuts samples (in time order) into segments.
-func Segments(samples []domain.Sample) []Segment {
+func (l Layout) Segments(samples []domain.Sample) []Segment {
 	var out []Segment
-	s := NewSegmenter(func(seg Segment) error { out = append(out, seg); return nil })
+	s := l.NewSegmenter(func(seg Segment) error { out = append(out, seg); return nil })
 	for _, x := range samples {
 		_ = s.Add(x) // emit never fails
 	}
@@ -122,11 +134,7 @@ type Manifest []ManifestItem
 func EncodeManifest(m Manifest) []byte {
 	b := make([]byte, 0, 32*len(m))
 	for _, it := range m {
-		if it.Start == HeadSegment {
-			b = append(b, 'h')
-		} else {
-			b = strconv.AppendInt(b, it.Start, 10)
-		}
+		b = append(b, SegmentName(it.Start)...)
 		b = append(b, ' ')
 		b = strconv.AppendUint(b, it.Hash, 16)
 		b = append(b, ' ')
@@ -197,21 +205,22 @@ func (m Manifest) Touched(added []domain.Sample) map[int64][]domain.Sample {
 	return out
 }
 
-// Extend returns what changes when added joins a history laid out as m:
+// Extend returns what changes when added joins a history laid out as m
+// by l:
 // the segments to write (the touched ones, merged with their new samples
 // and cut again, so a sample that starts a segment splits the one it fell
 // in) and the starts of segments left empty (the head, when a sample that
 // starts a segment came before all of it), with the manifest that lists
 // the result. have holds the samples of every segment that added touches
 // (see Touched), by start.
-func (m Manifest) Extend(have map[int64][]domain.Sample, added []domain.Sample) (write []Segment, gone []int64, next Manifest) {
+func (m Manifest) Extend(l Layout, have map[int64][]domain.Sample, added []domain.Sample) (write []Segment, gone []int64, next Manifest) {
 	touched := m.Touched(added)
 	items := make(map[int64]ManifestItem, len(m)+len(touched))
 	for _, it := range m {
 		items[it.Start] = it
 	}
 	for start, group := range touched {
-		segs := Segments(MergeSamples(have[start], group))
+		segs := l.Segments(MergeSamples(have[start], group))
 		if segs[0].Start != start {
 			delete(items, start) // the head, now wholly after a new start
 			gone = append(gone, start)
@@ -225,8 +234,8 @@ func (m Manifest) Extend(have map[int64][]domain.Sample, added []domain.Sample) 
 	for _, it := range items {
 		next = append(next, it)
 	}
-	slices.SortFunc(next, func(a, b ManifestItem) int { return int(min(max(a.Start-b.Start, -1), 1)) })
-	slices.SortFunc(write, func(a, b Segment) int { return int(min(max(a.Start-b.Start, -1), 1)) })
+	slices.SortFunc(next, func(a, b ManifestItem) int { return cmp.Compare(a.Start, b.Start) })
+	slices.SortFunc(write, func(a, b Segment) int { return cmp.Compare(a.Start, b.Start) })
 	return write, gone, next
 }
 

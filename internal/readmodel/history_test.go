@@ -5,9 +5,11 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/sprockets-api/sprockets/internal/domain"
+	"github.com/sprockets-api/sprockets/internal/publicid"
 )
 
 // A long history, in many segments, joins into exactly what encoding/json
@@ -27,7 +29,7 @@ func TestLongHistoryIsWhatJSONMakes(t *testing.T) {
 	}
 	// The manifest alone gives the answers' lengths.
 	for _, n := range []int{0, 1, 2, 30_000} {
-		man, _ := HeldHistory(domain.Factory{ID: 12, Version: 1}, samples[:n])
+		man, _ := HeldHistory(testLayout, domain.Factory{ID: 12, Version: 1}, samples[:n])
 		m, err := DecodeManifest(man.Body)
 		if err != nil {
 			t.Fatal(err)
@@ -71,7 +73,7 @@ func TestExtendLaysOutAsARebuild(t *testing.T) {
 					have[start] = store[start]
 				}
 			}
-			write, gone, next := m.Extend(have, added)
+			write, gone, next := m.Extend(testLayout, have, added)
 			for _, start := range gone {
 				delete(store, start)
 			}
@@ -83,7 +85,7 @@ func TestExtendLaysOutAsARebuild(t *testing.T) {
 
 			var want Manifest
 			wantStore := map[int64][]domain.Sample{}
-			for _, s := range Segments(all) {
+			for _, s := range testLayout.Segments(all) {
 				want = append(want, ItemOf(s.Start, EncodeSegment(s.Samples)))
 				wantStore[s.Start] = s.Samples
 			}
@@ -120,5 +122,36 @@ func TestManifestAndSegmentsRoundTrip(t *testing.T) {
 		if _, err := DecodeSegment([]byte(bad)); err == nil {
 			t.Errorf("segment %q decoded", bad)
 		}
+	}
+}
+
+func TestFactoryETag(t *testing.T) {
+	chart := HashETag([]byte("x"))
+	if !IsFactoryETag(FactoryETag(chart), chart) {
+		t.Errorf("%s is not the factory tag of %s", FactoryETag(chart), chart)
+	}
+	for _, other := range []string{chart, FactoryETag(HashETag([]byte("y"))), `"-f"`, ""} {
+		if IsFactoryETag(other, chart) {
+			t.Errorf("%s taken for the factory tag of %s", other, chart)
+		}
+	}
+}
+
+var testLayout = LayoutOf(testIDs)
+
+// Another key lays a history out elsewhere.
+func TestLayoutsDependOnTheKey(t *testing.T) {
+	other, err := publicid.New(strings.Repeat("k", publicid.MinKeyLen))
+	if err != nil {
+		t.Fatal(err)
+	}
+	differ := 0
+	for tm := int64(0); tm < 1_000_000; tm++ {
+		if testLayout.StartsSegment(tm) != LayoutOf(other).StartsSegment(tm) {
+			differ++
+		}
+	}
+	if differ < 500 {
+		t.Errorf("two keys disagree on %d of a million times", differ)
 	}
 }

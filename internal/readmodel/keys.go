@@ -26,19 +26,24 @@ func SprocketCompatKey(sprocket int64) string { return Prefix + "sprocket:" + id
 // which say which chart buckets exist.
 func FactoryKey(factory int64) string { return Prefix + "factory:" + id(factory) + ":v1" }
 
-// FactoryCompatKey holds the manifest of a factory's history (see
-// history.go), from which GET /api/factory/{id} and its chart-data are
-// sent, and GET /api/factories in part.
-func FactoryCompatKey(factory int64) string { return Prefix + "factory:" + id(factory) + ":compat" }
+// HistoryKey holds the manifest of a factory's history (see history.go),
+// from which GET /api/factory/{id} and its chart-data are sent, and GET
+// /api/factories in part.
+func HistoryKey(factory int64) string { return Prefix + "factory:" + id(factory) + ":history" }
 
 // HistorySegmentKey holds the segment of a factory's history that starts
 // at start (HeadSegment: the head).
 func HistorySegmentKey(factory, start int64) string {
-	s := "h"
-	if start != HeadSegment {
-		s = id(start)
+	return Prefix + "factory:" + id(factory) + ":seg:" + SegmentName(start)
+}
+
+// SegmentName is how keys and manifests name the segment that starts at
+// start: "h" for the head, else the time.
+func SegmentName(start int64) string {
+	if start == HeadSegment {
+		return "h"
 	}
-	return Prefix + "factory:" + id(factory) + ":seg:" + s
+	return id(start)
 }
 
 // SegmentIndexKey lists the history segment keys a factory has in Redis,
@@ -61,7 +66,7 @@ func OrgSprocketsKey(org int64) string { return Prefix + "org:" + id(org) + ":co
 
 // OrgFactoriesKey holds which factories GET /api/factories shows for an
 // organization, in order; their histories are in their own keys.
-func OrgFactoriesKey(org int64) string { return Prefix + "org:" + id(org) + ":compat:factories" }
+func OrgFactoriesKey(org int64) string { return Prefix + "org:" + id(org) + ":compat:factory-list" }
 
 // Bucket returns the chart bucket a sample time falls in.
 func Bucket(t int64) int64 { return t / ChartBucketSeconds }

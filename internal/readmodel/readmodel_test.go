@@ -257,7 +257,7 @@ func TestCompatFactoryBodiesAreWhatJSONMakes(t *testing.T) {
 // The bodies of the original routes, sent in pieces, joined.
 
 func segmentsOf(id int64, samples []domain.Sample) []HeldSegment {
-	_, segs := HeldHistory(domain.Factory{ID: id, Version: 1}, samples)
+	_, segs := HeldHistory(testLayout, domain.Factory{ID: id, Version: 1}, samples)
 	return segs
 }
 

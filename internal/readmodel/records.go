@@ -51,7 +51,7 @@ func SegmentRecord(f domain.Factory, s Segment) (Record, ManifestItem) {
 }
 
 // ManifestRecord returns the record of factory f's history manifest, at
-// FactoryCompatKey: a tombstone when f is deleted. Its ETag is that of GET
+// HistoryKey: a tombstone when f is deleted. Its ETag is that of GET
 // /api/factory/{id}/chart-data; FactoryETag makes the factory's.
 func ManifestRecord(f domain.Factory, m Manifest) Record {
 	e := Entry{Version: f.Version, Org: f.OrgID, Deleted: f.Deleted()}
@@ -59,17 +59,17 @@ func ManifestRecord(f domain.Factory, m Manifest) Record {
 		e.Body = EncodeManifest(m)
 		e.ETag = HashETag(e.Body)
 	}
-	return Record{FactoryCompatKey(f.ID), e}
+	return Record{HistoryKey(f.ID), e}
 }
 
 // HistoryRecords returns the records of factory f's history, samples in
-// time order: its segments, then its manifest (a tombstone alone when f
-// is deleted).
-func HistoryRecords(f domain.Factory, samples []domain.Sample) []Record {
+// time order, laid out by l: its segments, then its manifest (a tombstone
+// alone when f is deleted).
+func HistoryRecords(l Layout, f domain.Factory, samples []domain.Sample) []Record {
 	var out []Record
 	var m Manifest
 	if !f.Deleted() {
-		for _, s := range Segments(samples) {
+		for _, s := range l.Segments(samples) {
 			r, it := SegmentRecord(f, s)
 			out, m = append(out, r), append(m, it)
 		}
@@ -78,9 +78,10 @@ func HistoryRecords(f domain.Factory, samples []domain.Sample) []Record {
 }
 
 // HeldHistory returns factory f's history as a reader holds it: its
-// manifest's entry and its segments, from samples in time order.
-func HeldHistory(f domain.Factory, samples []domain.Sample) (Entry, []HeldSegment) {
-	records := HistoryRecords(f, samples)
+// manifest's entry and its segments, from samples in time order, laid
+// out by l.
+func HeldHistory(l Layout, f domain.Factory, samples []domain.Sample) (Entry, []HeldSegment) {
+	records := HistoryRecords(l, f, samples)
 	segs := make([]HeldSegment, len(records)-1)
 	for i, r := range records[:len(segs)] {
 		cols, _ := SegmentColumns(r.Entry.Body) // just made: well formed
@@ -92,7 +93,16 @@ func HeldHistory(f domain.Factory, samples []domain.Sample) (Entry, []HeldSegmen
 
 // FactoryETag is the ETag of GET /api/factory/{id}, whose chart data's
 // ETag is chart.
-func FactoryETag(chart string) string { return strings.TrimSuffix(chart, `"`) + `-f"` }
+func FactoryETag(chart string) string { return strings.TrimSuffix(chart, `"`) + factoryETagEnd }
+
+// IsFactoryETag reports whether etag is FactoryETag(chart), without making
+// it.
+func IsFactoryETag(etag, chart string) bool {
+	base := strings.TrimSuffix(chart, `"`)
+	return len(etag) == len(base)+len(factoryETagEnd) && strings.HasPrefix(etag, base) && strings.HasSuffix(etag, factoryETagEnd)
+}
+
+const factoryETagEnd = `-f"`
 
 // FactoriesETag is the ETag of GET /api/factories showing factories ids,
 // whose chart data's ETags are charts.

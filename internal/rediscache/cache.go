@@ -48,11 +48,23 @@ var guardSrc string
 //go:embed clear.lua
 var clearSrc string
 
+//go:embed prune.lua
+var pruneSrc string
+
+// oldShapes match the keys of read models of earlier shapes, which a
+// rebuild to this shape deletes: a factory's whole bodies of the original
+// routes, and the organization's (shape 2).
+var oldShapes = []string{
+	readmodel.Prefix + "factory:*:compat", readmodel.Prefix + "factory:*:compat-chart",
+	readmodel.Prefix + "org:*:compat:factories",
+}
+
 // Cache is the read model in Redis.
 type Cache struct {
 	rdb   redis.UniversalClient
 	guard *redis.Script
 	clear *redis.Script
+	prune *redis.Script
 	grant *redis.Script
 	// stageOver is the size of an entry's fields past which a guarded
 	// write stages them in a hash of their own (see guard.lua).
@@ -71,7 +83,8 @@ const stagedTTL = time.Minute
 // New returns a Cache over rdb.
 func New(rdb redis.UniversalClient) *Cache {
 	return &Cache{
-		rdb: rdb, guard: redis.NewScript(guardSrc), clear: redis.NewScript(clearSrc), grant: redis.NewScript(grantSrc),
+		rdb: rdb, guard: redis.NewScript(guardSrc), clear: redis.NewScript(clearSrc), prune: redis.NewScript(pruneSrc),
+		grant:     redis.NewScript(grantSrc),
 		stageOver: stageOver,
 	}
 }
@@ -374,6 +387,53 @@ func (c *Cache) Clear(ctx context.Context, marks map[string]string) error {
 		}
 	}
 	return flush()
+}
+
+// PruneSegments deletes those of keys, segments of factory's history, that
+// its manifest does not list when they are deleted (a segment a newer
+// manifest lists stays, whoever asked); keys that are not segments of
+// factory are left alone.
+func (c *Cache) PruneSegments(ctx context.Context, factory int64, keys []string) error {
+	prefix := readmodel.HistorySegmentKey(factory, 0)
+	prefix = prefix[:len(prefix)-1]
+	for len(keys) > 0 {
+		batch := []string{readmodel.HistoryKey(factory), readmodel.SegmentIndexKey(factory)}
+		var names []any
+		for len(keys) > 0 && len(names) < 1000 {
+			if name, ok := strings.CutPrefix(keys[0], prefix); ok {
+				batch, names = append(batch, keys[0]), append(names, name)
+			}
+			keys = keys[1:]
+		}
+		if len(names) == 0 {
+			continue
+		}
+		if err := c.prune.Run(ctx, c.rdb, batch, names...).Err(); err != nil {
+			return fmt.Errorf("prune the history of factory %d: %w", factory, err)
+		}
+	}
+	return nil
+}
+
+// DropOldShapes deletes the keys of read models of earlier shapes, before
+// a rebuild to this one.
+func (c *Cache) DropOldShapes(ctx context.Context) error {
+	for _, pattern := range oldShapes {
+		iter := c.rdb.Scan(ctx, 0, pattern, 1000).Iterator()
+		var keys []string
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+		}
+		if err := iter.Err(); err != nil {
+			return fmt.Errorf("find keys of an older shape: %w", err)
+		}
+		for start := 0; start < len(keys); start += 1000 {
+			if err := c.Delete(ctx, keys[start:min(start+1000, len(keys))]...); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Built reports whether a full rebuild has completed since Redis last lost

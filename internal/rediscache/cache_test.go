@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -210,6 +211,61 @@ func TestGetManyAndKeys(t *testing.T) {
 	}
 }
 
+// A history's segments are pruned only when its manifest does not list
+// them at that moment: a rebuild from an older snapshot, or a late
+// cleanup, never takes a segment a newer manifest holds. The old shape's
+// keys go before a rebuild.
+func TestPruneSegments(t *testing.T) {
+	ctx := context.Background()
+	c, rdb := newCache(t)
+	f := domain.Factory{ID: 9, OrgID: 1, Version: 3}
+	seg := func(start int64) readmodel.Record {
+		r, _ := readmodel.SegmentRecord(f, readmodel.Segment{Start: start, Samples: []domain.Sample{{Time: max(start, 0), Actual: 1, Goal: 2}}})
+		return r
+	}
+	head, listed, unlisted := seg(readmodel.HeadSegment), seg(500), seg(700)
+	_, item := readmodel.SegmentRecord(f, readmodel.Segment{Start: 500, Samples: []domain.Sample{{Time: 500, Actual: 1, Goal: 2}}})
+	man := readmodel.ManifestRecord(f, readmodel.Manifest{item})
+	if _, err := c.Apply(ctx, readmodel.Write{Rule: readmodel.Newer, Records: []readmodel.Record{head, listed, unlisted, man},
+		Index: readmodel.SegmentIndexKey(f.ID)}); err != nil {
+		t.Fatal(err)
+	}
+	all := []string{head.Key, listed.Key, unlisted.Key, man.Key, "rm:factory:90:seg:h"}
+	if err := c.PruneSegments(ctx, f.ID, all); err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range map[string]bool{head.Key: false, listed.Key: true, unlisted.Key: false, man.Key: true} {
+		if got := rdb.Exists(ctx, key).Val() == 1; got != want {
+			t.Errorf("%s exists %v, want %v", key, got, want)
+		}
+	}
+	if idx := rdb.SMembers(ctx, readmodel.SegmentIndexKey(f.ID)).Val(); len(idx) != 2 {
+		t.Errorf("index after the prune: %v", idx)
+	}
+	// A tombstone lists nothing.
+	f.Version, f.DeletedAt = 4, &time.Time{}
+	if _, err := c.Apply(ctx, readmodel.Write{Rule: readmodel.Newer, Records: []readmodel.Record{readmodel.ManifestRecord(f, nil)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PruneSegments(ctx, f.ID, all); err != nil {
+		t.Fatal(err)
+	}
+	if rdb.Exists(ctx, listed.Key).Val() != 0 || rdb.Exists(ctx, man.Key).Val() != 1 {
+		t.Errorf("after the deletion: segment %d, manifest %d", rdb.Exists(ctx, listed.Key).Val(), rdb.Exists(ctx, man.Key).Val())
+	}
+
+	for _, old := range []string{"rm:factory:3:compat", "rm:factory:3:compat-chart", "rm:org:1:compat:factories"} {
+		rdb.HSet(ctx, old, "v", 1)
+	}
+	if err := c.DropOldShapes(ctx); err != nil {
+		t.Fatal(err)
+	}
+	keys, _ := c.Keys(ctx)
+	if !slices.Equal(keys, []string{man.Key}) {
+		t.Errorf("keys after dropping the old shapes: %v", keys)
+	}
+}
+
 // A large collection's member list is one value, whatever its size.
 func TestLargeCollection(t *testing.T) {
 	ctx := context.Background()
@@ -378,6 +434,11 @@ func TestStagedWrites(t *testing.T) {
 	if res := apply(readmodel.Write{Rule: readmodel.AllExact, Records: []readmodel.Record{rec("big", 3, big+"z"), rec("small", 2, "t")},
 		Expected: []int64{2, 1}}); res[0] != readmodel.Written || res[1] != readmodel.Written {
 		t.Errorf("all or nothing, both met: %v", res)
+	}
+	// Made already (a redelivery raced it): dropped, not refused.
+	if res := apply(readmodel.Write{Rule: readmodel.AllExact, Records: []readmodel.Record{rec("big", 3, big+"z"), rec("small", 2, "t")},
+		Expected: []int64{2, 1}}); res[0] != readmodel.Dropped || res[1] != readmodel.Dropped {
+		t.Errorf("all or nothing, made already: %v", res)
 	}
 	// A fenced organization's large entry is not written.
 	if err := c.Fence(ctx, 1); err != nil {

@@ -25,7 +25,9 @@
 --   newer: write when the stored version is at most version.
 --   exact: write when the stored version is expected; -1 means someone else
 --          wrote in between and the caller must read again.
---   all  : exact for every record, or (-1 for every record) none written.
+--   all  : exact for every record, or none written: 0 for every record when
+--          one already holds its version or a newer one, else -1 for every
+--          record when one holds another version than expected.
 local rule = ARGV[1]
 local n = tonumber(ARGV[2])
 local fenced = ARGV[3] == '1'
@@ -58,17 +60,24 @@ if fenced then
   end
 end
 if rule == 'all' then
-  -- Exact for every record, or nothing at all: a refusal writes nothing.
-  local i, refused = 5, false
+  -- Exact for every record, or nothing at all: when a key already holds
+  -- its record's version or a newer one, the write was made (0 for all);
+  -- when a key holds anything but what was expected, someone else wrote
+  -- in between (-1 for all).
+  local i, result = 5, 1
   for k = 1, n do
     local cur = tonumber(redis.call('HGET', KEYS[k], 'v') or '0')
-    if cur ~= tonumber(ARGV[i + 1]) then refused = true end
+    if cur >= tonumber(ARGV[i]) then
+      result = 0
+    elseif cur ~= tonumber(ARGV[i + 1]) and result == 1 then
+      result = -1
+    end
     i = i + 3 + 2 * math.max(tonumber(ARGV[i + 2]), 0)
   end
-  if refused then
+  if result ~= 1 then
     local out = {}
     for k = 1, n do
-      out[k] = -1
+      out[k] = result
       if staged[k] then redis.call('DEL', stagedKey(k)) end
     end
     return out

@@ -81,6 +81,9 @@ type Encoder interface {
 
 // Handlers serve the read API.
 type Handlers struct {
+	// layout cuts the histories the database answers with into segments,
+	// as the projector does.
+	layout  readmodel.Layout
 	encoder Encoder
 	near    Near
 	cache   Cache
@@ -102,7 +105,7 @@ const (
 // organization (see httpapi.Access); served is told where each answer came
 // from (metrics).
 func New(near Near, cache Cache, db Database, encoder Encoder, cfg Config, log *slog.Logger, served func(string)) *Handlers {
-	return &Handlers{near: near, cache: cache, db: db, encoder: encoder, cfg: cfg, log: log, served: served}
+	return &Handlers{layout: readmodel.LayoutOf(cfg.IDs), near: near, cache: cache, db: db, encoder: encoder, cfg: cfg, log: log, served: served}
 }
 
 // org is the organization a request reads as.
@@ -240,10 +243,16 @@ func (h *Handlers) send(c *fiber.Ctx, e readmodel.Entry, org int64, v view, sour
 	if !fresh {
 		return c.SendStatus(http.StatusNotModified)
 	}
+	return h.sendBody(c, v.key, e.ETag, enc, e.Body)
+}
+
+// sendBody sends body, encoded with enc; key and etag name it for keeping
+// its encoded forms.
+func (h *Handlers) sendBody(c *fiber.Ctx, key, etag, enc string, body []byte) error {
 	if enc == "" {
-		return c.Send(e.Body)
+		return c.Send(body)
 	}
-	return c.Send(h.encoder.Encode(v.key, e.ETag, enc, e.Body))
+	return c.Send(h.encoder.Encode(key, etag, enc, body))
 }
 
 // headerReadSource says where an answer came from: FromMemory, FromCache,

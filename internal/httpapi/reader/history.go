@@ -52,14 +52,24 @@ func (h *Handlers) serveHistory(c *fiber.Ctx, whole bool) error {
 	if err != nil {
 		return err
 	}
-	v := view{key: readmodel.FactoryCompatKey(id), aggregate: events.Factory, id: id, ref: c.Params("id")}
+	v := view{key: readmodel.HistoryKey(id), aggregate: events.Factory, id: id, ref: c.Params("id")}
+	// A body short enough is also kept joined, under a key of its own,
+	// and used while its ETag is the manifest's.
+	joined := v.key + "|chart"
+	etagOf := func(man readmodel.Entry) string { return man.ETag }
+	isJoined := func(body, man readmodel.Entry) bool { return body.ETag == man.ETag }
+	if whole {
+		joined = v.key + "|factory"
+		etagOf = func(man readmodel.Entry) string { return readmodel.FactoryETag(man.ETag) }
+		isJoined = func(body, man readmodel.Entry) bool { return readmodel.IsFactoryETag(body.ETag, man.ETag) }
+	}
 	send := func(man readmodel.Entry, m readmodel.Manifest, source string, segs func() ([]readmodel.HeldSegment, string, bool)) (bool, error) {
 		if man.Deleted || man.Org != org {
 			return true, v.notFound()
 		}
-		etag, size := man.ETag, readmodel.ChartSize(m)
+		etag, size := etagOf(man), readmodel.ChartSize(m)
 		if whole {
-			etag, size = readmodel.FactoryETag(etag), readmodel.FactorySize(id, m)
+			size = readmodel.FactorySize(id, m)
 		}
 		enc, fresh := h.answer(c, etag, source, size)
 		if !fresh {
@@ -76,13 +86,21 @@ func (h *Handlers) serveHistory(c *fiber.Ctx, whole bool) error {
 		if whole {
 			pieces = readmodel.AppendFactoryPieces(nil, id, held)
 		}
-		return true, h.writePieces(c, v.key, etag, enc, pieces)
+		if size > joinUnder {
+			return true, h.writePieces(c, v.key, etag, enc, pieces)
+		}
+		body := readmodel.Join(pieces)
+		h.near.Fill(joined, readmodel.Entry{Body: body, ETag: etag, Version: man.Version, Org: org}, h.near.Ticket())
+		return true, h.sendBody(c, joined, etag, enc, body)
 	}
 	for attempt := 0; attempt < 3 && time.Now().UnixNano() >= h.skipTil.Load(); attempt++ {
 		v.skipMemory = attempt > 0
 		man, source, ok := h.fromCache(ctx, v, tok)
 		if !ok {
 			break
+		}
+		if body, ok := h.near.Get(joined); ok && !man.Deleted && man.Org == org && isJoined(body, man) {
+			return h.send(c, body, org, view{key: joined}, source)
 		}
 		m, err := readmodel.DecodeManifest(man.Body)
 		if err != nil {
@@ -112,7 +130,7 @@ func (h *Handlers) serveHistory(c *fiber.Ctx, whole bool) error {
 	if err != nil {
 		return h.dbError(err)
 	}
-	man, segs := readmodel.HeldHistory(f, samples)
+	man, segs := readmodel.HeldHistory(h.layout, f, samples)
 	m, _ := readmodel.DecodeManifest(man.Body) // just made: well formed
 	_, err = send(man, m, source, func() ([]readmodel.HeldSegment, string, bool) { return segs, source, true })
 	return err
@@ -239,7 +257,7 @@ func (h *Handlers) compatFactories(c *fiber.Ctx) error {
 	var hists []history
 	for _, f := range all {
 		if !f.Deleted() {
-			man, segs := readmodel.HeldHistory(f, samples[f.ID])
+			man, segs := readmodel.HeldHistory(h.layout, f, samples[f.ID])
 			ids, hists = append(ids, f.ID), append(hists, history{manifest: man, segments: segs})
 		}
 	}
@@ -261,7 +279,7 @@ func (h *Handlers) factoriesFromCache(ctx context.Context, org int64, tok *consi
 	}
 	if tok != nil && !slices.Contains(listed, tok.ID) {
 		// A deletion the list shows, or a creation it does not show yet.
-		v := view{key: readmodel.FactoryCompatKey(tok.ID), aggregate: events.Factory, id: tok.ID, skipMemory: skipMemory}
+		v := view{key: readmodel.HistoryKey(tok.ID), aggregate: events.Factory, id: tok.ID, skipMemory: skipMemory}
 		man, _, ok := h.fromCache(ctx, v, tok)
 		if !ok || !man.Deleted {
 			return nil, nil, "", false
@@ -274,7 +292,7 @@ func (h *Handlers) factoriesFromCache(ctx context.Context, org int64, tok *consi
 		if tok != nil && tok.ID == id {
 			t = tok
 		}
-		v := view{key: readmodel.FactoryCompatKey(id), aggregate: events.Factory, id: id, skipMemory: skipMemory}
+		v := view{key: readmodel.HistoryKey(id), aggregate: events.Factory, id: id, skipMemory: skipMemory}
 		hist, from, ok := h.historyFromCache(ctx, v, org, t)
 		if !ok || hist.manifest.Org != org || (t != nil && !t.Covers(events.Factory, id, hist.manifest.Version)) {
 			return nil, nil, "", false
