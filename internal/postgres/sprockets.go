@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
-	"github.com/lib/pq"
 
 	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/events"
@@ -207,12 +206,11 @@ func (r Reads) SprocketSpecsOfOrg(ctx context.Context, org int64) ([]domain.Spro
 		FROM sprockets WHERE org_id = $1 ORDER BY id`, org)
 }
 
-// SprocketSpecs is SprocketSpecsOfOrg for just the given sprockets of org,
-// to patch a collection body with the members that changed. Ids not in org
-// are left out.
-func (r Reads) SprocketSpecs(ctx context.Context, org int64, ids []int64) ([]domain.Sprocket, error) {
+// SprocketSpecsInRange is SprocketSpecsOfOrg for the sprockets of org
+// with lo <= id < hi: one segment of the organization's sprocket list.
+func (r Reads) SprocketSpecsInRange(ctx context.Context, org, lo, hi int64) ([]domain.Sprocket, error) {
 	return r.sprocketSpecs(ctx, org, `SELECT id, version, teeth, pitch_diameter, outside_diameter, pitch, deleted_at IS NOT NULL
-		FROM sprockets WHERE org_id = $1 AND id = ANY($2) ORDER BY id`, org, pq.Array(ids))
+		FROM sprockets WHERE org_id = $1 AND id >= $2 AND id < $3 ORDER BY id`, org, lo, hi)
 }
 
 func (r Reads) sprocketSpecs(ctx context.Context, org int64, query string, args ...any) ([]domain.Sprocket, error) {

@@ -1,8 +1,10 @@
 package projection
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -170,37 +172,118 @@ func (p *Projector) rebuildDerived(ctx context.Context, name string, members []i
 	return true, nil
 }
 
-// patchable reports whether a collection of n members is best patched with
-// changed of them: a patch reads each by its id, and past a quarter of the
-// collection reading it whole costs less.
-func patchable(changed, n int) bool { return changed <= max(n/4, 100) }
-
-// refreshOrgSprockets patches the members that changed into the org's
-// sprocket collection, or builds it whole when there is nothing to patch,
-// they are not known, or they are too many.
+// refreshOrgSprockets rewrites the segments of org's sprocket list that
+// the members that changed fall in, read again from Postgres by range, and
+// the manifest, in one all-or-nothing write. It builds the list whole when
+// there is none, the members are not known, the manifest is unreadable, or
+// another projector wrote in between.
 func (p *Projector) refreshOrgSprockets(ctx context.Context, org int64, members []int64) ([][]int, error) {
 	if len(members) > 0 {
-		base, ok, err := p.cache.Get(ctx, readmodel.OrgSprocketsKey(org), true)
+		man, ok, err := p.cache.Get(ctx, readmodel.SprocketListKey(org), false)
 		if err != nil {
 			return nil, err
 		}
-		if ok && !base.Deleted && patchable(len(members), base.Members.Len()) {
-			changed, err := p.src.SprocketSpecs(ctx, org, members)
-			if err != nil {
-				return nil, err
+		m, merr := readmodel.DecodeManifest(man.Body)
+		if merr != nil {
+			p.log.Warn("sprocket list unreadable, building it whole", "key", readmodel.SprocketListKey(org), "err", merr)
+		}
+		if ok && merr == nil {
+			res, done, err := p.patchSprocketList(ctx, org, man, m, members)
+			if err != nil || done {
+				return res, err
 			}
-			if rec, ok := readmodel.PatchOrgSprockets(org, base, changed); ok {
-				return p.cache.Apply(ctx, readmodel.Write{Org: org, Rule: readmodel.Exact,
-					Records: []readmodel.Record{rec}, Expected: []int64{base.Version}})
-			}
-			p.log.Warn("collection body unreadable, building it whole", "key", readmodel.OrgSprocketsKey(org))
 		}
 	}
 	all, err := p.src.SprocketSpecsOfOrg(ctx, org)
 	if err != nil {
 		return nil, err
 	}
-	return p.cache.Apply(ctx, readmodel.Write{Org: org, Rule: readmodel.Newer, Records: []readmodel.Record{readmodel.OrgSprocketsRecord(org, all)}})
+	records := readmodel.SprocketListRecords(p.layout, org, all)
+	var res [][]int
+	for start := 0; start < len(records); start += 500 {
+		r, err := p.cache.Apply(ctx, readmodel.Write{Org: org, Rule: readmodel.Newer, Records: records[start:min(start+500, len(records))],
+			Index: readmodel.SprocketIndexKey(org)})
+		if err != nil {
+			return nil, err
+		}
+		res = append(res, r...)
+	}
+	listed := make(map[string]bool, len(records))
+	for _, r := range records {
+		listed[r.Key] = true
+	}
+	return res, p.pruneSegments(ctx, readmodel.SprocketListKey(org), readmodel.SprocketIndexKey(org), listed)
+}
+
+// patchSprocketList rewrites the segments of the list man (laid out as m)
+// that members fall in. done is false when the write was refused: someone
+// wrote in between.
+func (p *Projector) patchSprocketList(ctx context.Context, org int64, man readmodel.Entry, m readmodel.Manifest, members []int64) (res [][]int, done bool, err error) {
+	touched := map[int64]bool{}
+	for _, id := range members {
+		touched[m.SegmentOf(id)] = true
+	}
+	starts := make([]int64, 0, len(touched))
+	keys := make([]string, 0, len(touched))
+	for start := range touched {
+		starts, keys = append(starts, start), append(keys, readmodel.SprocketSegmentKey(org, start))
+	}
+	held, oks, err := p.cache.GetMany(ctx, keys)
+	if err != nil {
+		return nil, false, err
+	}
+	items := make(map[int64]readmodel.ManifestItem, len(m)+len(starts))
+	for _, it := range m {
+		items[it.Start] = it
+	}
+	w := readmodel.Write{Org: org, Rule: readmodel.AllExact, Index: readmodel.SprocketIndexKey(org)}
+	version := man.Version
+	var gone []string
+	for i, start := range starts {
+		lo, hi := m.Range(start)
+		all, err := p.src.SprocketSpecsInRange(ctx, org, lo, hi)
+		if err != nil {
+			return nil, false, err
+		}
+		if oks[i] {
+			version -= held[i].Version
+		}
+		delete(items, start)
+		kept := false
+		for _, run := range p.layout.SprocketRuns(all) {
+			r, it := readmodel.SprocketSegmentRecord(org, run.Start, run.Sprockets)
+			expected := int64(0)
+			if run.Start == start {
+				expected, kept = held[i].Version, true
+			}
+			w.Records, w.Expected = append(w.Records, r), append(w.Expected, expected)
+			items[run.Start], version = it, version+r.Entry.Version
+		}
+		if !kept && oks[i] {
+			gone = append(gone, keys[i]) // the head, now wholly after a new start
+		}
+	}
+	next := make(readmodel.Manifest, 0, len(items))
+	for _, it := range items {
+		next = append(next, it)
+	}
+	slices.SortFunc(next, func(a, b readmodel.ManifestItem) int { return cmp.Compare(a.Start, b.Start) })
+	w.Records, w.Expected = append(w.Records, readmodel.SprocketListManifest(org, version, next)), append(w.Expected, man.Version)
+	res, err = p.cache.Apply(ctx, w)
+	if err != nil {
+		return nil, false, err
+	}
+	switch res[0][0] {
+	case readmodel.Refused:
+		return nil, false, nil
+	case readmodel.Dropped:
+		// Another projector wrote these versions, or newer ones, read from
+		// Postgres no earlier than this round: the marks are taken care of.
+		return nil, true, nil
+	case readmodel.Written:
+		return res, true, p.cache.PruneSegments(ctx, readmodel.SprocketListKey(org), readmodel.SprocketIndexKey(org), gone)
+	}
+	return res, true, nil // fenced
 }
 
 func (p *Projector) rebuildOrgFactories(ctx context.Context, org int64) ([][]int, error) {

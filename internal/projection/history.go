@@ -52,7 +52,7 @@ func (p *Projector) extendHistory(ctx context.Context, f domain.Factory, man rea
 		if _, err := p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Newer, Records: []readmodel.Record{readmodel.ManifestRecord(f, nil)}}); err != nil {
 			return false, err
 		}
-		return true, p.pruneHistory(ctx, f.ID, nil)
+		return true, p.pruneSegments(ctx, readmodel.HistoryKey(f.ID), readmodel.SegmentIndexKey(f.ID), nil)
 	}
 	m, err := readmodel.DecodeManifest(man.Body)
 	if err != nil {
@@ -99,7 +99,7 @@ func (p *Projector) extendHistory(ctx context.Context, f domain.Factory, man rea
 		for i, start := range gone {
 			keys[i] = readmodel.HistorySegmentKey(f.ID, start)
 		}
-		return true, p.cache.PruneSegments(ctx, f.ID, keys)
+		return true, p.cache.PruneSegments(ctx, readmodel.HistoryKey(f.ID), readmodel.SegmentIndexKey(f.ID), keys)
 	case readmodel.Refused:
 		return false, nil
 	}
@@ -130,15 +130,15 @@ func (p *Projector) rebuildHistory(ctx context.Context, id int64) error {
 	for _, r := range records {
 		listed[r.Key] = true
 	}
-	return p.pruneHistory(ctx, f.ID, listed)
+	return p.pruneSegments(ctx, readmodel.HistoryKey(f.ID), index, listed)
 }
 
-// pruneHistory deletes the segments of factory id's history that its
-// index lists and listed does not, each unless the manifest lists it when
-// it is deleted: a rebuild from an older snapshot, or a deletion, never
-// takes a segment a newer manifest holds.
-func (p *Projector) pruneHistory(ctx context.Context, id int64, listed map[string]bool) error {
-	indexed, err := p.cache.Indexed(ctx, readmodel.SegmentIndexKey(id))
+// pruneSegments deletes the segments that index lists and listed does
+// not, each unless the manifest lists it when it is deleted: a rebuild
+// from an older snapshot, or a deletion, never takes a segment a newer
+// manifest holds.
+func (p *Projector) pruneSegments(ctx context.Context, manifest, index string, listed map[string]bool) error {
+	indexed, err := p.cache.Indexed(ctx, index)
 	if err != nil {
 		return err
 	}
@@ -148,7 +148,7 @@ func (p *Projector) pruneHistory(ctx context.Context, id int64, listed map[strin
 			stale = append(stale, k)
 		}
 	}
-	return p.cache.PruneSegments(ctx, id, stale)
+	return p.cache.PruneSegments(ctx, manifest, index, stale)
 }
 
 // dropIndexed removes the keys an index lists, and the index: a history

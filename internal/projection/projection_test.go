@@ -352,7 +352,7 @@ func TestDerivedBodiesAndVerify(t *testing.T) {
 	if err := w.rdb.HSet(ctx, readmodel.SprocketCompatKey(2), "b", `{"id":2,"teeth":999}`).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.rdb.Del(ctx, readmodel.OrgSprocketsKey(1)).Err(); err != nil {
+	if err := w.rdb.Del(ctx, readmodel.SprocketListKey(1)).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.rdb.HSet(ctx, "rm:sprocket:777:v1", "v", 1).Err(); err != nil {
@@ -362,7 +362,7 @@ func TestDerivedBodiesAndVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "[rm:org:1:compat:sprockets: missing rm:sprocket:2:compat: body differs rm:sprocket:777:v1: key should not exist]"
+	want := "[rm:org:1:sprockets: missing rm:sprocket:2:compat: body differs rm:sprocket:777:v1: key should not exist]"
 	if fmt.Sprint(drifts) != want {
 		t.Errorf("drifts %v\nwant %s", drifts, want)
 	}
@@ -405,16 +405,15 @@ func (r *wholeReads) SprocketSpecsOfOrg(ctx context.Context, org int64) ([]domai
 	return r.Source.SprocketSpecsOfOrg(ctx, org)
 }
 
-func (r *wholeReads) SprocketSpecs(ctx context.Context, org int64, ids []int64) ([]domain.Sprocket, error) {
+func (r *wholeReads) SprocketSpecsInRange(ctx context.Context, org, lo, hi int64) ([]domain.Sprocket, error) {
 	if r.between != nil {
 		r.between()
 	}
-	return r.Source.SprocketSpecs(ctx, org, ids)
+	return r.Source.SprocketSpecsInRange(ctx, org, lo, hi)
 }
 
-// A collection body is built whole once, then patched with just the
-// sprockets that changed; a patch that loses a race with another projector
-// keeps its marks and is done again.
+// A sprocket list is built whole once, then its segments that changed are
+// read again; a patch that another projector beat to it is done.
 func TestCollectionPatches(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)
@@ -489,24 +488,18 @@ func TestCollectionPatches(t *testing.T) {
 			t.Fatal(err)
 		}
 		if _, err := w.cache.Apply(ctx, readmodel.Write{Org: 1, Rule: readmodel.Newer,
-			Records: []readmodel.Record{readmodel.OrgSprocketsRecord(1, all)}}); err != nil {
+			Records: readmodel.SprocketListRecords(proj.layout, 1, all)}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	rebuild()
-	marks, _ := w.cache.Dirty(ctx)
-	if len(marks) != 3 {
-		t.Fatalf("marks after losing the race %v, want the body's and both members'", marks)
-	}
-	rebuild()
 	w.verify(t)
 	if marks, _ := w.cache.Dirty(ctx); len(marks) != 0 {
-		t.Fatalf("marks left after the next round: %v", marks)
+		t.Fatalf("marks left after the round: %v", marks)
 	}
 	wantWhole(1, "every change is patched in")
 
-	// More changes than a quarter of the collection (and than 100): read
-	// whole.
+	// Many changes at once are still patched in.
 	for i := 0; i < 101; i++ {
 		if _, _, err := w.store.CreateSprocket(ctx, sys, spec, domain.Idempotency{}); err != nil {
 			t.Fatal(err)
@@ -515,10 +508,10 @@ func TestCollectionPatches(t *testing.T) {
 	project()
 	rebuild()
 	w.verify(t)
-	wantWhole(2, "101 changes to 6 are read whole")
+	wantWhole(1, "101 creates are patched in")
 
-	// A body that is not one the projector wrote is built whole.
-	if err := w.rdb.HSet(ctx, readmodel.OrgSprocketsKey(1), "b", `{"sprockets":[garbage]}`).Err(); err != nil {
+	// A manifest that is not one the projector wrote is built whole.
+	if err := w.rdb.HSet(ctx, readmodel.SprocketListKey(1), "b", `garbage`).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := w.store.UpdateSprocket(ctx, sys, ids[4], 0, bump); err != nil {
@@ -527,7 +520,7 @@ func TestCollectionPatches(t *testing.T) {
 	project()
 	rebuild()
 	w.verify(t)
-	wantWhole(3, "an unreadable body is built whole")
+	wantWhole(2, "an unreadable manifest is built whole")
 }
 
 func encodeAll(t *testing.T, evs []events.Envelope) [][]byte {

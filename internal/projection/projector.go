@@ -26,7 +26,7 @@ type Source interface {
 	Sprocket(ctx context.Context, id int64) (domain.Sprocket, error)
 	SprocketsOfOrg(ctx context.Context, org int64) ([]domain.Sprocket, error)
 	SprocketSpecsOfOrg(ctx context.Context, org int64) ([]domain.Sprocket, error)
-	SprocketSpecs(ctx context.Context, org int64, ids []int64) ([]domain.Sprocket, error)
+	SprocketSpecsInRange(ctx context.Context, org, lo, hi int64) ([]domain.Sprocket, error)
 	FactoryHistory(ctx context.Context, org, id int64) (domain.Factory, []domain.Sample, error)
 	FactoriesOfOrg(ctx context.Context, org int64) ([]domain.Factory, error)
 	FactoryBucketsSince(ctx context.Context, id, version, bucketSeconds int64) (domain.Factory, []domain.Sample, error)
@@ -48,7 +48,7 @@ type Cache interface {
 	MarkBuilt(ctx context.Context) error
 	Keys(ctx context.Context) ([]string, error)
 	Fence(ctx context.Context, orgs ...int64) error
-	PruneSegments(ctx context.Context, factory int64, keys []string) error
+	PruneSegments(ctx context.Context, manifest, index string, keys []string) error
 	DropOldShapes(ctx context.Context) error
 }
 
@@ -454,7 +454,10 @@ func (p *Projector) applyOrganization(ctx context.Context, e events.Envelope) (s
 	if err := p.cache.Fence(ctx, e.OrgID); err != nil {
 		return "", err
 	}
-	keys := []string{readmodel.OrgSprocketsKey(e.OrgID), readmodel.OrgFactoriesKey(e.OrgID)}
+	keys := []string{readmodel.SprocketListKey(e.OrgID), readmodel.OrgFactoriesKey(e.OrgID)}
+	if err := p.dropIndexed(ctx, readmodel.SprocketIndexKey(e.OrgID)); err != nil {
+		return "", err
+	}
 	for _, id := range pl.Sprockets {
 		keys = append(keys, readmodel.SprocketKey(id), readmodel.SprocketCompatKey(id))
 	}

@@ -31,7 +31,9 @@ func (p *Projector) expected(ctx context.Context, org int64, emit func([]want) e
 			batch = append(batch, want{Record: r})
 		}
 	}
-	batch = append(batch, want{Record: readmodel.OrgSprocketsRecord(org, sprockets)})
+	for _, r := range readmodel.SprocketListRecords(p.layout, org, sprockets) {
+		batch = append(batch, want{Record: r, index: readmodel.SprocketIndexKey(org)})
+	}
 	if err := emit(batch); err != nil {
 		return err
 	}

@@ -61,8 +61,19 @@ func ChartBucketKey(factory, bucket int64) string {
 // its first and last sample. It is bookkeeping, not an endpoint's key.
 func BucketIndexKey(factory int64) string { return Prefix + "meta:buckets:" + id(factory) }
 
-// OrgSprocketsKey holds GET /api/sprockets for an organization.
-func OrgSprocketsKey(org int64) string { return Prefix + "org:" + id(org) + ":compat:sprockets" }
+// SprocketListKey holds the manifest of an organization's sprocket list
+// (see sprockets.go), from which GET /api/sprockets is sent.
+func SprocketListKey(org int64) string { return Prefix + "org:" + id(org) + ":sprockets" }
+
+// SprocketSegmentKey holds the segment of an organization's sprocket list
+// that starts at start.
+func SprocketSegmentKey(org, start int64) string {
+	return Prefix + "org:" + id(org) + ":sprockets:seg:" + SegmentName(start)
+}
+
+// SprocketIndexKey lists the segment keys of an organization's sprocket
+// list. It is bookkeeping, not an endpoint's key.
+func SprocketIndexKey(org int64) string { return Prefix + "meta:sprocket-segments:" + id(org) }
 
 // OrgFactoriesKey holds which factories GET /api/factories shows for an
 // organization, in order; their histories are in their own keys.

@@ -36,9 +36,9 @@ func TestBodies(t *testing.T) {
 			`{"id":7,"teeth":5,"pitch_diameter":5,"outside_diameter":6.35,"pitch":1}`},
 		{"v1 sprocket", SprocketBody(testIDs, sprocket(7, 2, false)),
 			`{"id":"` + testIDs.Encode(publicid.Sprocket, 7) + `","teeth":5,"pitch_diameter":5,"outside_diameter":6.35,"pitch":1,"version":2,"created_at":"2026-11-26T17:08:21.123456Z","updated_at":"2026-11-26T17:08:21.123456Z"}`},
-		{"compat sprockets without tombstones", SprocketsCompatBody([]domain.Sprocket{sprocket(1, 1, false), sprocket(2, 3, true)}),
+		{"compat sprockets without tombstones", sprocketsBody([]domain.Sprocket{sprocket(1, 1, false), sprocket(2, 3, true)}),
 			`{"sprockets":[{"id":1,"teeth":5,"pitch_diameter":5,"outside_diameter":6.35,"pitch":1}]}`},
-		{"compat sprockets empty", SprocketsCompatBody(nil), `{"sprockets":[]}`},
+		{"compat sprockets empty", sprocketsBody(nil), `{"sprockets":[]}`},
 		{"compat factory", factoryBody(2, samples),
 			`{"factory":{"id":2,"chart_data":{"sprocket_production_actual":[32,29],"sprocket_production_goal":[31,30],"time":[1611194818,1611194878]}}}`},
 		{"compat factory without history", factoryBody(2, nil),
@@ -80,12 +80,13 @@ func TestRecords(t *testing.T) {
 			t.Errorf("tombstone %s: %+v", r.Key, r.Entry)
 		}
 	}
-	coll := OrgSprocketsRecord(1, []domain.Sprocket{sprocket(1, 4, false), sprocket(2, 3, true)})
-	if coll.Entry.Version != 7 {
-		t.Errorf("collection version %d, want the sum of member versions 7", coll.Entry.Version)
+	list := SprocketListRecords(testLayout, 1, []domain.Sprocket{sprocket(1, 4, false), sprocket(2, 3, true)})
+	seg, man := list[0].Entry, list[1].Entry
+	if len(list) != 2 || man.Version != 7 || seg.Version != 7 {
+		t.Errorf("list of %d records, version %d (segment %d), want the sum of member versions 7", len(list), man.Version, seg.Version)
 	}
-	if coll.Entry.Members.Version(1) != 4 || coll.Entry.Members.Version(2) != 3 || coll.Entry.Members.Version(3) != 0 {
-		t.Errorf("members %v", coll.Entry.Members)
+	if seg.Members.Version(1) != 4 || seg.Members.Version(2) != 3 || seg.Members.Version(3) != 0 {
+		t.Errorf("members %v", seg.Members)
 	}
 }
 
@@ -277,4 +278,15 @@ func factoriesBody(all []domain.Factory, samples map[int64][]domain.Sample) []by
 		}
 	}
 	return Join(FactoriesPieces(items))
+}
+
+// sprocketsBody is GET /api/sprockets for all, sent in pieces, joined.
+func sprocketsBody(all []domain.Sprocket) []byte {
+	records := SprocketListRecords(testLayout, 1, all)
+	m, _ := DecodeManifest(records[len(records)-1].Entry.Body)
+	held := make([]HeldBody, len(m))
+	for i, it := range m {
+		held[i] = HeldBody{Key: records[i].Key, Hash: it.Hash, Body: records[i].Entry.Body}
+	}
+	return Join(SprocketsPieces(held))
 }

@@ -1,10 +1,10 @@
 package readmodel
 
 import (
-	"bytes"
 	"cmp"
 	"math"
 	"slices"
+	"sort"
 	"strconv"
 
 	"github.com/sprockets-api/sprockets/internal/domain"
@@ -12,190 +12,147 @@ import (
 )
 
 // The body of GET /api/sprockets holds every live sprocket of an
-// organization, tens of thousands under load. Building it whole costs a read
-// of every row, so a change is patched into the body instead: the items of
-// the sprockets that changed are replaced, added or removed, the others are
-// copied as they are. Both paths write items with appendCompatSprocket, so a
-// patched body is byte for byte the body a full build gives.
+// organization, tens of thousands under load (8 MB at 89,000). It is kept
+// as a factory's history is (history.go): in segments of sprockets in id
+// order, cut by the layout, and a manifest. A segment's body is its live
+// sprockets' items, joined by commas; it also lists every sprocket of its
+// range with its version (tombstones too), so that a read with a
+// consistency token checks the one segment of its sprocket. A change
+// rewrites the segments of the sprockets that changed, read again from
+// Postgres by range, and the manifest: never the whole body.
 
-const (
-	sprocketsOpen  = `{"sprockets":[`
-	sprocketsClose = `]}`
-	itemOpen       = `{"id":`
-)
-
-// SprocketsCompatBody is GET /api/sprockets: the seed file's shape.
-// Tombstones are left out; sprockets come in id order.
-func SprocketsCompatBody(all []domain.Sprocket) []byte {
-	b := make([]byte, 0, len(sprocketsOpen)+len(sprocketsClose)+96*len(all))
-	b = append(b, sprocketsOpen...)
-	for _, s := range sortedByID(all) {
-		if !s.Deleted() {
-			b = appendCompatSprocket(itemSeparator(b), s)
-		}
-	}
-	return append(b, sprocketsClose...)
-}
-
-// OrgSprocketsRecord returns the entry of GET /api/sprockets for org, from
-// every sprocket it ever had (tombstones give members, not items).
-func OrgSprocketsRecord(org int64, all []domain.Sprocket) Record {
-	all = sortedByID(all)
+// SprocketSegmentRecord returns the record of the segment of org's
+// sprocket list that starts at start and holds all (in id order,
+// tombstones too), and what the manifest says of it. Its version is the
+// sum of its sprockets' versions, which only grows.
+func SprocketSegmentRecord(org, start int64, all []domain.Sprocket) (Record, ManifestItem) {
 	e := Entry{Org: org, Members: make(Members, 16*len(all))}
+	var body []byte
 	for i, s := range all {
 		e.Members.set(i, s.ID, s.Version)
 		e.Version += s.Version
-	}
-	e.Body = SprocketsCompatBody(all)
-	e.ETag = HashETag(e.Body)
-	return Record{OrgSprocketsKey(org), e}
-}
-
-// PatchOrgSprockets returns the entry of GET /api/sprockets for org that
-// base becomes once the sprockets in changed, as they now are, replace what
-// base holds of them. A sprocket base already holds at its version or a
-// newer one is left as it is. ok is false when base was not written by this
-// package (its body or members do not parse, or disagree): the caller must
-// build the entry whole.
-func PatchOrgSprockets(org int64, base Entry, changed []domain.Sprocket) (rec Record, ok bool) {
-	if len(base.Members)%16 != 0 {
-		return Record{}, false
-	}
-	n := base.Members.Len()
-	items, ok := splitItems(base.Body, n)
-	if !ok {
-		return Record{}, false
-	}
-	changed = sortedByID(changed)
-	e := Entry{Org: org, Members: make(Members, 0, len(base.Members)+16*len(changed))}
-	body := make([]byte, 0, len(base.Body)+96*len(changed))
-	body = append(body, sprocketsOpen...)
-	member := func(id, version int64) {
-		e.Members = e.Members.append(id, version)
-		e.Version += version
-	}
-	// Walk the members, the items (the live members) and the changes
-	// together, in id order.
-	m, it, c := 0, 0, 0
-	for m < n || c < len(changed) {
-		var mid int64 = math.MaxInt64
-		if m < n {
-			mid = base.Members.id(m)
-		}
-		if it < len(items) && (m >= n || items[it].id < mid) {
-			return Record{}, false // an item that is not a member
-		}
-		live := it < len(items) && items[it].id == mid
-		if c < len(changed) && (changed[c].ID < mid ||
-			changed[c].ID == mid && changed[c].Version > base.Members.version(m)) {
-			// A sprocket new to the collection, or newer than base holds.
-			s := changed[c]
-			member(s.ID, s.Version)
-			if !s.Deleted() {
-				body = appendCompatSprocket(itemSeparator(body), s)
+		if !s.Deleted() {
+			if len(body) > 0 {
+				body = append(body, ',')
 			}
-			c = next(changed, c)
-			if s.ID < mid {
-				continue
+			body = appendCompatSprocket(body, s)
+		}
+	}
+	e.Body = body
+	it := ManifestItem{Start: start, Hash: SegmentHash(body), Size: len(body)}
+	e.ETag = strconv.FormatUint(it.Hash, 16)
+	return Record{SprocketSegmentKey(org, start), e}, it
+}
+
+// SprocketRuns cuts all (in id order) into the runs l makes segments of.
+func (l Layout) SprocketRuns(all []domain.Sprocket) []SprocketRun {
+	var out []SprocketRun
+	cur := SprocketRun{Start: HeadSegment}
+	for _, s := range all {
+		if l.StartsSegment(s.ID) {
+			if len(cur.Sprockets) > 0 {
+				out = append(out, cur)
 			}
-		} else {
-			if c < len(changed) && changed[c].ID == mid {
-				c = next(changed, c) // not newer than what base holds
-			}
-			member(mid, base.Members.version(m))
-			if live {
-				body = append(itemSeparator(body), items[it].text...)
-			}
+			cur = SprocketRun{Start: s.ID}
 		}
-		m++
-		if live {
-			it++
-		}
+		cur.Sprockets = append(cur.Sprockets, s)
 	}
-	if it != len(items) {
-		return Record{}, false
+	if len(cur.Sprockets) > 0 {
+		out = append(out, cur)
 	}
-	e.Body = append(body, sprocketsClose...)
-	e.ETag = HashETag(e.Body)
-	return Record{OrgSprocketsKey(org), e}, true
+	return out
 }
 
-// itemSeparator appends the comma that goes before an item of a body,
-// unless the body holds no item yet.
-func itemSeparator(body []byte) []byte {
-	if len(body) > len(sprocketsOpen) {
-		return append(body, ',')
-	}
-	return body
+// SprocketRun is the sprockets of one segment of a sprocket list.
+type SprocketRun struct {
+	Start     int64
+	Sprockets []domain.Sprocket
 }
 
-// next skips the other entries of changed[c]'s id (the newest is first).
-func next(changed []domain.Sprocket, c int) int {
-	id := changed[c].ID
-	for c < len(changed) && changed[c].ID == id {
-		c++
-	}
-	return c
+// SprocketListManifest returns the record of org's sprocket list manifest,
+// at SprocketListKey, whose version (the sum of its segments') is version.
+func SprocketListManifest(org, version int64, m Manifest) Record {
+	body := EncodeManifest(m)
+	return Record{SprocketListKey(org), Entry{Version: version, Org: org, Body: body, ETag: HashETag(body)}}
 }
 
-type bodyItem struct {
-	id   int64
-	text []byte
+// SprocketListRecords returns the records of org's sprocket list, from
+// every sprocket it ever had, laid out by l: its segments, then its
+// manifest.
+func SprocketListRecords(l Layout, org int64, all []domain.Sprocket) []Record {
+	var out []Record
+	var m Manifest
+	var version int64
+	for _, run := range l.SprocketRuns(sortedByID(all)) {
+		r, it := SprocketSegmentRecord(org, run.Start, run.Sprockets)
+		out, m, version = append(out, r), append(m, it), version+r.Entry.Version
+	}
+	return append(out, SprocketListManifest(org, version, m))
 }
 
-// splitItems returns the items of a body SprocketsCompatBody wrote. The
-// items are flat objects of numbers, so each ends at its first '}'.
-func splitItems(body []byte, n int) ([]bodyItem, bool) {
-	rest, found := bytes.CutPrefix(body, []byte(sprocketsOpen))
-	if !found {
-		return nil, false
+// Range returns the ids the segment of m that starts at start holds: from
+// lo up to, not including, hi.
+func (m Manifest) Range(start int64) (lo, hi int64) {
+	lo, hi = start, math.MaxInt64
+	if start == HeadSegment {
+		lo = math.MinInt64
 	}
-	rest, found = bytes.CutSuffix(rest, []byte(sprocketsClose))
-	if !found {
-		return nil, false
+	i := sort.Search(len(m), func(i int) bool { return m[i].Start > start })
+	if i < len(m) {
+		hi = m[i].Start
 	}
-	items := make([]bodyItem, 0, n)
-	for len(rest) > 0 {
-		if len(items) > 0 {
-			if rest[0] != ',' {
-				return nil, false
-			}
-			rest = rest[1:]
-		}
-		end := bytes.IndexByte(rest, '}')
-		if end < 0 || !bytes.HasPrefix(rest, []byte(itemOpen)) {
-			return nil, false
-		}
-		text := rest[:end+1]
-		id, ok := leadingID(text[len(itemOpen):])
-		if !ok || (len(items) > 0 && id <= items[len(items)-1].id) {
-			return nil, false
-		}
-		items = append(items, bodyItem{id, text})
-		rest = rest[end+1:]
-	}
-	return items, true
+	return lo, hi
 }
 
-// leadingID parses the id that starts an item's text, up to its comma.
-func leadingID(b []byte) (int64, bool) {
-	var id int64
-	for i, c := range b {
-		switch {
-		case c == ',' && i > 0:
-			return id, true
-		case c < '0' || c > '9' || i > 17:
-			return 0, false
+// Fixed pieces of GET /api/sprockets.
+var (
+	pieceSprocketsOpen = Piece{Bytes: []byte(`{"sprockets":[`)}
+	pieceSprocketsEnd  = Piece{Bytes: []byte(`]}`)}
+)
+
+// HeldBody is a segment's body as a reader holds it, with its key and
+// hash.
+type HeldBody struct {
+	Key  string
+	Hash uint64
+	Body []byte
+}
+
+// SprocketsPieces is GET /api/sprockets, from the segments of the list in
+// order: the seed file's shape, with ids.
+func SprocketsPieces(segs []HeldBody) []Piece {
+	out := []Piece{pieceSprocketsOpen}
+	first := true
+	for _, s := range segs {
+		if len(s.Body) == 0 {
+			continue // every sprocket of it deleted
 		}
-		id = 10*id + int64(c-'0')
+		if !first {
+			out = append(out, pieceComma)
+		}
+		first = false
+		out = append(out, Piece{Segment: s.Key, Column: 's', Hash: s.Hash, Bytes: s.Body})
 	}
-	return 0, false
+	return append(out, pieceSprocketsEnd)
+}
+
+// SprocketsSize is the length of GET /api/sprockets from a list laid out
+// as m.
+func SprocketsSize(m Manifest) int {
+	n, items := len(pieceSprocketsOpen.Bytes)+len(pieceSprocketsEnd.Bytes), 0
+	for _, it := range m {
+		if it.Size > 0 {
+			n += it.Size
+			items++
+		}
+	}
+	return n + max(items-1, 0)*len(pieceComma.Bytes)
 }
 
 // appendCompatSprocket appends s as an item of the compatibility bodies,
 // exactly as encoding/json writes compatSprocket.
 func appendCompatSprocket(b []byte, s domain.Sprocket) []byte {
-	b = append(b, itemOpen...)
+	b = append(b, `{"id":`...)
 	b = strconv.AppendInt(b, s.ID, 10)
 	b = append(b, ',')
 	b = jsonenc.SprocketSpec(b, s.SprocketSpec)

@@ -95,103 +95,41 @@ func v1SprocketPage(items []domain.Sprocket, next string) any {
 	}{out, cursor}
 }
 
-// Patching the changes of a random history into the collection, a few at a
-// time, gives at each step exactly the entry a full build gives.
-func TestPatchOrgSprocketsEqualsFullBuild(t *testing.T) {
-	r := rand.New(rand.NewPCG(3, 4))
-	for round := 0; round < 200; round++ {
-		state := map[int64]domain.Sprocket{}
-		nextID := int64(1)
-		all := func() []domain.Sprocket {
-			out := make([]domain.Sprocket, 0, len(state))
-			for _, s := range state {
-				out = append(out, s)
-			}
-			return out
-		}
-		// Start from a full build of some sprockets (or none).
-		for i := r.IntN(20); i > 0; i-- {
-			state[nextID] = sprocket(nextID, 1, r.IntN(5) == 0)
-			nextID += 1 + int64(r.IntN(3))
-		}
-		entry := OrgSprocketsRecord(1, all()).Entry
-		for step := 0; step < 10; step++ {
-			var changed []domain.Sprocket
-			for k := r.IntN(6); k > 0; k-- {
-				var s domain.Sprocket
-				switch ids := len(state); {
-				case ids == 0 || r.IntN(3) == 0: // a create, maybe in the middle
-					id := nextID
-					if r.IntN(4) == 0 && nextID > 3 {
-						id = 1 + r.Int64N(nextID-1)
-						if _, taken := state[id]; taken {
-							continue
-						}
-					} else {
-						nextID += 1 + int64(r.IntN(3))
-					}
-					s = sprocket(id, 1, false)
-				default: // an update or a delete of an existing one
-					old := all()[r.IntN(ids)]
-					s = sprocket(old.ID, old.Version+1, old.Deleted() || r.IntN(4) == 0)
-					s.Teeth = old.Teeth + 1
-					s.Pitch = r.Float64() * 10
-				}
-				state[s.ID] = s
-				changed = append(changed, s)
-				if r.IntN(5) == 0 { // the same change named twice, or an older state beside it
-					older := s
-					older.Version--
-					changed = append(changed, s, older)
-				}
-			}
-			rec, ok := PatchOrgSprockets(1, entry, changed)
-			if !ok {
-				t.Fatalf("round %d step %d: patch refused its own body %s", round, step, entry.Body)
-			}
-			want := OrgSprocketsRecord(1, all())
-			if rec.Key != want.Key || string(rec.Entry.Body) != string(want.Entry.Body) ||
-				string(rec.Entry.Members) != string(want.Entry.Members) || rec.Entry.Version != want.Entry.Version ||
-				rec.Entry.ETag != want.Entry.ETag || rec.Entry.Org != 1 {
-				t.Fatalf("round %d step %d:\n got %s v%d\nwant %s v%d", round, step, rec.Entry.Body, rec.Entry.Version, want.Entry.Body, want.Entry.Version)
-			}
-			entry = rec.Entry
-		}
-		// A change base already holds, or holds newer, changes nothing,
-		// however often it is named.
-		var stale []domain.Sprocket
-		for _, s := range all() {
-			s.Teeth = -1
-			older := s
-			older.Version--
-			stale = append(stale, s, older, s)
-		}
-		if rec, ok := PatchOrgSprockets(1, entry, stale); !ok || string(rec.Entry.Body) != string(entry.Body) ||
-			string(rec.Entry.Members) != string(entry.Members) || rec.Entry.Version != entry.Version {
-			t.Fatalf("round %d: stale changes were applied: %s", round, rec.Entry.Body)
+// A long list, in many segments, some of whose sprockets are all deleted,
+// joins into exactly what encoding/json makes of the seed file's shape;
+// the manifest alone gives its length; and a segment's range holds just
+// its sprockets.
+func TestLongSprocketListIsWhatJSONMakes(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 8))
+	var all []domain.Sprocket
+	var items []compatSprocket
+	for id := int64(1); id <= 20_000; id++ {
+		s := sprocket(id, 1+r.Int64N(5), id > 4000 && id < 9000 || r.IntN(10) == 0)
+		s.Teeth = r.Int64N(100)
+		all = append(all, s)
+		if !s.Deleted() {
+			items = append(items, compatSprocket{ID: s.ID, SprocketSpec: s.SprocketSpec})
 		}
 	}
-}
-
-// A body this package did not write is refused, so the caller builds it
-// whole instead of patching something it cannot read.
-func TestPatchRefusesForeignBodies(t *testing.T) {
-	good := OrgSprocketsRecord(1, []domain.Sprocket{sprocket(1, 1, false), sprocket(2, 1, false)}).Entry
-	tests := map[string]Entry{
-		"empty":             {},
-		"other shape":       {Body: []byte(`{"items":[]}`), Members: good.Members},
-		"item out of order": {Body: []byte(`{"sprockets":[{"id":2,"teeth":5},{"id":1,"teeth":5}]}`), Members: good.Members},
-		"item not a member": {Body: []byte(`{"sprockets":[{"id":1,"teeth":5},{"id":3,"teeth":5}]}`), Members: good.Members},
-		"member bytes cut":  {Body: good.Body, Members: good.Members[:20]},
-		"unterminated item": {Body: []byte(`{"sprockets":[{"id":1,"teeth":5]}`), Members: good.Members},
-		"no id":             {Body: []byte(`{"sprockets":[{"teeth":5}]}`), Members: good.Members},
+	want, _ := json.Marshal(struct {
+		Sprockets []compatSprocket `json:"sprockets"`
+	}{items})
+	records := SprocketListRecords(testLayout, 1, all)
+	if len(records) < 6 {
+		t.Fatalf("20,000 sprockets make %d segments; want several", len(records)-1)
 	}
-	for name, base := range tests {
-		if _, ok := PatchOrgSprockets(1, base, []domain.Sprocket{sprocket(3, 1, false)}); ok {
-			t.Errorf("%s: patched", name)
+	if got := sprocketsBody(all); string(got) != string(want) {
+		t.Fatalf("the list differs from encoding/json's (len %d, want %d)", len(got), len(want))
+	}
+	m, err := DecodeManifest(records[len(records)-1].Entry.Body)
+	if err != nil || SprocketsSize(m) != len(want) {
+		t.Errorf("SprocketsSize %d, the body %d bytes (%v)", SprocketsSize(m), len(want), err)
+	}
+	for i, it := range m {
+		lo, hi := m.Range(it.Start)
+		members := records[i].Entry.Members
+		if first, last := members.id(0), members.id(members.Len()-1); first < lo || last >= hi {
+			t.Errorf("segment %d holds %d to %d, its range is %d to %d", it.Start, first, last, lo, hi)
 		}
-	}
-	if _, ok := PatchOrgSprockets(1, good, nil); !ok {
-		t.Errorf("its own body was refused")
 	}
 }

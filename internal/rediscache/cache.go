@@ -52,11 +52,11 @@ var clearSrc string
 var pruneSrc string
 
 // oldShapes match the keys of read models of earlier shapes, which a
-// rebuild to this shape deletes: a factory's whole bodies of the original
-// routes, and the organization's (shape 2).
+// rebuild to this shape deletes: the whole bodies of the original routes
+// (shape 2).
 var oldShapes = []string{
 	readmodel.Prefix + "factory:*:compat", readmodel.Prefix + "factory:*:compat-chart",
-	readmodel.Prefix + "org:*:compat:factories",
+	readmodel.Prefix + "org:*:compat:factories", readmodel.Prefix + "org:*:compat:sprockets",
 }
 
 // Cache is the read model in Redis.
@@ -389,19 +389,17 @@ func (c *Cache) Clear(ctx context.Context, marks map[string]string) error {
 	return flush()
 }
 
-// PruneSegments deletes those of keys, segments of factory's history, that
-// its manifest does not list when they are deleted (a segment a newer
-// manifest lists stays, whoever asked); keys that are not segments of
-// factory are left alone.
-func (c *Cache) PruneSegments(ctx context.Context, factory int64, keys []string) error {
-	prefix := readmodel.HistorySegmentKey(factory, 0)
-	prefix = prefix[:len(prefix)-1]
+// PruneSegments deletes those of keys, segments listed in the index, that
+// the manifest does not list when they are deleted (a segment a newer
+// manifest lists stays, whoever asked); keys that are not segment keys
+// are left alone.
+func (c *Cache) PruneSegments(ctx context.Context, manifest, index string, keys []string) error {
 	for len(keys) > 0 {
-		batch := []string{readmodel.HistoryKey(factory), readmodel.SegmentIndexKey(factory)}
+		batch := []string{manifest, index}
 		var names []any
 		for len(keys) > 0 && len(names) < 1000 {
-			if name, ok := strings.CutPrefix(keys[0], prefix); ok {
-				batch, names = append(batch, keys[0]), append(names, name)
+			if i := strings.LastIndex(keys[0], segmentInfix); i >= 0 {
+				batch, names = append(batch, keys[0]), append(names, keys[0][i+len(segmentInfix):])
 			}
 			keys = keys[1:]
 		}
@@ -409,11 +407,14 @@ func (c *Cache) PruneSegments(ctx context.Context, factory int64, keys []string)
 			continue
 		}
 		if err := c.prune.Run(ctx, c.rdb, batch, names...).Err(); err != nil {
-			return fmt.Errorf("prune the history of factory %d: %w", factory, err)
+			return fmt.Errorf("prune the segments of %s: %w", manifest, err)
 		}
 	}
 	return nil
 }
+
+// segmentInfix comes before a segment's name in its key.
+const segmentInfix = ":seg:"
 
 // DropOldShapes deletes the keys of read models of earlier shapes, before
 // a rebuild to this one.

@@ -231,7 +231,7 @@ func TestPruneSegments(t *testing.T) {
 		t.Fatal(err)
 	}
 	all := []string{head.Key, listed.Key, unlisted.Key, man.Key, "rm:factory:90:seg:h"}
-	if err := c.PruneSegments(ctx, f.ID, all); err != nil {
+	if err := c.PruneSegments(ctx, readmodel.HistoryKey(f.ID), readmodel.SegmentIndexKey(f.ID), all); err != nil {
 		t.Fatal(err)
 	}
 	for key, want := range map[string]bool{head.Key: false, listed.Key: true, unlisted.Key: false, man.Key: true} {
@@ -247,14 +247,14 @@ func TestPruneSegments(t *testing.T) {
 	if _, err := c.Apply(ctx, readmodel.Write{Rule: readmodel.Newer, Records: []readmodel.Record{readmodel.ManifestRecord(f, nil)}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.PruneSegments(ctx, f.ID, all); err != nil {
+	if err := c.PruneSegments(ctx, readmodel.HistoryKey(f.ID), readmodel.SegmentIndexKey(f.ID), all); err != nil {
 		t.Fatal(err)
 	}
 	if rdb.Exists(ctx, listed.Key).Val() != 0 || rdb.Exists(ctx, man.Key).Val() != 1 {
 		t.Errorf("after the deletion: segment %d, manifest %d", rdb.Exists(ctx, listed.Key).Val(), rdb.Exists(ctx, man.Key).Val())
 	}
 
-	for _, old := range []string{"rm:factory:3:compat", "rm:factory:3:compat-chart", "rm:org:1:compat:factories"} {
+	for _, old := range []string{"rm:factory:3:compat", "rm:factory:3:compat-chart", "rm:org:1:compat:factories", "rm:org:1:compat:sprockets"} {
 		rdb.HSet(ctx, old, "v", 1)
 	}
 	if err := c.DropOldShapes(ctx); err != nil {

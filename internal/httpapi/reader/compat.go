@@ -2,25 +2,133 @@ package reader
 
 import (
 	"context"
+	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/sprockets-api/sprockets/internal/consistency"
+	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/events"
 	"github.com/sprockets-api/sprockets/internal/httpapi"
 	"github.com/sprockets-api/sprockets/internal/publicid"
 	"github.com/sprockets-api/sprockets/internal/readmodel"
 )
 
-// GET /api/sprockets
+// GET /api/sprockets: the organization's sprocket list, sent from its
+// manifest and segments as a factory's history is (see serveHistory). A
+// read with a consistency token for a sprocket waits, up to
+// ConsistencyWait, until the segment of that sprocket shows the write.
 func (h *Handlers) compatSprockets(c *fiber.Ctx) error {
+	ctx := c.UserContext()
 	org := h.org(c)
-	return h.serve(c, view{
-		key: readmodel.OrgSprocketsKey(org), collection: events.Sprocket,
-		load: func(ctx context.Context, q Queries) (readmodel.Entry, error) {
-			all, err := q.SprocketSpecsOfOrg(ctx, org)
-			return readmodel.OrgSprocketsRecord(org, all).Entry, err
-		},
+	tok, err := h.token(c, org)
+	if err != nil {
+		return err
+	}
+	if tok != nil && tok.Aggregate != events.Sprocket {
+		tok = nil // a factory's write says nothing of sprockets
+	}
+	key := readmodel.SprocketListKey(org)
+	send := func(man readmodel.Entry, m readmodel.Manifest, source string, segs func() ([]readmodel.HeldBody, string, bool)) (bool, error) {
+		enc, fresh := h.answer(c, man.ETag, source, readmodel.SprocketsSize(m))
+		if !fresh {
+			h.served(source)
+			return true, c.SendStatus(http.StatusNotModified)
+		}
+		held, from, ok := segs()
+		if !ok {
+			return false, nil
+		}
+		h.served(from)
+		c.Set(headerReadSource, from)
+		return true, h.writePieces(c, key, man.ETag, enc, readmodel.SprocketsPieces(held))
+	}
+	deadline := time.Now().Add(h.cfg.ConsistencyWait)
+	for attempt := 0; attempt < 3 || (tok != nil && time.Now().Before(deadline)); attempt++ {
+		if time.Now().UnixNano() < h.skipTil.Load() {
+			break
+		}
+		if attempt >= 3 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+		man, source, ok := h.fromCache(ctx, view{key: key, skipMemory: attempt > 0}, nil)
+		if !ok || man.Org != org {
+			break
+		}
+		m, err := readmodel.DecodeManifest(man.Body)
+		if err != nil {
+			h.log.Warn("sprocket list unreadable, reading the database", "key", key, "err", err)
+			break
+		}
+		if tok != nil && !h.listShows(ctx, org, m, tok) {
+			continue
+		}
+		done, err := send(man, m, source, func() ([]readmodel.HeldBody, string, bool) {
+			segKey := func(start int64) string { return readmodel.SprocketSegmentKey(org, start) }
+			entries, fromMemory, ok := h.segmentEntries(ctx, m, segKey)
+			if !ok {
+				return nil, "", false
+			}
+			if !fromMemory {
+				source = FromCache
+			}
+			return heldBodies(m, entries, segKey), source, true
+		})
+		if done {
+			return err
+		}
+	}
+	var all []domain.Sprocket
+	source, err := h.db.Do(ctx, minLSN(tok), func(q Queries) error {
+		all, err = q.SprocketSpecsOfOrg(ctx, org)
+		return err
 	})
+	if err != nil {
+		return h.dbError(err)
+	}
+	records := readmodel.SprocketListRecords(h.layout, org, all)
+	man := records[len(records)-1].Entry
+	m, _ := readmodel.DecodeManifest(man.Body) // just made: well formed
+	entries := make([]readmodel.Entry, len(records)-1)
+	for i, r := range records[:len(entries)] {
+		entries[i] = r.Entry
+	}
+	_, err = send(man, m, source, func() ([]readmodel.HeldBody, string, bool) {
+		return heldBodies(m, entries, func(start int64) string { return readmodel.SprocketSegmentKey(org, start) }), source, true
+	})
+	return err
+}
+
+// listShows reports whether org's sprocket list, laid out as m, shows
+// tok's write: the segment tok's sprocket falls in, read from Redis with
+// its member versions, is the one m lists and holds the sprocket at tok's
+// version or a newer one.
+func (h *Handlers) listShows(ctx context.Context, org int64, m readmodel.Manifest, tok *consistency.Token) bool {
+	it, ok := m.Item(m.SegmentOf(tok.ID))
+	if !ok {
+		return false
+	}
+	e, ok, err := h.cache.Get(ctx, readmodel.SprocketSegmentKey(org, it.Start), true)
+	if err != nil {
+		h.cacheFailed(ctx, err)
+		return false
+	}
+	return ok && e.ETag == strconv.FormatUint(it.Hash, 16) && e.Members.Version(tok.ID) >= tok.Version
+}
+
+// heldBodies pairs the segments m lists with their entries.
+func heldBodies(m readmodel.Manifest, entries []readmodel.Entry, key func(start int64) string) []readmodel.HeldBody {
+	out := make([]readmodel.HeldBody, len(m))
+	for i, it := range m {
+		out[i] = readmodel.HeldBody{Key: key(it.Start), Hash: it.Hash, Body: entries[i].Body}
+	}
+	return out
 }
 
 // GET /api/sprocket/:id

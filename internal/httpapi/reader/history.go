@@ -170,15 +170,36 @@ func (h *Handlers) historyFromCache(ctx context.Context, v view, org int64, tok 
 // reader's memory or else Redis, and whether all came from memory. It
 // fails (false) when a segment is not the one m lists or Redis fails.
 func (h *Handlers) segments(ctx context.Context, id int64, m readmodel.Manifest) ([]readmodel.HeldSegment, bool, bool) {
+	entries, fromMemory, ok := h.segmentEntries(ctx, m, func(start int64) string { return readmodel.HistorySegmentKey(id, start) })
+	if !ok {
+		return nil, false, false
+	}
 	out := make([]readmodel.HeldSegment, len(m))
+	for i, it := range m {
+		cols, err := readmodel.SegmentColumns(entries[i].Body)
+		if err != nil {
+			return nil, false, false
+		}
+		out[i] = readmodel.HeldSegment{Key: readmodel.HistorySegmentKey(id, it.Start), Hash: it.Hash, Columns: cols}
+	}
+	return out, fromMemory, true
+}
+
+// segmentEntries returns the entries of the segments m lists, whose keys
+// key makes, each from the reader's memory or else Redis (and then kept in
+// memory), and whether all came from memory. It fails (false) when a
+// segment is not the one m lists (its hash differs) or Redis fails.
+func (h *Handlers) segmentEntries(ctx context.Context, m readmodel.Manifest, key func(start int64) string) ([]readmodel.Entry, bool, bool) {
+	out := make([]readmodel.Entry, len(m))
 	var missing []int
 	var keys []string
 	for i, it := range m {
-		key := readmodel.HistorySegmentKey(id, it.Start)
-		if e, ok := h.near.Get(key); ok && held(&out[i], key, it.Hash, e) {
+		k := key(it.Start)
+		if e, ok := h.near.Get(k); ok && e.ETag == strconv.FormatUint(it.Hash, 16) {
+			out[i] = e
 			continue
 		}
-		missing, keys = append(missing, i), append(keys, key)
+		missing, keys = append(missing, i), append(keys, k)
 	}
 	if len(missing) == 0 {
 		return out, true, true
@@ -193,26 +214,13 @@ func (h *Handlers) segments(ctx context.Context, id int64, m readmodel.Manifest)
 		return nil, false, false
 	}
 	for j, i := range missing {
-		if !oks[j] || !held(&out[i], keys[j], m[i].Hash, entries[j]) {
+		if !oks[j] || entries[j].ETag != strconv.FormatUint(m[i].Hash, 16) {
 			return nil, false, false
 		}
 		h.near.Fill(keys[j], entries[j], ticket)
+		out[i] = entries[j]
 	}
 	return out, false, true
-}
-
-// held sets s from e, the entry of segment key, and reports whether it is
-// the segment whose hash is hash.
-func held(s *readmodel.HeldSegment, key string, hash uint64, e readmodel.Entry) bool {
-	if e.ETag != strconv.FormatUint(hash, 16) {
-		return false
-	}
-	cols, err := readmodel.SegmentColumns(e.Body)
-	if err != nil {
-		return false
-	}
-	*s = readmodel.HeldSegment{Key: key, Hash: hash, Columns: cols}
-	return true
 }
 
 // GET /api/factories: the live factories the organization's list names,
