@@ -569,7 +569,7 @@ func TestPages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(readmodel.SprocketListRecords(readmodel.Layout{}, 1, all)) != fmt.Sprint(readmodel.SprocketListRecords(readmodel.Layout{}, 1, lean)) {
+	if fmt.Sprint(readmodel.SprocketListRecords(readmodel.Layouts{}, 1, all)) != fmt.Sprint(readmodel.SprocketListRecords(readmodel.Layouts{}, 1, lean)) {
 		t.Errorf("the lean read makes another list:\n %v\n %v", lean, all)
 	}
 	// So does reading a range of them, and only the org's.

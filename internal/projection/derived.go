@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/readmodel"
 )
 
@@ -198,7 +199,7 @@ func (p *Projector) refreshOrgSprockets(ctx context.Context, org int64, members 
 	if err != nil {
 		return nil, err
 	}
-	records := readmodel.SprocketListRecords(p.layout, org, all)
+	records := readmodel.SprocketListRecords(p.layouts, org, all)
 	var res [][]int
 	for start := 0; start < len(records); start += 500 {
 		r, err := p.cache.Apply(ctx, readmodel.Write{Org: org, Rule: readmodel.Newer, Records: records[start:min(start+500, len(records))],
@@ -216,51 +217,69 @@ func (p *Projector) refreshOrgSprockets(ctx context.Context, org int64, members 
 }
 
 // patchSprocketList rewrites the segments of the list man (laid out as m)
-// that members fall in. done is false when the write was refused: someone
-// wrote in between.
+// that members fall in, those whose content changed, at the list's new
+// version. done is false when the list must be built whole (a segment is
+// not the one m lists, or another projector wrote in between), or, with
+// res holding Dropped, when the round must be done again.
 func (p *Projector) patchSprocketList(ctx context.Context, org int64, man readmodel.Entry, m readmodel.Manifest, members []int64) (res [][]int, done bool, err error) {
 	touched := map[int64]bool{}
 	for _, id := range members {
 		touched[m.SegmentOf(id)] = true
 	}
-	starts := make([]int64, 0, len(touched))
-	keys := make([]string, 0, len(touched))
+	type segment struct {
+		start int64
+		held  readmodel.Entry // zero when m does not list it
+		all   []domain.Sprocket
+	}
+	var segs []segment
+	version := man.Version
 	for start := range touched {
-		starts, keys = append(starts, start), append(keys, readmodel.SprocketSegmentKey(org, start))
+		seg := segment{start: start}
+		if it, ok := m.Item(start); ok {
+			e, ok, err := p.cache.Get(ctx, readmodel.SprocketSegmentKey(org, start), true)
+			if err != nil {
+				return nil, false, err
+			}
+			if !ok || e.ETag != strconv.FormatUint(it.Hash, 16) {
+				return nil, false, nil // not the segment m lists
+			}
+			seg.held, version = e, version-e.Members.Sum()
+		}
+		lo, hi := m.Range(start)
+		if seg.all, err = p.src.SprocketSpecsInRange(ctx, org, lo, hi); err != nil {
+			return nil, false, err
+		}
+		version += readmodel.VersionSum(seg.all)
+		segs = append(segs, seg)
 	}
-	held, oks, err := p.cache.GetMany(ctx, keys)
-	if err != nil {
-		return nil, false, err
+	if version == man.Version {
+		return nil, true, nil // nothing changed since m
 	}
-	items := make(map[int64]readmodel.ManifestItem, len(m)+len(starts))
+	items := make(map[int64]readmodel.ManifestItem, len(m)+len(segs))
 	for _, it := range m {
 		items[it.Start] = it
 	}
 	w := readmodel.Write{Org: org, Rule: readmodel.AllExact, Index: readmodel.SprocketIndexKey(org)}
-	version := man.Version
 	var gone []string
-	for i, start := range starts {
-		lo, hi := m.Range(start)
-		all, err := p.src.SprocketSpecsInRange(ctx, org, lo, hi)
-		if err != nil {
-			return nil, false, err
-		}
-		if oks[i] {
-			version -= held[i].Version
-		}
-		delete(items, start)
+	layout := p.layouts.Sprockets(org)
+	for _, seg := range segs {
+		delete(items, seg.start)
 		kept := false
-		for _, run := range p.layout.SprocketRuns(all) {
-			r, it := readmodel.SprocketSegmentRecord(org, run.Start, run.Sprockets)
+		for _, run := range layout.SprocketRuns(seg.all) {
+			r, it := readmodel.SprocketSegmentRecord(org, run.Start, version, run.Sprockets)
+			items[run.Start] = it
+			if was, ok := m.Item(run.Start); ok && was.Hash == it.Hash {
+				kept = kept || run.Start == seg.start
+				continue // as it was: not written again
+			}
 			expected := int64(0)
-			if run.Start == start {
-				expected, kept = held[i].Version, true
+			if run.Start == seg.start {
+				expected, kept = seg.held.Version, true
 			}
 			w.Records, w.Expected = append(w.Records, r), append(w.Expected, expected)
-			items[run.Start], version = it, version+r.Entry.Version
 		}
-		if !kept && oks[i] {
-			gone = append(gone, keys[i]) // the head, now wholly after a new start
+		if _, listed := m.Item(seg.start); listed && !kept {
+			gone = append(gone, readmodel.SprocketSegmentKey(org, seg.start)) // the head, now wholly after a new start
 		}
 	}
 	next := make(readmodel.Manifest, 0, len(items))
@@ -269,21 +288,19 @@ func (p *Projector) patchSprocketList(ctx context.Context, org int64, man readmo
 	}
 	slices.SortFunc(next, func(a, b readmodel.ManifestItem) int { return cmp.Compare(a.Start, b.Start) })
 	w.Records, w.Expected = append(w.Records, readmodel.SprocketListManifest(org, version, next)), append(w.Expected, man.Version)
-	res, err = p.cache.Apply(ctx, w)
-	if err != nil {
+	if res, err = p.cache.Apply(ctx, w); err != nil {
 		return nil, false, err
 	}
 	switch res[0][0] {
 	case readmodel.Refused:
 		return nil, false, nil
-	case readmodel.Dropped:
-		// Another projector wrote these versions, or newer ones, read from
-		// Postgres no earlier than this round: the marks are taken care of.
-		return nil, true, nil
 	case readmodel.Written:
 		return res, true, p.cache.PruneSegments(ctx, readmodel.SprocketListKey(org), readmodel.SprocketIndexKey(org), gone)
 	}
-	return res, true, nil // fenced
+	// Dropped: another projector wrote this version or a newer one first,
+	// which may lack some of this round's changes; the marks stay, and the
+	// next round patches what is still missing. Or fenced.
+	return res, true, nil
 }
 
 func (p *Projector) rebuildOrgFactories(ctx context.Context, org int64) ([][]int, error) {

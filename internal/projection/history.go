@@ -81,7 +81,7 @@ func (p *Projector) extendHistory(ctx context.Context, f domain.Factory, man rea
 		}
 		versions[keys[i]] = entries[i].Version
 	}
-	write, gone, next := m.Extend(p.layout, have, added)
+	write, gone, next := m.Extend(p.layouts.History(f.ID), have, added)
 	var w readmodel.Write
 	w.Org, w.Rule, w.Index = f.OrgID, readmodel.AllExact, readmodel.SegmentIndexKey(f.ID)
 	for _, s := range write {
@@ -118,7 +118,7 @@ func (p *Projector) rebuildHistory(ctx context.Context, id int64) error {
 	if err != nil {
 		return fmt.Errorf("rebuild history of factory %d: %w", id, err)
 	}
-	records := readmodel.HistoryRecords(p.layout, f, samples)
+	records := readmodel.HistoryRecords(p.layouts, f, samples)
 	index := readmodel.SegmentIndexKey(f.ID)
 	for start := 0; start < len(records); start += 500 {
 		chunk := records[start:min(start+500, len(records))]

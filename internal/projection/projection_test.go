@@ -250,7 +250,7 @@ func TestLongHistoryAppends(t *testing.T) {
 	// that starts a segment.
 	var starts int64 = -1
 	for tm := int64(1_000_030); starts < 0; tm += 60 {
-		if readmodel.LayoutOf(ids).StartsSegment(tm) {
+		if readmodel.LayoutsOf(ids).History(f.ID).StartsSegment(tm) {
 			starts = tm
 		}
 	}
@@ -488,7 +488,7 @@ func TestCollectionPatches(t *testing.T) {
 			t.Fatal(err)
 		}
 		if _, err := w.cache.Apply(ctx, readmodel.Write{Org: 1, Rule: readmodel.Newer,
-			Records: readmodel.SprocketListRecords(proj.layout, 1, all)}); err != nil {
+			Records: readmodel.SprocketListRecords(proj.layouts, 1, all)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -499,16 +499,23 @@ func TestCollectionPatches(t *testing.T) {
 	}
 	wantWhole(1, "every change is patched in")
 
-	// Many changes at once are still patched in.
-	for i := 0; i < 101; i++ {
-		if _, _, err := w.store.CreateSprocket(ctx, sys, spec, domain.Idempotency{}); err != nil {
-			t.Fatal(err)
+	// Creates, round after round, start new segments at the end of the
+	// list: each is written with the manifest that lists it.
+	for round := 0; round < 30; round++ {
+		for i := 0; i < 50; i++ {
+			if _, _, err := w.store.CreateSprocket(ctx, sys, spec, domain.Idempotency{}); err != nil {
+				t.Fatal(err)
+			}
 		}
+		project()
+		rebuild()
+		w.verify(t)
 	}
-	project()
-	rebuild()
-	w.verify(t)
-	wantWhole(1, "101 creates are patched in")
+	wantWhole(1, "1,500 creates are patched in")
+	man, _, _ := w.cache.Get(ctx, readmodel.SprocketListKey(1), false)
+	if m, err := readmodel.DecodeManifest(man.Body); err != nil || len(m) < 3 {
+		t.Errorf("1,506 sprockets in %d segments (%v); want several", len(m), err)
+	}
 
 	// A manifest that is not one the projector wrote is built whole.
 	if err := w.rdb.HSet(ctx, readmodel.SprocketListKey(1), "b", `garbage`).Err(); err != nil {

@@ -62,11 +62,11 @@ type Projector struct {
 	src   Source
 	cache Cache
 	ids   *publicid.Codec // makes the ids in /v1 bodies
-	// layout cuts the histories of the original routes into segments.
-	layout readmodel.Layout
-	purge  Purge
-	log    *slog.Logger
-	now    func() time.Time
+	// layouts cut the bodies of the original routes into segments.
+	layouts readmodel.Layouts
+	purge   Purge
+	log     *slog.Logger
+	now     func() time.Time
 	// marked wakes RunDerived when this projector marks bodies dirty.
 	marked chan struct{}
 
@@ -91,7 +91,7 @@ const (
 // New returns a Projector; its metrics are registered with reg.
 func New(src Source, cache Cache, ids *publicid.Codec, log *slog.Logger, reg prometheus.Registerer) *Projector {
 	p := &Projector{
-		src: src, cache: cache, ids: ids, layout: readmodel.LayoutOf(ids), log: log, now: time.Now, marked: make(chan struct{}, 1),
+		src: src, cache: cache, ids: ids, layouts: readmodel.LayoutsOf(ids), log: log, now: time.Now, marked: make(chan struct{}, 1),
 		purge: func(context.Context, []string) error { return nil },
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sprockets_projector_events_total", Help: "Events projected, by outcome.",

@@ -31,8 +31,8 @@ func (p *Projector) expected(ctx context.Context, org int64, emit func([]want) e
 			batch = append(batch, want{Record: r})
 		}
 	}
-	for _, r := range readmodel.SprocketListRecords(p.layout, org, sprockets) {
-		batch = append(batch, want{Record: r, index: readmodel.SprocketIndexKey(org)})
+	for _, r := range readmodel.SprocketListRecords(p.layouts, org, sprockets) {
+		batch = append(batch, want{Record: r, bodyOnly: r.Key != readmodel.SprocketListKey(org), index: readmodel.SprocketIndexKey(org)})
 	}
 	if err := emit(batch); err != nil {
 		return err
@@ -69,7 +69,7 @@ func (p *Projector) factoryWants(f domain.Factory, samples []domain.Sample) []wa
 		}
 	}
 	out = append(out, want{Record: readmodel.FactoryRecord(p.ids, f)})
-	for _, r := range readmodel.HistoryRecords(p.layout, f, samples) {
+	for _, r := range readmodel.HistoryRecords(p.layouts, f, samples) {
 		out = append(out, want{Record: r, bodyOnly: r.Key != readmodel.HistoryKey(f.ID), index: readmodel.SegmentIndexKey(f.ID)})
 	}
 	return out

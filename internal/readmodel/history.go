@@ -37,24 +37,42 @@ const SegmentSamples = 2048
 // first one that starts a segment.
 const HeadSegment int64 = -1
 
-// Layout decides where segments start: a sample starts one when its time,
-// mixed with the layout's seed, is a multiple of SegmentSamples. The seed
-// is a secret of the deployment's (LayoutOf): a client who chose its
-// samples' times to make one segment of a whole history, or a segment of
-// every sample, would have to know it.
-type Layout struct{ seed uint64 }
+// Layout decides where segments start: a sample (or a sprocket) starts
+// one when its time (or id), mixed with the layout's seed, is a multiple
+// of how many it holds on average. Every factory's history and every
+// organization's sprocket list has a layout of its own (see Layouts).
+type Layout struct{ seed, every uint64 }
 
-// LayoutOf returns the layout of the deployment whose id key ids holds.
-func LayoutOf(ids *publicid.Codec) Layout { return Layout{seed: ids.Seed("history segments")} }
+// StartsSegment reports whether a sample at time t (or a sprocket of id t)
+// starts a segment.
+func (l Layout) StartsSegment(t int64) bool { return mix(uint64(t)^l.seed)%l.every == 0 }
 
-// StartsSegment reports whether a sample at time t starts a segment.
-func (l Layout) StartsSegment(t int64) bool {
-	// splitmix64's finalizer: neighbouring times hash far apart.
-	z := uint64(t) ^ l.seed
+// mix is splitmix64's finalizer: neighbouring numbers hash far apart.
+func mix(z uint64) uint64 {
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
 	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
-	z ^= z >> 31
-	return z&(SegmentSamples-1) == 0
+	return z ^ (z >> 31)
+}
+
+// Layouts are a deployment's layouts, from a secret of its own (LayoutsOf)
+// and the owner of each body. A client who chose its samples' times to
+// make one segment of a whole history, or a segment of every sample, would
+// have to know where the history's segments start; what one body shows
+// of its segments (compressed answers are compressed segment by segment)
+// says nothing of another's.
+type Layouts struct{ seed uint64 }
+
+// LayoutsOf returns the layouts of the deployment whose id key ids holds.
+func LayoutsOf(ids *publicid.Codec) Layouts { return Layouts{seed: ids.Seed("segments")} }
+
+// History returns the layout of factory's history.
+func (ls Layouts) History(factory int64) Layout {
+	return Layout{seed: mix(ls.seed ^ mix(uint64(factory))), every: SegmentSamples}
+}
+
+// Sprockets returns the layout of org's sprocket list.
+func (ls Layouts) Sprockets(org int64) Layout {
+	return Layout{seed: mix(ls.seed ^ mix(^uint64(org))), every: SprocketSegmentItems}
 }
 
 // Segment is a run of a history's samples, in time order.

@@ -29,7 +29,7 @@ func TestLongHistoryIsWhatJSONMakes(t *testing.T) {
 	}
 	// The manifest alone gives the answers' lengths.
 	for _, n := range []int{0, 1, 2, 30_000} {
-		man, _ := HeldHistory(testLayout, domain.Factory{ID: 12, Version: 1}, samples[:n])
+		man, _ := HeldHistory(testLayouts, domain.Factory{ID: 12, Version: 1}, samples[:n])
 		m, err := DecodeManifest(man.Body)
 		if err != nil {
 			t.Fatal(err)
@@ -73,7 +73,7 @@ func TestExtendLaysOutAsARebuild(t *testing.T) {
 					have[start] = store[start]
 				}
 			}
-			write, gone, next := m.Extend(testLayout, have, added)
+			write, gone, next := m.Extend(testLayouts.History(1), have, added)
 			for _, start := range gone {
 				delete(store, start)
 			}
@@ -85,7 +85,7 @@ func TestExtendLaysOutAsARebuild(t *testing.T) {
 
 			var want Manifest
 			wantStore := map[int64][]domain.Sample{}
-			for _, s := range testLayout.Segments(all) {
+			for _, s := range testLayouts.History(1).Segments(all) {
 				want = append(want, ItemOf(s.Start, EncodeSegment(s.Samples)))
 				wantStore[s.Start] = s.Samples
 			}
@@ -137,21 +137,23 @@ func TestFactoryETag(t *testing.T) {
 	}
 }
 
-var testLayout = LayoutOf(testIDs)
+var testLayouts = LayoutsOf(testIDs)
 
-// Another key lays a history out elsewhere.
-func TestLayoutsDependOnTheKey(t *testing.T) {
+// Another key, or another factory, lays a history out elsewhere.
+func TestLayoutsDependOnTheKeyAndTheOwner(t *testing.T) {
 	other, err := publicid.New(strings.Repeat("k", publicid.MinKeyLen))
 	if err != nil {
 		t.Fatal(err)
 	}
-	differ := 0
-	for tm := int64(0); tm < 1_000_000; tm++ {
-		if testLayout.StartsSegment(tm) != LayoutOf(other).StartsSegment(tm) {
-			differ++
+	for name, l := range map[string]Layout{"another key": LayoutsOf(other).History(1), "another factory": testLayouts.History(2)} {
+		differ := 0
+		for tm := int64(0); tm < 1_000_000; tm++ {
+			if testLayouts.History(1).StartsSegment(tm) != l.StartsSegment(tm) {
+				differ++
+			}
 		}
-	}
-	if differ < 500 {
-		t.Errorf("two keys disagree on %d of a million times", differ)
+		if differ < 500 {
+			t.Errorf("%s: the layouts disagree on %d of a million times", name, differ)
+		}
 	}
 }

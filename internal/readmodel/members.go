@@ -47,9 +47,11 @@ func (m Members) set(i int, id, version int64) {
 	binary.BigEndian.PutUint64(m[16*i+8:], uint64(version))
 }
 
-// append adds a member after the last, which must have a smaller id.
-func (m Members) append(id, version int64) Members {
-	m = append(m, make(Members, 16)...)
-	m.set(m.Len()-1, id, version)
-	return m
+// Sum returns the sum of the members' versions.
+func (m Members) Sum() int64 {
+	var n int64
+	for i := range m.Len() {
+		n += m.version(i)
+	}
+	return n
 }

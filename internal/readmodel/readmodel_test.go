@@ -80,7 +80,7 @@ func TestRecords(t *testing.T) {
 			t.Errorf("tombstone %s: %+v", r.Key, r.Entry)
 		}
 	}
-	list := SprocketListRecords(testLayout, 1, []domain.Sprocket{sprocket(1, 4, false), sprocket(2, 3, true)})
+	list := SprocketListRecords(testLayouts, 1, []domain.Sprocket{sprocket(1, 4, false), sprocket(2, 3, true)})
 	seg, man := list[0].Entry, list[1].Entry
 	if len(list) != 2 || man.Version != 7 || seg.Version != 7 {
 		t.Errorf("list of %d records, version %d (segment %d), want the sum of member versions 7", len(list), man.Version, seg.Version)
@@ -258,7 +258,7 @@ func TestCompatFactoryBodiesAreWhatJSONMakes(t *testing.T) {
 // The bodies of the original routes, sent in pieces, joined.
 
 func segmentsOf(id int64, samples []domain.Sample) []HeldSegment {
-	_, segs := HeldHistory(testLayout, domain.Factory{ID: id, Version: 1}, samples)
+	_, segs := HeldHistory(testLayouts, domain.Factory{ID: id, Version: 1}, samples)
 	return segs
 }
 
@@ -282,7 +282,7 @@ func factoriesBody(all []domain.Factory, samples map[int64][]domain.Sample) []by
 
 // sprocketsBody is GET /api/sprockets for all, sent in pieces, joined.
 func sprocketsBody(all []domain.Sprocket) []byte {
-	records := SprocketListRecords(testLayout, 1, all)
+	records := SprocketListRecords(testLayouts, 1, all)
 	m, _ := DecodeManifest(records[len(records)-1].Entry.Body)
 	held := make([]HeldBody, len(m))
 	for i, it := range m {

@@ -63,13 +63,13 @@ func ManifestRecord(f domain.Factory, m Manifest) Record {
 }
 
 // HistoryRecords returns the records of factory f's history, samples in
-// time order, laid out by l: its segments, then its manifest (a tombstone
-// alone when f is deleted).
-func HistoryRecords(l Layout, f domain.Factory, samples []domain.Sample) []Record {
+// time order, laid out by its layout of ls: its segments, then its
+// manifest (a tombstone alone when f is deleted).
+func HistoryRecords(ls Layouts, f domain.Factory, samples []domain.Sample) []Record {
 	var out []Record
 	var m Manifest
 	if !f.Deleted() {
-		for _, s := range l.Segments(samples) {
+		for _, s := range ls.History(f.ID).Segments(samples) {
 			r, it := SegmentRecord(f, s)
 			out, m = append(out, r), append(m, it)
 		}
@@ -79,9 +79,9 @@ func HistoryRecords(l Layout, f domain.Factory, samples []domain.Sample) []Recor
 
 // HeldHistory returns factory f's history as a reader holds it: its
 // manifest's entry and its segments, from samples in time order, laid
-// out by l.
-func HeldHistory(l Layout, f domain.Factory, samples []domain.Sample) (Entry, []HeldSegment) {
-	records := HistoryRecords(l, f, samples)
+// out by its layout of ls.
+func HeldHistory(ls Layouts, f domain.Factory, samples []domain.Sample) (Entry, []HeldSegment) {
+	records := HistoryRecords(ls, f, samples)
 	segs := make([]HeldSegment, len(records)-1)
 	for i, r := range records[:len(segs)] {
 		cols, _ := SegmentColumns(r.Entry.Body) // just made: well formed

@@ -13,24 +13,32 @@ import (
 
 // The body of GET /api/sprockets holds every live sprocket of an
 // organization, tens of thousands under load (8 MB at 89,000). It is kept
-// as a factory's history is (history.go): in segments of sprockets in id
-// order, cut by the layout, and a manifest. A segment's body is its live
-// sprockets' items, joined by commas; it also lists every sprocket of its
-// range with its version (tombstones too), so that a read with a
-// consistency token checks the one segment of its sprocket. A change
-// rewrites the segments of the sprockets that changed, read again from
-// Postgres by range, and the manifest: never the whole body.
+// as a factory's history is (history.go): in segments of about
+// SprocketSegmentItems sprockets in id order, cut by the organization's
+// layout, and a manifest. A segment's body is its live sprockets' items,
+// joined by commas; it also lists every sprocket of its range with its
+// version (tombstones too), so that a read with a consistency token
+// checks the one segment of its sprocket. A change rewrites the segments
+// of the sprockets that changed, read again from Postgres by id range,
+// and the manifest: never the whole body.
+//
+// The list's version is the sum of its sprockets' versions, which only
+// grows. A segment carries the list's version when it was last written
+// (a rebuild cannot know it: `projector verify` compares its content).
+
+// SprocketSegmentItems is how many sprockets a segment of a list holds on
+// average: a change reads that many rows again.
+const SprocketSegmentItems = 256
 
 // SprocketSegmentRecord returns the record of the segment of org's
 // sprocket list that starts at start and holds all (in id order,
-// tombstones too), and what the manifest says of it. Its version is the
-// sum of its sprockets' versions, which only grows.
-func SprocketSegmentRecord(org, start int64, all []domain.Sprocket) (Record, ManifestItem) {
-	e := Entry{Org: org, Members: make(Members, 16*len(all))}
+// tombstones too), written at the list's version, and what the manifest
+// says of it.
+func SprocketSegmentRecord(org, start, version int64, all []domain.Sprocket) (Record, ManifestItem) {
+	e := Entry{Org: org, Version: version, Members: make(Members, 16*len(all))}
 	var body []byte
 	for i, s := range all {
 		e.Members.set(i, s.ID, s.Version)
-		e.Version += s.Version
 		if !s.Deleted() {
 			if len(body) > 0 {
 				body = append(body, ',')
@@ -69,23 +77,33 @@ type SprocketRun struct {
 	Sprockets []domain.Sprocket
 }
 
+// VersionSum is the sum of the versions of sprockets.
+func VersionSum(sprockets []domain.Sprocket) int64 {
+	var n int64
+	for _, s := range sprockets {
+		n += s.Version
+	}
+	return n
+}
+
 // SprocketListManifest returns the record of org's sprocket list manifest,
-// at SprocketListKey, whose version (the sum of its segments') is version.
+// at SprocketListKey, at the list's version.
 func SprocketListManifest(org, version int64, m Manifest) Record {
 	body := EncodeManifest(m)
 	return Record{SprocketListKey(org), Entry{Version: version, Org: org, Body: body, ETag: HashETag(body)}}
 }
 
 // SprocketListRecords returns the records of org's sprocket list, from
-// every sprocket it ever had, laid out by l: its segments, then its
-// manifest.
-func SprocketListRecords(l Layout, org int64, all []domain.Sprocket) []Record {
+// every sprocket it ever had, laid out by its layout of ls: its segments,
+// then its manifest.
+func SprocketListRecords(ls Layouts, org int64, all []domain.Sprocket) []Record {
+	all = sortedByID(all)
+	version := VersionSum(all)
 	var out []Record
 	var m Manifest
-	var version int64
-	for _, run := range l.SprocketRuns(sortedByID(all)) {
-		r, it := SprocketSegmentRecord(org, run.Start, run.Sprockets)
-		out, m, version = append(out, r), append(m, it), version+r.Entry.Version
+	for _, run := range ls.Sprockets(org).SprocketRuns(all) {
+		r, it := SprocketSegmentRecord(org, run.Start, version, run.Sprockets)
+		out, m = append(out, r), append(m, it)
 	}
 	return append(out, SprocketListManifest(org, version, m))
 }
@@ -159,15 +177,10 @@ func appendCompatSprocket(b []byte, s domain.Sprocket) []byte {
 	return append(b, '}')
 }
 
-// sortedByID returns all in id order, newest version first among equal ids,
-// sorting a copy only when it is not already so.
+// sortedByID returns all in id order, sorting a copy only when it is not
+// already so.
 func sortedByID(all []domain.Sprocket) []domain.Sprocket {
-	byID := func(a, b domain.Sprocket) int {
-		if c := cmp.Compare(a.ID, b.ID); c != 0 {
-			return c
-		}
-		return cmp.Compare(b.Version, a.Version)
-	}
+	byID := func(a, b domain.Sprocket) int { return cmp.Compare(a.ID, b.ID) }
 	if slices.IsSortedFunc(all, byID) {
 		return all
 	}

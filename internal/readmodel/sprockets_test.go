@@ -114,7 +114,7 @@ func TestLongSprocketListIsWhatJSONMakes(t *testing.T) {
 	want, _ := json.Marshal(struct {
 		Sprockets []compatSprocket `json:"sprockets"`
 	}{items})
-	records := SprocketListRecords(testLayout, 1, all)
+	records := SprocketListRecords(testLayouts, 1, all)
 	if len(records) < 6 {
 		t.Fatalf("20,000 sprockets make %d segments; want several", len(records)-1)
 	}

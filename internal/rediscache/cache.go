@@ -35,11 +35,11 @@ const (
 // Keys of the cache's own bookkeeping.
 const (
 	dirtyKey = readmodel.Prefix + "dirty"
-	// builtKey says a full rebuild completed. The 3 is the read model's
-	// shape (2: a factory's buckets are listed in an index; 3: a factory's
-	// history is kept in segments): a read model of an older shape is
-	// rebuilt once.
-	builtKey = readmodel.Prefix + "built:3"
+	// builtKey says a full rebuild completed. The 4 is the read model's
+	// shape (2: a factory's buckets are listed in an index; 4: the bodies
+	// of the original routes are kept in segments): a read model of an
+	// older shape is rebuilt once.
+	builtKey = readmodel.Prefix + "built:4"
 )
 
 //go:embed guard.lua
@@ -52,8 +52,7 @@ var clearSrc string
 var pruneSrc string
 
 // oldShapes match the keys of read models of earlier shapes, which a
-// rebuild to this shape deletes: the whole bodies of the original routes
-// (shape 2).
+// rebuild to this shape deletes: the whole bodies of the original routes.
 var oldShapes = []string{
 	readmodel.Prefix + "factory:*:compat", readmodel.Prefix + "factory:*:compat-chart",
 	readmodel.Prefix + "org:*:compat:factories", readmodel.Prefix + "org:*:compat:sprockets",
@@ -263,6 +262,20 @@ func (c *Cache) Get(ctx context.Context, key string, withMembers bool) (e readmo
 }
 
 var entryFields = []string{fVersion, fOrg, fDeleted, fBody, fETag, fFirst, fLast}
+
+// Members returns the ETag and the member list of the collection at key,
+// without its body; ok is false when the key does not exist.
+func (c *Cache) Members(ctx context.Context, key string) (etag string, m readmodel.Members, ok bool, err error) {
+	vals, err := c.rdb.HMGet(ctx, key, fETag, fMembers).Result()
+	if err != nil {
+		return "", nil, false, fmt.Errorf("get the members of %s: %w", key, err)
+	}
+	etag, ok = vals[0].(string)
+	if s, isString := vals[1].(string); isString {
+		m = readmodel.Members(s)
+	}
+	return etag, m, ok, nil
+}
 
 // GetMany returns the entries at keys in one round trip; ok[i] says whether
 // keys[i] exists.

@@ -92,7 +92,7 @@ func (h *Handlers) compatSprockets(c *fiber.Ctx) error {
 	if err != nil {
 		return h.dbError(err)
 	}
-	records := readmodel.SprocketListRecords(h.layout, org, all)
+	records := readmodel.SprocketListRecords(h.layouts, org, all)
 	man := records[len(records)-1].Entry
 	m, _ := readmodel.DecodeManifest(man.Body) // just made: well formed
 	entries := make([]readmodel.Entry, len(records)-1)
@@ -114,12 +114,12 @@ func (h *Handlers) listShows(ctx context.Context, org int64, m readmodel.Manifes
 	if !ok {
 		return false
 	}
-	e, ok, err := h.cache.Get(ctx, readmodel.SprocketSegmentKey(org, it.Start), true)
+	etag, members, ok, err := h.cache.Members(ctx, readmodel.SprocketSegmentKey(org, it.Start))
 	if err != nil {
 		h.cacheFailed(ctx, err)
 		return false
 	}
-	return ok && e.ETag == strconv.FormatUint(it.Hash, 16) && e.Members.Version(tok.ID) >= tok.Version
+	return ok && etag == strconv.FormatUint(it.Hash, 16) && members.Version(tok.ID) >= tok.Version
 }
 
 // heldBodies pairs the segments m lists with their entries.

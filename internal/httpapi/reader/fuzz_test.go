@@ -32,6 +32,10 @@ func (emptyCache) GetMany(_ context.Context, keys []string) ([]readmodel.Entry, 
 	return make([]readmodel.Entry, len(keys)), make([]bool, len(keys)), nil
 }
 
+func (emptyCache) Members(context.Context, string) (string, readmodel.Members, bool, error) {
+	return "", nil, false, nil
+}
+
 // database has one sprocket and one factory of organization 1, whose
 // history is two samples.
 type database struct{}

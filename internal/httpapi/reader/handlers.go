@@ -24,6 +24,7 @@ import (
 type Cache interface {
 	Get(ctx context.Context, key string, withMembers bool) (readmodel.Entry, bool, error)
 	GetMany(ctx context.Context, keys []string) ([]readmodel.Entry, []bool, error)
+	Members(ctx context.Context, key string) (etag string, m readmodel.Members, ok bool, err error)
 }
 
 // Queries are the reads the fallback path makes on one database.
@@ -81,9 +82,9 @@ type Encoder interface {
 
 // Handlers serve the read API.
 type Handlers struct {
-	// layout cuts the histories the database answers with into segments,
-	// as the projector does.
-	layout  readmodel.Layout
+	// layouts cut the bodies the database answers with into segments, as
+	// the projector does.
+	layouts readmodel.Layouts
 	encoder Encoder
 	near    Near
 	cache   Cache
@@ -105,7 +106,7 @@ const (
 // organization (see httpapi.Access); served is told where each answer came
 // from (metrics).
 func New(near Near, cache Cache, db Database, encoder Encoder, cfg Config, log *slog.Logger, served func(string)) *Handlers {
-	return &Handlers{layout: readmodel.LayoutOf(cfg.IDs), near: near, cache: cache, db: db, encoder: encoder, cfg: cfg, log: log, served: served}
+	return &Handlers{layouts: readmodel.LayoutsOf(cfg.IDs), near: near, cache: cache, db: db, encoder: encoder, cfg: cfg, log: log, served: served}
 }
 
 // org is the organization a request reads as.

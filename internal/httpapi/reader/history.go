@@ -130,7 +130,7 @@ func (h *Handlers) serveHistory(c *fiber.Ctx, whole bool) error {
 	if err != nil {
 		return h.dbError(err)
 	}
-	man, segs := readmodel.HeldHistory(h.layout, f, samples)
+	man, segs := readmodel.HeldHistory(h.layouts, f, samples)
 	m, _ := readmodel.DecodeManifest(man.Body) // just made: well formed
 	_, err = send(man, m, source, func() ([]readmodel.HeldSegment, string, bool) { return segs, source, true })
 	return err
@@ -265,7 +265,7 @@ func (h *Handlers) compatFactories(c *fiber.Ctx) error {
 	var hists []history
 	for _, f := range all {
 		if !f.Deleted() {
-			man, segs := readmodel.HeldHistory(h.layout, f, samples[f.ID])
+			man, segs := readmodel.HeldHistory(h.layouts, f, samples[f.ID])
 			ids, hists = append(ids, f.ID), append(hists, history{manifest: man, segments: segs})
 		}
 	}
