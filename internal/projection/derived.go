@@ -14,11 +14,11 @@ import (
 )
 
 // Derived bodies are those built from many aggregates: the
-// organizations' collections of the original routes (a factory's history
-// is not one: see history.go). Events only mark them dirty; RebuildDirty rebuilds each once
-// for however many events marked it. A sprocket event also marks which
-// member changed, so that the collection, which grows to tens of thousands
-// of items, is patched with just those instead of read whole.
+// organizations' lists of the original routes (a factory's history is not
+// one: see history.go). Events only mark them dirty; RebuildDirty brings
+// each up to date once for however many events marked it. A sprocket event
+// also marks which sprocket changed, so that only the segments of the
+// list those fall in are read again (readmodel/sprockets.go).
 
 func orgSprockets(org int64) string { return "sprockets:" + strconv.FormatInt(org, 10) }
 func orgFactories(org int64) string { return "factories:" + strconv.FormatInt(org, 10) }

@@ -82,7 +82,7 @@ func FactoryBody(ids *publicid.Codec, f domain.Factory) []byte { return mustJSON
 // hash, so that its compressed forms can be kept; fixed text names none.
 type Piece struct {
 	Segment string // "" for fixed text
-	Column  byte   // 'a', 'g' or 't'
+	Column  byte   // 'a', 'g' or 't' for a history's columns, 's' for sprockets
 	Hash    uint64
 	Bytes   []byte
 }
