@@ -89,18 +89,30 @@ func (p *Projector) diff(ctx context.Context) ([]Drift, map[string]want, error) 
 }
 
 // diffOrg compares org's keys with Postgres, and adds what each should hold
-// to wants.
+// to wants. Keys are read from Redis 500 at a time, in one round trip each.
 func (p *Projector) diffOrg(ctx context.Context, org int64, wants map[string]want) ([]Drift, error) {
 	var drifts []Drift
 	err := p.expected(ctx, org, func(ws []want) error {
-		for _, w := range ws {
-			wants[w.Key] = w
-			problem, err := p.compare(ctx, w)
+		for start := 0; start < len(ws); start += 500 {
+			chunk := ws[start:min(start+500, len(ws))]
+			keys := make([]string, len(chunk))
+			for i, w := range chunk {
+				keys[i] = w.Key
+			}
+			got, oks, err := p.cache.GetMany(ctx, keys)
 			if err != nil {
 				return err
 			}
-			if problem != "" {
-				drifts = append(drifts, Drift{w.Key, problem})
+			for i, w := range chunk {
+				wants[w.Key] = w
+				if w.Entry.Members != nil { // a list's segment: its members too
+					if got[i], oks[i], err = p.cache.Get(ctx, w.Key, true); err != nil {
+						return err
+					}
+				}
+				if problem := differs(got[i], oks[i], w); problem != "" {
+					drifts = append(drifts, Drift{w.Key, problem})
+				}
 			}
 		}
 		return nil
@@ -111,33 +123,31 @@ func (p *Projector) diffOrg(ctx context.Context, org int64, wants map[string]wan
 	return drifts, nil
 }
 
-func (p *Projector) compare(ctx context.Context, w want) (string, error) {
-	got, ok, err := p.cache.Get(ctx, w.Key, w.Entry.Members != nil)
-	if err != nil {
-		return "", err
-	}
+// differs says how got (ok: the key exists) differs from what w wants, or
+// "" when it does not.
+func differs(got readmodel.Entry, ok bool, w want) string {
 	want := w.Entry
 	switch {
 	case !ok && want.Version == 0:
-		return "", nil // a collection nothing was ever added to: the reader's fallback serves it
+		return "" // a collection nothing was ever added to: the reader's fallback serves it
 	case !ok:
-		return "missing", nil
+		return "missing"
 	case !w.bodyOnly && got.Version != want.Version:
-		return fmt.Sprintf("version %d, want %d", got.Version, want.Version), nil
+		return fmt.Sprintf("version %d, want %d", got.Version, want.Version)
 	case got.Org != want.Org:
-		return fmt.Sprintf("owner %d, want %d", got.Org, want.Org), nil
+		return fmt.Sprintf("owner %d, want %d", got.Org, want.Org)
 	case got.Deleted != want.Deleted:
-		return fmt.Sprintf("deleted %t, want %t", got.Deleted, want.Deleted), nil
+		return fmt.Sprintf("deleted %t, want %t", got.Deleted, want.Deleted)
 	case !bytes.Equal(got.Body, want.Body):
-		return "body differs", nil
+		return "body differs"
 	case got.ETag != want.ETag:
-		return fmt.Sprintf("etag %s, want %s", got.ETag, want.ETag), nil
+		return fmt.Sprintf("etag %s, want %s", got.ETag, want.ETag)
 	case !equalPtr(got.First, want.First) || !equalPtr(got.Last, want.Last):
-		return "history bounds differ", nil
+		return "history bounds differ"
 	case !bytes.Equal(got.Members, want.Members):
-		return "collection member versions differ", nil
+		return "collection member versions differ"
 	}
-	return "", nil
+	return ""
 }
 
 func equalPtr(a, b *int64) bool {
