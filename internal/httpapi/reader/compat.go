@@ -2,7 +2,6 @@ package reader
 
 import (
 	"context"
-	"net/http"
 	"strconv"
 	"time"
 
@@ -31,19 +30,12 @@ func (h *Handlers) compatSprockets(c *fiber.Ctx) error {
 		tok = nil // a factory's write says nothing of sprockets
 	}
 	key := readmodel.SprocketListKey(org)
+	joined := key + "|body" // a short list, joined (see sendSegmented)
 	send := func(man readmodel.Entry, m readmodel.Manifest, source string, segs func() ([]readmodel.HeldBody, string, bool)) (bool, error) {
-		enc, fresh := h.answer(c, man.ETag, source, readmodel.SprocketsSize(m))
-		if !fresh {
-			h.served(source)
-			return true, c.SendStatus(http.StatusNotModified)
-		}
-		held, from, ok := segs()
-		if !ok {
-			return false, nil
-		}
-		h.served(from)
-		c.Set(headerReadSource, from)
-		return true, h.writePieces(c, key, man.ETag, enc, readmodel.SprocketsPieces(held))
+		return h.sendSegmented(c, key, joined, man, man.ETag, readmodel.SprocketsSize(m), source, func() ([]readmodel.Piece, string, bool) {
+			held, from, ok := segs()
+			return readmodel.SprocketsPieces(held), from, ok
+		})
 	}
 	deadline := time.Now().Add(h.cfg.ConsistencyWait)
 	for attempt := 0; attempt < 3 || (tok != nil && time.Now().Before(deadline)); attempt++ {
@@ -68,6 +60,9 @@ func (h *Handlers) compatSprockets(c *fiber.Ctx) error {
 		}
 		if tok != nil && !h.listShows(ctx, org, m, tok) {
 			continue
+		}
+		if body, ok := h.near.Get(joined); ok && body.ETag == man.ETag {
+			return h.send(c, body, org, view{key: joined}, source)
 		}
 		done, err := send(man, m, source, func() ([]readmodel.HeldBody, string, bool) {
 			segKey := func(start int64) string { return readmodel.SprocketSegmentKey(org, start) }

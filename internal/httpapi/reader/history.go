@@ -67,31 +67,17 @@ func (h *Handlers) serveHistory(c *fiber.Ctx, whole bool) error {
 		if man.Deleted || man.Org != org {
 			return true, v.notFound()
 		}
-		etag, size := etagOf(man), readmodel.ChartSize(m)
+		size := readmodel.ChartSize(m)
 		if whole {
 			size = readmodel.FactorySize(id, m)
 		}
-		enc, fresh := h.answer(c, etag, source, size)
-		if !fresh {
-			h.served(source)
-			return true, c.SendStatus(http.StatusNotModified)
-		}
-		held, from, ok := segs()
-		if !ok {
-			return false, nil
-		}
-		h.served(from)
-		c.Set(headerReadSource, from)
-		pieces := readmodel.AppendChartPieces(nil, held)
-		if whole {
-			pieces = readmodel.AppendFactoryPieces(nil, id, held)
-		}
-		if size > joinUnder {
-			return true, h.writePieces(c, v.key, etag, enc, pieces)
-		}
-		body := readmodel.Join(pieces)
-		h.near.Fill(joined, readmodel.Entry{Body: body, ETag: etag, Version: man.Version, Org: org}, h.near.Ticket())
-		return true, h.sendBody(c, joined, etag, enc, body)
+		return h.sendSegmented(c, v.key, joined, man, etagOf(man), size, source, func() ([]readmodel.Piece, string, bool) {
+			held, from, ok := segs()
+			if whole {
+				return readmodel.AppendFactoryPieces(nil, id, held), from, ok
+			}
+			return readmodel.AppendChartPieces(nil, held), from, ok
+		})
 	}
 	for attempt := 0; attempt < 3 && time.Now().UnixNano() >= h.skipTil.Load(); attempt++ {
 		v.skipMemory = attempt > 0
@@ -134,6 +120,33 @@ func (h *Handlers) serveHistory(c *fiber.Ctx, whole bool) error {
 	m, _ := readmodel.DecodeManifest(man.Body) // just made: well formed
 	_, err = send(man, m, source, func() ([]readmodel.HeldSegment, string, bool) { return segs, source, true })
 	return err
+}
+
+// sendSegmented answers with a body sent from segments, whose ETag and
+// length the manifest man gave: a 304 when the client's copy is current,
+// before any segment is read; else the pieces pieces returns (with where
+// they came from). A body short enough is joined and kept in memory under
+// the key joined, for as long as its ETag is the manifest's. It reports
+// false, having sent nothing, when pieces fails.
+func (h *Handlers) sendSegmented(c *fiber.Ctx, key, joined string, man readmodel.Entry, etag string, size int, source string,
+	pieces func() ([]readmodel.Piece, string, bool)) (bool, error) {
+	enc, fresh := h.answer(c, etag, source, size)
+	if !fresh {
+		h.served(source)
+		return true, c.SendStatus(http.StatusNotModified)
+	}
+	parts, from, ok := pieces()
+	if !ok {
+		return false, nil
+	}
+	h.served(from)
+	c.Set(headerReadSource, from)
+	if size > joinUnder {
+		return true, h.writePieces(c, key, etag, enc, parts)
+	}
+	body := readmodel.Join(parts)
+	h.near.Fill(joined, readmodel.Entry{Body: body, ETag: etag, Version: man.Version, Org: man.Org}, h.near.Ticket())
+	return true, h.sendBody(c, joined, etag, enc, body)
 }
 
 // historyFromCache returns the history v names, with its segments, from
