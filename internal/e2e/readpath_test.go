@@ -134,7 +134,12 @@ func TestRevocationIsPushed(t *testing.T) {
 	commands, reads := redisCommands(t, rdb)-before, served()-readsBefore
 	perRead := float64(commands) / reads
 	t.Logf("%0.f reads, %d Redis commands (%.4f a read: heartbeats, leases, and the projector's own)", reads, commands, perRead)
-	if reads < 200 || perRead > 0.05 {
+	// A read that asked Redis anything would cost at least one command.
+	// The rest is a steady hundred or so a second (heartbeats, leases,
+	// the projector's polls), spread over however many reads the machine
+	// serves: under the race detector and the other tests, about 2,000 a
+	// second, so 0.05 to 0.1 a read. (make bench measures the figure.)
+	if reads < 200 || perRead > 0.25 {
 		t.Errorf("%.0f reads cost Redis %d commands", reads, commands)
 	}
 
