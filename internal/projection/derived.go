@@ -199,21 +199,7 @@ func (p *Projector) refreshOrgSprockets(ctx context.Context, org int64, members 
 	if err != nil {
 		return nil, err
 	}
-	records := readmodel.SprocketListRecords(p.layouts, org, all)
-	var res [][]int
-	for start := 0; start < len(records); start += 500 {
-		r, err := p.cache.Apply(ctx, readmodel.Write{Org: org, Rule: readmodel.Newer, Records: records[start:min(start+500, len(records))],
-			Index: readmodel.SprocketIndexKey(org)})
-		if err != nil {
-			return nil, err
-		}
-		res = append(res, r...)
-	}
-	listed := make(map[string]bool, len(records))
-	for _, r := range records {
-		listed[r.Key] = true
-	}
-	return res, p.pruneSegments(ctx, readmodel.SprocketListKey(org), readmodel.SprocketIndexKey(org), listed)
+	return p.writeSegmented(ctx, org, readmodel.SprocketListKey(org), readmodel.SprocketIndexKey(org), readmodel.SprocketListRecords(p.layouts, org, all))
 }
 
 // patchSprocketList rewrites the segments of the list man (laid out as m)
@@ -240,7 +226,7 @@ func (p *Projector) patchSprocketList(ctx context.Context, org int64, man readmo
 			if err != nil {
 				return nil, false, err
 			}
-			if !ok || e.ETag != strconv.FormatUint(it.Hash, 16) {
+			if !ok || !it.Names(e.ETag) {
 				return nil, false, nil // not the segment m lists
 			}
 			seg.held, version = e, version-e.Members.Sum()

@@ -3,7 +3,6 @@ package projection
 import (
 	"context"
 	"fmt"
-	"strconv"
 
 	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/readmodel"
@@ -73,7 +72,7 @@ func (p *Projector) extendHistory(ctx context.Context, f domain.Factory, man rea
 	}
 	for i, start := range starts {
 		want, _ := m.Item(start)
-		if !oks[i] || entries[i].ETag != strconv.FormatUint(want.Hash, 16) {
+		if !oks[i] || !want.Names(entries[i].ETag) {
 			return false, nil // not the segment the manifest lists
 		}
 		if have[start], err = readmodel.DecodeSegment(entries[i].Body); err != nil {
@@ -106,10 +105,8 @@ func (p *Projector) extendHistory(ctx context.Context, f domain.Factory, man rea
 	return true, nil // made by another projector, or fenced
 }
 
-// rebuildHistory writes factory id's history from Postgres, under the Newer
-// rule: segments first, the manifest last, so that a reader never finds
-// the manifest ahead of its segments. The segments the new manifest does
-// not list are removed.
+// rebuildHistory writes factory id's history from Postgres (see
+// writeSegmented).
 func (p *Projector) rebuildHistory(ctx context.Context, id int64) error {
 	f, samples, err := p.src.FactoryHistory(ctx, domain.AnyOrg, id)
 	if isNotFound(err) {
@@ -118,19 +115,29 @@ func (p *Projector) rebuildHistory(ctx context.Context, id int64) error {
 	if err != nil {
 		return fmt.Errorf("rebuild history of factory %d: %w", id, err)
 	}
-	records := readmodel.HistoryRecords(p.layouts, f, samples)
-	index := readmodel.SegmentIndexKey(f.ID)
+	_, err = p.writeSegmented(ctx, f.OrgID, readmodel.HistoryKey(f.ID), readmodel.SegmentIndexKey(f.ID), readmodel.HistoryRecords(p.layouts, f, samples))
+	return err
+}
+
+// writeSegmented writes the records of one body kept in segments (its
+// segments, then its manifest, last) under the Newer rule, 500 at a time,
+// each listed in index, so that a reader never finds the manifest ahead of
+// its segments; then it prunes the segments index lists and records do
+// not. It returns the writes' results.
+func (p *Projector) writeSegmented(ctx context.Context, org int64, manifest, index string, records []readmodel.Record) ([][]int, error) {
+	var res [][]int
 	for start := 0; start < len(records); start += 500 {
-		chunk := records[start:min(start+500, len(records))]
-		if _, err := p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Newer, Records: chunk, Index: index}); err != nil {
-			return err
+		r, err := p.cache.Apply(ctx, readmodel.Write{Org: org, Rule: readmodel.Newer, Records: records[start:min(start+500, len(records))], Index: index})
+		if err != nil {
+			return nil, err
 		}
+		res = append(res, r...)
 	}
 	listed := make(map[string]bool, len(records))
 	for _, r := range records {
 		listed[r.Key] = true
 	}
-	return p.pruneSegments(ctx, readmodel.HistoryKey(f.ID), index, listed)
+	return res, p.pruneSegments(ctx, manifest, index, listed)
 }
 
 // pruneSegments deletes the segments that index lists and listed does

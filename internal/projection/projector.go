@@ -30,7 +30,6 @@ type Source interface {
 	FactoryHistory(ctx context.Context, org, id int64) (domain.Factory, []domain.Sample, error)
 	FactoriesOfOrg(ctx context.Context, org int64) ([]domain.Factory, error)
 	FactoryBucketsSince(ctx context.Context, id, version, bucketSeconds int64) (domain.Factory, []domain.Sample, error)
-	FactoriesWithSamples(ctx context.Context, org int64) ([]domain.Factory, map[int64][]domain.Sample, error)
 	OrgIDs(ctx context.Context) ([]int64, error)
 	DeletedOrgIDs(ctx context.Context) ([]int64, error)
 }

@@ -81,52 +81,31 @@ type Segment struct {
 	Samples []domain.Sample
 }
 
-// Segmenter cuts a history, given in time order, into its segments.
-type Segmenter struct {
-	layout Layout
-	emit   func(Segment) error
-	cur    Segment
-}
-
-// NewSegmenter returns a Segmenter that passes each segment to emit once it
-// is complete.
-func (l Layout) NewSegmenter(emit func(Segment) error) *Segmenter {
-	return &Segmenter{layout: l, emit: emit, cur: Segment{Start: HeadSegment}}
-}
-
-// Add takes the next sample.
-func (s *Segmenter) Add(x domain.Sample) error {
-	if s.layout.StartsSegment(x.Time) {
-		if err := s.flush(); err != nil {
-			return err
-		}
-		s.cur.Start = x.Time
-	}
-	s.cur.Samples = append(s.cur.Samples, x)
-	return nil
-}
-
-// Close emits the last segment.
-func (s *Segmenter) Close() error { return s.flush() }
-
-func (s *Segmenter) flush() error {
-	if len(s.cur.Samples) == 0 {
-		return nil
-	}
-	err := s.emit(s.cur)
-	s.cur = Segment{Start: HeadSegment}
-	return err
-}
-
 // Segments cuts samples (in time order) into segments.
 func (l Layout) Segments(samples []domain.Sample) []Segment {
 	var out []Segment
-	s := l.NewSegmenter(func(seg Segment) error { out = append(out, seg); return nil })
-	for _, x := range samples {
-		_ = s.Add(x) // emit never fails
-	}
-	_ = s.Close()
+	cut(l, samples, func(s domain.Sample) int64 { return s.Time }, func(start int64, run []domain.Sample) {
+		out = append(out, Segment{Start: start, Samples: run})
+	})
 	return out
+}
+
+// cut cuts items, in the order of key, where l starts segments, and passes
+// each run to add with its start (HeadSegment for the run before the
+// first start).
+func cut[T any](l Layout, items []T, key func(T) int64, add func(start int64, run []T)) {
+	start, from := HeadSegment, 0
+	for i, it := range items {
+		if k := key(it); l.StartsSegment(k) {
+			if i > from {
+				add(start, items[from:i:i])
+			}
+			start, from = k, i
+		}
+	}
+	if len(items) > from {
+		add(start, items[from:])
+	}
 }
 
 // ManifestItem names one segment of a history, with the hash of its body
@@ -136,6 +115,18 @@ type ManifestItem struct {
 	Start int64
 	Hash  uint64
 	Size  int
+}
+
+// SegmentETag is the ETag a segment's entry carries: the hash its
+// manifest lists, in hex.
+func SegmentETag(hash uint64) string { return strconv.FormatUint(hash, 16) }
+
+// Names reports whether etag, a segment entry's ETag, is that of the
+// segment it describes: whether the entry is the segment the manifest
+// lists.
+func (it ManifestItem) Names(etag string) bool {
+	var b [16]byte
+	return string(strconv.AppendUint(b[:0], it.Hash, 16)) == etag
 }
 
 // ItemOf returns what a manifest says of the segment that starts at start

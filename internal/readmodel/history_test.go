@@ -113,6 +113,11 @@ func TestManifestAndSegmentsRoundTrip(t *testing.T) {
 			t.Errorf("manifest %q decoded", bad)
 		}
 	}
+	for _, it := range m {
+		if !it.Names(SegmentETag(it.Hash)) || it.Names(SegmentETag(it.Hash+1)) || it.Names("") {
+			t.Errorf("item %+v names the wrong ETags", it)
+		}
+	}
 	samples := []domain.Sample{{Time: 5, Actual: 0, Goal: 12}, {Time: 9, Actual: 1_000_000_000_000, Goal: 3}}
 	back, err := DecodeSegment(EncodeSegment(samples))
 	if err != nil || !reflect.DeepEqual(back, samples) {

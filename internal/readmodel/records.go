@@ -47,7 +47,7 @@ func FactoryRecord(ids *publicid.Codec, f domain.Factory) Record {
 func SegmentRecord(f domain.Factory, s Segment) (Record, ManifestItem) {
 	body := EncodeSegment(s.Samples)
 	it := ItemOf(s.Start, body)
-	return Record{HistorySegmentKey(f.ID, s.Start), Entry{Body: body, ETag: strconv.FormatUint(it.Hash, 16), Version: f.Version, Org: f.OrgID}}, it
+	return Record{HistorySegmentKey(f.ID, s.Start), Entry{Body: body, ETag: SegmentETag(it.Hash), Version: f.Version, Org: f.OrgID}}, it
 }
 
 // ManifestRecord returns the record of factory f's history manifest, at

@@ -48,26 +48,16 @@ func SprocketSegmentRecord(org, start, version int64, all []domain.Sprocket) (Re
 	}
 	e.Body = body
 	it := ManifestItem{Start: start, Hash: SegmentHash(body), Size: len(body)}
-	e.ETag = strconv.FormatUint(it.Hash, 16)
+	e.ETag = SegmentETag(it.Hash)
 	return Record{SprocketSegmentKey(org, start), e}, it
 }
 
 // SprocketRuns cuts all (in id order) into the runs l makes segments of.
 func (l Layout) SprocketRuns(all []domain.Sprocket) []SprocketRun {
 	var out []SprocketRun
-	cur := SprocketRun{Start: HeadSegment}
-	for _, s := range all {
-		if l.StartsSegment(s.ID) {
-			if len(cur.Sprockets) > 0 {
-				out = append(out, cur)
-			}
-			cur = SprocketRun{Start: s.ID}
-		}
-		cur.Sprockets = append(cur.Sprockets, s)
-	}
-	if len(cur.Sprockets) > 0 {
-		out = append(out, cur)
-	}
+	cut(l, all, func(s domain.Sprocket) int64 { return s.ID }, func(start int64, run []domain.Sprocket) {
+		out = append(out, SprocketRun{Start: start, Sprockets: run})
+	})
 	return out
 }
 

@@ -2,7 +2,6 @@ package reader
 
 import (
 	"context"
-	"strconv"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -65,15 +64,14 @@ func (h *Handlers) compatSprockets(c *fiber.Ctx) error {
 			return h.send(c, body, org, view{key: joined}, source)
 		}
 		done, err := send(man, m, source, func() ([]readmodel.HeldBody, string, bool) {
-			segKey := func(start int64) string { return readmodel.SprocketSegmentKey(org, start) }
-			entries, fromMemory, ok := h.segmentEntries(ctx, m, segKey)
+			keys, entries, fromMemory, ok := h.segmentEntries(ctx, m, func(start int64) string { return readmodel.SprocketSegmentKey(org, start) })
 			if !ok {
 				return nil, "", false
 			}
 			if !fromMemory {
 				source = FromCache
 			}
-			return heldBodies(m, entries, segKey), source, true
+			return heldBodies(m, keys, entries), source, true
 		})
 		if done {
 			return err
@@ -90,13 +88,12 @@ func (h *Handlers) compatSprockets(c *fiber.Ctx) error {
 	records := readmodel.SprocketListRecords(h.layouts, org, all)
 	man := records[len(records)-1].Entry
 	m, _ := readmodel.DecodeManifest(man.Body) // just made: well formed
-	entries := make([]readmodel.Entry, len(records)-1)
-	for i, r := range records[:len(entries)] {
-		entries[i] = r.Entry
+	keys := make([]string, len(records)-1)
+	entries := make([]readmodel.Entry, len(keys))
+	for i, r := range records[:len(keys)] {
+		keys[i], entries[i] = r.Key, r.Entry
 	}
-	_, err = send(man, m, source, func() ([]readmodel.HeldBody, string, bool) {
-		return heldBodies(m, entries, func(start int64) string { return readmodel.SprocketSegmentKey(org, start) }), source, true
-	})
+	_, err = send(man, m, source, func() ([]readmodel.HeldBody, string, bool) { return heldBodies(m, keys, entries), source, true })
 	return err
 }
 
@@ -114,14 +111,14 @@ func (h *Handlers) listShows(ctx context.Context, org int64, m readmodel.Manifes
 		h.cacheFailed(ctx, err)
 		return false
 	}
-	return ok && etag == strconv.FormatUint(it.Hash, 16) && members.Version(tok.ID) >= tok.Version
+	return ok && it.Names(etag) && members.Version(tok.ID) >= tok.Version
 }
 
-// heldBodies pairs the segments m lists with their entries.
-func heldBodies(m readmodel.Manifest, entries []readmodel.Entry, key func(start int64) string) []readmodel.HeldBody {
+// heldBodies pairs the segments m lists with their keys and entries.
+func heldBodies(m readmodel.Manifest, keys []string, entries []readmodel.Entry) []readmodel.HeldBody {
 	out := make([]readmodel.HeldBody, len(m))
 	for i, it := range m {
-		out[i] = readmodel.HeldBody{Key: key(it.Start), Hash: it.Hash, Body: entries[i].Body}
+		out[i] = readmodel.HeldBody{Key: keys[i], Hash: it.Hash, Body: entries[i].Body}
 	}
 	return out
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -183,7 +182,7 @@ func (h *Handlers) historyFromCache(ctx context.Context, v view, org int64, tok 
 // reader's memory or else Redis, and whether all came from memory. It
 // fails (false) when a segment is not the one m lists or Redis fails.
 func (h *Handlers) segments(ctx context.Context, id int64, m readmodel.Manifest) ([]readmodel.HeldSegment, bool, bool) {
-	entries, fromMemory, ok := h.segmentEntries(ctx, m, func(start int64) string { return readmodel.HistorySegmentKey(id, start) })
+	keys, entries, fromMemory, ok := h.segmentEntries(ctx, m, func(start int64) string { return readmodel.HistorySegmentKey(id, start) })
 	if !ok {
 		return nil, false, false
 	}
@@ -193,47 +192,48 @@ func (h *Handlers) segments(ctx context.Context, id int64, m readmodel.Manifest)
 		if err != nil {
 			return nil, false, false
 		}
-		out[i] = readmodel.HeldSegment{Key: readmodel.HistorySegmentKey(id, it.Start), Hash: it.Hash, Columns: cols}
+		out[i] = readmodel.HeldSegment{Key: keys[i], Hash: it.Hash, Columns: cols}
 	}
 	return out, fromMemory, true
 }
 
-// segmentEntries returns the entries of the segments m lists, whose keys
-// key makes, each from the reader's memory or else Redis (and then kept in
-// memory), and whether all came from memory. It fails (false) when a
-// segment is not the one m lists (its hash differs) or Redis fails.
-func (h *Handlers) segmentEntries(ctx context.Context, m readmodel.Manifest, key func(start int64) string) ([]readmodel.Entry, bool, bool) {
+// segmentEntries returns the keys (key makes them) and the entries of the
+// segments m lists, each from the reader's memory or else Redis (and then
+// kept in memory), and whether all came from memory. It fails (false) when
+// a segment is not the one m lists (its hash differs) or Redis fails.
+func (h *Handlers) segmentEntries(ctx context.Context, m readmodel.Manifest, key func(start int64) string) ([]string, []readmodel.Entry, bool, bool) {
+	keys := make([]string, len(m))
 	out := make([]readmodel.Entry, len(m))
 	var missing []int
-	var keys []string
+	var missingKeys []string
 	for i, it := range m {
-		k := key(it.Start)
-		if e, ok := h.near.Get(k); ok && e.ETag == strconv.FormatUint(it.Hash, 16) {
+		keys[i] = key(it.Start)
+		if e, ok := h.near.Get(keys[i]); ok && it.Names(e.ETag) {
 			out[i] = e
 			continue
 		}
-		missing, keys = append(missing, i), append(keys, k)
+		missing, missingKeys = append(missing, i), append(missingKeys, keys[i])
 	}
 	if len(missing) == 0 {
-		return out, true, true
+		return keys, out, true, true
 	}
 	if time.Now().UnixNano() < h.skipTil.Load() {
-		return nil, false, false
+		return nil, nil, false, false
 	}
 	ticket := h.near.Ticket()
-	entries, oks, err := h.cache.GetMany(ctx, keys)
+	entries, oks, err := h.cache.GetMany(ctx, missingKeys)
 	if err != nil {
 		h.cacheFailed(ctx, err)
-		return nil, false, false
+		return nil, nil, false, false
 	}
 	for j, i := range missing {
-		if !oks[j] || entries[j].ETag != strconv.FormatUint(m[i].Hash, 16) {
-			return nil, false, false
+		if !oks[j] || !m[i].Names(entries[j].ETag) {
+			return nil, nil, false, false
 		}
-		h.near.Fill(keys[j], entries[j], ticket)
+		h.near.Fill(missingKeys[j], entries[j], ticket)
 		out[i] = entries[j]
 	}
-	return out, false, true
+	return keys, out, false, true
 }
 
 // GET /api/factories: the live factories the organization's list names,
