@@ -499,6 +499,31 @@ func TestCollectionPatches(t *testing.T) {
 	}
 	wantWhole(1, "every change is patched in")
 
+	// A create that starts a segment, alone in its round, is listed, and so
+	// are the creates after it. (A segment's version was once the sum of
+	// its sprockets': the segment before it kept its version, the write
+	// was taken for one already made, and the new segment was never
+	// listed.)
+	for {
+		sp, _, err := w.store.CreateSprocket(ctx, sys, spec, domain.Idempotency{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		project()
+		rebuild()
+		if proj.layouts.Sprockets(1).StartsSegment(sp.ID) {
+			break
+		}
+	}
+	for i := 0; i < 3; i++ {
+		if _, _, err := w.store.CreateSprocket(ctx, sys, spec, domain.Idempotency{}); err != nil {
+			t.Fatal(err)
+		}
+		project()
+		rebuild()
+	}
+	w.verify(t)
+
 	// Creates, round after round, start new segments at the end of the
 	// list: each is written with the manifest that lists it.
 	for round := 0; round < 30; round++ {
