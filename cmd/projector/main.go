@@ -98,6 +98,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	proj := projection.New(postgres.NewReads(db), cache, ids, log, reg)
+	proj.KeepLive(cfg.LiveRetention, cfg.LiveMaxEntries)
 
 	switch cmd {
 	case "rebuild":

@@ -31,6 +31,7 @@ import (
 	"github.com/sprockets-api/sprockets/internal/consistency"
 	"github.com/sprockets-api/sprockets/internal/httpapi"
 	"github.com/sprockets-api/sprockets/internal/httpapi/reader"
+	"github.com/sprockets-api/sprockets/internal/live"
 	"github.com/sprockets-api/sprockets/internal/nearcache"
 	"github.com/sprockets-api/sprockets/internal/postgres"
 	"github.com/sprockets-api/sprockets/internal/publicid"
@@ -127,11 +128,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	feed := cache.NewFeed(cfg.FeedStaleness, log, reg)
 	near := nearcache.New(cfg.NearCacheBytes, feed, reg)
 	authn := auth.NewAuthenticator(cache, postgres.NewReads(leader), feed, reg)
+	// Streams of changes follow the organizations' live logs, woken by the
+	// feed, and check their tokens again whenever grants may have changed.
+	hub := live.New(cache, authn, live.Config{
+		Heartbeat: cfg.LiveHeartbeat, MaxStreams: cfg.LiveMaxStreams, MaxPerClient: cfg.LiveMaxStreamsPerClient,
+	}, log, reg)
 	feed.OnChange(near.Changed)
+	feed.OnChange(hub.Changed)
 	feed.OnAuthChange(authn.Forget)
+	feed.OnAuthChange(hub.Recheck)
 	feed.OnLost(func(reason string) {
 		near.Flush(reason)
 		authn.Forget()
+		hub.Recheck()
 	})
 
 	// ---- HTTP ---------------------------------------------------------
@@ -162,13 +171,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	encoder := compress.New(cfg.CompressedBytes, reg)
 	reader.Routes(app, reader.New(near, cache, database, encoder, reader.Config{
 		ConsistencyWait: cfg.ConsistencyWait, CacheBackoff: cfg.RedisBackoff, MaxChartBuckets: cfg.ChartMaxBuckets,
-		Tokens: tokens, IDs: ids,
+		Tokens: tokens, IDs: ids, Live: hub,
 	}, log, func(source string) { served.WithLabelValues(source).Inc() }))
 
 	// ---- Run ------------------------------------------------------------
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return pool.Run(ctx, cfg.ReplicaCheckInterval) })
 	g.Go(func() error { return feed.Run(ctx) })
+	g.Go(func() error { return hub.Run(ctx) })
 	g.Go(func() error { return authn.RunRepairWatch(ctx, cfg.FeedStaleness/2) })
 	// A reader starts without Postgres: its key is checked once the
 	// leader answers, and a wrong one stops it.

@@ -156,6 +156,14 @@ type Reader struct {
 	// CompressedBytes bounds the compressed forms of bodies a reader keeps
 	// (gzip, zstd); 0 turns compression off.
 	CompressedBytes int64 `env:"COMPRESSED_BYTES" envDefault:"33554432"`
+	// LiveHeartbeat is how often an idle stream (GET /v1/stream) sends a
+	// comment, so that proxies keep it open and a dead client is noticed.
+	LiveHeartbeat time.Duration `env:"LIVE_HEARTBEAT" envDefault:"15s"`
+	// LiveMaxStreams bounds the streams one reader holds open;
+	// LiveMaxStreamsPerClient those of one token (or, without one, one
+	// client address) on one reader.
+	LiveMaxStreams          int `env:"LIVE_MAX_STREAMS" envDefault:"10000"`
+	LiveMaxStreamsPerClient int `env:"LIVE_MAX_STREAMS_PER_CLIENT" envDefault:"16"`
 }
 
 // Projector configures cmd/projector.
@@ -177,6 +185,11 @@ type Projector struct {
 	// AntiEntropyEvery is how often, at most, the projector's background
 	// check starts a pass over every organization; 0 turns it off.
 	AntiEntropyEvery time.Duration `env:"ANTI_ENTROPY_INTERVAL" envDefault:"1m"`
+	// LiveRetention and LiveMaxEntries bound each organization's log of
+	// live changes (GET /v1/stream): a stream resumes without loss within
+	// them, and is told to reload past them.
+	LiveRetention  time.Duration `env:"LIVE_RETENTION" envDefault:"10m"`
+	LiveMaxEntries int           `env:"LIVE_MAX_ENTRIES" envDefault:"100000"`
 }
 
 // LoadWriter reads the writer's settings through getenv.
@@ -407,6 +420,9 @@ func (c Reader) Validate() error {
 	if c.NearCacheBytes < 0 {
 		p.add("NEAR_CACHE_BYTES must not be negative (0 turns the near-cache off)")
 	}
+	p.positive("LIVE_HEARTBEAT", int64(c.LiveHeartbeat))
+	p.positive("LIVE_MAX_STREAMS", int64(c.LiveMaxStreams))
+	p.positive("LIVE_MAX_STREAMS_PER_CLIENT", int64(c.LiveMaxStreamsPerClient))
 	return p.err()
 }
 
@@ -432,6 +448,10 @@ func (c Projector) Validate() error {
 	if c.AntiEntropyEvery < 0 {
 		p.add("ANTI_ENTROPY_INTERVAL must not be negative (0 turns the background check off)")
 	}
+	if c.LiveRetention < time.Second {
+		p.add("LIVE_RETENTION must be at least 1s")
+	}
+	p.positive("LIVE_MAX_ENTRIES", int64(c.LiveMaxEntries))
 	return p.err()
 }
 

@@ -50,6 +50,10 @@ frontend edge
     # Probes and metrics are for the programs' own ports, not for clients.
     http-request return status 404 content-type application/problem+json string "{\"type\":\"about:blank\",\"title\":\"Not Found\",\"status\":404}" if { path /metrics /metrics/ /readyz /readyz/ }
     acl read method GET HEAD
+    # Streams of changes (GET /v1/stream) last as long as their clients keep
+    # them: they go to the readers that hold the fewest.
+    acl stream path /v1/stream /v1/stream/
+    use_backend streams if read stream
     use_backend readers if read
     default_backend writer
 
@@ -64,6 +68,18 @@ backend readers
     retry-on all-retryable-errors
     retries 3
     option redispatch 1
+    default-server check inter 500ms fall 2 rise 2
+{{- range $i, $addr := .Readers}}
+    server reader{{$i}} {{$addr}}
+{{- end}}
+
+backend streams
+    # A stream sends a heartbeat every 15 s (LIVE_HEARTBEAT), so the client
+    # and server timeouts (30 s) close only a stream whose other end is
+    # gone; were HAProxy to hold one as a tunnel, the tunnel timeout applies.
+    balance leastconn
+    timeout tunnel 1h
+    option httpchk GET /readyz
     default-server check inter 500ms fall 2 rise 2
 {{- range $i, $addr := .Readers}}
     server reader{{$i}} {{$addr}}

@@ -2,7 +2,9 @@ package httpapi
 
 import (
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -114,4 +116,43 @@ func Page(c *fiber.Ctx, ids *publicid.Codec, kind publicid.Kind) (domain.PageReq
 		}
 	}
 	return domain.PageRequest{After: after, Limit: int(limit)}, nil
+}
+
+// QueryIDs parses an optional comma-separated list of at most most /v1 ids
+// of kind: a set of their numbers, empty when absent.
+func QueryIDs(c *fiber.Ctx, name string, ids *publicid.Codec, kind publicid.Kind, what string, most int) (map[int64]bool, error) {
+	out := map[int64]bool{}
+	raw := c.Query(name)
+	if raw == "" {
+		return out, nil
+	}
+	parts := strings.Split(raw, ",")
+	if len(parts) > most {
+		return nil, invalid(name, "at most %d %s ids, not %d", most, what, len(parts))
+	}
+	for _, p := range parts {
+		n, ok := ids.Decode(kind, p)
+		if !ok {
+			return nil, invalid(name, "%s is not a valid %s id; %s ids look like %s", quote(p), what, what, kind.Example())
+		}
+		out[n] = true
+	}
+	return out, nil
+}
+
+// QueryChoices parses an optional comma-separated list of names from
+// allowed: a set of them, empty when absent.
+func QueryChoices(c *fiber.Ctx, name string, allowed ...string) (map[string]bool, error) {
+	out := map[string]bool{}
+	raw := c.Query(name)
+	if raw == "" {
+		return out, nil
+	}
+	for _, p := range strings.Split(raw, ",") {
+		if !slices.Contains(allowed, p) {
+			return nil, invalid(name, "%s is not one of %s", quote(p), strings.Join(allowed, ", "))
+		}
+		out[p] = true
+	}
+	return out, nil
 }

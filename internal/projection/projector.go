@@ -49,6 +49,7 @@ type Cache interface {
 	Fence(ctx context.Context, orgs ...int64) error
 	PruneSegments(ctx context.Context, manifest, index string, keys []string) error
 	DropOldShapes(ctx context.Context) error
+	LogLive(ctx context.Context, retention time.Duration, maxEntries int, changes map[int64][]readmodel.Change) error
 }
 
 // Purge removes from the broker the events whose subjects match filters
@@ -78,6 +79,7 @@ type Projector struct {
 	// path: a gap, or a concurrent writer in the way of an extension.
 	histories prometheus.Counter
 	checks    antiEntropy
+	live      liveLogs
 }
 
 // Outcomes of applying an event, as counted in sprockets_projector_events_total.
@@ -92,6 +94,7 @@ func New(src Source, cache Cache, ids *publicid.Codec, log *slog.Logger, reg pro
 	p := &Projector{
 		src: src, cache: cache, ids: ids, layouts: readmodel.LayoutsOf(ids), log: log, now: time.Now, marked: make(chan struct{}, 1),
 		purge: func(context.Context, []string) error { return nil },
+		live:  liveLogs{DefaultLiveRetention, DefaultLiveMaxEntries},
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sprockets_projector_events_total", Help: "Events projected, by outcome.",
 		}, []string{"outcome"}),
@@ -156,6 +159,7 @@ func (p *Projector) HandleBatch(ctx context.Context, batch [][]byte) []error {
 			outcomes[i], errs[i] = p.Apply(ctx, e)
 		}
 	}
+	p.logLive(ctx, envs, outcomes, errs)
 	now := p.now()
 	for i, e := range envs {
 		if errs[i] != nil {
@@ -453,7 +457,8 @@ func (p *Projector) applyOrganization(ctx context.Context, e events.Envelope) (s
 	if err := p.cache.Fence(ctx, e.OrgID); err != nil {
 		return "", err
 	}
-	keys := []string{readmodel.SprocketListKey(e.OrgID), readmodel.OrgFactoriesKey(e.OrgID)}
+	keys := []string{readmodel.SprocketListKey(e.OrgID), readmodel.OrgFactoriesKey(e.OrgID),
+		readmodel.LiveKey(e.OrgID), readmodel.LiveSeenKey(e.OrgID), readmodel.LiveTrimmedKey(e.OrgID)}
 	if err := p.dropIndexed(ctx, readmodel.SprocketIndexKey(e.OrgID)); err != nil {
 		return "", err
 	}

@@ -65,6 +65,7 @@ type Cache struct {
 	clear *redis.Script
 	prune *redis.Script
 	grant *redis.Script
+	live  *redis.Script
 	// stageOver is the size of an entry's fields past which a guarded
 	// write stages them in a hash of their own (see guard.lua).
 	stageOver int
@@ -83,7 +84,7 @@ const stagedTTL = time.Minute
 func New(rdb redis.UniversalClient) *Cache {
 	return &Cache{
 		rdb: rdb, guard: redis.NewScript(guardSrc), clear: redis.NewScript(clearSrc), prune: redis.NewScript(pruneSrc),
-		grant:     redis.NewScript(grantSrc),
+		grant: redis.NewScript(grantSrc), live: redis.NewScript(liveSrc),
 		stageOver: stageOver,
 	}
 }

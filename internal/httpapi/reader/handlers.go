@@ -15,6 +15,7 @@ import (
 	"github.com/sprockets-api/sprockets/internal/consistency"
 	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/httpapi"
+	"github.com/sprockets-api/sprockets/internal/live"
 	"github.com/sprockets-api/sprockets/internal/nearcache"
 	"github.com/sprockets-api/sprockets/internal/publicid"
 	"github.com/sprockets-api/sprockets/internal/readmodel"
@@ -70,6 +71,13 @@ type Config struct {
 	Tokens *consistency.Signer
 	// IDs makes and reads the ids of the /v1 routes.
 	IDs *publicid.Codec
+	// Live opens streams of changes (live.Hub).
+	Live Streams
+}
+
+// Streams opens streams of an organization's changes (live.Hub).
+type Streams interface {
+	Open(ctx context.Context, r live.Request) (*live.Stream, error)
 }
 
 // Encoder compresses answers for the clients that accept it, keeping each

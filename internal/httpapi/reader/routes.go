@@ -38,4 +38,5 @@ func Routes(app fiber.Router, h *Handlers) {
 	get("/v1/factories", h.listFactories)
 	get("/v1/factories/:id", h.factory)
 	get("/v1/factories/:id/chart-data", h.chartData)
+	get("/v1/stream", h.stream)
 }

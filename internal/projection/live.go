@@ -1,0 +1,91 @@
+package projection
+
+import (
+	"context"
+	"time"
+
+	"github.com/sprockets-api/sprockets/internal/events"
+	"github.com/sprockets-api/sprockets/internal/readmodel"
+)
+
+// The organizations' live logs (GET /v1/stream) get each change once its
+// keys are written: a reader that sends an event to a dashboard serves the
+// same version or a newer one to the read that follows it.
+
+// Defaults of KeepLive.
+const (
+	DefaultLiveRetention  = 10 * time.Minute
+	DefaultLiveMaxEntries = 100_000
+)
+
+type liveLogs struct {
+	retention  time.Duration
+	maxEntries int
+}
+
+// KeepLive sets how long, and how many, changes each organization's live
+// log keeps for streams that resume (DefaultLiveRetention,
+// DefaultLiveMaxEntries until it is called).
+func (p *Projector) KeepLive(retention time.Duration, maxEntries int) {
+	p.live = liveLogs{retention, maxEntries}
+}
+
+// liveChanges returns what event e, applied with outcome, logs.
+func (p *Projector) liveChanges(e events.Envelope, outcome string) []readmodel.Change {
+	switch e.AggregateType {
+	case events.Sprocket:
+		pl, err := e.Sprocket()
+		if err != nil {
+			return nil
+		}
+		typ := readmodel.SprocketUpdated
+		if e.Type == events.Created {
+			typ = readmodel.SprocketCreated
+		}
+		return []readmodel.Change{readmodel.SprocketChange(p.ids, typ, pl.Sprocket)}
+	case events.Factory:
+		pl, err := e.Factory()
+		if err != nil {
+			return nil
+		}
+		f := pl.Factory
+		var out []readmodel.Change
+		switch {
+		case outcome == Rebuilt && !f.Deleted():
+			// Events before this one were missed: what they did to the
+			// history is not known here.
+			return []readmodel.Change{readmodel.FactoryChange(p.ids, readmodel.FactoryRebuilt, f, nil)}
+		case e.Type == events.Created:
+			out = append(out, readmodel.FactoryChange(p.ids, readmodel.FactoryCreated, f, nil))
+		case e.Type != events.SamplesAppended:
+			out = append(out, readmodel.FactoryChange(p.ids, readmodel.FactoryUpdated, f, nil))
+		}
+		if len(pl.Samples) > 0 && !f.Deleted() {
+			out = append(out, readmodel.FactoryChange(p.ids, readmodel.FactorySamples, f, pl.Samples))
+		}
+		return out
+	}
+	return nil // an organization's deletion ends its tokens, and so its streams
+}
+
+// logLive logs the changes of the events of a batch that were applied
+// (errs[i] nil). When the log cannot be written, those events get its
+// error: they are delivered again, found applied, and logged then.
+func (p *Projector) logLive(ctx context.Context, envs []events.Envelope, outcomes []string, errs []error) {
+	byOrg := map[int64][]readmodel.Change{}
+	var logged []int
+	for i, e := range envs {
+		if errs[i] != nil {
+			continue
+		}
+		if cs := p.liveChanges(e, outcomes[i]); len(cs) > 0 {
+			byOrg[e.OrgID] = append(byOrg[e.OrgID], cs...)
+			logged = append(logged, i)
+		}
+	}
+	if err := p.cache.LogLive(ctx, p.live.retention, p.live.maxEntries, byOrg); err != nil {
+		for _, i := range logged {
+			errs[i] = err
+		}
+	}
+}
