@@ -3,8 +3,9 @@
 GO       ?= go
 BIN      := bin
 PROGRAMS := writer projector reader
-# Debian packages the local topology and the tests run from.
-DEB_PACKAGES := postgresql redis-server nats-server haproxy wrk prometheus
+# Debian packages the local topology and the tests run from (chromium: the
+# dashboard's test in a real browser).
+DEB_PACKAGES := postgresql redis-server nats-server haproxy wrk prometheus chromium
 # Commands the tests run, each with the Debian package that has it: node and
 # npm run the pinned OpenAPI linter (tools/spectral). Commands, not packages:
 # NodeSource's nodejs package holds npm.

@@ -29,6 +29,7 @@ import (
 	"github.com/sprockets-api/sprockets/internal/compress"
 	"github.com/sprockets-api/sprockets/internal/config"
 	"github.com/sprockets-api/sprockets/internal/consistency"
+	"github.com/sprockets-api/sprockets/internal/dashboard"
 	"github.com/sprockets-api/sprockets/internal/httpapi"
 	"github.com/sprockets-api/sprockets/internal/httpapi/reader"
 	"github.com/sprockets-api/sprockets/internal/live"
@@ -166,7 +167,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		httpapi.AccessConfig{
 			PublicReads: cfg.PublicReads, PublicOrg: cfg.PublicOrgID,
 			RateLimit: cfg.RateLimit, AnonymousRateLimit: cfg.AnonymousRateLimit,
+			PublicPaths: dashboard.Paths,
 		}, log))
+	if err := dashboard.Routes(app); err != nil {
+		return err
+	}
 	database := database{pool, admission.New("database-reads", cfg.MaxDBReads, cfg.AdmissionWait, reg)}
 	encoder := compress.New(cfg.CompressedBytes, reg)
 	reader.Routes(app, reader.New(near, cache, database, encoder, reader.Config{

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"math"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -41,13 +42,17 @@ type AccessConfig struct {
 	// without a valid token.
 	RateLimit          int
 	AnonymousRateLimit int
+	// PublicPaths answer without credentials, besides the probes, metrics
+	// and the API's description: the dashboard's page, which asks for a
+	// token itself.
+	PublicPaths []string
 }
 
 const principalKey = "principal"
 
 // publicPaths answer without credentials: probes, metrics and the API's
 // description.
-var publicPaths = map[string]bool{"/healthz": true, "/readyz": true, "/metrics": true, "/v1/openapi.json": true}
+var publicPaths = []string{"/healthz", "/readyz", "/metrics", "/v1/openapi.json"}
 
 // Access authenticates every request but the public paths, then charges it
 // to its budget: the token's, or the client address's for requests without
@@ -58,6 +63,10 @@ var publicPaths = map[string]bool{"/healthz": true, "/readyz": true, "/metrics":
 // instance keeps the limit on its own (see budget).
 func Access(authn Authenticator, budgets Budgets, cfg AccessConfig, log *slog.Logger) fiber.Handler {
 	var lastWarned atomic.Int64 // unix seconds; the metric has every occurrence
+	public := map[string]bool{}
+	for _, p := range append(slices.Clone(publicPaths), cfg.PublicPaths...) {
+		public[p] = true
+	}
 	charge := func(c *fiber.Ctx, key string, perSecond int) error {
 		d := budgets.Charge(c.UserContext(), key, perSecond)
 		if d.Local {
@@ -74,7 +83,7 @@ func Access(authn Authenticator, budgets Budgets, cfg AccessConfig, log *slog.Lo
 		return nil
 	}
 	return func(c *fiber.Ctx) error {
-		if publicPaths[c.Path()] {
+		if public[c.Path()] {
 			return c.Next()
 		}
 		// A token that must be looked up in Postgres is paid for by the

@@ -105,11 +105,14 @@ Try:
   curl -H "Authorization: Bearer $TOKEN" %s/api/factories
   curl -H "Authorization: Bearer $TOKEN" %s/api/factory/1
   curl -H "Authorization: Bearer $TOKEN" -X POST %s/api/sprocket/create/5/6/4/7/
+  curl -N -H "Authorization: Bearer $TOKEN" %s/v1/stream      (changes as they happen)
+
+The dashboard: %s/ (paste the token to sign in).
 
 More tokens: bin/writer token create --org default --scopes read (with DATABASE_URL and REDIS_URL set).
 Ctrl-C stops everything.
 `, s.Edge.URL(), readerURLs, s.Writer.URL(), s.Projector.URL(), s.DatabaseURL(), s.ReplicaURL(), s.Redis.URL(), s.NATS.URL(),
-		filepath.Join(s.Dir, "logs"), token, s.Edge.URL(), s.Edge.URL(), s.Edge.URL())
+		filepath.Join(s.Dir, "logs"), token, s.Edge.URL(), s.Edge.URL(), s.Edge.URL(), s.Edge.URL(), s.Edge.URL())
 	<-ctx.Done()
 	return nil
 }
