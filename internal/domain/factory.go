@@ -146,3 +146,33 @@ func (c ChartData) Samples() ([]Sample, error) {
 	}
 	return out, nil
 }
+
+// Aggregate summarizes the samples of one time bucket: how many, and the
+// sum, least and greatest of their actual and goal counts.
+type Aggregate struct {
+	Start                           int64 // the bucket's first second
+	Count                           int64
+	SumActual, MinActual, MaxActual int64
+	SumGoal, MinGoal, MaxGoal       int64
+}
+
+// Add counts s in.
+func (a *Aggregate) Add(s Sample) {
+	a.Merge(Aggregate{Count: 1, SumActual: s.Actual, MinActual: s.Actual, MaxActual: s.Actual,
+		SumGoal: s.Goal, MinGoal: s.Goal, MaxGoal: s.Goal})
+}
+
+// Merge counts b's samples in.
+func (a *Aggregate) Merge(b Aggregate) {
+	if b.Count == 0 {
+		return
+	}
+	if a.Count == 0 {
+		a.MinActual, a.MaxActual, a.MinGoal, a.MaxGoal = b.MinActual, b.MaxActual, b.MinGoal, b.MaxGoal
+	}
+	a.Count += b.Count
+	a.SumActual += b.SumActual
+	a.SumGoal += b.SumGoal
+	a.MinActual, a.MaxActual = min(a.MinActual, b.MinActual), max(a.MaxActual, b.MaxActual)
+	a.MinGoal, a.MaxGoal = min(a.MinGoal, b.MinGoal), max(a.MaxGoal, b.MaxGoal)
+}

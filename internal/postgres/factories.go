@@ -355,6 +355,36 @@ func (r Reads) Samples(ctx context.Context, factoryID, from, to int64, limit int
 	return out, nil
 }
 
+// SampleAggregates returns, per bucket of width seconds (aligned on
+// multiples of it), the aggregate of factory factoryID's samples between
+// from and to, in time order.
+func (r Reads) SampleAggregates(ctx context.Context, factoryID, from, to, width int64) ([]domain.Aggregate, error) {
+	var rows []struct {
+		Start     int64 `db:"start"`
+		Count     int64 `db:"count"`
+		SumActual int64 `db:"sum_actual"`
+		MinActual int64 `db:"min_actual"`
+		MaxActual int64 `db:"max_actual"`
+		SumGoal   int64 `db:"sum_goal"`
+		MinGoal   int64 `db:"min_goal"`
+		MaxGoal   int64 `db:"max_goal"`
+	}
+	err := r.q.SelectContext(ctx, &rows, `SELECT time - time % $4 AS start, count(*) AS count,
+		sum(actual) AS sum_actual, min(actual) AS min_actual, max(actual) AS max_actual,
+		sum(goal) AS sum_goal, min(goal) AS min_goal, max(goal) AS max_goal
+		FROM factory_samples WHERE factory_id = $1 AND time BETWEEN $2 AND $3
+		GROUP BY 1 ORDER BY 1`, factoryID, from, to, width)
+	if err != nil {
+		return nil, fmt.Errorf("sample aggregates: %w", err)
+	}
+	out := make([]domain.Aggregate, len(rows))
+	for i, a := range rows {
+		out[i] = domain.Aggregate{Start: a.Start, Count: a.Count, SumActual: a.SumActual, MinActual: a.MinActual, MaxActual: a.MaxActual,
+			SumGoal: a.SumGoal, MinGoal: a.MinGoal, MaxGoal: a.MaxGoal}
+	}
+	return out, nil
+}
+
 // SamplesOfOrg returns the samples of every live factory of org, grouped by
 // factory id and in time order within each.
 func (r Reads) SamplesOfOrg(ctx context.Context, org int64) (map[int64][]domain.Sample, error) {

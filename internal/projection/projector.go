@@ -320,6 +320,9 @@ func (p *Projector) applyFactoryEvent(ctx context.Context, pl events.FactoryPayl
 		if err != nil || !merged {
 			return false, err
 		}
+		if merged, err = p.mergeAggregates(ctx, f, pl.Samples); err != nil || !merged {
+			return false, err
+		}
 	}
 	res, err := p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Next, Records: []readmodel.Record{readmodel.FactoryRecord(p.ids, f)}})
 	if err != nil {
@@ -328,8 +331,7 @@ func (p *Projector) applyFactoryEvent(ctx context.Context, pl events.FactoryPayl
 	return res[0][0] != readmodel.Refused, nil
 }
 
-// mergeBuckets adds samples to their buckets with read-modify-write guarded
-// by the version read, retrying a few times when another writer raced it.
+// mergeBuckets adds samples to their buckets (hours of raw samples).
 func (p *Projector) mergeBuckets(ctx context.Context, f domain.Factory, samples []domain.Sample) (bool, error) {
 	groups := readmodel.GroupByBucket(samples)
 	buckets := make([]int64, 0, len(groups))
@@ -338,46 +340,79 @@ func (p *Projector) mergeBuckets(ctx context.Context, f domain.Factory, samples 
 		buckets = append(buckets, b)
 		keys = append(keys, readmodel.ChartBucketKey(f.ID, b))
 	}
+	return p.mergeKeys(ctx, f, keys, readmodel.BucketIndexKey(f.ID), func(i int, have []byte) (r readmodel.Record, err error) {
+		var held []domain.Sample
+		if have != nil {
+			held, err = readmodel.DecodeBucket(have)
+		}
+		return readmodel.BucketRecord(f.ID, f.OrgID, buckets[i], f.Version, readmodel.MergeSamples(held, groups[buckets[i]])), err
+	})
+}
+
+// mergeAggregates counts samples into the factory's aggregates: one key
+// per width.
+func (p *Projector) mergeAggregates(ctx context.Context, f domain.Factory, samples []domain.Sample) (bool, error) {
+	groups := readmodel.GroupByAggregate(f.ID, samples)
+	keys := make([]string, len(groups))
+	for i, g := range groups {
+		keys[i] = g.Key
+	}
+	return p.mergeKeys(ctx, f, keys, readmodel.AggregateIndexKey(f.ID), func(i int, have []byte) (readmodel.Record, error) {
+		held, err := readmodel.DecodeAggregates(have)
+		return readmodel.AggregateRecord(f, groups[i].Key, readmodel.AddSamples(held, groups[i].Width, groups[i].Samples)), err
+	})
+}
+
+// mergeKeys rewrites keys (listed in index) at f's version, each from what
+// it holds (nil when the key is missing) by merge, guarded by the version read, and
+// merges again a few times the keys another writer got to first. It
+// reports false when some stay refused, or one held cannot be read: the
+// caller rebuilds.
+func (p *Projector) mergeKeys(ctx context.Context, f domain.Factory, keys []string, index string, merge func(i int, have []byte) (readmodel.Record, error)) (bool, error) {
+	todo := make([]int, len(keys))
+	for i := range todo {
+		todo[i] = i
+	}
 	for attempt := 0; attempt < 3; attempt++ {
-		entries, oks, err := p.cache.GetMany(ctx, keys)
+		ks := make([]string, len(todo))
+		for j, i := range todo {
+			ks[j] = keys[i]
+		}
+		entries, oks, err := p.cache.GetMany(ctx, ks)
 		if err != nil {
 			return false, err
 		}
-		records := make([]readmodel.Record, len(keys))
-		expected := make([]int64, len(keys))
-		for i, b := range buckets {
-			var have []domain.Sample
-			if oks[i] {
-				if have, err = readmodel.DecodeBucket(entries[i].Body); err != nil {
-					return false, nil // a corrupt bucket: rebuild it
+		records := make([]readmodel.Record, len(todo))
+		expected := make([]int64, len(todo))
+		for j, i := range todo {
+			var have []byte
+			if oks[j] {
+				have, expected[j] = entries[j].Body, entries[j].Version
+				if have == nil {
+					have = []byte{}
 				}
-				expected[i] = entries[i].Version
 			}
-			records[i] = readmodel.BucketRecord(f.ID, f.OrgID, b, f.Version, readmodel.MergeSamples(have, groups[b]))
+			if records[j], err = merge(i, have); err != nil {
+				return false, nil // a corrupt key: rebuild it
+			}
 		}
-		res, err := p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Exact, Records: records, Expected: expected,
-			Index: readmodel.BucketIndexKey(f.ID)})
+		res, err := p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Exact, Records: records, Expected: expected, Index: index})
 		if err != nil {
 			return false, err
 		}
 		if contains(res[0], readmodel.Fenced) || !contains(res[0], readmodel.Refused) {
 			return true, nil
 		}
-		// Written buckets are kept; only refused ones are merged again.
-		keys, buckets = refusedOnly(keys, buckets, res[0])
+		// Written keys are kept; only refused ones are merged again.
+		var refused []int
+		for j, r := range res[0] {
+			if r == readmodel.Refused {
+				refused = append(refused, todo[j])
+			}
+		}
+		todo = refused
 	}
 	return false, nil
-}
-
-func refusedOnly(keys []string, buckets []int64, res []int) ([]string, []int64) {
-	var k []string
-	var b []int64
-	for i, r := range res {
-		if r == readmodel.Refused {
-			k, b = append(k, keys[i]), append(b, buckets[i])
-		}
-	}
-	return k, b
 }
 
 func contains(res []int, v int) bool {
@@ -389,10 +424,13 @@ func contains(res []int, v int) bool {
 	return false
 }
 
-// dropBuckets removes a deleted factory's buckets; the tombstone in its key
-// already hides them, this frees the memory.
+// dropBuckets removes a deleted factory's buckets and aggregates; the
+// tombstone in its key already hides them, this frees the memory.
 func (p *Projector) dropBuckets(ctx context.Context, f domain.Factory) error {
-	return p.dropIndexed(ctx, readmodel.BucketIndexKey(f.ID))
+	if err := p.dropIndexed(ctx, readmodel.BucketIndexKey(f.ID)); err != nil {
+		return err
+	}
+	return p.dropIndexed(ctx, readmodel.AggregateIndexKey(f.ID))
 }
 
 // rebuildFactorySince rewrites, from Postgres, the factory's key and the
@@ -405,7 +443,34 @@ func (p *Projector) rebuildFactorySince(ctx context.Context, id, held int64) err
 	if err != nil {
 		return fmt.Errorf("rebuild factory %d: %w", id, err)
 	}
+	if !f.Deleted() {
+		// A week's aggregate counts samples of hours that did not change:
+		// aggregates are made again from the whole history.
+		if err := p.rebuildAggregates(ctx, id); err != nil {
+			return err
+		}
+	}
 	return p.writeFactory(ctx, f, samples)
+}
+
+// rebuildAggregates rewrites a factory's aggregates from its history in
+// Postgres.
+func (p *Projector) rebuildAggregates(ctx context.Context, id int64) error {
+	f, samples, err := p.src.FactoryHistory(ctx, domain.AnyOrg, id)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("rebuild aggregates of factory %d: %w", id, err)
+	}
+	records := readmodel.AggregateRecords(f, samples)
+	for start := 0; start < len(records); start += 500 {
+		if _, err := p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Newer, Records: records[start:min(start+500, len(records))],
+			Index: readmodel.AggregateIndexKey(f.ID)}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // writeFactory writes, under the Newer rule, the factory's key and the

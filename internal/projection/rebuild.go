@@ -56,8 +56,8 @@ func (p *Projector) expected(ctx context.Context, org int64, emit func([]want) e
 	return emit([]want{{Record: readmodel.OrgFactoriesRecord(org, factories)}})
 }
 
-// factoryWants lists a factory's records: buckets first, then its key, then
-// its history's segments and manifest. Buckets and segments carry the
+// factoryWants lists a factory's records: buckets and aggregates first, then its key, then
+// its history's segments and manifest. Buckets, aggregates and segments carry the
 // version of the last event that touched them, which a rebuild cannot
 // know; only their content counts.
 func (p *Projector) factoryWants(f domain.Factory, samples []domain.Sample) []want {
@@ -66,6 +66,9 @@ func (p *Projector) factoryWants(f domain.Factory, samples []domain.Sample) []wa
 		for b, s := range readmodel.GroupByBucket(samples) {
 			out = append(out, want{Record: readmodel.BucketRecord(f.ID, f.OrgID, b, f.Version, s), bodyOnly: true,
 				index: readmodel.BucketIndexKey(f.ID)})
+		}
+		for _, r := range readmodel.AggregateRecords(f, samples) {
+			out = append(out, want{Record: r, bodyOnly: true, index: readmodel.AggregateIndexKey(f.ID)})
 		}
 	}
 	out = append(out, want{Record: readmodel.FactoryRecord(p.ids, f)})

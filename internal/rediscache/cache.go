@@ -35,11 +35,11 @@ const (
 // Keys of the cache's own bookkeeping.
 const (
 	dirtyKey = readmodel.Prefix + "dirty"
-	// builtKey says a full rebuild completed. The 4 is the read model's
+	// builtKey says a full rebuild completed. The 5 is the read model's
 	// shape (2: a factory's buckets are listed in an index; 4: the bodies
-	// of the original routes are kept in segments): a read model of an
-	// older shape is rebuilt once.
-	builtKey = readmodel.Prefix + "built:4"
+	// of the original routes are kept in segments; 5: factories' charts
+	// have aggregates): a read model of an older shape is rebuilt once.
+	builtKey = readmodel.Prefix + "built:5"
 )
 
 //go:embed guard.lua

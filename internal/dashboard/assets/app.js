@@ -8,7 +8,7 @@
 (() => {
   const TOKEN = 'sprockets-token';
   const PUBLIC = 'public'; // stored instead of a token: public reads
-  const LIMIT = 10000; // the most samples a chart reads
+  const POINTS = 720; // the most points a chart asks for
   const $ = (sel) => document.querySelector(sel);
 
   let credential = sessionStorage.getItem(TOKEN) || '';
@@ -181,18 +181,19 @@
     await Promise.all([...factories.keys()].map((id) => loadChart(id, gen)));
   }
 
-  // loadChart reads a factory's chart over the range chosen: its first
-  // LIMIT samples.
+  // loadChart reads a factory's chart over the range chosen in at most
+  // POINTS points: its samples, or when there are more, each bucket's mean
+  // (the service keeps them as samples arrive).
   async function loadChart(id, gen) {
     const f = factories.get(id);
     if (!f) return;
     const span = Number($('#range').value);
     const from = span && f.meta.last_time ? Math.max(f.meta.last_time - span, 0) : 0;
-    const body = await (await api(`/v1/factories/${encodeURIComponent(id)}/chart-data?from=${from}&limit=${LIMIT}`)).json();
+    const body = await (await api(`/v1/factories/${encodeURIComponent(id)}/chart-data?from=${from}&points=${POINTS}`)).json();
     if (gen !== generation || factories.get(id) !== f) return;
     const c = body.chart_data;
     f.from = from;
-    f.truncated = body.next_from != null;
+    f.bucket = body.bucket_seconds;
     f.time = c.time;
     f.actual = c.sprocket_production_actual;
     f.goal = c.sprocket_production_goal;
@@ -257,7 +258,7 @@
     if (!f) return;
     for (let i = 0; i < c.time.length; i++) {
       const t = c.time[i];
-      if (t < f.from || f.truncated) continue; // not in what the chart shows
+      if (t < f.from) continue; // not in what the chart shows
       let at = f.time.length;
       if (at > 0 && t <= f.time[at - 1]) {
         at = f.time.findIndex((x) => x >= t);
@@ -299,8 +300,15 @@
     f.el.dataset.lastActual = f.actual[last];
     f.el.dataset.lastGoal = f.goal[last];
     const when = new Date(f.time[last] * 1000).toISOString().replace('T', ' ').replace('.000Z', ' UTC');
-    f.latest.textContent = `${n} points · latest ${when}: actual ${f.actual[last]}, goal ${f.goal[last]}` +
-      (f.truncated ? ` · the range holds more than ${LIMIT} samples: choose a shorter one` : '');
+    const per = f.bucket ? ` (means per ${duration(f.bucket)})` : '';
+    f.latest.textContent = `${n} points${per} · latest ${when}: actual ${f.actual[last]}, goal ${f.goal[last]}`;
+  }
+
+  function duration(seconds) {
+    for (const [unit, n] of [['week', 604800], ['day', 86400], ['hour', 3600], ['minute', 60]]) {
+      if (seconds % n === 0) return seconds === n ? unit : `${seconds / n} ${unit}s`;
+    }
+    return `${seconds} s`;
   }
 
   // ---- Sprockets ------------------------------------------------------------

@@ -77,6 +77,19 @@ func (q queries) FactoryHistory(ctx context.Context, org, id int64) (domain.Fact
 	f, err := q.Factory(ctx, id)
 	return f, twoPoints, err
 }
+func (q queries) SampleAggregates(ctx context.Context, id, from, to, width int64) ([]domain.Aggregate, error) {
+	var out []domain.Aggregate
+	for _, s := range twoPoints {
+		if s.Time < from || s.Time > to {
+			continue
+		}
+		if n := len(out); n == 0 || out[n-1].Start != s.Time-s.Time%width {
+			out = append(out, domain.Aggregate{Start: s.Time - s.Time%width})
+		}
+		out[len(out)-1].Add(s)
+	}
+	return out, nil
+}
 func (q queries) FactorySamples(ctx context.Context, org, id, from, to int64, limit int) (domain.Factory, []domain.Sample, error) {
 	f, err := q.Factory(ctx, id)
 	var in []domain.Sample
@@ -114,7 +127,7 @@ func FuzzReadRequests(f *testing.F) {
 		"/api/sprocket/1", "/v1/sprockets?limit=2&cursor=abc", "/v1/sprockets?cursor=" + ids.Encode(publicid.SprocketCursor, 1), "/v1/factories?cursor=" + ids.Encode(publicid.SprocketCursor, 1),
 		"/v1/sprockets/" + spr, "/v1/sprockets/1", "/v1/sprockets/" + fac, "/v1/factories?limit=0",
 		"/v1/factories/" + fac, "/v1/factories/" + fac + "/chart-data?from=5&to=15&limit=1",
-		"/v1/factories/" + fac + "/chart-data?from=9&to=1", "/v1/factories/fac_AAAAAAAAAAAAAAAAAAAAAA",
+		"/v1/factories/" + fac + "/chart-data?from=9&to=1", "/v1/factories/" + fac + "/chart-data?points=1", "/v1/factories/fac_AAAAAAAAAAAAAAAAAAAAAA",
 		"/v1/factories/99999999999999999999", "/v1/audit?cursor=%zz", "/api/sprocket/create/1/2/3/4"} {
 		f.Add(path, `"x"`, good)
 		f.Add(path, "*", "e30.AAAA")

@@ -37,6 +37,7 @@ type Queries interface {
 	ListFactories(ctx context.Context, org int64, page domain.PageRequest) ([]domain.Factory, error)
 	FactoryHistory(ctx context.Context, org, id int64) (domain.Factory, []domain.Sample, error)
 	FactorySamples(ctx context.Context, org, id, from, to int64, limit int) (domain.Factory, []domain.Sample, error)
+	SampleAggregates(ctx context.Context, id, from, to, width int64) ([]domain.Aggregate, error)
 	FactoriesWithSamples(ctx context.Context, org int64) ([]domain.Factory, map[int64][]domain.Sample, error)
 	AuditLog(ctx context.Context, org int64, page domain.PageRequest) ([]domain.AuditEntry, error)
 }

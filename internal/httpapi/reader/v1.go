@@ -11,6 +11,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/sprockets-api/sprockets/internal/consistency"
 	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/events"
 	"github.com/sprockets-api/sprockets/internal/httpapi"
@@ -128,12 +129,22 @@ func (h *Handlers) chartData(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	points, err := httpapi.QueryInt(c, "points", 0, 1, domain.MaxSamplesPerRead)
+	if err != nil {
+		return err
+	}
+	if points > 0 && c.Query("limit") != "" {
+		return domain.Errorf(domain.EINVALID, "points and limit cannot be combined: points answers the whole range in at most that many points, limit pages through its samples")
+	}
 	org := h.org(c)
 	tok, err := h.token(c, org)
 	if err != nil {
 		return err
 	}
 	v := view{key: readmodel.FactoryKey(id), aggregate: events.Factory, id: id, ref: c.Params("id")}
+	if points > 0 {
+		return h.chartPoints(c, v, org, tok, from, to, int(points))
+	}
 	if meta, source, ok := h.fromCache(c.UserContext(), v, tok); ok {
 		if meta.Deleted || meta.Org != org {
 			return v.notFound()
@@ -302,4 +313,130 @@ func (h *Handlers) openAPI(c *fiber.Ctx) error {
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 	c.Set(fiber.HeaderCacheControl, "public, max-age=300")
 	return c.Status(http.StatusOK).Send(httpapi.OpenAPI)
+}
+
+// chartPoints is GET .../chart-data?points=N: the range in at most N
+// points (readmodel.ChartPointsBody): its samples when it holds at most N,
+// else per bucket aggregates, from the factory's aggregates in the read
+// model, or from the database in one grouped query.
+func (h *Handlers) chartPoints(c *fiber.Ctx, v view, org int64, tok *consistency.Token, from, to int64, points int) error {
+	ctx := c.UserContext()
+	answer := func(bucketSeconds int64, ps []domain.Aggregate) []byte {
+		return readmodel.ChartPointsBody(h.cfg.IDs, v.id, from, to, bucketSeconds, ps)
+	}
+	if meta, source, ok := h.fromCache(ctx, v, tok); ok {
+		if meta.Deleted || meta.Org != org {
+			return v.notFound()
+		}
+		named := tok != nil && !tok.Covers(events.Factory, v.id, 0)
+		if body, fromRedis, ok := h.cachedPoints(ctx, v.id, meta, from, to, points, named, answer); ok {
+			if fromRedis {
+				source = FromCache
+			}
+			return h.send(c, readmodel.Entry{Body: body, ETag: readmodel.HashETag(body), Org: org}, org, v, source)
+		}
+	}
+	minLSN := ""
+	if tok != nil {
+		minLSN = tok.LSN
+	}
+	var e readmodel.Entry
+	source, err := h.db.Do(ctx, minLSN, func(q Queries) error {
+		f, err := q.Factory(ctx, v.id)
+		if err != nil {
+			return err
+		}
+		e = readmodel.Entry{Org: f.OrgID, Deleted: f.Deleted()}
+		if f.Deleted() || f.OrgID != org {
+			return nil
+		}
+		lo, hi, any := sampled(f.FirstTime, f.LastTime, from, to)
+		if !any {
+			e.Body = answer(0, nil)
+		} else {
+			plan := readmodel.PlanChart(v.id, lo, hi, points)
+			wlo, whi := plan.Widened(lo, hi)
+			buckets, err := q.SampleAggregates(ctx, v.id, wlo, whi, plan.Width*plan.Merge)
+			if err != nil {
+				return err
+			}
+			e.Body = answer(plan.Width*plan.Merge, buckets)
+			if count(buckets) <= int64(points) {
+				_, samples, err := q.FactorySamples(ctx, org, v.id, from, to, points)
+				if err != nil {
+					return err
+				}
+				e.Body = answer(0, readmodel.RawPoints(samples))
+			}
+		}
+		e.ETag = readmodel.HashETag(e.Body)
+		return nil
+	})
+	if domain.ErrorCode(err) == domain.ENOTFOUND {
+		return v.notFound()
+	}
+	if err != nil {
+		return h.dbError(err)
+	}
+	return h.send(c, e, org, v, source)
+}
+
+// cachedPoints answers chartPoints from the factory's aggregates in the
+// read model (and its buckets, when the range holds few samples); false
+// when it cannot (an error, or no aggregates where there are samples).
+func (h *Handlers) cachedPoints(ctx context.Context, id int64, meta readmodel.Entry, from, to int64, points int, redisOnly bool,
+	answer func(int64, []domain.Aggregate) []byte) ([]byte, bool, bool) {
+	lo, hi, any := sampled(meta.First, meta.Last, from, to)
+	if !any {
+		return answer(0, nil), false, true
+	}
+	plan := readmodel.PlanChart(id, lo, hi, points)
+	entries, oks, fromRedis, err := h.getMany(ctx, plan.Keys, redisOnly)
+	if err != nil {
+		return nil, false, false
+	}
+	var buckets []domain.Aggregate
+	found := false
+	for i, e := range entries {
+		if !oks[i] {
+			continue
+		}
+		found = true
+		b, err := readmodel.DecodeAggregates(e.Body)
+		if err != nil {
+			h.log.Warn("corrupt chart aggregates", "key", plan.Keys[i], "err", err)
+			return nil, false, false
+		}
+		buckets = append(buckets, b...)
+	}
+	if !found {
+		return nil, false, false // not built yet: the database knows
+	}
+	ps := plan.Points(buckets, lo, hi)
+	if count(ps) <= int64(points) {
+		samples, raw, ok := h.bucketSamples(ctx, id, meta, from, to, points, redisOnly)
+		if ok {
+			return answer(0, readmodel.RawPoints(samples)), fromRedis || raw, true
+		}
+	}
+	return answer(plan.Width*plan.Merge, ps), fromRedis, true
+}
+
+// sampled returns the part [lo, hi] of [from, to] between a history's
+// first and last sample times, and whether there is one.
+func sampled(first, last *int64, from, to int64) (lo, hi int64, any bool) {
+	if first == nil || last == nil {
+		return 0, 0, false
+	}
+	lo, hi = max(from, *first), min(to, *last)
+	return lo, hi, lo <= hi
+}
+
+// count is the number of samples aggregates hold.
+func count(as []domain.Aggregate) int64 {
+	n := int64(0)
+	for _, a := range as {
+		n += a.Count
+	}
+	return n
 }
