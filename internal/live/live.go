@@ -195,12 +195,11 @@ func (h *Hub) Open(ctx context.Context, r Request) (*Stream, error) {
 	org := r.Principal.OrgID
 	o, ok := h.orgs[org]
 	if !ok {
-		o = &orgLog{id: org, wake: make(chan struct{}, 1), subs: map[*Stream]struct{}{}, started: make(chan struct{})}
+		o = &orgLog{id: org, wake: make(chan struct{}, 1), subs: map[*Stream]struct{}{}, started: make(chan struct{}), more: make(chan struct{})}
 		h.orgs[org] = o
 		go h.follow(h.ctx, o)
 	}
-	s := &Stream{hub: h, ctx: h.ctx, req: r, org: o, from: from, resume: r.From != "",
-		in: make(chan delivery, 16), gone: make(chan struct{})}
+	s := &Stream{hub: h, ctx: h.ctx, req: r, org: o, from: from, resume: r.From != "", gone: make(chan struct{})}
 	o.subs[s] = struct{}{}
 	h.mu.Unlock()
 
@@ -218,20 +217,54 @@ func (h *Hub) Open(ctx context.Context, r Request) (*Stream, error) {
 		return nil, ctx.Err()
 	}
 	o.mu.Lock()
-	s.start = o.pos
+	s.start, s.next = o.pos, o.base+uint64(len(o.recent))
 	o.mu.Unlock()
 	return s, nil
 }
 
-// orgLog is one organization's log as this reader follows it.
+// orgLog is one organization's log as this reader follows it: the
+// deliveries it read last, which each of its streams sends at its own pace.
 type orgLog struct {
 	id      int64
 	wake    chan struct{}
 	started chan struct{}        // closed once pos is known
 	subs    map[*Stream]struct{} // guarded by Hub.mu
 
-	mu  sync.Mutex
-	pos Position // the newest entry handed to the streams
+	mu     sync.Mutex
+	pos    Position      // the newest entry read
+	recent []delivery    // the last deliveries, oldest first; never changed in place
+	base   uint64        // the number of recent[0]
+	more   chan struct{} // closed, and replaced, when deliveries are added
+}
+
+// keep is how many deliveries an organization's follower keeps for its
+// streams: a stream further behind ends, and its client resumes from the
+// log in Redis.
+const keep = 1024
+
+// add appends d to o's recent deliveries, and wakes the streams.
+func (o *orgLog) add(d delivery) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.recent) == keep {
+		// A new array: streams may hold the old one.
+		o.recent = append(make([]delivery, 0, keep), o.recent[keep/2:]...)
+		o.base += keep / 2
+	}
+	o.recent = append(o.recent, d)
+	close(o.more)
+	o.more = make(chan struct{})
+}
+
+// since returns the deliveries from number n on, and a channel closed when
+// there are more; behind is true when the first of them is gone.
+func (o *orgLog) since(n uint64) (ds []delivery, more <-chan struct{}, behind bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if n < o.base {
+		return nil, o.more, true
+	}
+	return o.recent[n-o.base:], o.more, false
 }
 
 func (o *orgLog) poke() {
@@ -302,7 +335,7 @@ func (h *Hub) read(ctx context.Context, o *orgLog) {
 			o.mu.Lock()
 			o.pos = last
 			o.mu.Unlock()
-			h.deliver(o, delivery{reset: reason, at: last})
+			o.add(delivery{reset: reason, at: last})
 			return
 		}
 		if len(lg.Entries) == 0 {
@@ -312,7 +345,7 @@ func (h *Hub) read(ctx context.Context, o *orgLog) {
 		o.mu.Lock()
 		o.pos = last
 		o.mu.Unlock()
-		h.deliver(o, delivery{entries: lg.Entries})
+		o.add(delivery{entries: lg.Entries})
 		if len(lg.Entries) < batch {
 			return
 		}
@@ -337,20 +370,6 @@ func gap(lg readmodel.LiveLog, after Position) string {
 		return "too_old" // entries after it were trimmed
 	}
 	return ""
-}
-
-// deliver hands d to every stream of o; a stream too far behind to take it
-// is ended (its client resumes from the last event it got).
-func (h *Hub) deliver(o *orgLog, d delivery) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for s := range o.subs {
-		select {
-		case s.in <- d:
-		default:
-			h.drop(s, "slow")
-		}
-	}
 }
 
 func (h *Hub) endAll(o *orgLog, reason string) {
@@ -393,10 +412,10 @@ type Stream struct {
 	ctx    context.Context // the hub's: done when it stops
 	req    Request
 	org    *orgLog
-	from   Position // the client's Last-Event-ID
-	resume bool     // whether it sent one
-	start  Position // where the follower was when the stream opened
-	in     chan delivery
+	from   Position      // the client's Last-Event-ID
+	resume bool          // whether it sent one
+	start  Position      // where the follower was when the stream opened
+	next   uint64        // the number of the next delivery of org to send
 	gone   chan struct{} // closed by Hub.drop
 	why    string        // why it was dropped; set before gone is closed
 	sent   Position
@@ -434,19 +453,29 @@ func (s *Stream) serve(w *bufio.Writer, deadline func(time.Time) error) string {
 	// Taken before each check: a Recheck after it closes this channel.
 	checks := *s.hub.checks.Load()
 	for {
+		// Everything delivered since the last write, in one write: a
+		// stream that falls behind sends more at a time.
+		ds, more, behind := s.org.since(s.next)
+		if behind {
+			// The client resumes from the log in Redis.
+			s.end(w, "slow")
+			flush()
+			return "slow"
+		}
+		if len(ds) > 0 {
+			for _, d := range ds {
+				s.write(w, d)
+			}
+			s.next += uint64(len(ds))
+			if !flush() {
+				return "client_gone"
+			}
+		}
 		select {
 		case <-s.gone:
 			return s.why
-		case d := <-s.in:
-			s.write(w, d)
-			for more := true; more; { // everything already here, in one flush
-				select {
-				case d := <-s.in:
-					s.write(w, d)
-				default:
-					more = false
-				}
-			}
+		case <-more:
+			continue
 		case <-checks:
 			checks = *s.hub.checks.Load()
 			if reason := s.check(ctx); reason != "" {

@@ -290,20 +290,24 @@ func TestStreamLimits(t *testing.T) {
 	f.authn.revoked.Store(false)
 	f.open(t, Request{}).next(t) // its first stream ended: room again
 
-	// A stream that does not take what it is given is dropped.
+	// A stream that does not keep up ends, saying so: its client resumes
+	// from the log in Redis.
 	s, err := f.hub.Open(context.Background(), Request{Principal: reader, Client: "token:7"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for v := int64(1); v < 40; v++ {
-		f.hub.deliver(s.org, delivery{entries: []readmodel.LiveEntry{{ID: fmt.Sprintf("1-%d", v), Change: sprocket(1, v)}}})
+	pr, pw := io.Pipe()
+	done := make(chan string, 1)
+	go func() {
+		s.Serve(bufio.NewWriterSize(pw, 16), func(time.Time) error { return nil })
+		done <- s.why
+		pw.Close()
+	}()
+	for v := int64(1); v <= 2*keep; v++ { // nobody reads: its first write waits
+		s.org.add(delivery{entries: []readmodel.LiveEntry{{ID: fmt.Sprintf("1-%d", v), Change: sprocket(1, v)}}})
 	}
-	select {
-	case <-s.gone:
-		if s.why != "slow" {
-			t.Fatalf("dropped: %s", s.why)
-		}
-	default:
-		t.Fatal("a stream that took nothing was kept")
+	out, _ := io.ReadAll(pr)
+	if why := <-done; why != "slow" || !strings.HasSuffix(string(out), "event: end\ndata: {\"reason\":\"slow\"}\n\n") {
+		t.Fatalf("ended %q, after %q", why, out)
 	}
 }
