@@ -109,6 +109,28 @@ func BenchmarkMillionSamples(b *testing.B) {
 			fmt.Printf("round %d, appends to a factory of %s:\n%s", round, target.name, target.measure(b, tok, 40))
 		}
 	}
+
+	// The history's last year in 1,000 points, from the cache (wrk, 32
+	// connections, three rounds).
+	from := strconv.Itoa(t0 + 60*(total-1) - 365*86400)
+	year := target{method: "GET", url: stack.Readers[0].URL() + loc + "/chart-data?from=" + from + "&points=1000",
+		header: []string{"Authorization: Bearer " + tok}}
+	resp, body, err = send("GET", year.url, "")
+	if err != nil || resp.StatusCode != 200 {
+		b.Fatalf("a year in 1,000 points: %v %s", err, body)
+	}
+	for round := 1; round <= 3; round++ {
+		r, err := runWrk(year, 5*time.Second, 32)
+		if err != nil {
+			b.Fatal(err)
+		}
+		fmt.Printf("round %d, a year of the 10^6 samples in 1,000 points (%d bytes, from %s): %.0f req/s, p50 %.2f ms, p99 %.2f ms, %d failed\n",
+			round, len(body), resp.Header.Get("X-Read-Source"), r.rps(), ms(r.p50), ms(r.p99), r.failed)
+		if round == 3 {
+			b.ReportMetric(r.rps(), "year-points-req/s")
+			b.ReportMetric(ms(r.p99), "year-points-p99-ms")
+		}
+	}
 }
 
 // appendTarget is a factory appended to one sample at a time, at its end.

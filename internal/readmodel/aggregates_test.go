@@ -1,11 +1,13 @@
 package readmodel
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"testing"
 
 	"github.com/sprockets-api/sprockets/internal/domain"
+	"github.com/sprockets-api/sprockets/internal/publicid"
 )
 
 // Any range, in any number of points: at most that many, each the
@@ -68,4 +70,59 @@ func TestChartPlans(t *testing.T) {
 			t.Fatalf("[%d, %d] in %d points reads %d buckets of %ds", lo, hi, points, read, p.Width)
 		}
 	}
+}
+
+// The points body is what encoding/json makes of its shape, and
+// aggregates read back what was written; a malformed body is an error.
+func TestChartPointsEncoding(t *testing.T) {
+	ids := testIDs
+	rng := rand.New(rand.NewPCG(5, 6))
+	var points []domain.Aggregate
+	for i := range 50 {
+		a := domain.Aggregate{Start: int64(i) * 3600}
+		for range 1 + rng.IntN(5) {
+			a.Add(domain.Sample{Time: a.Start, Actual: rng.Int64N(domain.MaxProductionAmount), Goal: rng.Int64N(1000)})
+		}
+		points = append(points, a)
+	}
+	for _, ps := range [][]domain.Aggregate{nil, points} {
+		c := domain.ChartData{Actual: []int64{}, Goal: []int64{}, Time: []int64{}}
+		spread := map[string][]int64{"count": {}, "actual_min": {}, "actual_max": {}, "goal_min": {}, "goal_max": {}}
+		for _, p := range ps {
+			c.Actual, c.Goal, c.Time = append(c.Actual, mean(p.SumActual, p.Count)), append(c.Goal, mean(p.SumGoal, p.Count)), append(c.Time, p.Start)
+			for k, v := range map[string]int64{"count": p.Count, "actual_min": p.MinActual, "actual_max": p.MaxActual, "goal_min": p.MinGoal, "goal_max": p.MaxGoal} {
+				spread[k] = append(spread[k], v)
+			}
+		}
+		want := mustJSON(struct {
+			FactoryID     string             `json:"factory_id"`
+			From          int64              `json:"from"`
+			To            int64              `json:"to"`
+			BucketSeconds int64              `json:"bucket_seconds"`
+			ChartData     domain.ChartData   `json:"chart_data"`
+			Spread        map[string][]int64 `json:"spread"`
+		}{ids.Encode(publicid.Factory, 3), 7, 9, 3600, c, spread})
+		// encoding/json sorts a map's keys: compare as values.
+		if canonicalJSON(t, ChartPointsBody(ids, 3, 7, 9, 3600, ps)) != canonicalJSON(t, want) {
+			t.Fatalf("got %s\nwant %s", ChartPointsBody(ids, 3, 7, 9, 3600, ps), want)
+		}
+	}
+	if got, err := DecodeAggregates(EncodeAggregates(points)); err != nil || fmt.Sprint(got) != fmt.Sprint(points) {
+		t.Fatalf("read back %v, %v", got, err)
+	}
+	for _, bad := range []string{"1 2 3", "1 2 3 4 5 6 7 8", "1 2 3 4 5 6 7 x\n", "-1 2 3 4 5 6 7 8\n", "1  2 3 4 5 6 7 8\n", "99999999999999999999 2 3 4 5 6 7 8\n"} {
+		if _, err := DecodeAggregates([]byte(bad)); err == nil {
+			t.Fatalf("%q read without an error", bad)
+		}
+	}
+}
+
+func canonicalJSON(t *testing.T, b []byte) string {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatalf("%s: %v", b, err)
+	}
+	out, _ := json.Marshal(v)
+	return string(out)
 }
