@@ -95,6 +95,7 @@ func TestChartPoints(t *testing.T) {
 	last := samples[len(samples)-1].Time + 60
 	r := do(t, "POST", w+"/v1/factories/"+f.ID+"/samples", fmt.Sprintf(`{"samples":[{"time":%d,"actual":1000,"goal":1}]}`, last))
 	expect(t, r, 200, "append")
+	appended := []string{"X-Consistency-Token", r.Header.Get("X-Consistency-Token")}
 	eventually(t, url, 200, func(b []byte) bool {
 		var q pointsBody
 		if json.Unmarshal(b, &q) != nil || len(q.Spread.ActualMax) == 0 {
@@ -121,7 +122,7 @@ func TestChartPoints(t *testing.T) {
 	if err := rdb.Del(ctx, keys...).Err(); err != nil {
 		t.Fatal(err)
 	}
-	again := do(t, "GET", url, nil)
+	again := do(t, "GET", url, nil, appended...) // a replica that has the append, or the leader
 	if src := again.Header.Get("X-Read-Source"); fromReadModel(src) {
 		t.Fatalf("answered from %s without aggregates", src)
 	}
