@@ -122,8 +122,9 @@ func measureStreams(b *testing.B, n, orgs int) {
 	open := metricOf(reader.URL(), "process_resident_memory_bytes")
 
 	// 200 creates a second for the run's duration, after one create in
-	// each organization: an organization's first events take up to seconds
-	// to reach its streams (not investigated yet), and would fill the tail.
+	// each organization: without it, the first seconds of writing put
+	// events up to seconds late at 5,000 streams (not yet explained), and
+	// would fill the tail.
 	writer := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	for _, tok := range tokens {
 		if resp, body, err := sendAs(writer, tok, "POST", stack.Writer.URL()+"/v1/sprockets", `{"teeth":9,"pitch_diameter":1,"outside_diameter":2,"pitch":1}`); err != nil || resp.StatusCode != 201 {
