@@ -189,7 +189,7 @@ type Projector struct {
 	// live changes (GET /v1/stream): a stream resumes without loss within
 	// them, and is told to reload past them.
 	LiveRetention  time.Duration `env:"LIVE_RETENTION" envDefault:"10m"`
-	LiveMaxEntries int           `env:"LIVE_MAX_ENTRIES" envDefault:"100000"`
+	LiveMaxEntries int           `env:"LIVE_MAX_ENTRIES" envDefault:"10000"`
 }
 
 // LoadWriter reads the writer's settings through getenv.

@@ -233,25 +233,39 @@ type orgLog struct {
 	mu     sync.Mutex
 	pos    Position      // the newest entry read
 	recent []delivery    // the last deliveries, oldest first; never changed in place
+	bytes  int           // their entries' data
 	base   uint64        // the number of recent[0]
 	more   chan struct{} // closed, and replaced, when deliveries are added
 }
 
-// keep is how many deliveries an organization's follower keeps for its
-// streams: a stream further behind ends, and its client resumes from the
-// log in Redis.
-const keep = 1024
+// An organization's follower keeps its last keep deliveries, and at most
+// keepBytes of their entries' data, for its streams: a stream further
+// behind ends, and its client resumes from the log in Redis.
+const (
+	keep      = 1024
+	keepBytes = 8 << 20
+)
 
 // add appends d to o's recent deliveries, and wakes the streams.
 func (o *orgLog) add(d delivery) {
+	d.size = 0
+	for _, e := range d.entries {
+		d.size += len(e.Data)
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if len(o.recent) == keep {
-		// A new array: streams may hold the old one.
-		o.recent = append(make([]delivery, 0, keep), o.recent[keep/2:]...)
-		o.base += keep / 2
+	if len(o.recent) == keep || o.bytes+d.size > keepBytes {
+		// The older half goes, into a new array: streams may hold the old
+		// one.
+		half := (len(o.recent) + 1) / 2
+		for _, old := range o.recent[:half] {
+			o.bytes -= old.size
+		}
+		o.recent = append(make([]delivery, 0, keep), o.recent[half:]...)
+		o.base += uint64(half)
 	}
 	o.recent = append(o.recent, d)
+	o.bytes += d.size
 	close(o.more)
 	o.more = make(chan struct{})
 }
@@ -404,6 +418,7 @@ type delivery struct {
 	entries []readmodel.LiveEntry // shared by every stream: read only
 	reset   string
 	at      Position
+	size    int // the entries' data, in bytes
 }
 
 // Stream is one client's stream of changes.

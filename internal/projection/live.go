@@ -15,8 +15,13 @@ import (
 // Defaults of KeepLive.
 const (
 	DefaultLiveRetention  = 10 * time.Minute
-	DefaultLiveMaxEntries = 100_000
+	DefaultLiveMaxEntries = 10_000
 )
+
+// maxLiveSamples bounds the samples one change carries (about 30 bytes
+// each): an append of more is logged as factory.rebuilt, so that an entry
+// stays within tens of kilobytes and a log within LIVE_MAX_ENTRIES of them.
+const maxLiveSamples = 1000
 
 type liveLogs struct {
 	retention  time.Duration
@@ -60,7 +65,12 @@ func (p *Projector) liveChanges(e events.Envelope, outcome string) []readmodel.C
 		case e.Type != events.SamplesAppended:
 			out = append(out, readmodel.FactoryChange(p.ids, readmodel.FactoryUpdated, f, nil))
 		}
-		if len(pl.Samples) > 0 && !f.Deleted() {
+		switch {
+		case len(pl.Samples) > maxLiveSamples && !f.Deleted():
+			// The log keeps what a dashboard needs to follow, not bulk
+			// loads: a large append says to read the chart again.
+			out = append(out, readmodel.FactoryChange(p.ids, readmodel.FactoryRebuilt, f, nil))
+		case len(pl.Samples) > 0 && !f.Deleted():
 			out = append(out, readmodel.FactoryChange(p.ids, readmodel.FactorySamples, f, pl.Samples))
 		}
 		return out

@@ -340,7 +340,7 @@ func (p *Projector) mergeBuckets(ctx context.Context, f domain.Factory, samples 
 		buckets = append(buckets, b)
 		keys = append(keys, readmodel.ChartBucketKey(f.ID, b))
 	}
-	return p.mergeKeys(ctx, f, keys, readmodel.BucketIndexKey(f.ID), func(i int, have []byte) (r readmodel.Record, err error) {
+	return p.mergeKeys(ctx, f, keys, readmodel.BucketIndexKey(f.ID), func(i int, have []byte, _ int64) (r readmodel.Record, err error) {
 		var held []domain.Sample
 		if have != nil {
 			held, err = readmodel.DecodeBucket(have)
@@ -357,18 +357,24 @@ func (p *Projector) mergeAggregates(ctx context.Context, f domain.Factory, sampl
 	for i, g := range groups {
 		keys[i] = g.Key
 	}
-	return p.mergeKeys(ctx, f, keys, readmodel.AggregateIndexKey(f.ID), func(i int, have []byte) (readmodel.Record, error) {
+	return p.mergeKeys(ctx, f, keys, readmodel.AggregateIndexKey(f.ID), func(i int, have []byte, version int64) (readmodel.Record, error) {
 		held, err := readmodel.DecodeAggregates(have)
-		return readmodel.AggregateRecord(f, groups[i].Key, readmodel.AddSamples(held, groups[i].Width, groups[i].Samples)), err
+		if version < f.Version {
+			// Counting is not idempotent, as merging samples is: a key at
+			// this version already counts them (another projector, or this
+			// event before a crash).
+			held = readmodel.AddSamples(held, groups[i].Width, groups[i].Samples)
+		}
+		return readmodel.AggregateRecord(f, groups[i].Key, held), err
 	})
 }
 
 // mergeKeys rewrites keys (listed in index) at f's version, each from what
-// it holds (nil when the key is missing) by merge, guarded by the version read, and
+// it holds (nil when the key is missing) and its version by merge, guarded by the version read, and
 // merges again a few times the keys another writer got to first. It
 // reports false when some stay refused, or one held cannot be read: the
 // caller rebuilds.
-func (p *Projector) mergeKeys(ctx context.Context, f domain.Factory, keys []string, index string, merge func(i int, have []byte) (readmodel.Record, error)) (bool, error) {
+func (p *Projector) mergeKeys(ctx context.Context, f domain.Factory, keys []string, index string, merge func(i int, have []byte, version int64) (readmodel.Record, error)) (bool, error) {
 	todo := make([]int, len(keys))
 	for i := range todo {
 		todo[i] = i
@@ -392,7 +398,7 @@ func (p *Projector) mergeKeys(ctx context.Context, f domain.Factory, keys []stri
 					have = []byte{}
 				}
 			}
-			if records[j], err = merge(i, have); err != nil {
+			if records[j], err = merge(i, have, expected[j]); err != nil {
 				return false, nil // a corrupt key: rebuild it
 			}
 		}

@@ -56,9 +56,10 @@ const (
 	FactoryDeleted  = "factory.deleted"
 	// FactorySamples carries the samples appended to a factory.
 	FactorySamples = "factory.samples"
-	// FactoryRebuilt says that the projector rebuilt a factory from the
-	// database after a gap: its history may have changed in ways no event
-	// described, and a client should read its chart again.
+	// FactoryRebuilt says that a factory's history changed in ways no
+	// event describes (the projector rebuilt it after a gap, or more
+	// samples were appended at once than a change carries): a client
+	// should read its chart again.
 	FactoryRebuilt = "factory.rebuilt"
 )
 
