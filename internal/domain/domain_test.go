@@ -170,3 +170,15 @@ func TestErrorHelpers(t *testing.T) {
 		}
 	}
 }
+
+// Sums of an aggregate stop at the largest int64 rather than wrap.
+func TestAggregateSumsSaturate(t *testing.T) {
+	var a Aggregate
+	big := Sample{Time: 1, Actual: MaxProductionAmount, Goal: 1}
+	for range 10_000_000 / 1000 {
+		a.Merge(Aggregate{Count: 1_000_000, SumActual: 1_000_000 * MaxProductionAmount, MinActual: big.Actual, MaxActual: big.Actual, SumGoal: 1, MinGoal: 1, MaxGoal: 1})
+	}
+	if a.SumActual != math.MaxInt64 || a.Count != 10_000_000_000 || a.SumGoal != 10_000 {
+		t.Fatalf("%+v", a)
+	}
+}

@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -171,8 +172,17 @@ func (a *Aggregate) Merge(b Aggregate) {
 		a.MinActual, a.MaxActual, a.MinGoal, a.MaxGoal = b.MinActual, b.MaxActual, b.MinGoal, b.MaxGoal
 	}
 	a.Count += b.Count
-	a.SumActual += b.SumActual
-	a.SumGoal += b.SumGoal
+	a.SumActual = saturatingAdd(a.SumActual, b.SumActual)
+	a.SumGoal = saturatingAdd(a.SumGoal, b.SumGoal)
 	a.MinActual, a.MaxActual = min(a.MinActual, b.MinActual), max(a.MaxActual, b.MaxActual)
 	a.MinGoal, a.MaxGoal = min(a.MinGoal, b.MinGoal), max(a.MaxGoal, b.MaxGoal)
+}
+
+// saturatingAdd adds non-negative sums, stopping at the largest int64: a
+// 52-week bucket of a sample a second at MaxProductionAmount would pass it.
+func saturatingAdd(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
 }

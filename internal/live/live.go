@@ -199,7 +199,10 @@ func (h *Hub) Open(ctx context.Context, r Request) (*Stream, error) {
 		h.orgs[org] = o
 		go h.follow(h.ctx, o)
 	}
-	s := &Stream{hub: h, ctx: h.ctx, req: r, org: o, from: from, resume: r.From != "", gone: make(chan struct{})}
+	// Grants that change from now on are checked again: the request's
+	// token was checked just before.
+	s := &Stream{hub: h, ctx: h.ctx, req: r, org: o, from: from, resume: r.From != "", gone: make(chan struct{}),
+		checks: *h.checks.Load()}
 	o.subs[s] = struct{}{}
 	h.mu.Unlock()
 
@@ -214,7 +217,7 @@ func (h *Hub) Open(ctx context.Context, r Request) (*Stream, error) {
 		return nil, domain.Errorf(domain.EUNAVAILABLE, "the organization's live log cannot be read now")
 	case <-ctx.Done():
 		s.close("client_gone")
-		return nil, ctx.Err()
+		return nil, domain.Errorf(domain.EUNAVAILABLE, "the request ended before its stream opened")
 	}
 	o.mu.Lock()
 	s.start, s.next = o.pos, o.base+uint64(len(o.recent))
@@ -427,12 +430,13 @@ type Stream struct {
 	ctx    context.Context // the hub's: done when it stops
 	req    Request
 	org    *orgLog
-	from   Position      // the client's Last-Event-ID
-	resume bool          // whether it sent one
-	start  Position      // where the follower was when the stream opened
-	next   uint64        // the number of the next delivery of org to send
-	gone   chan struct{} // closed by Hub.drop
-	why    string        // why it was dropped; set before gone is closed
+	from   Position        // the client's Last-Event-ID
+	resume bool            // whether it sent one
+	start  Position        // where the follower was when the stream opened
+	next   uint64          // the number of the next delivery of org to send
+	gone   chan struct{}   // closed by Hub.drop
+	checks <-chan struct{} // closed when grants change (Hub.checks when opened)
+	why    string          // why it was dropped; set before gone is closed
 	sent   Position
 }
 
@@ -466,7 +470,7 @@ func (s *Stream) serve(w *bufio.Writer, deadline func(time.Time) error) string {
 	beat := time.NewTicker(s.hub.cfg.Heartbeat)
 	defer beat.Stop()
 	// Taken before each check: a Recheck after it closes this channel.
-	checks := *s.hub.checks.Load()
+	checks := s.checks
 	for {
 		// Everything delivered since the last write, in one write: a
 		// stream that falls behind sends more at a time.

@@ -369,9 +369,10 @@ func (r Reads) SampleAggregates(ctx context.Context, factoryID, from, to, width 
 		MinGoal   int64 `db:"min_goal"`
 		MaxGoal   int64 `db:"max_goal"`
 	}
+	// Sums stop at the largest bigint, as domain.Aggregate's do.
 	err := r.q.SelectContext(ctx, &rows, `SELECT time - time % $4 AS start, count(*) AS count,
-		sum(actual) AS sum_actual, min(actual) AS min_actual, max(actual) AS max_actual,
-		sum(goal) AS sum_goal, min(goal) AS min_goal, max(goal) AS max_goal
+		least(sum(actual), 9223372036854775807)::bigint AS sum_actual, min(actual) AS min_actual, max(actual) AS max_actual,
+		least(sum(goal), 9223372036854775807)::bigint AS sum_goal, min(goal) AS min_goal, max(goal) AS max_goal
 		FROM factory_samples WHERE factory_id = $1 AND time BETWEEN $2 AND $3
 		GROUP BY 1 ORDER BY 1`, factoryID, from, to, width)
 	if err != nil {

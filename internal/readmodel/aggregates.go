@@ -69,14 +69,17 @@ func DecodeAggregates(body []byte) ([]domain.Aggregate, error) {
 			if i < len(n)-1 {
 				end = ' '
 			}
-			if j == 0 || j > 18 || j == len(body) || body[j] != end {
+			if j == 0 || j > 19 || j == len(body) || body[j] != end {
 				return nil, fmt.Errorf("aggregates: malformed line at %q", clipBytes(body))
 			}
-			v := int64(0)
+			v := uint64(0)
 			for _, c := range body[:j] {
-				v = 10*v + int64(c-'0')
+				v = 10*v + uint64(c-'0')
 			}
-			n[i], body = v, body[j+1:]
+			if v > math.MaxInt64 { // 19 digits fit in a uint64, not all in an int64
+				return nil, fmt.Errorf("aggregates: %q is out of range", body[:j])
+			}
+			n[i], body = int64(v), body[j+1:]
 		}
 		out = append(out, domain.Aggregate{Start: n[0], Count: n[1], SumActual: n[2], MinActual: n[3], MaxActual: n[4],
 			SumGoal: n[5], MinGoal: n[6], MaxGoal: n[7]})

@@ -110,7 +110,7 @@ func TestChartPointsEncoding(t *testing.T) {
 	if got, err := DecodeAggregates(EncodeAggregates(points)); err != nil || fmt.Sprint(got) != fmt.Sprint(points) {
 		t.Fatalf("read back %v, %v", got, err)
 	}
-	for _, bad := range []string{"1 2 3", "1 2 3 4 5 6 7 8", "1 2 3 4 5 6 7 x\n", "-1 2 3 4 5 6 7 8\n", "1  2 3 4 5 6 7 8\n", "99999999999999999999 2 3 4 5 6 7 8\n"} {
+	for _, bad := range []string{"1 2 3", "1 2 3 4 5 6 7 8", "1 2 3 4 5 6 7 x\n", "-1 2 3 4 5 6 7 8\n", "1  2 3 4 5 6 7 8\n", "99999999999999999999 2 3 4 5 6 7 8\n", "9999999999999999999 2 3 4 5 6 7 8\n"} {
 		if _, err := DecodeAggregates([]byte(bad)); err == nil {
 			t.Fatalf("%q read without an error", bad)
 		}

@@ -71,18 +71,28 @@
         const res = await api('/v1/stream', { headers, signal: abort.signal });
         for await (const ev of events(res.body)) {
           if (gen !== generation) return;
-          if (ev.id) lastEventId = ev.id;
           if (ev.event === 'ready' || ev.event === 'reset') {
+            // The position counts only once everything is read: a resume
+            // after a failed read reads again.
             await loadAll(gen);
+            lastEventId = ev.id;
             status('live', 'live');
-          } else if (ev.event === 'end') {
-            signOut('Signed out: the stream ended (' + JSON.parse(ev.data).reason + ').');
-            return;
+            continue;
+          }
+          if (ev.id) lastEventId = ev.id;
+          if (ev.event === 'end') {
+            const reason = JSON.parse(ev.data).reason;
+            if (reason === 'unauthenticated' || reason === 'forbidden') {
+              signOut('Signed out: the token no longer reads this organization (' + reason + ').');
+              return;
+            }
+            break; // the service could not go on (it may be restarting): reconnect
           } else if (ev.data) {
             apply(ev.event, JSON.parse(ev.data), gen);
           }
         }
       } catch (e) {
+        abort.abort(); // the stream's connection, if a read failed
         if (gen !== generation) return;
         if (e instanceof Refused) {
           signOut('The token was refused: ' + e.message);
@@ -174,11 +184,16 @@
     sprockets.clear();
     $('#sprockets tbody').replaceChildren();
     ss.forEach(upsertSprocket);
-    await Promise.all(fs.map((f) => loadChart(f.id, gen)));
+    await loadCharts(gen);
   }
 
+  // loadCharts reads every chart, six at a time.
   async function loadCharts(gen) {
-    await Promise.all([...factories.keys()].map((id) => loadChart(id, gen)));
+    const ids = [...factories.keys()];
+    const next = async () => {
+      while (ids.length > 0 && gen === generation) await loadChart(ids.shift(), gen);
+    };
+    await Promise.all(Array.from({ length: 6 }, next));
   }
 
   // loadChart reads a factory's chart over the range chosen in at most

@@ -414,10 +414,13 @@ func (h *Handlers) cachedPoints(ctx context.Context, id int64, meta readmodel.En
 	}
 	ps := plan.Points(buckets, lo, hi)
 	if count(ps) <= int64(points) {
+		// The samples themselves, from the hourly buckets; when there are
+		// too many hours to read, from the database, which answers alike.
 		samples, raw, ok := h.bucketSamples(ctx, id, meta, from, to, points, redisOnly)
-		if ok {
-			return answer(0, readmodel.RawPoints(samples)), fromRedis || raw, true
+		if !ok {
+			return nil, false, false
 		}
+		return answer(0, readmodel.RawPoints(samples)), fromRedis || raw, true
 	}
 	return answer(plan.Width*plan.Merge, ps), fromRedis, true
 }
