@@ -33,10 +33,12 @@ func newAntiEntropy(reg prometheus.Registerer) antiEntropy {
 // RunAntiEntropy compares the read model with Postgres in the background,
 // one organization at a time, and rewrites the keys that still differ after
 // settle (a write in flight is not drift): a drift from a cause nobody has
-// found yet heals without an operator. After each organization it pauses
-// 19 times as long as its check took, so the checks take at most a
-// twentieth of the projector's time, as the derived rebuilds do; a pass over
-// every organization starts at most once per every. It returns when ctx is
+// found yet heals without an operator. After each step of a check (a
+// factory's history read, or 500 keys compared) it pauses 19 times as long
+// as the step took, so the checks take at most a twentieth of the
+// projector's time, as the derived rebuilds do, however large one
+// organization is; a pass over every organization starts at most once per
+// every. It returns when ctx is
 // done. Keys that no organization should have are left to `projector
 // verify`: finding them means scanning every key in Redis.
 func (p *Projector) RunAntiEntropy(ctx context.Context, settle, every time.Duration) error {
@@ -61,7 +63,7 @@ func (p *Projector) antiEntropyPass(ctx context.Context, settle time.Duration) e
 		return err
 	}
 	for _, org := range orgs {
-		took, repaired, err := p.healOrg(ctx, org, settle)
+		repaired, err := p.healOrg(ctx, org, settle)
 		if err != nil {
 			return err
 		}
@@ -69,37 +71,37 @@ func (p *Projector) antiEntropyPass(ctx context.Context, settle time.Duration) e
 			p.log.Warn("the read model differed from Postgres; repaired", "org", org, "keys", repaired)
 			p.checks.repairs.Add(float64(repaired))
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(derivedPause * took):
-		}
 	}
 	p.checks.passes.Inc()
 	p.checks.lastPass.SetToCurrentTime()
 	return nil
 }
 
-// healOrg checks org's keys and, for those that still differ after settle,
-// rewrites them. It returns the time its checks took (settle's wait left
-// out) and how many keys it rewrote.
-func (p *Projector) healOrg(ctx context.Context, org int64, settle time.Duration) (time.Duration, int, error) {
-	start := time.Now()
-	first, err := p.diffOrg(ctx, org, map[string]want{})
-	took := time.Since(start)
+// healOrg checks org's keys, pausing after each step, and, for those that
+// still differ after settle, rewrites them. It returns how many keys it
+// rewrote.
+func (p *Projector) healOrg(ctx context.Context, org int64, settle time.Duration) (int, error) {
+	pace := func(took time.Duration) error {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(derivedPause * took):
+			return nil
+		}
+	}
+	first, err := p.diffOrg(ctx, org, map[string]want{}, pace)
 	if err != nil || len(first) == 0 {
-		return took, 0, err
+		return 0, err
 	}
 	select {
 	case <-ctx.Done():
-		return took, 0, ctx.Err()
+		return 0, ctx.Err()
 	case <-time.After(settle):
 	}
-	start = time.Now()
 	wants := map[string]want{}
-	again, err := p.diffOrg(ctx, org, wants)
+	again, err := p.diffOrg(ctx, org, wants, pace)
 	if err != nil {
-		return took + time.Since(start), 0, err
+		return 0, err
 	}
 	drifted := make(map[string]bool, len(first))
 	for _, d := range first {
@@ -112,5 +114,5 @@ func (p *Projector) healOrg(ctx context.Context, org int64, settle time.Duration
 		}
 	}
 	err = p.repair(ctx, persisting, wants)
-	return took + time.Since(start), len(persisting), err
+	return len(persisting), err
 }

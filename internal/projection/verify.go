@@ -69,7 +69,7 @@ func (p *Projector) diff(ctx context.Context) ([]Drift, map[string]want, error) 
 	wants := make(map[string]want)
 	var drifts []Drift
 	for _, org := range orgs {
-		d, err := p.diffOrg(ctx, org, wants)
+		d, err := p.diffOrg(ctx, org, wants, nil)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -90,8 +90,11 @@ func (p *Projector) diff(ctx context.Context) ([]Drift, map[string]want, error) 
 
 // diffOrg compares org's keys with Postgres, and adds what each should hold
 // to wants. Keys are read from Redis 500 at a time, in one round trip each.
-func (p *Projector) diffOrg(ctx context.Context, org int64, wants map[string]want) ([]Drift, error) {
+// After each 500 keys, pace (when not nil) is told how long the step took
+// (reading from Postgres what they should hold included).
+func (p *Projector) diffOrg(ctx context.Context, org int64, wants map[string]want, pace func(took time.Duration) error) ([]Drift, error) {
 	var drifts []Drift
+	last := time.Now()
 	err := p.expected(ctx, org, func(ws []want) error {
 		for start := 0; start < len(ws); start += 500 {
 			chunk := ws[start:min(start+500, len(ws))]
@@ -113,6 +116,12 @@ func (p *Projector) diffOrg(ctx context.Context, org int64, wants map[string]wan
 				if problem := differs(got[i], oks[i], w); problem != "" {
 					drifts = append(drifts, Drift{w.Key, problem})
 				}
+			}
+			if pace != nil {
+				if err := pace(time.Since(last)); err != nil {
+					return err
+				}
+				last = time.Now()
 			}
 		}
 		return nil
