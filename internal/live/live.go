@@ -385,6 +385,10 @@ func gap(lg readmodel.LiveLog, after Position) string {
 		return "log_lost" // made again since: its ids started over
 	case after.Less(deleted):
 		return "too_old" // entries after it were trimmed
+	case !after.IsZero() && deleted.Less(after) && !lg.HoldsAfter:
+		// Not trimmed, yet not there: Redis lost it, and whatever came
+		// after it that it did not keep.
+		return "log_lost"
 	}
 	return ""
 }

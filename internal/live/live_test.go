@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/sprockets-api/sprockets/internal/auth"
 	"github.com/sprockets-api/sprockets/internal/devstack"
@@ -54,6 +55,7 @@ var reader = domain.Principal{OrgID: 1, TokenID: 5, Scopes: []string{domain.Scop
 
 type fixture struct {
 	cache *rediscache.Cache
+	rdb   *redis.Client
 	hub   *Hub
 	authn *tokens
 }
@@ -88,7 +90,7 @@ func newFixture(t *testing.T, cfg Config) *fixture {
 		running = hub.ctx == ctx
 		hub.mu.Unlock()
 	}
-	return &fixture{cache, hub, authn}
+	return &fixture{cache, rdb, hub, authn}
 }
 
 // log logs changes of organization 1 and tells the hub, as the feed would.
@@ -253,6 +255,20 @@ func TestStreamResumes(t *testing.T) {
 	}
 	if _, err := f.hub.Open(context.Background(), Request{Principal: reader, From: "12-x"}); domain.ErrorCode(err) != domain.EINVALID {
 		t.Fatalf("a malformed Last-Event-ID: %v", err)
+	}
+
+	// Redis restarts without its data: the log starts again, with newer
+	// ids than the client's, but what came after the client's is gone.
+	lost := f.open(t, Request{})
+	lost.next(t)
+	f.log(t, sprocket(2, 1))
+	before := lost.next(t).id
+	if err := f.rdb.FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	f.log(t, sprocket(2, 3)) // version 2 was lost with the data
+	if e := f.open(t, Request{From: before}).next(t); e.name != "reset" || e.data != `{"reason":"log_lost"}` {
+		t.Fatalf("resuming after Redis lost the log: got %+v, want a reset", e)
 	}
 }
 

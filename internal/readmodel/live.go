@@ -130,6 +130,10 @@ type LiveLog struct {
 	// Last is the id of the newest entry ever added; Trimmed that of the
 	// newest trimmed ("0-0": none).
 	Last, Trimmed string
+	// HoldsAfter says whether the entry at the position read from is in
+	// the log: one newer than Trimmed that is not was lost with Redis's
+	// data (a restart without it, or from an older snapshot).
+	HoldsAfter bool
 	// Entries are the entries past the position, oldest first.
 	Entries []LiveEntry
 }

@@ -58,6 +58,7 @@ func (c *Cache) ReadLive(ctx context.Context, org int64, after string, count int
 	pipe := c.rdb.Pipeline()
 	info := pipe.XInfoStream(ctx, key)
 	trimmed := pipe.Get(ctx, readmodel.LiveTrimmedKey(org))
+	self := pipe.XRangeN(ctx, key, after, after, 1)
 	rng := pipe.XRangeN(ctx, key, "("+after, "+", count)
 	_, _ = pipe.Exec(ctx)
 	st, err := info.Result()
@@ -78,7 +79,12 @@ func (c *Cache) ReadLive(ctx context.Context, org int64, after string, count int
 	if err != nil {
 		return readmodel.LiveLog{}, fmt.Errorf("read live log of organization %d: %w", org, err)
 	}
-	out := readmodel.LiveLog{Exists: true, Last: st.LastGeneratedID, Trimmed: gone, Entries: make([]readmodel.LiveEntry, 0, len(msgs))}
+	held, err := self.Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return readmodel.LiveLog{}, fmt.Errorf("read live log of organization %d: %w", org, err)
+	}
+	out := readmodel.LiveLog{Exists: true, Last: st.LastGeneratedID, Trimmed: gone, HoldsAfter: len(held) > 0,
+		Entries: make([]readmodel.LiveEntry, 0, len(msgs))}
 	for _, m := range msgs {
 		e, ok := liveEntry(m)
 		if !ok {
