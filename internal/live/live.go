@@ -149,6 +149,9 @@ type Filter struct {
 }
 
 func (f Filter) wants(c readmodel.Change) bool {
+	if c.Type == readmodel.LiveReset {
+		return true // every stream reads again
+	}
 	if len(f.Kinds) > 0 && !f.Kinds[c.Kind] {
 		return false
 	}

@@ -220,6 +220,17 @@ func TestStreamSendsWhatIsLogged(t *testing.T) {
 	}
 }
 
+// A gap in the log reaches every stream, whatever it filters.
+func TestLogGapResetsEveryStream(t *testing.T) {
+	f := newFixture(t, Config{})
+	c := f.open(t, Request{Filter: Filter{Kinds: map[string]bool{readmodel.LiveFactory: true}, Factories: map[int64]bool{8: true}}})
+	c.next(t)
+	f.log(t, readmodel.LiveGap(time.Now()))
+	if e := c.next(t); e.name != "reset" || e.data != `{"reason":"log_gap"}` {
+		t.Fatalf("got %+v, want a reset", e)
+	}
+}
+
 func TestStreamResumes(t *testing.T) {
 	f := newFixture(t, Config{})
 	first := f.open(t, Request{})

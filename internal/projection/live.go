@@ -2,6 +2,7 @@ package projection
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/sprockets-api/sprockets/internal/events"
@@ -26,13 +27,19 @@ const maxLiveSamples = 1000
 type liveLogs struct {
 	retention  time.Duration
 	maxEntries int
+
+	mu sync.Mutex
+	// gaps are the organizations whose log missed changes: the changes
+	// were written, their logging failed. The next changes logged for one
+	// follow a reset, which tells its streams to read again.
+	gaps map[int64]bool
 }
 
 // KeepLive sets how long, and how many, changes each organization's live
 // log keeps for streams that resume (DefaultLiveRetention,
 // DefaultLiveMaxEntries until it is called).
 func (p *Projector) KeepLive(retention time.Duration, maxEntries int) {
-	p.live = liveLogs{retention, maxEntries}
+	p.live.retention, p.live.maxEntries = retention, maxEntries
 }
 
 // liveChanges returns what event e, applied with outcome, logs.
@@ -80,7 +87,9 @@ func (p *Projector) liveChanges(e events.Envelope, outcome string) []readmodel.C
 
 // logLive logs the changes of the events of a batch that were applied
 // (errs[i] nil). When the log cannot be written, those events get its
-// error: they are delivered again, found applied, and logged then.
+// error: they are delivered again, found applied, and logged then, unless
+// a newer change of their aggregate was logged first. So their
+// organizations' next changes follow a reset.
 func (p *Projector) logLive(ctx context.Context, envs []events.Envelope, outcomes []string, errs []error) {
 	byOrg := map[int64][]readmodel.Change{}
 	var logged []int
@@ -93,7 +102,30 @@ func (p *Projector) logLive(ctx context.Context, envs []events.Envelope, outcome
 			logged = append(logged, i)
 		}
 	}
-	if err := p.cache.LogLive(ctx, p.live.retention, p.live.maxEntries, byOrg); err != nil {
+	if len(byOrg) == 0 {
+		return
+	}
+	p.live.mu.Lock()
+	for org := range byOrg {
+		if p.live.gaps[org] {
+			byOrg[org] = append([]readmodel.Change{readmodel.LiveGap(p.now())}, byOrg[org]...)
+		}
+	}
+	p.live.mu.Unlock()
+	err := p.cache.LogLive(ctx, p.live.retention, p.live.maxEntries, byOrg)
+	p.live.mu.Lock()
+	defer p.live.mu.Unlock()
+	if p.live.gaps == nil {
+		p.live.gaps = map[int64]bool{}
+	}
+	for org := range byOrg {
+		if err != nil {
+			p.live.gaps[org] = true
+		} else {
+			delete(p.live.gaps, org)
+		}
+	}
+	if err != nil {
 		for _, i := range logged {
 			errs[i] = err
 		}

@@ -2,10 +2,12 @@ package projection
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -581,5 +583,68 @@ func TestUnknownDirtyMarksAreDropped(t *testing.T) {
 	}
 	if marks, _ := w.cache.Dirty(ctx); len(marks) != 0 {
 		t.Errorf("marks left: %v", marks)
+	}
+}
+
+// failingLog is the read model whose live log cannot be written while
+// fail is set.
+type failingLog struct {
+	*rediscache.Cache
+	fail bool
+}
+
+func (f *failingLog) LogLive(ctx context.Context, retention time.Duration, most int, changes map[int64][]readmodel.Change) error {
+	if f.fail {
+		return errors.New("the log is away")
+	}
+	return f.Cache.LogLive(ctx, retention, most, changes)
+}
+
+// Each change is logged once, after its keys are written. When logging
+// fails, the event fails (it is delivered again); when a newer change of
+// the aggregate is logged before that redelivery, the older one can no
+// longer be, and the organization's streams are told to read again.
+func TestLiveLogOfChanges(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	cache := &failingLog{Cache: w.cache}
+	proj := New(postgres.NewReads(w.db), cache, ids, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	sp, _, err := w.store.CreateSprocket(ctx, domain.System(1, "test"), spec, domain.Idempotency{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if _, _, err := w.store.UpdateSprocket(ctx, domain.System(1, "test"), sp.ID, 0, bump); err != nil {
+			t.Fatal(err)
+		}
+	}
+	evs := encodeAll(t, w.take(t)) // versions 1..3
+	if errs := proj.HandleBatch(ctx, evs[:1]); errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+	if errs := proj.HandleBatch(ctx, evs[:1]); errs[0] != nil { // delivered again: logged once
+		t.Fatal(errs[0])
+	}
+	cache.fail = true
+	if errs := proj.HandleBatch(ctx, evs[1:2]); errs[0] == nil {
+		t.Fatal("v2 succeeded without its log")
+	}
+	cache.fail = false
+	if errs := proj.HandleBatch(ctx, evs[2:3]); errs[0] != nil { // v3 before v2's redelivery
+		t.Fatal(errs[0])
+	}
+	if errs := proj.HandleBatch(ctx, evs[1:2]); errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+	lg, err := w.cache.ReadLive(ctx, 1, "0-0", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range lg.Entries {
+		got = append(got, fmt.Sprintf("%s@%d", e.Type, e.Version))
+	}
+	if len(got) != 3 || got[0] != "sprocket.created@1" || !strings.HasPrefix(got[1], "reset@") || got[2] != "sprocket.updated@3" {
+		t.Fatalf("logged %v, want the creation, a reset, then v3", got)
 	}
 }

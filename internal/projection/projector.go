@@ -94,7 +94,7 @@ func New(src Source, cache Cache, ids *publicid.Codec, log *slog.Logger, reg pro
 	p := &Projector{
 		src: src, cache: cache, ids: ids, layouts: readmodel.LayoutsOf(ids), log: log, now: time.Now, marked: make(chan struct{}, 1),
 		purge: func(context.Context, []string) error { return nil },
-		live:  liveLogs{DefaultLiveRetention, DefaultLiveMaxEntries},
+		live:  liveLogs{retention: DefaultLiveRetention, maxEntries: DefaultLiveMaxEntries},
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sprockets_projector_events_total", Help: "Events projected, by outcome.",
 		}, []string{"outcome"}),

@@ -3,6 +3,7 @@ package readmodel
 import (
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/sprockets-api/sprockets/internal/domain"
 	"github.com/sprockets-api/sprockets/internal/publicid"
@@ -62,6 +63,16 @@ const (
 	// should read its chart again.
 	FactoryRebuilt = "factory.rebuilt"
 )
+
+// LiveReset is the type of a log entry that tells every stream to read
+// again what it shows: changes were written that the log missed.
+const LiveReset = "reset"
+
+// LiveGap is the entry that says the log missed changes, at time now (its
+// version: each one is logged).
+func LiveGap(now time.Time) Change {
+	return Change{Kind: LiveReset, Version: now.UnixNano(), Type: LiveReset, Data: []byte(`{"reason":"log_gap"}`)}
+}
 
 // Change is one entry of an organization's live log.
 type Change struct {
