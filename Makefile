@@ -44,7 +44,7 @@ soak: deps ## run a mixed load with faults (kills, restarts, pauses) for SOAK_DU
 FUZZTIME ?= 1m
 # Every fuzz target: package and name. make test runs their seeds.
 FUZZ_TARGETS := ./internal/httpapi/writer:FuzzWriteRequests ./internal/httpapi/reader:FuzzReadRequests \
-	./internal/httpapi:FuzzAccessLogMatchesSlog ./internal/publicid:FuzzDecode ./internal/consistency:FuzzParse ./internal/events:FuzzDecode ./internal/auth:FuzzBearer
+	./internal/httpapi:FuzzAccessLogMatchesSlog ./internal/httpapi:FuzzPathChecksMatchTheirPatterns ./internal/publicid:FuzzDecode ./internal/consistency:FuzzParse ./internal/events:FuzzDecode ./internal/auth:FuzzBearer
 
 fuzz: ## run each fuzz target for FUZZTIME (1m by default): request decoding, tokens, events
 	@for t in $(FUZZ_TARGETS); do \

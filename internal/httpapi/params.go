@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -12,13 +11,31 @@ import (
 	"github.com/sprockets-api/sprockets/internal/publicid"
 )
 
-var (
-	idPattern      = regexp.MustCompile(`^[1-9][0-9]{0,18}$`)
-	integerPattern = regexp.MustCompile(`^[0-9]{1,18}$`)
-	// Plain decimals only: no sign, exponent, hex, NaN or Infinity, which
-	// strconv.ParseFloat would otherwise accept.
-	decimalPattern = regexp.MustCompile(`^[0-9]{1,15}(\.[0-9]{1,15})?$`)
-)
+// digits reports whether s is 1 to max ASCII digits. The path parameters
+// are checked with it, not with regular expressions: every cached read
+// parses an id, and a regexp match cost it 2% of its time.
+func digits(s string, max int) bool {
+	if s == "" || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// idDigits: 1 to 19 digits, the first not 0.
+func idDigits(s string) bool { return digits(s, 19) && s[0] != '0' }
+
+// decimalDigits: plain decimals only, 1 to 15 digits, then optionally a
+// point and 1 to 15 digits; no sign, exponent, hex, NaN or Infinity, which
+// strconv.ParseFloat would otherwise accept.
+func decimalDigits(s string) bool {
+	whole, frac, point := strings.Cut(s, ".")
+	return digits(whole, 15) && (!point || digits(frac, 15))
+}
 
 func invalid(field, format string, args ...any) *domain.Error {
 	e := domain.Errorf(domain.EINVALID, format, args...)
@@ -39,7 +56,7 @@ func quote(s string) string {
 // 63 bits.
 func ID(c *fiber.Ctx, name string) (int64, error) {
 	raw := c.Params(name)
-	if !idPattern.MatchString(raw) {
+	if !idDigits(raw) {
 		return 0, invalid(name, "%s is not a valid id; ids are positive integers", quote(raw))
 	}
 	id, err := strconv.ParseInt(raw, 10, 64)
@@ -53,7 +70,7 @@ func ID(c *fiber.Ctx, name string) (int64, error) {
 // domain's.
 func PathInteger(c *fiber.Ctx, name string) (int64, error) {
 	raw := c.Params(name)
-	if !integerPattern.MatchString(raw) {
+	if !digits(raw, 18) {
 		return 0, invalid(name, "%s is not a whole number", quote(raw))
 	}
 	return strconv.ParseInt(raw, 10, 64)
@@ -63,7 +80,7 @@ func PathInteger(c *fiber.Ctx, name string) (int64, error) {
 // 6.35; range rules are the domain's.
 func PathDecimal(c *fiber.Ctx, name string) (float64, error) {
 	raw := c.Params(name)
-	if !decimalPattern.MatchString(raw) {
+	if !decimalDigits(raw) {
 		return 0, invalid(name, "%s is not a plain decimal number such as 6 or 6.35", quote(raw))
 	}
 	return strconv.ParseFloat(raw, 64)
