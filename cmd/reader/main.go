@@ -149,6 +149,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Name: "sprockets_reads_total", Help: "Answers by where their data came from.",
 	}, []string{"source"})
 	reg.MustRegister(served)
+	// Each source's counter is found once: asking the vector by label on
+	// every read cost a cached read 2% of its time.
+	bySource := map[string]prometheus.Counter{}
+	for _, source := range []string{reader.FromMemory, reader.FromCache, postgres.FromReplica, postgres.FromLeader} {
+		bySource[source] = served.WithLabelValues(source)
+	}
+	countServed := func(source string) {
+		if c, ok := bySource[source]; ok {
+			c.Inc()
+			return
+		}
+		served.WithLabelValues(source).Inc()
+	}
 	var access *httpapi.AccessLog
 	if cfg.AccessLog && cfg.LogLevel <= slog.LevelInfo {
 		access = httpapi.NewAccessLog(logs, cfg.LogFormat, "reader")
@@ -177,7 +190,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	reader.Routes(app, reader.New(near, cache, database, encoder, reader.Config{
 		ConsistencyWait: cfg.ConsistencyWait, CacheBackoff: cfg.RedisBackoff, MaxChartBuckets: cfg.ChartMaxBuckets,
 		Tokens: tokens, IDs: ids, Live: hub,
-	}, log, func(source string) { served.WithLabelValues(source).Inc() }))
+	}, log, countServed))
 
 	// ---- Run ------------------------------------------------------------
 	g, ctx := errgroup.WithContext(ctx)

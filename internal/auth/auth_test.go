@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"strings"
 	"testing"
@@ -259,6 +260,11 @@ func FuzzBearer(f *testing.F) {
 		token := Bearer(header)
 		if WellFormed(token) && (len(token) != secretLen || !strings.HasPrefix(token, Prefix) || len(Hash(token)) != 32) {
 			t.Fatalf("%q is well formed", token)
+		}
+		if WellFormed(token) {
+			if _, err := base64.RawURLEncoding.DecodeString(token[len(Prefix):]); err != nil {
+				t.Fatalf("%q is well formed, but not base64url: %v", token, err)
+			}
 		}
 	})
 }

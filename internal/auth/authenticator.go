@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -114,10 +115,10 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string, admit Ad
 	if !WellFormed(token) {
 		return domain.Principal{}, ErrUnauthenticated
 	}
-	hash := Hash(token)
-	key := string(hash)
+	sum := sha256.Sum256([]byte(token))
+	key := string(sum[:]) // sum stays on the stack: the slow paths copy it
 	if a.repairing.Load().has(key) {
-		g, err := a.lookUp(ctx, hash, admit)
+		g, err := a.lookUp(ctx, []byte(key), admit)
 		if err != nil {
 			return domain.Principal{}, err
 		}
@@ -131,7 +132,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string, admit Ad
 	if ok && fresh {
 		return a.principal(g)
 	}
-	g, err := a.read(ctx, hash, admit)
+	g, err := a.read(ctx, []byte(key), admit)
 	if err != nil {
 		return domain.Principal{}, err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode"
@@ -56,6 +57,8 @@ type requestIDs struct {
 	n      atomic.Uint64
 }
 
+var requestIDName = []byte(requestIDHeader)
+
 func newRequestIDs() *requestIDs {
 	var b [8]byte
 	_, _ = rand.Read(b[:]) // crypto/rand does not fail on Linux
@@ -63,9 +66,10 @@ func newRequestIDs() *requestIDs {
 }
 
 func (ids *requestIDs) handle(c *fiber.Ctx) error {
-	id := ids.prefix + strconv.FormatUint(ids.n.Add(1), 36)
-	c.Locals(requestIDHeader, id)
-	c.Set(requestIDHeader, id)
+	var buf [32]byte
+	b := strconv.AppendUint(append(buf[:0], ids.prefix...), ids.n.Add(1), 36)
+	c.Response().Header.SetCanonical(requestIDName, b)
+	c.Locals(requestIDHeader, string(b))
 	if client := c.Get(requestIDHeader); client != "" {
 		c.Locals(clientRequestID, Escape(client, 64))
 	}
@@ -117,6 +121,35 @@ var securityHeaderValues = [][2][]byte{
 // raw path, which would explode the label set).
 type metrics struct {
 	requests *prometheus.HistogramVec
+	// observers holds each route, method and status's histogram once it
+	// was used (observerKey → prometheus.Observer): finding it by its
+	// labels on every request cost a cached read 1% of its time.
+	observers sync.Map
+}
+
+type observerKey struct {
+	route  *fiber.Route // nil for a request no route matched
+	method string       // a methodLabel
+	status int
+}
+
+// observer returns the histogram of a request that route answered. A
+// route without handlers is one Fiber made up for a request it refused
+// before routing: it counts as unmatched, and is not kept.
+func (m *metrics) observer(route *fiber.Route, method string, status int) prometheus.Observer {
+	if route != nil && len(route.Handlers) == 0 {
+		route = nil
+	}
+	key := observerKey{route, method, status}
+	if o, ok := m.observers.Load(key); ok {
+		return o.(prometheus.Observer)
+	}
+	label := "unmatched"
+	if route != nil && route.Path != "/" && route.Path != "" {
+		label = route.Path
+	}
+	o, _ := m.observers.LoadOrStore(key, m.requests.WithLabelValues(label, method, strconv.Itoa(status)))
+	return o.(prometheus.Observer)
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -141,12 +174,8 @@ func (m *metrics) observe(log *AccessLog, onError fiber.ErrorHandler) fiber.Hand
 			}
 		}
 		status := c.Response().StatusCode()
-		route := "unmatched"
-		if r := c.Route(); r != nil && r.Path != "/" && r.Path != "" {
-			route = r.Path
-		}
 		elapsed := time.Since(start)
-		m.requests.WithLabelValues(route, methodLabel(c.Method()), strconv.Itoa(status)).Observe(elapsed.Seconds())
+		m.observer(c.Route(), methodLabel(c.Method()), status).Observe(elapsed.Seconds())
 		if log != nil {
 			log.write(accessRecord{end: start.Add(elapsed), method: c.Method(), path: c.Path(),
 				status: status, elapsed: elapsed, requestID: RequestID(c), userAgent: UserAgent(c),
