@@ -103,16 +103,7 @@ func (p *Projector) healOrg(ctx context.Context, org int64, settle time.Duration
 	if err != nil {
 		return 0, err
 	}
-	drifted := make(map[string]bool, len(first))
-	for _, d := range first {
-		drifted[d.Key] = true
-	}
-	var persisting []Drift
-	for _, d := range again {
-		if drifted[d.Key] {
-			persisting = append(persisting, d)
-		}
-	}
-	err = p.repair(ctx, persisting, wants)
-	return len(persisting), err
+	still := persisting(first, again)
+	err = p.repair(ctx, still, wants)
+	return len(still), err
 }
