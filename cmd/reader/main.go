@@ -133,6 +133,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// feed, and check their tokens again whenever grants may have changed.
 	hub := live.New(cache, authn, live.Config{
 		Heartbeat: cfg.LiveHeartbeat, MaxStreams: cfg.LiveMaxStreams, MaxPerClient: cfg.LiveMaxStreamsPerClient,
+		MaxPerOrg: cfg.LiveMaxStreamsPerOrg,
 	}, log, reg)
 	feed.OnChange(near.Changed)
 	feed.OnChange(hub.Changed)

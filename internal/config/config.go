@@ -161,9 +161,11 @@ type Reader struct {
 	LiveHeartbeat time.Duration `env:"LIVE_HEARTBEAT" envDefault:"15s"`
 	// LiveMaxStreams bounds the streams one reader holds open;
 	// LiveMaxStreamsPerClient those of one token (or, without one, one
-	// client address) on one reader.
+	// client address) on one reader; LiveMaxStreamsPerOrg those of one
+	// organization on one reader.
 	LiveMaxStreams          int `env:"LIVE_MAX_STREAMS" envDefault:"10000"`
 	LiveMaxStreamsPerClient int `env:"LIVE_MAX_STREAMS_PER_CLIENT" envDefault:"16"`
+	LiveMaxStreamsPerOrg    int `env:"LIVE_MAX_STREAMS_PER_ORG" envDefault:"2500"`
 }
 
 // Projector configures cmd/projector.
@@ -423,6 +425,7 @@ func (c Reader) Validate() error {
 	p.positive("LIVE_HEARTBEAT", int64(c.LiveHeartbeat))
 	p.positive("LIVE_MAX_STREAMS", int64(c.LiveMaxStreams))
 	p.positive("LIVE_MAX_STREAMS_PER_CLIENT", int64(c.LiveMaxStreamsPerClient))
+	p.positive("LIVE_MAX_STREAMS_PER_ORG", int64(c.LiveMaxStreamsPerOrg))
 	return p.err()
 }
 

@@ -40,8 +40,10 @@ type Config struct {
 	// Heartbeat is how often an idle stream sends a comment.
 	Heartbeat time.Duration
 	// MaxStreams bounds the streams open at once; MaxPerClient those of
-	// one client (a token, or an address).
-	MaxStreams, MaxPerClient int
+	// one client (a token, or an address); MaxPerOrg those of one
+	// organization, whatever its tokens, so that no one organization can
+	// take a reader's every stream.
+	MaxStreams, MaxPerClient, MaxPerOrg int
 	// Poll is how often an organization's log is read when no change was
 	// told (the feed of changes may have been lost).
 	Poll time.Duration
@@ -172,8 +174,8 @@ type Request struct {
 }
 
 // Open opens a stream of r.Principal's organization. A malformed From is
-// an EINVALID error; too many streams, of the client (ELIMITED) or of the
-// reader (EUNAVAILABLE), are refused. Serve sends it; it ends when Serve
+// an EINVALID error; too many streams, of the client or of its
+// organization (ELIMITED) or of the reader (EUNAVAILABLE), are refused. Serve sends it; it ends when Serve
 // returns.
 func (h *Hub) Open(ctx context.Context, r Request) (*Stream, error) {
 	var from Position
@@ -184,7 +186,12 @@ func (h *Hub) Open(ctx context.Context, r Request) (*Stream, error) {
 		}
 	}
 	h.mu.Lock()
+	org := r.Principal.OrgID
+	o, ok := h.orgs[org]
 	switch {
+	case ok && len(o.subs) >= h.cfg.MaxPerOrg:
+		h.mu.Unlock()
+		return nil, domain.Errorf(domain.ELIMITED, "%d streams are open for this organization on this reader, as many as one organization may hold", h.cfg.MaxPerOrg)
 	case h.total >= h.cfg.MaxStreams:
 		h.mu.Unlock()
 		return nil, domain.Errorf(domain.EUNAVAILABLE, "this reader holds as many streams as it may (%d); try again", h.cfg.MaxStreams)
@@ -195,8 +202,6 @@ func (h *Hub) Open(ctx context.Context, r Request) (*Stream, error) {
 	h.total++
 	h.clients[r.Client]++
 	h.open.Inc()
-	org := r.Principal.OrgID
-	o, ok := h.orgs[org]
 	if !ok {
 		o = &orgLog{id: org, wake: make(chan struct{}, 1), subs: map[*Stream]struct{}{}, started: make(chan struct{}), more: make(chan struct{})}
 		h.orgs[org] = o

@@ -80,6 +80,9 @@ func newFixture(t *testing.T, cfg Config) *fixture {
 	if cfg.MaxPerClient == 0 {
 		cfg.MaxPerClient = 100
 	}
+	if cfg.MaxPerOrg == 0 {
+		cfg.MaxPerOrg = 100
+	}
 	authn := &tokens{}
 	hub := New(cache, authn, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	ctx, cancel := context.WithCancel(context.Background())
@@ -303,7 +306,7 @@ func TestRevokedTokenEndsStream(t *testing.T) {
 }
 
 func TestStreamLimits(t *testing.T) {
-	f := newFixture(t, Config{MaxPerClient: 1})
+	f := newFixture(t, Config{MaxPerClient: 1, MaxPerOrg: 2})
 	c := f.open(t, Request{})
 	c.next(t)
 	if _, err := f.hub.Open(context.Background(), Request{Principal: reader, Client: "token:5"}); domain.ErrorCode(err) != domain.ELIMITED {
@@ -311,6 +314,16 @@ func TestStreamLimits(t *testing.T) {
 	}
 	other := f.open(t, Request{Client: "token:6"})
 	other.next(t)
+	// The organization holds two streams, as many as it may, whatever
+	// token a third comes with; another organization still gets one.
+	if _, err := f.hub.Open(context.Background(), Request{Principal: reader, Client: "token:8"}); domain.ErrorCode(err) != domain.ELIMITED {
+		t.Fatalf("a third stream of one organization: %v", err)
+	}
+	stranger := reader
+	stranger.OrgID = 2
+	if _, err := f.hub.Open(context.Background(), Request{Principal: stranger, Client: "token:9"}); err != nil {
+		t.Fatalf("another organization's stream: %v", err)
+	}
 	f.authn.revoked.Store(true)
 	f.hub.Recheck()
 	<-c.done
