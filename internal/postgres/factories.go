@@ -355,6 +355,21 @@ func (r Reads) Samples(ctx context.Context, factoryID, from, to int64, limit int
 	return out, nil
 }
 
+// SamplesAsOf returns up to limit of factory factoryID's samples that the
+// version asOf or an earlier one added, with times after after, in time
+// order: a history as of one version, read a page at a time. A sample is
+// never changed once added, so the pages of one version agree however far
+// the factory has moved on.
+func (r Reads) SamplesAsOf(ctx context.Context, factoryID, asOf, after int64, limit int) ([]domain.Sample, error) {
+	var out []domain.Sample
+	err := r.q.SelectContext(ctx, &out, `SELECT time, actual, goal FROM factory_samples
+		WHERE factory_id = $1 AND time > $2 AND version <= $3 ORDER BY time LIMIT $4`, factoryID, after, asOf, limit)
+	if err != nil {
+		return nil, fmt.Errorf("samples as of a version: %w", err)
+	}
+	return out, nil
+}
+
 // SampleAggregates returns, per bucket of width seconds (aligned on
 // multiples of it), the aggregate of factory factoryID's samples between
 // from and to, in time order.

@@ -529,6 +529,16 @@ func TestFactoryHistory(t *testing.T) {
 	if _, in, err := reads.FactorySamples(ctx, 1, f.ID, 100, 3700, 1); err != nil || len(in) != 1 || in[0].Time != 100 {
 		t.Errorf("range, limited to one sample: %v %v", in, err)
 	}
+	// As of version 1, a page at a time: 3700 came with version 2.
+	if in, err := reads.SamplesAsOf(ctx, f.ID, 1, -1, 1); err != nil || fmt.Sprint(in) != fmt.Sprint([]domain.Sample{sample(100, 1)}) {
+		t.Errorf("first page as of version 1: %v %v", in, err)
+	}
+	if in, err := reads.SamplesAsOf(ctx, f.ID, 1, 100, 10); err != nil || fmt.Sprint(in) != fmt.Sprint([]domain.Sample{sample(7300, 2)}) {
+		t.Errorf("next page as of version 1: %v %v", in, err)
+	}
+	if in, err := reads.SamplesAsOf(ctx, f.ID, 2, 100, 10); err != nil || len(in) != 2 || in[0].Time != 3700 {
+		t.Errorf("next page as of version 2: %v %v", in, err)
+	}
 	// Another organization learns the owner, for its 404, and nothing of
 	// the history is read.
 	if got, in, err := reads.FactorySamples(ctx, 2, f.ID, 0, domain.MaxSampleTime, 0); err != nil || got.OrgID != 1 || in != nil {

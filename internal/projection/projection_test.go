@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"os"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -650,17 +653,17 @@ func TestLiveLogOfChanges(t *testing.T) {
 }
 
 // appendsAfterRead projects an append to a factory right after each read
-// of a history: the read model moves past what the reader of the history
+// of a factory: the read model moves past what the reader of its history
 // saw, as it does when writes go on during a background check.
 type appendsAfterRead struct {
 	Source
 	after func()
 }
 
-func (r *appendsAfterRead) FactoryHistory(ctx context.Context, org, id int64) (domain.Factory, []domain.Sample, error) {
-	f, samples, err := r.Source.FactoryHistory(ctx, org, id)
+func (r *appendsAfterRead) Factory(ctx context.Context, id int64) (domain.Factory, error) {
+	f, err := r.Source.Factory(ctx, id)
 	r.after()
-	return f, samples, err
+	return f, err
 }
 
 // The background check compares the read model with what it read from
@@ -701,4 +704,75 @@ func TestBackgroundCheckLeavesNewerKeysAlone(t *testing.T) {
 		t.Errorf("the check rewrote %d keys that were only ahead of its read", repaired)
 	}
 	w.verify(t)
+}
+
+// wholeHistoryWants is what the read model should hold for a factory, made
+// from its whole history at once by the functions the event path uses:
+// the reference factoryWants must agree with.
+func wholeHistoryWants(p *Projector, f domain.Factory, samples []domain.Sample) map[string]want {
+	out := map[string]want{}
+	add := func(w want) { out[w.Key] = w }
+	if !f.Deleted() {
+		for b, s := range readmodel.GroupByBucket(samples) {
+			add(want{Record: readmodel.BucketRecord(f.ID, f.OrgID, b, f.Version, s), bodyOnly: true, index: readmodel.BucketIndexKey(f.ID)})
+		}
+		for _, r := range readmodel.AggregateRecords(f, samples) {
+			add(want{Record: r, bodyOnly: true, index: readmodel.AggregateIndexKey(f.ID)})
+		}
+	}
+	add(want{Record: readmodel.FactoryRecord(p.ids, f)})
+	for _, r := range readmodel.HistoryRecords(p.layouts, f, samples) {
+		add(want{Record: r, bodyOnly: r.Key != readmodel.HistoryKey(f.ID), index: readmodel.SegmentIndexKey(f.ID)})
+	}
+	return out
+}
+
+// A history given a page at a time, in pages of any size, makes the
+// records its whole makes, each once.
+func TestFactoryWantsInPages(t *testing.T) {
+	p := New(nil, nil, ids, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := 0; round < 40; round++ {
+		var samples []domain.Sample
+		tm := rng.Int64N(1 << 20)
+		for n := rng.IntN(20_000); len(samples) < n; {
+			tm += 1 + rng.Int64N([]int64{5, 600, 86_400}[rng.IntN(3)])
+			samples = append(samples, domain.Sample{Time: tm, Actual: rng.Int64N(100), Goal: rng.Int64N(100)})
+		}
+		f := domain.Factory{ID: 7, OrgID: 3, Version: int64(round + 1)}
+		if len(samples) > 0 {
+			f.FirstTime, f.LastTime = &samples[0].Time, &samples[len(samples)-1].Time
+		}
+		if round == 5 {
+			now := time.Now()
+			f.DeletedAt = &now
+		}
+		whole := wholeHistoryWants(p, f, samples)
+		b := p.newFactoryWants(f)
+		var got []want
+		for rest := samples; len(rest) > 0 && !f.Deleted(); {
+			n := min(len(rest), 1+rng.IntN(3000))
+			page := slices.Clone(rest[:n]) // the builder must not keep a page
+			got = append(got, b.add(page)...)
+			clear(page)
+			rest = rest[n:]
+		}
+		got = append(got, b.finish()...)
+		seen := map[string]bool{}
+		for _, g := range got {
+			w, ok := whole[g.Key]
+			switch {
+			case seen[g.Key]:
+				t.Fatalf("round %d: %s made twice", round, g.Key)
+			case !ok:
+				t.Fatalf("round %d: %s made, but the whole history has no such key", round, g.Key)
+			case !reflect.DeepEqual(g, w):
+				t.Fatalf("round %d: %s:\n got %+v\nwant %+v", round, g.Key, g, w)
+			}
+			seen[g.Key] = true
+		}
+		if len(seen) != len(whole) {
+			t.Fatalf("round %d: %d records made, the whole history makes %d", round, len(seen), len(whole))
+		}
+	}
 }

@@ -28,6 +28,8 @@ type Source interface {
 	SprocketSpecsOfOrg(ctx context.Context, org int64) ([]domain.Sprocket, error)
 	SprocketSpecsInRange(ctx context.Context, org, lo, hi int64) ([]domain.Sprocket, error)
 	FactoryHistory(ctx context.Context, org, id int64) (domain.Factory, []domain.Sample, error)
+	Factory(ctx context.Context, id int64) (domain.Factory, error)
+	SamplesAsOf(ctx context.Context, id, asOf, after int64, limit int) ([]domain.Sample, error)
 	FactoriesOfOrg(ctx context.Context, org int64) ([]domain.Factory, error)
 	FactoryBucketsSince(ctx context.Context, id, version, bucketSeconds int64) (domain.Factory, []domain.Sample, error)
 	OrgIDs(ctx context.Context) ([]int64, error)

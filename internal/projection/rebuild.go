@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/sprockets-api/sprockets/internal/domain"
+	"github.com/sprockets-api/sprockets/internal/publicid"
 	"github.com/sprockets-api/sprockets/internal/readmodel"
 )
 
@@ -42,40 +43,159 @@ func (p *Projector) expected(ctx context.Context, org int64, emit func([]want) e
 		return err
 	}
 	for _, f := range factories {
-		f, samples, err := p.src.FactoryHistory(ctx, domain.AnyOrg, f.ID)
-		if isNotFound(err) {
-			continue // purged with its organization since the list was read
-		}
-		if err != nil {
-			return err
-		}
-		if err := emit(p.factoryWants(f, samples)); err != nil {
+		if err := p.factoryExpected(ctx, f.ID, emit); err != nil {
 			return err
 		}
 	}
 	return emit([]want{{Record: readmodel.OrgFactoriesRecord(org, factories)}})
 }
 
-// factoryWants lists a factory's records: buckets and aggregates first, then its key, then
-// its history's segments and manifest. Buckets, aggregates and segments carry the
-// version of the last event that touched them, which a rebuild cannot
-// know; only their content counts.
-func (p *Projector) factoryWants(f domain.Factory, samples []domain.Sample) []want {
-	var out []want
-	if !f.Deleted() {
-		for b, s := range readmodel.GroupByBucket(samples) {
-			out = append(out, want{Record: readmodel.BucketRecord(f.ID, f.OrgID, b, f.Version, s), bodyOnly: true,
-				index: readmodel.BucketIndexKey(f.ID)})
-		}
-		for _, r := range readmodel.AggregateRecords(f, samples) {
-			out = append(out, want{Record: r, bodyOnly: true, index: readmodel.AggregateIndexKey(f.ID)})
-		}
+// historyPage is how many samples one read of a history returns: about
+// 1 MB, read, turned into records and compared before the next.
+const historyPage = 50_000
+
+// factoryExpected calls emit with the records the read model should hold
+// for factory id, as of the version its row has when read: its history is
+// read a page at a time (samples are never changed, and each carries the
+// version that added it), and the records are emitted as they are
+// complete, so that a long history is never held whole, and a check can
+// pause between its pages.
+func (p *Projector) factoryExpected(ctx context.Context, id int64, emit func([]want) error) error {
+	f, err := p.src.Factory(ctx, id)
+	if isNotFound(err) {
+		return nil // purged with its organization since the list was read
 	}
-	out = append(out, want{Record: readmodel.FactoryRecord(p.ids, f)})
-	for _, r := range readmodel.HistoryRecords(p.layouts, f, samples) {
-		out = append(out, want{Record: r, bodyOnly: r.Key != readmodel.HistoryKey(f.ID), index: readmodel.SegmentIndexKey(f.ID)})
+	if err != nil {
+		return err
+	}
+	b := p.newFactoryWants(f)
+	for after := int64(-1); !f.Deleted(); {
+		samples, err := p.src.SamplesAsOf(ctx, f.ID, f.Version, after, historyPage)
+		if err != nil {
+			return err
+		}
+		if ws := b.add(samples); len(ws) > 0 {
+			if err := emit(ws); err != nil {
+				return err
+			}
+		}
+		if len(samples) < historyPage {
+			break
+		}
+		after = samples[len(samples)-1].Time
+	}
+	return emit(b.finish())
+}
+
+// factoryWants makes a factory's records from its samples, given in time
+// order in any number of steps: each record is made once no later sample
+// can change it. Buckets, aggregates and segments carry the factory's
+// version, not that of the last event that touched them, which a rebuild
+// cannot know; only their content counts.
+type factoryWants struct {
+	f      domain.Factory
+	ids    *publicid.Codec
+	layout readmodel.Layout
+
+	bucket     int64 // of the samples in bucketRun
+	bucketRun  []domain.Sample
+	aggregates []openAggregate // one per readmodel.AggregateWidths
+	segStart   int64           // of the samples in segRun
+	segRun     []domain.Sample
+	manifest   readmodel.Manifest
+}
+
+// openAggregate is the aggregate key of one width that the last sample
+// fell in, and its buckets so far.
+type openAggregate struct {
+	width, chunk int64
+	buckets      []domain.Aggregate
+}
+
+func (p *Projector) newFactoryWants(f domain.Factory) *factoryWants {
+	b := &factoryWants{f: f, ids: p.ids, layout: p.layouts.History(f.ID), segStart: readmodel.HeadSegment}
+	for _, w := range readmodel.AggregateWidths {
+		b.aggregates = append(b.aggregates, openAggregate{width: w})
+	}
+	return b
+}
+
+// add takes the next samples, later than every one before, and returns
+// the records they completed.
+func (b *factoryWants) add(samples []domain.Sample) []want {
+	var out []want
+	for _, s := range samples {
+		if bk := readmodel.Bucket(s.Time); len(b.bucketRun) > 0 && bk != b.bucket {
+			out = append(out, b.bucketWant())
+		}
+		b.bucket = readmodel.Bucket(s.Time)
+		b.bucketRun = append(b.bucketRun, s)
+		for i := range b.aggregates {
+			a := &b.aggregates[i]
+			if chunk := readmodel.AggregateChunkOf(a.width, s.Time); len(a.buckets) > 0 && chunk != a.chunk {
+				out = append(out, b.aggregateWant(a))
+			}
+			a.chunk = readmodel.AggregateChunkOf(a.width, s.Time)
+			start := s.Time - s.Time%a.width
+			if n := len(a.buckets); n == 0 || a.buckets[n-1].Start != start {
+				a.buckets = append(a.buckets, domain.Aggregate{Start: start})
+			}
+			a.buckets[len(a.buckets)-1].Add(s)
+		}
+		if b.layout.StartsSegment(s.Time) {
+			if len(b.segRun) > 0 {
+				out = append(out, b.segmentWant())
+			}
+			b.segStart = s.Time
+		}
+		b.segRun = append(b.segRun, s)
 	}
 	return out
+}
+
+// finish returns the records still open, then the factory's and its
+// history's manifest.
+func (b *factoryWants) finish() []want {
+	var out []want
+	if len(b.bucketRun) > 0 {
+		out = append(out, b.bucketWant())
+	}
+	for i := range b.aggregates {
+		if len(b.aggregates[i].buckets) > 0 {
+			out = append(out, b.aggregateWant(&b.aggregates[i]))
+		}
+	}
+	if len(b.segRun) > 0 {
+		out = append(out, b.segmentWant())
+	}
+	out = append(out, want{Record: readmodel.FactoryRecord(b.ids, b.f)})
+	var m readmodel.Manifest
+	if !b.f.Deleted() {
+		m = b.manifest
+	}
+	return append(out, want{Record: readmodel.ManifestRecord(b.f, m), index: readmodel.SegmentIndexKey(b.f.ID)})
+}
+
+// The records made from one run of samples encode it at once: the run's
+// slice is then used again.
+
+func (b *factoryWants) bucketWant() want {
+	r := readmodel.BucketRecord(b.f.ID, b.f.OrgID, b.bucket, b.f.Version, b.bucketRun)
+	b.bucketRun = b.bucketRun[:0]
+	return want{Record: r, bodyOnly: true, index: readmodel.BucketIndexKey(b.f.ID)}
+}
+
+func (b *factoryWants) aggregateWant(a *openAggregate) want {
+	r := readmodel.AggregateRecord(b.f, readmodel.AggregateKey(b.f.ID, a.width, a.chunk), a.buckets)
+	a.buckets = a.buckets[:0]
+	return want{Record: r, bodyOnly: true, index: readmodel.AggregateIndexKey(b.f.ID)}
+}
+
+func (b *factoryWants) segmentWant() want {
+	r, it := readmodel.SegmentRecord(b.f, readmodel.Segment{Start: b.segStart, Samples: b.segRun})
+	b.manifest = append(b.manifest, it)
+	b.segRun = b.segRun[:0]
+	return want{Record: r, bodyOnly: true, index: readmodel.SegmentIndexKey(b.f.ID)}
 }
 
 // Rebuild rewrites every key of every live organization from Postgres,
