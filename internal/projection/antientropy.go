@@ -89,7 +89,7 @@ func (p *Projector) healOrg(ctx context.Context, org int64, settle time.Duration
 			return nil
 		}
 	}
-	first, err := p.diffOrg(ctx, org, map[string]want{}, pace)
+	first, err := p.diffOrg(ctx, org, nil, pace)
 	if err != nil || len(first) == 0 {
 		return 0, err
 	}
@@ -98,12 +98,11 @@ func (p *Projector) healOrg(ctx context.Context, org int64, settle time.Duration
 		return 0, ctx.Err()
 	case <-time.After(settle):
 	}
-	wants := map[string]want{}
-	again, err := p.diffOrg(ctx, org, wants, pace)
+	again, err := p.diffOrg(ctx, org, nil, pace)
 	if err != nil {
 		return 0, err
 	}
 	still := persisting(first, again)
-	err = p.repair(ctx, still, wants)
+	err = p.repair(ctx, still)
 	return len(still), err
 }

@@ -20,6 +20,8 @@ type Drift struct {
 	// is drift only if it stays the same while Postgres stays behind it
 	// (see persisting).
 	ahead int64
+	// fix is what the key should hold; nil when it should not exist.
+	fix *want
 }
 
 func (d Drift) String() string { return d.Key + ": " + d.Problem }
@@ -29,16 +31,15 @@ func (d Drift) String() string { return d.Key + ": " + d.Problem }
 // each drifted key is rewritten (or, if it should not exist, deleted).
 func (p *Projector) Verify(ctx context.Context, settle time.Duration, repair bool) ([]Drift, error) {
 	var drifts []Drift
-	var wants map[string]want
 	for attempt := 0; attempt < 3; attempt++ {
-		found, w, err := p.diff(ctx)
+		found, err := p.diff(ctx)
 		if err != nil {
 			return nil, err
 		}
 		if attempt > 0 {
 			found = persisting(drifts, found)
 		}
-		if drifts, wants = found, w; len(drifts) == 0 {
+		if drifts = found; len(drifts) == 0 {
 			return nil, nil
 		}
 		select {
@@ -48,7 +49,7 @@ func (p *Projector) Verify(ctx context.Context, settle time.Duration, repair boo
 		}
 	}
 	if repair {
-		return drifts, p.repair(ctx, drifts, wants)
+		return drifts, p.repair(ctx, drifts)
 	}
 	return drifts, nil
 }
@@ -56,12 +57,12 @@ func (p *Projector) Verify(ctx context.Context, settle time.Duration, repair boo
 // repair rewrites each drifted key from what Postgres says (under the Newer
 // rule, after deleting it, so that a key ahead of Postgres is set back), or
 // deletes it when it should not exist.
-func (p *Projector) repair(ctx context.Context, drifts []Drift, wants map[string]want) error {
+func (p *Projector) repair(ctx context.Context, drifts []Drift) error {
 	for _, d := range drifts {
 		if err := p.cache.Delete(ctx, d.Key); err != nil {
 			return err
 		}
-		if w, ok := wants[d.Key]; ok {
+		if w := d.fix; w != nil {
 			if _, err := p.cache.Apply(ctx, readmodel.Write{Org: w.Entry.Org, Rule: readmodel.Newer, Records: []readmodel.Record{w.Record}, Index: w.index}); err != nil {
 				return err
 			}
@@ -72,38 +73,40 @@ func (p *Projector) repair(ctx context.Context, drifts []Drift, wants map[string
 
 // diff compares every organization's keys with Postgres, and lists the keys
 // that no organization should have.
-func (p *Projector) diff(ctx context.Context) ([]Drift, map[string]want, error) {
+func (p *Projector) diff(ctx context.Context) ([]Drift, error) {
 	orgs, err := p.src.OrgIDs(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	wants := make(map[string]want)
+	known := make(map[string]bool)
 	var drifts []Drift
 	for _, org := range orgs {
-		d, err := p.diffOrg(ctx, org, wants, nil)
+		d, err := p.diffOrg(ctx, org, known, nil)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		drifts = append(drifts, d...)
 	}
 	keys, err := p.cache.Keys(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	for _, k := range keys {
-		if _, ok := wants[k]; !ok {
+		if !known[k] {
 			drifts = append(drifts, Drift{Key: k, Problem: "key should not exist"})
 		}
 	}
 	sort.Slice(drifts, func(i, j int) bool { return drifts[i].Key < drifts[j].Key })
-	return drifts, wants, nil
+	return drifts, nil
 }
 
-// diffOrg compares org's keys with Postgres, and adds what each should hold
-// to wants. Keys are read from Redis 500 at a time, in one round trip each.
-// After each 500 keys, pace (when not nil) is told how long the step took
-// (reading from Postgres what they should hold included).
-func (p *Projector) diffOrg(ctx context.Context, org int64, wants map[string]want, pace func(took time.Duration) error) ([]Drift, error) {
+// diffOrg compares org's keys with Postgres, and adds them to known when
+// it is not nil; each drift keeps what its key should hold, and nothing
+// else is kept, so that a long history is never held whole. Keys are read
+// from Redis 500 at a time, in one round trip each. After each 500 keys,
+// pace (when not nil) is told how long the step took (reading from
+// Postgres what they should hold included).
+func (p *Projector) diffOrg(ctx context.Context, org int64, known map[string]bool, pace func(took time.Duration) error) ([]Drift, error) {
 	var drifts []Drift
 	last := time.Now()
 	err := p.expected(ctx, org, func(ws []want) error {
@@ -118,14 +121,16 @@ func (p *Projector) diffOrg(ctx context.Context, org int64, wants map[string]wan
 				return err
 			}
 			for i, w := range chunk {
-				wants[w.Key] = w
+				if known != nil {
+					known[w.Key] = true
+				}
 				if w.Entry.Members != nil { // a list's segment: its members too
 					if got[i], oks[i], err = p.cache.Get(ctx, w.Key, true); err != nil {
 						return err
 					}
 				}
 				if problem := differs(got[i], oks[i], w); problem != "" {
-					d := Drift{Key: w.Key, Problem: problem}
+					d := Drift{Key: w.Key, Problem: problem, fix: &w}
 					if oks[i] && got[i].Version > w.Entry.Version {
 						d.ahead = got[i].Version
 					}
