@@ -199,7 +199,7 @@ func (p *Projector) refreshOrgSprockets(ctx context.Context, org int64, members 
 	if err != nil {
 		return nil, err
 	}
-	return p.writeSegmented(ctx, org, readmodel.SprocketListKey(org), readmodel.SprocketIndexKey(org), readmodel.SprocketListRecords(p.layouts, org, all))
+	return p.writeSegmented(ctx, readmodel.SprocketListKey(org), readmodel.SprocketIndexKey(org), readmodel.SprocketListRecords(p.layouts, org, all))
 }
 
 // patchSprocketList rewrites the segments of the list man (laid out as m)

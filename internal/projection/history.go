@@ -105,39 +105,78 @@ func (p *Projector) extendHistory(ctx context.Context, f domain.Factory, man rea
 	return true, nil // made by another projector, or fenced
 }
 
-// rebuildHistory writes factory id's history from Postgres (see
-// writeSegmented).
+// rebuildHistory writes factory id's history from Postgres, read a page
+// at a time (see factoryExpected and segmentWriter).
 func (p *Projector) rebuildHistory(ctx context.Context, id int64) error {
-	f, samples, err := p.src.FactoryHistory(ctx, domain.AnyOrg, id)
-	if isNotFound(err) {
-		return nil // purged with its organization: nothing to rebuild
+	w := p.newSegmentWriter(readmodel.HistoryKey(id), readmodel.SegmentIndexKey(id))
+	err := p.factoryExpected(ctx, id, func(ws []want) error {
+		return w.write(ctx, recordsIn(ws, readmodel.SegmentIndexKey(id)))
+	})
+	if err == nil && len(w.listed) > 0 { // none: purged with its organization
+		_, err = w.done(ctx)
 	}
 	if err != nil {
 		return fmt.Errorf("rebuild history of factory %d: %w", id, err)
 	}
-	_, err = p.writeSegmented(ctx, f.OrgID, readmodel.HistoryKey(f.ID), readmodel.SegmentIndexKey(f.ID), readmodel.HistoryRecords(p.layouts, f, samples))
-	return err
+	return nil
 }
 
-// writeSegmented writes the records of one body kept in segments (its
-// segments, then its manifest, last) under the Newer rule, 500 at a time,
-// each listed in index, so that a reader never finds the manifest ahead of
-// its segments; then it prunes the segments index lists and records do
-// not. It returns the writes' results.
-func (p *Projector) writeSegmented(ctx context.Context, org int64, manifest, index string, records []readmodel.Record) ([][]int, error) {
-	var res [][]int
-	for start := 0; start < len(records); start += 500 {
-		r, err := p.cache.Apply(ctx, readmodel.Write{Org: org, Rule: readmodel.Newer, Records: records[start:min(start+500, len(records))], Index: index})
-		if err != nil {
-			return nil, err
+// recordsIn returns the records of ws that index lists.
+func recordsIn(ws []want, index string) []readmodel.Record {
+	var out []readmodel.Record
+	for _, w := range ws {
+		if w.index == index {
+			out = append(out, w.Record)
 		}
-		res = append(res, r...)
 	}
-	listed := make(map[string]bool, len(records))
-	for _, r := range records {
-		listed[r.Key] = true
+	return out
+}
+
+// writeSegmented writes the records of one body kept in segments, given
+// whole (see segmentWriter), and returns the writes' results.
+func (p *Projector) writeSegmented(ctx context.Context, manifest, index string, records []readmodel.Record) ([][]int, error) {
+	w := p.newSegmentWriter(manifest, index)
+	if err := w.write(ctx, records); err != nil {
+		return nil, err
 	}
-	return res, p.pruneSegments(ctx, manifest, index, listed)
+	return w.done(ctx)
+}
+
+// segmentWriter writes the records of one body kept in segments (its
+// segments, then its manifest, last), given in as many steps as they are
+// made, under the Newer rule, 500 at a time, each listed in index, so that
+// a reader never finds the manifest ahead of its segments; done then
+// prunes the segments index lists and the records did not.
+type segmentWriter struct {
+	p               *Projector
+	manifest, index string
+	listed          map[string]bool
+	res             [][]int
+}
+
+func (p *Projector) newSegmentWriter(manifest, index string) *segmentWriter {
+	return &segmentWriter{p: p, manifest: manifest, index: index, listed: map[string]bool{}}
+}
+
+func (w *segmentWriter) write(ctx context.Context, records []readmodel.Record) error {
+	for start := 0; start < len(records); start += 500 {
+		chunk := records[start:min(start+500, len(records))]
+		r, err := w.p.cache.Apply(ctx, readmodel.Write{Org: chunk[0].Entry.Org, Rule: readmodel.Newer, Records: chunk, Index: w.index})
+		if err != nil {
+			return err
+		}
+		w.res = append(w.res, r...)
+		for _, rec := range chunk {
+			w.listed[rec.Key] = true
+		}
+	}
+	return nil
+}
+
+// done prunes what the records did not list, and returns the writes'
+// results.
+func (w *segmentWriter) done(ctx context.Context) ([][]int, error) {
+	return w.res, w.p.pruneSegments(ctx, w.manifest, w.index, w.listed)
 }
 
 // pruneSegments deletes the segments that index lists and listed does

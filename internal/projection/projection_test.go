@@ -215,15 +215,17 @@ func TestFactoryHistoryProjection(t *testing.T) {
 	w.verify(t)
 }
 
-// historyReads counts the reads of whole histories.
+// historyReads counts the reads of histories from their start.
 type historyReads struct {
 	Source
 	whole int
 }
 
-func (r *historyReads) FactoryHistory(ctx context.Context, org, id int64) (domain.Factory, []domain.Sample, error) {
-	r.whole++
-	return r.Source.FactoryHistory(ctx, org, id)
+func (r *historyReads) SamplesAsOf(ctx context.Context, id, asOf, after int64, limit int) ([]domain.Sample, error) {
+	if after < 0 {
+		r.whole++
+	}
+	return r.Source.SamplesAsOf(ctx, id, asOf, after, limit)
 }
 
 // An append to a long history rewrites the segment it falls in and the
@@ -269,6 +271,20 @@ func TestLongHistoryAppends(t *testing.T) {
 	}
 	if reads.whole != 0 {
 		t.Errorf("the appends read the whole history %d times", reads.whole)
+	}
+	// A gap rebuilds the history from Postgres, a page at a time.
+	if _, _, _, err := w.store.AppendSamples(ctx, domain.System(1, "test"), f.ID, 0, []domain.Sample{{Time: 1_000_000 + 60*20_002, Actual: 1, Goal: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	w.take(t) // missed
+	if _, _, _, err := w.store.AppendSamples(ctx, domain.System(1, "test"), f.ID, 0, []domain.Sample{{Time: 1_000_000 + 60*20_003, Actual: 1, Goal: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	if outcome, err := proj.Apply(ctx, w.take(t)[0]); err != nil || outcome != Rebuilt {
+		t.Fatalf("append after a gap: %s, %v", outcome, err)
+	}
+	if reads.whole == 0 {
+		t.Errorf("the gap did not read the history from Postgres")
 	}
 	man, _, _ := w.cache.Get(ctx, readmodel.HistoryKey(f.ID), false)
 	m, err := readmodel.DecodeManifest(man.Body)

@@ -27,7 +27,6 @@ type Source interface {
 	SprocketsOfOrg(ctx context.Context, org int64) ([]domain.Sprocket, error)
 	SprocketSpecsOfOrg(ctx context.Context, org int64) ([]domain.Sprocket, error)
 	SprocketSpecsInRange(ctx context.Context, org, lo, hi int64) ([]domain.Sprocket, error)
-	FactoryHistory(ctx context.Context, org, id int64) (domain.Factory, []domain.Sample, error)
 	Factory(ctx context.Context, id int64) (domain.Factory, error)
 	SamplesAsOf(ctx context.Context, id, asOf, after int64, limit int) ([]domain.Sample, error)
 	FactoriesOfOrg(ctx context.Context, org int64) ([]domain.Factory, error)
@@ -462,21 +461,21 @@ func (p *Projector) rebuildFactorySince(ctx context.Context, id, held int64) err
 }
 
 // rebuildAggregates rewrites a factory's aggregates from its history in
-// Postgres.
+// Postgres, read a page at a time (see factoryExpected).
 func (p *Projector) rebuildAggregates(ctx context.Context, id int64) error {
-	f, samples, err := p.src.FactoryHistory(ctx, domain.AnyOrg, id)
-	if isNotFound(err) {
+	index := readmodel.AggregateIndexKey(id)
+	err := p.factoryExpected(ctx, id, func(ws []want) error {
+		records := recordsIn(ws, index)
+		for start := 0; start < len(records); start += 500 {
+			chunk := records[start:min(start+500, len(records))]
+			if _, err := p.cache.Apply(ctx, readmodel.Write{Org: chunk[0].Entry.Org, Rule: readmodel.Newer, Records: chunk, Index: index}); err != nil {
+				return err
+			}
+		}
 		return nil
-	}
+	})
 	if err != nil {
 		return fmt.Errorf("rebuild aggregates of factory %d: %w", id, err)
-	}
-	records := readmodel.AggregateRecords(f, samples)
-	for start := 0; start < len(records); start += 500 {
-		if _, err := p.cache.Apply(ctx, readmodel.Write{Org: f.OrgID, Rule: readmodel.Newer, Records: records[start:min(start+500, len(records))],
-			Index: readmodel.AggregateIndexKey(f.ID)}); err != nil {
-			return err
-		}
 	}
 	return nil
 }
