@@ -67,8 +67,10 @@ func testMain(m *testing.M) int {
 	}
 	stack, err = devstack.Start(ctx, devstack.Config{
 		BinDir: bin, Replica: true, Durable: true, Readers: 2,
-		// One token holds every stream of BenchmarkLiveStreams.
-		Env: []string{"RATE_LIMIT=10000000", "RATE_LIMIT_ANONYMOUS=10000000", "LIVE_MAX_STREAMS_PER_CLIENT=100000"},
+		// One token, of one organization, holds every stream of
+		// BenchmarkLiveStreams' last phase.
+		Env: []string{"RATE_LIMIT=10000000", "RATE_LIMIT_ANONYMOUS=10000000", "LIVE_MAX_STREAMS_PER_CLIENT=100000",
+			"LIVE_MAX_STREAMS_PER_ORG=100000"},
 	})
 	if err != nil {
 		return fail(err)

@@ -88,6 +88,9 @@ func New(log Log, authn Authenticator, cfg Config, logger *slog.Logger, reg prom
 	if cfg.Poll <= 0 {
 		cfg.Poll = time.Second
 	}
+	if cfg.MaxPerOrg <= 0 {
+		cfg.MaxPerOrg = cfg.MaxStreams
+	}
 	h := &Hub{
 		log: log, authn: authn, cfg: cfg, slog: logger,
 		orgs: map[int64]*orgLog{}, clients: map[string]int{}, ctx: context.Background(),
@@ -189,12 +192,12 @@ func (h *Hub) Open(ctx context.Context, r Request) (*Stream, error) {
 	org := r.Principal.OrgID
 	o, ok := h.orgs[org]
 	switch {
-	case ok && len(o.subs) >= h.cfg.MaxPerOrg:
-		h.mu.Unlock()
-		return nil, domain.Errorf(domain.ELIMITED, "%d streams are open for this organization on this reader, as many as one organization may hold", h.cfg.MaxPerOrg)
 	case h.total >= h.cfg.MaxStreams:
 		h.mu.Unlock()
 		return nil, domain.Errorf(domain.EUNAVAILABLE, "this reader holds as many streams as it may (%d); try again", h.cfg.MaxStreams)
+	case ok && len(o.subs) >= h.cfg.MaxPerOrg:
+		h.mu.Unlock()
+		return nil, domain.Errorf(domain.ELIMITED, "%d streams are open for this organization on this reader, as many as one organization may hold", h.cfg.MaxPerOrg)
 	case h.clients[r.Client] >= h.cfg.MaxPerClient:
 		h.mu.Unlock()
 		return nil, domain.Errorf(domain.ELIMITED, "%d streams are open with these credentials on this reader, as many as one client may hold", h.cfg.MaxPerClient)

@@ -327,6 +327,7 @@ func TestStreamLimits(t *testing.T) {
 	f.authn.revoked.Store(true)
 	f.hub.Recheck()
 	<-c.done
+	<-other.done
 	f.authn.revoked.Store(false)
 	f.open(t, Request{}).next(t) // its first stream ended: room again
 
