@@ -12,6 +12,9 @@ type antiEntropy struct {
 	repairs  prometheus.Counter
 	passes   prometheus.Counter
 	lastPass prometheus.Gauge
+	// skipped counts keys the check could not judge: written after it
+	// read what they should hold (see persisting).
+	skipped prometheus.Counter
 }
 
 func newAntiEntropy(reg prometheus.Registerer) antiEntropy {
@@ -26,7 +29,11 @@ func newAntiEntropy(reg prometheus.Registerer) antiEntropy {
 			Name: "sprockets_projector_antientropy_last_pass_timestamp_seconds", Help: "When the background check last finished a pass.",
 		}),
 	}
-	reg.MustRegister(a.repairs, a.passes, a.lastPass)
+	a.skipped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sprockets_projector_antientropy_skipped_total",
+		Help: "Keys the background check found newer than what it read of Postgres, in one comparison or both, and left alone: a key that keeps growing this was written during every check.",
+	})
+	reg.MustRegister(a.repairs, a.passes, a.lastPass, a.skipped)
 	return a
 }
 
@@ -103,6 +110,15 @@ func (p *Projector) healOrg(ctx context.Context, org int64, settle time.Duration
 		return 0, err
 	}
 	still := persisting(first, again)
+	repairing := make(map[string]bool, len(still))
+	for _, d := range still {
+		repairing[d.Key] = true
+	}
+	for _, d := range first {
+		if d.ahead != 0 && !repairing[d.Key] {
+			p.checks.skipped.Inc()
+		}
+	}
 	err = p.repair(ctx, still)
 	return len(still), err
 }

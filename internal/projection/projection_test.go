@@ -237,6 +237,9 @@ func TestLongHistoryAppends(t *testing.T) {
 	w := newWorld(t)
 	reads := &historyReads{Source: postgres.NewReads(w.db)}
 	proj := New(reads, w.cache, ids, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	// Histories are read in pages of 999 samples: the gap's rebuild and
+	// verify read this one in about 20.
+	proj.historyPage, w.proj.historyPage = 999, 999
 	var history []domain.Sample
 	for i := int64(0); i < 20_000; i++ {
 		history = append(history, domain.Sample{Time: 1_000_000 + 60*i, Actual: i, Goal: 7})
@@ -718,6 +721,16 @@ func TestBackgroundCheckLeavesNewerKeysAlone(t *testing.T) {
 	w.proj.src = src.Source
 	if repaired != 0 {
 		t.Errorf("the check rewrote %d keys that were only ahead of its read", repaired)
+	}
+	w.verify(t)
+	// A key ahead of Postgres that nothing writes (a restored database,
+	// say) is set back.
+	key := readmodel.FactoryKey(f.ID)
+	if err := w.rdb.HSet(ctx, key, "v", 999).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if repaired, err := w.proj.healOrg(ctx, f.OrgID, time.Millisecond); err != nil || repaired != 1 {
+		t.Fatalf("a key ahead of Postgres: %d repaired, %v", repaired, err)
 	}
 	w.verify(t)
 }

@@ -70,6 +70,8 @@ type Projector struct {
 	now     func() time.Time
 	// marked wakes RunDerived when this projector marks bodies dirty.
 	marked chan struct{}
+	// historyPage is how many samples one read of a history returns.
+	historyPage int
 
 	outcomes *prometheus.CounterVec
 	delay    prometheus.Histogram
@@ -94,8 +96,9 @@ const (
 func New(src Source, cache Cache, ids *publicid.Codec, log *slog.Logger, reg prometheus.Registerer) *Projector {
 	p := &Projector{
 		src: src, cache: cache, ids: ids, layouts: readmodel.LayoutsOf(ids), log: log, now: time.Now, marked: make(chan struct{}, 1),
-		purge: func(context.Context, []string) error { return nil },
-		live:  liveLogs{retention: DefaultLiveRetention, maxEntries: DefaultLiveMaxEntries},
+		historyPage: historyPage,
+		purge:       func(context.Context, []string) error { return nil },
+		live:        liveLogs{retention: DefaultLiveRetention, maxEntries: DefaultLiveMaxEntries},
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sprockets_projector_events_total", Help: "Events projected, by outcome.",
 		}, []string{"outcome"}),

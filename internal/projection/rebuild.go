@@ -52,6 +52,7 @@ func (p *Projector) expected(ctx context.Context, org int64, emit func([]want) e
 
 // historyPage is how many samples one read of a history returns: about
 // 1 MB, read, turned into records and compared before the next.
+// Projector.historyPage holds it (tests read in smaller pages).
 const historyPage = 50_000
 
 // factoryExpected calls emit with the records the read model should hold
@@ -70,7 +71,7 @@ func (p *Projector) factoryExpected(ctx context.Context, id int64, emit func([]w
 	}
 	b := p.newFactoryWants(f)
 	for after := int64(-1); !f.Deleted(); {
-		samples, err := p.src.SamplesAsOf(ctx, f.ID, f.Version, after, historyPage)
+		samples, err := p.src.SamplesAsOf(ctx, f.ID, f.Version, after, p.historyPage)
 		if err != nil {
 			return err
 		}
@@ -79,7 +80,7 @@ func (p *Projector) factoryExpected(ctx context.Context, id int64, emit func([]w
 				return err
 			}
 		}
-		if len(samples) < historyPage {
+		if len(samples) < p.historyPage {
 			break
 		}
 		after = samples[len(samples)-1].Time

@@ -22,6 +22,8 @@ type Drift struct {
 	ahead int64
 	// fix is what the key should hold; nil when it should not exist.
 	fix *want
+	// seen is the key's version when it was compared (0: it was missing).
+	seen int64
 }
 
 func (d Drift) String() string { return d.Key + ": " + d.Problem }
@@ -56,9 +58,19 @@ func (p *Projector) Verify(ctx context.Context, settle time.Duration, repair boo
 
 // repair rewrites each drifted key from what Postgres says (under the Newer
 // rule, after deleting it, so that a key ahead of Postgres is set back), or
-// deletes it when it should not exist.
+// deletes it when it should not exist. A key whose version is no longer
+// the one compared was written since: it is left to the next check.
 func (p *Projector) repair(ctx context.Context, drifts []Drift) error {
 	for _, d := range drifts {
+		if d.fix != nil {
+			now, ok, err := p.cache.Get(ctx, d.Key, false)
+			if err != nil {
+				return err
+			}
+			if ok && now.Version != d.seen || !ok && d.seen != 0 {
+				continue
+			}
+		}
 		if err := p.cache.Delete(ctx, d.Key); err != nil {
 			return err
 		}
@@ -131,7 +143,10 @@ func (p *Projector) diffOrg(ctx context.Context, org int64, known map[string]boo
 				}
 				if problem := differs(got[i], oks[i], w); problem != "" {
 					d := Drift{Key: w.Key, Problem: problem, fix: &w}
-					if oks[i] && got[i].Version > w.Entry.Version {
+					if oks[i] {
+						d.seen = got[i].Version
+					}
+					if oks[i] && got[i].Org == w.Entry.Org && got[i].Version > w.Entry.Version {
 						d.ahead = got[i].Version
 					}
 					drifts = append(drifts, d)
@@ -180,12 +195,12 @@ func differs(got readmodel.Entry, ok bool, w want) string {
 		return "" // a collection nothing was ever added to: the reader's fallback serves it
 	case !ok:
 		return "missing"
+	case got.Org != want.Org: // never changes: whatever the versions, drift
+		return fmt.Sprintf("owner %d, want %d", got.Org, want.Org)
 	case got.Version > want.Version:
 		return fmt.Sprintf("version %d, ahead of Postgres's %d", got.Version, want.Version)
 	case !w.bodyOnly && got.Version != want.Version:
 		return fmt.Sprintf("version %d, want %d", got.Version, want.Version)
-	case got.Org != want.Org:
-		return fmt.Sprintf("owner %d, want %d", got.Org, want.Org)
 	case got.Deleted != want.Deleted:
 		return fmt.Sprintf("deleted %t, want %t", got.Deleted, want.Deleted)
 	case !bytes.Equal(got.Body, want.Body):
