@@ -116,7 +116,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string, admit Ad
 		return domain.Principal{}, ErrUnauthenticated
 	}
 	sum := sha256.Sum256([]byte(token))
-	key := string(sum[:]) // sum stays on the stack: the slow paths copy it
+	key := string(sum[:]) // the one allocation; sum stays on the stack, and the slow paths copy key
 	if a.repairing.Load().has(key) {
 		g, err := a.lookUp(ctx, []byte(key), admit)
 		if err != nil {

@@ -51,8 +51,8 @@ type accessRecord struct {
 }
 
 func (l *AccessLog) write(r accessRecord) {
-	ms := float64(r.elapsed.Microseconds()) / 1000
 	if l.text != nil {
+		ms := float64(r.elapsed.Microseconds()) / 1000
 		rec := slog.NewRecord(r.end, slog.LevelInfo, "request", 0)
 		rec.AddAttrs(slog.String("method", r.method), slog.String("path", r.path), slog.Int("status", r.status),
 			slog.Float64("duration_ms", ms), slog.String("request_id", r.requestID),
@@ -87,10 +87,11 @@ func (l *AccessLog) write(r accessRecord) {
 
 // appendMillis appends us microseconds as milliseconds, as
 // strconv.AppendFloat(b, float64(us)/1000, 'f', -1, 64) does, and 5 times
-// faster: a division of integers below 2⁵³ is exact, so the shortest form
-// of the quotient is its decimals, trailing zeros dropped.
+// faster. Below 10¹⁵ µs (31 years) the quotient's float is closer to its
+// three decimals than to any shorter decimal, so its shortest form is
+// those decimals, trailing zeros dropped; past that, AppendFloat.
 func appendMillis(b []byte, us int64) []byte {
-	if us < 0 || us >= 1<<53 {
+	if us < 0 || us >= 1e15 {
 		return strconv.AppendFloat(b, float64(us)/1000, 'f', -1, 64)
 	}
 	b = strconv.AppendInt(b, us/1000, 10)

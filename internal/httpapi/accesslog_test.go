@@ -50,13 +50,16 @@ func FuzzAccessLogMatchesSlog(f *testing.F) {
 	f.Add("POST", "/a\"b\\c\n\r\t\x00\x1f\x7f", 503, int64(1), "\u2028\u2029\u202e<>&", "x\xff\xfey", int64(1))
 	f.Add("GET", "/\xe2\x82", 404, int64(123456789012), "ü日本", "id", int64(-1))
 	f.Add("HEAD", "", 304, int64(0), "", "\ufffd", int64(999999999))
+	for _, us := range []int64{999_999_999_999_999, 1_000_000_000_000_000, 1<<53 - 1, 4_398_046_511_103_999} {
+		f.Add("GET", "/", 200, us, "", "", int64(0))
+	}
 	f.Fuzz(func(t *testing.T, method, path string, status int, micros int64, agent, clientID string, nanos int64) {
 		if micros < 0 {
 			micros = -micros
 		}
 		r := accessRecord{
 			end:    time.Date(2026, 12, 2, 6, 41, 11, 0, time.UTC).Add(time.Duration(nanos % int64(time.Hour))),
-			method: method, path: path, status: status, elapsed: time.Duration(micros%(1<<40)) * time.Microsecond,
+			method: method, path: path, status: status, elapsed: time.Duration(micros%(1<<53)) * time.Microsecond,
 			requestID: "efafe1377ed8fef1yvrt", userAgent: agent, client: "203.0.113.9", clientRequestID: clientID,
 		}
 		for _, format := range []string{"json", "text"} {

@@ -57,7 +57,9 @@ type requestIDs struct {
 	n      atomic.Uint64
 }
 
-var requestIDName = []byte(requestIDHeader)
+// requestIDName is the header's name as Fiber would send it after its
+// normalization, which SetCanonical skips.
+var requestIDName = []byte("X-Request-Id")
 
 func newRequestIDs() *requestIDs {
 	var b [8]byte
