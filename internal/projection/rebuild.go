@@ -122,9 +122,10 @@ func (p *Projector) newFactoryWants(f domain.Factory) *factoryWants {
 }
 
 // add takes the next samples, later than every one before, and returns
-// the records they completed.
+// the records they completed, grouped by kind (a rebuild writes each
+// group's records together, listed in their index).
 func (b *factoryWants) add(samples []domain.Sample) []want {
-	var out []want
+	var out, aggregates, segments []want
 	for _, s := range samples {
 		if bk := readmodel.Bucket(s.Time); len(b.bucketRun) > 0 && bk != b.bucket {
 			out = append(out, b.bucketWant())
@@ -134,7 +135,7 @@ func (b *factoryWants) add(samples []domain.Sample) []want {
 		for i := range b.aggregates {
 			a := &b.aggregates[i]
 			if chunk := readmodel.AggregateChunkOf(a.width, s.Time); len(a.buckets) > 0 && chunk != a.chunk {
-				out = append(out, b.aggregateWant(a))
+				aggregates = append(aggregates, b.aggregateWant(a))
 			}
 			a.chunk = readmodel.AggregateChunkOf(a.width, s.Time)
 			start := s.Time - s.Time%a.width
@@ -145,17 +146,20 @@ func (b *factoryWants) add(samples []domain.Sample) []want {
 		}
 		if b.layout.StartsSegment(s.Time) {
 			if len(b.segRun) > 0 {
-				out = append(out, b.segmentWant())
+				segments = append(segments, b.segmentWant())
 			}
 			b.segStart = s.Time
 		}
 		b.segRun = append(b.segRun, s)
 	}
-	return out
+	return append(append(out, aggregates...), segments...)
 }
 
 // finish returns the records still open, then the factory's and its
-// history's manifest.
+// history's manifest. The factory's record comes after every bucket and
+// aggregate: a reader uses them only once it finds the factory's record,
+// so a read model being rebuilt (after Redis lost it) never answers a
+// chart from part of them.
 func (b *factoryWants) finish() []want {
 	var out []want
 	if len(b.bucketRun) > 0 {
