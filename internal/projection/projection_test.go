@@ -158,16 +158,28 @@ func TestSprocketVersionRule(t *testing.T) {
 	w.verify(t)
 }
 
-func TestFactoryHistoryProjection(t *testing.T) {
-	ctx := context.Background()
-	w := newWorld(t)
-	s := func(tm, a int64) domain.Sample { return domain.Sample{Time: tm, Actual: a, Goal: 1} }
-	f, _, err := w.store.CreateFactory(ctx, domain.System(1, "test"), domain.FactorySpec{Name: "F"}, []domain.Sample{s(10, 1), s(3610, 2)}, domain.Idempotency{})
+// sample is a sample of time tm whose actual is a and goal 1.
+func sample(tm, a int64) domain.Sample { return domain.Sample{Time: tm, Actual: a, Goal: 1} }
+
+// newFactory creates a factory of organization 1 with samples at 10 and
+// 3610, projects its creation, and returns it and that event.
+func (w *world) newFactory(t *testing.T) (domain.Factory, events.Envelope) {
+	t.Helper()
+	f, _, err := w.store.CreateFactory(context.Background(), domain.System(1, "test"), domain.FactorySpec{Name: "F"},
+		[]domain.Sample{sample(10, 1), sample(3610, 2)}, domain.Idempotency{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	created := w.take(t)[0]
 	w.apply(t, created, Applied)
+	return f, created
+}
+
+func TestFactoryHistoryProjection(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	s := sample
+	f, created := w.newFactory(t)
 	w.verify(t)
 	// Appends merge into their buckets; a redelivery changes nothing.
 	if _, _, _, err := w.store.AppendSamples(ctx, domain.System(1, "test"), f.ID, 0, []domain.Sample{s(20, 3), s(7300, 4)}); err != nil {
@@ -692,12 +704,8 @@ func (r *appendsAfterRead) Factory(ctx context.Context, id int64) (domain.Factor
 func TestBackgroundCheckLeavesNewerKeysAlone(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)
-	s := func(tm, a int64) domain.Sample { return domain.Sample{Time: tm, Actual: a, Goal: 1} }
-	f, _, err := w.store.CreateFactory(ctx, domain.System(1, "test"), domain.FactorySpec{Name: "F"}, []domain.Sample{s(10, 1), s(3610, 2)}, domain.Idempotency{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.apply(t, w.take(t)[0], Applied)
+	s := sample
+	f, _ := w.newFactory(t)
 	next := int64(7200)
 	src := &appendsAfterRead{Source: w.proj.src}
 	src.after = func() {
