@@ -14,9 +14,10 @@ import (
 // code 0: the requests it had taken are answered (never a 5xx), every
 // create it acknowledged is in the leader, the relay and the projector stop
 // at a message boundary, and once all are started again every key
-// converges with no event applied twice beyond the batch in hand.
+// converges with no event applied twice beyond the batch in hand. Idle, a
+// projector stops at once, in the middle of a pull from NATS.
 func TestGracefulShutdownUnderLoad(t *testing.T) {
-	s := newStack(t, stackOptions{env: []string{"SHUTDOWN_GRACE=5s"}})
+	s := newStack(t, stackOptions{env: []string{"SHUTDOWN_GRACE=5s", "FETCH_WAIT=10s"}})
 	db := leader(t, s)
 	var (
 		mu       sync.Mutex
@@ -68,5 +69,17 @@ func TestGracefulShutdownUnderLoad(t *testing.T) {
 	// since before the writer's restart, saw few duplicates.
 	if d := duplicates() - before; d > 16 {
 		t.Errorf("%.0f events were applied twice after the restarts", d)
+	}
+	// The pull that delivered this create stays open for FETCH_WAIT: the
+	// projector used to wait it out before stopping.
+	r := do(t, "POST", s.Writer.URL()+"/api/sprocket/create/5/6/4/7/", nil)
+	expect(t, r, 201, "create")
+	eventually(t, s.Reader.URL()+r.Header.Get("Location"), 200, nil)
+	took, err := s.Projector.Terminate(10 * time.Second)
+	if err != nil {
+		t.Error(err)
+	}
+	if took > time.Second {
+		t.Errorf("the idle projector stopped %s after SIGTERM", took.Round(time.Millisecond))
 	}
 }

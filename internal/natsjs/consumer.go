@@ -61,9 +61,13 @@ type Msg = jetstream.Msg
 // Fetch pulls up to max messages, waiting at most wait for them, and calls
 // handle as they arrive: with each message and whichever others are already
 // waiting, so that a burst is handled as one batch. Messages left unhandled
-// because ctx ended are redelivered.
+// because ctx ended are redelivered. The pull ends with ctx, so that a
+// program told to stop does not wait out the pull first (it waited up to
+// FETCH_WAIT, 2 s).
 func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration, handle func([]Msg)) error {
-	batch, err := c.c.Fetch(max, jetstream.FetchMaxWait(wait))
+	fctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	batch, err := c.c.Fetch(max, jetstream.FetchContext(fctx))
 	if err != nil {
 		return fmt.Errorf("fetch: %w", err)
 	}
@@ -95,7 +99,7 @@ func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration, handl
 			break
 		}
 	}
-	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
+	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("fetch: %w", err)
 	}
 	return nil
