@@ -12,8 +12,8 @@ type antiEntropy struct {
 	repairs  prometheus.Counter
 	passes   prometheus.Counter
 	lastPass prometheus.Gauge
-	// skipped counts keys the check could not judge: written after it
-	// read what they should hold (see persisting).
+	// skipped counts keys that differed in both comparisons but moved in
+	// between, or before their repair: left to the next check.
 	skipped prometheus.Counter
 }
 
@@ -31,7 +31,7 @@ func newAntiEntropy(reg prometheus.Registerer) antiEntropy {
 	}
 	a.skipped = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "sprockets_projector_antientropy_skipped_total",
-		Help: "Keys the background check found newer than what it read of Postgres, in one comparison or both, and left alone: a key that keeps growing this was written during every check.",
+		Help: "Keys that differed from Postgres in both of the background check's comparisons but were written in between (so left alone, not repaired): a key written during every check is never judged.",
 	})
 	reg.MustRegister(a.repairs, a.passes, a.lastPass, a.skipped)
 	return a
@@ -96,7 +96,7 @@ func (p *Projector) healOrg(ctx context.Context, org int64, settle time.Duration
 			return nil
 		}
 	}
-	first, err := p.diffOrg(ctx, org, nil, pace)
+	first, err := p.diffOrg(ctx, org, nil, false, pace)
 	if err != nil || len(first) == 0 {
 		return 0, err
 	}
@@ -105,20 +105,12 @@ func (p *Projector) healOrg(ctx context.Context, org int64, settle time.Duration
 		return 0, ctx.Err()
 	case <-time.After(settle):
 	}
-	again, err := p.diffOrg(ctx, org, nil, pace)
+	again, err := p.diffOrg(ctx, org, nil, true, pace)
 	if err != nil {
 		return 0, err
 	}
-	still := persisting(first, again)
-	repairing := make(map[string]bool, len(still))
-	for _, d := range still {
-		repairing[d.Key] = true
-	}
-	for _, d := range first {
-		if d.ahead != 0 && !repairing[d.Key] {
-			p.checks.skipped.Inc()
-		}
-	}
-	err = p.repair(ctx, still)
-	return len(still), err
+	still, moved := persisting(first, again)
+	repaired, movedSince, err := p.repair(ctx, still)
+	p.checks.skipped.Add(float64(moved + movedSince))
+	return repaired, err
 }

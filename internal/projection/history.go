@@ -109,7 +109,7 @@ func (p *Projector) extendHistory(ctx context.Context, f domain.Factory, man rea
 // at a time (see factoryExpected and segmentWriter).
 func (p *Projector) rebuildHistory(ctx context.Context, id int64) error {
 	w := p.newSegmentWriter(readmodel.HistoryKey(id), readmodel.SegmentIndexKey(id))
-	err := p.factoryExpected(ctx, id, func(ws []want) error {
+	err := p.factoryExpected(ctx, id, historyParts, func(ws []want) error {
 		return w.write(ctx, recordsIn(ws, readmodel.SegmentIndexKey(id)))
 	})
 	if err == nil && len(w.listed) > 0 { // none: purged with its organization
@@ -161,6 +161,9 @@ func (p *Projector) newSegmentWriter(manifest, index string) *segmentWriter {
 func (w *segmentWriter) write(ctx context.Context, records []readmodel.Record) error {
 	for start := 0; start < len(records); start += 500 {
 		chunk := records[start:min(start+500, len(records))]
+		if chunk[0].Entry.Org <= 0 {
+			return fmt.Errorf("%s: a record without its owner", chunk[0].Key)
+		}
 		r, err := w.p.cache.Apply(ctx, readmodel.Write{Org: chunk[0].Entry.Org, Rule: readmodel.Newer, Records: chunk, Index: w.index})
 		if err != nil {
 			return err

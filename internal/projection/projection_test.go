@@ -17,6 +17,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/sprockets-api/sprockets/internal/devstack"
@@ -227,15 +228,18 @@ func TestFactoryHistoryProjection(t *testing.T) {
 	w.verify(t)
 }
 
-// historyReads counts the reads of histories from their start.
+// historyReads counts the reads of histories from their start, and of
+// their later pages.
 type historyReads struct {
 	Source
-	whole int
+	whole, pages int
 }
 
 func (r *historyReads) SamplesAsOf(ctx context.Context, id, asOf, after int64, limit int) ([]domain.Sample, error) {
 	if after < 0 {
 		r.whole++
+	} else {
+		r.pages++
 	}
 	return r.Source.SamplesAsOf(ctx, id, asOf, after, limit)
 }
@@ -298,8 +302,8 @@ func TestLongHistoryAppends(t *testing.T) {
 	if outcome, err := proj.Apply(ctx, w.take(t)[0]); err != nil || outcome != Rebuilt {
 		t.Fatalf("append after a gap: %s, %v", outcome, err)
 	}
-	if reads.whole == 0 {
-		t.Errorf("the gap did not read the history from Postgres")
+	if reads.whole == 0 || reads.pages < 20 {
+		t.Errorf("the gap read the history from its start %d times, and %d later pages of 999 samples", reads.whole, reads.pages)
 	}
 	man, _, _ := w.cache.Get(ctx, readmodel.HistoryKey(f.ID), false)
 	m, err := readmodel.DecodeManifest(man.Body)
@@ -785,31 +789,116 @@ func TestFactoryWantsInPages(t *testing.T) {
 			f.DeletedAt = &now
 		}
 		whole := wholeHistoryWants(p, f, samples)
-		b := p.newFactoryWants(f)
-		var got []want
+		// Pages of random sizes, the same for every kind of builder.
+		var pages [][]domain.Sample
 		for rest := samples; len(rest) > 0 && !f.Deleted(); {
 			n := min(len(rest), 1+rng.IntN(3000))
-			page := slices.Clone(rest[:n]) // the builder must not keep a page
-			got = append(got, b.add(page)...)
-			clear(page)
-			rest = rest[n:]
+			pages, rest = append(pages, rest[:n]), rest[n:]
 		}
-		got = append(got, b.finish()...)
-		seen := map[string]bool{}
-		for _, g := range got {
-			w, ok := whole[g.Key]
-			switch {
-			case seen[g.Key]:
-				t.Fatalf("round %d: %s made twice", round, g.Key)
-			case !ok:
-				t.Fatalf("round %d: %s made, but the whole history has no such key", round, g.Key)
-			case !reflect.DeepEqual(g, w):
-				t.Fatalf("round %d: %s:\n got %+v\nwant %+v", round, g.Key, g, w)
+		for _, parts := range []factoryParts{allParts, historyParts, aggregateParts} {
+			b := p.newFactoryWants(f, parts)
+			var got []want
+			for _, pg := range pages {
+				page := slices.Clone(pg) // the builder must not keep a page
+				got = append(got, b.add(page)...)
+				clear(page)
 			}
-			seen[g.Key] = true
-		}
-		if len(seen) != len(whole) {
-			t.Fatalf("round %d: %d records made, the whole history makes %d", round, len(seen), len(whole))
+			got = append(got, b.finish()...)
+			checkFactoryWants(t, fmt.Sprintf("round %d, parts %b", round, parts), f, got, whole, parts)
 		}
 	}
+}
+
+// checkFactoryWants checks that got holds exactly the records of whole
+// that parts name (and the factory's), each once, in an order a rebuild
+// may write: the factory's record after every bucket and aggregate, the
+// manifest last.
+func checkFactoryWants(t *testing.T, what string, f domain.Factory, got []want, whole map[string]want, parts factoryParts) {
+	t.Helper()
+	wanted := func(w want) bool {
+		switch w.index {
+		case readmodel.BucketIndexKey(f.ID):
+			return parts&bucketParts != 0
+		case readmodel.AggregateIndexKey(f.ID):
+			return parts&aggregateParts != 0
+		case readmodel.SegmentIndexKey(f.ID):
+			return parts&historyParts != 0
+		}
+		return true // the factory's record
+	}
+	seen := map[string]bool{}
+	factoryAt := -1
+	for i, g := range got {
+		w, ok := whole[g.Key]
+		switch {
+		case seen[g.Key]:
+			t.Fatalf("%s: %s made twice", what, g.Key)
+		case !ok || !wanted(w):
+			t.Fatalf("%s: %s made, but not wanted", what, g.Key)
+		case !reflect.DeepEqual(g, w):
+			t.Fatalf("%s: %s:\n got %+v\nwant %+v", what, g.Key, g, w)
+		case g.Key == readmodel.FactoryKey(f.ID):
+			factoryAt = i
+		case g.Key == readmodel.HistoryKey(f.ID) && i != len(got)-1:
+			t.Fatalf("%s: the manifest is not last", what)
+		case factoryAt >= 0 && (g.index == readmodel.BucketIndexKey(f.ID) || g.index == readmodel.AggregateIndexKey(f.ID)):
+			t.Fatalf("%s: %s comes after the factory's record", what, g.Key)
+		}
+		seen[g.Key] = true
+	}
+	for k, w := range whole {
+		if wanted(w) && !seen[k] {
+			t.Fatalf("%s: %s not made", what, k)
+		}
+	}
+}
+
+// writesBeforeRepair raises the version of each key just before it is
+// written (in the check, only by its repair), as a projector writing it
+// between the check's comparison and its repair would.
+type writesBeforeRepair struct {
+	Cache
+	rdb *goredis.Client
+}
+
+func (c *writesBeforeRepair) Apply(ctx context.Context, writes ...readmodel.Write) ([][]int, error) {
+	for _, w := range writes {
+		for _, r := range w.Records {
+			if err := c.rdb.HIncrBy(ctx, r.Key, "v", 1).Err(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return c.Cache.Apply(ctx, writes...)
+}
+
+// A key that differed in both comparisons but was written just before its
+// repair keeps what was written, and is counted as left alone.
+func TestRepairLeavesAKeyWrittenSince(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	f, _ := w.newFactory(t)
+	if _, err := w.proj.RebuildDirty(ctx); err != nil {
+		t.Fatal(err)
+	}
+	key := readmodel.FactoryKey(f.ID)
+	if err := w.rdb.HSet(ctx, key, "b", `{"drifted":true}`).Err(); err != nil {
+		t.Fatal(err)
+	}
+	w.proj.cache = &writesBeforeRepair{Cache: w.cache, rdb: w.rdb}
+	repaired, err := w.proj.healOrg(ctx, f.OrgID, time.Millisecond)
+	if err != nil || repaired != 0 {
+		t.Fatalf("%d repaired, %v", repaired, err)
+	}
+	if n := testutil.ToFloat64(w.proj.checks.skipped); n != 1 {
+		t.Errorf("%.0f keys counted as left alone, want 1", n)
+	}
+	if e, _, _ := w.cache.Get(ctx, key, false); string(e.Body) != `{"drifted":true}` {
+		t.Errorf("the key written since was rewritten: %s", e.Body)
+	}
+	w.proj.cache = w.cache
+	if repaired, err := w.proj.healOrg(ctx, f.OrgID, time.Millisecond); err != nil || repaired != 1 {
+		t.Fatalf("the next check: %d repaired, %v", repaired, err)
+	}
+	w.verify(t)
 }

@@ -467,10 +467,13 @@ func (p *Projector) rebuildFactorySince(ctx context.Context, id, held int64) err
 // Postgres, read a page at a time (see factoryExpected).
 func (p *Projector) rebuildAggregates(ctx context.Context, id int64) error {
 	index := readmodel.AggregateIndexKey(id)
-	err := p.factoryExpected(ctx, id, func(ws []want) error {
+	err := p.factoryExpected(ctx, id, aggregateParts, func(ws []want) error {
 		records := recordsIn(ws, index)
 		for start := 0; start < len(records); start += 500 {
 			chunk := records[start:min(start+500, len(records))]
+			if chunk[0].Entry.Org <= 0 {
+				return fmt.Errorf("%s: a record without its owner", chunk[0].Key)
+			}
 			if _, err := p.cache.Apply(ctx, readmodel.Write{Org: chunk[0].Entry.Org, Rule: readmodel.Newer, Records: chunk, Index: index}); err != nil {
 				return err
 			}

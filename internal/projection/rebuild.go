@@ -43,7 +43,7 @@ func (p *Projector) expected(ctx context.Context, org int64, emit func([]want) e
 		return err
 	}
 	for _, f := range factories {
-		if err := p.factoryExpected(ctx, f.ID, emit); err != nil {
+		if err := p.factoryExpected(ctx, f.ID, allParts, emit); err != nil {
 			return err
 		}
 	}
@@ -55,13 +55,16 @@ func (p *Projector) expected(ctx context.Context, org int64, emit func([]want) e
 // Projector.historyPage holds it (tests read in smaller pages).
 const historyPage = 50_000
 
-// factoryExpected calls emit with the records the read model should hold
-// for factory id, as of the version its row has when read: its history is
-// read a page at a time (samples are never changed, and each carries the
-// version that added it), and the records are emitted as they are
-// complete, so that a long history is never held whole, and a check can
-// pause between its pages.
-func (p *Projector) factoryExpected(ctx context.Context, id int64, emit func([]want) error) error {
+// factoryExpected calls emit with the records (of parts) the read model
+// should hold for factory id, as of the version its row has when read: its
+// history is read a page at a time (samples are never changed, and each
+// carries the version that added it), and the records are emitted as they
+// are complete, so that a long history is never held whole, and a check
+// can pause between its pages. One whose emit writes what it is given
+// leaves, when it fails halfway, records of the new version beside a
+// manifest of the old: readers find the segments are not the manifest's
+// and answer from Postgres until the rebuild is done again.
+func (p *Projector) factoryExpected(ctx context.Context, id int64, parts factoryParts, emit func([]want) error) error {
 	f, err := p.src.Factory(ctx, id)
 	if isNotFound(err) {
 		return nil // purged with its organization since the list was read
@@ -69,9 +72,10 @@ func (p *Projector) factoryExpected(ctx context.Context, id int64, emit func([]w
 	if err != nil {
 		return err
 	}
-	b := p.newFactoryWants(f)
+	b := p.newFactoryWants(f, parts)
+	page := max(p.historyPage, 1)
 	for after := int64(-1); !f.Deleted(); {
-		samples, err := p.src.SamplesAsOf(ctx, f.ID, f.Version, after, p.historyPage)
+		samples, err := p.src.SamplesAsOf(ctx, f.ID, f.Version, after, page)
 		if err != nil {
 			return err
 		}
@@ -80,7 +84,7 @@ func (p *Projector) factoryExpected(ctx context.Context, id int64, emit func([]w
 				return err
 			}
 		}
-		if len(samples) < p.historyPage {
+		if len(samples) < page {
 			break
 		}
 		after = samples[len(samples)-1].Time
@@ -88,15 +92,28 @@ func (p *Projector) factoryExpected(ctx context.Context, id int64, emit func([]w
 	return emit(b.finish())
 }
 
-// factoryWants makes a factory's records from its samples, given in time
-// order in any number of steps: each record is made once no later sample
-// can change it. Buckets, aggregates and segments carry the factory's
-// version, not that of the last event that touched them, which a rebuild
-// cannot know; only their content counts.
+// factoryParts are kinds of a factory's records: its buckets, its
+// aggregates, its history's segments and manifest. Its own record is
+// always made.
+type factoryParts uint8
+
+const (
+	bucketParts factoryParts = 1 << iota
+	aggregateParts
+	historyParts
+	allParts = bucketParts | aggregateParts | historyParts
+)
+
+// factoryWants makes a factory's records (of parts) from its samples,
+// given in time order in any number of steps: each record is made once no
+// later sample can change it. Buckets, aggregates and segments carry the
+// factory's version, not that of the last event that touched them, which a
+// rebuild cannot know; only their content counts.
 type factoryWants struct {
 	f      domain.Factory
 	ids    *publicid.Codec
 	layout readmodel.Layout
+	parts  factoryParts
 
 	bucket     int64 // of the samples in bucketRun
 	bucketRun  []domain.Sample
@@ -113,10 +130,12 @@ type openAggregate struct {
 	buckets      []domain.Aggregate
 }
 
-func (p *Projector) newFactoryWants(f domain.Factory) *factoryWants {
-	b := &factoryWants{f: f, ids: p.ids, layout: p.layouts.History(f.ID), segStart: readmodel.HeadSegment}
-	for _, w := range readmodel.AggregateWidths {
-		b.aggregates = append(b.aggregates, openAggregate{width: w})
+func (p *Projector) newFactoryWants(f domain.Factory, parts factoryParts) *factoryWants {
+	b := &factoryWants{f: f, ids: p.ids, layout: p.layouts.History(f.ID), parts: parts, segStart: readmodel.HeadSegment}
+	if parts&aggregateParts != 0 {
+		for _, w := range readmodel.AggregateWidths {
+			b.aggregates = append(b.aggregates, openAggregate{width: w})
+		}
 	}
 	return b
 }
@@ -127,12 +146,14 @@ func (p *Projector) newFactoryWants(f domain.Factory) *factoryWants {
 func (b *factoryWants) add(samples []domain.Sample) []want {
 	var out, aggregates, segments []want
 	for _, s := range samples {
-		if bk := readmodel.Bucket(s.Time); len(b.bucketRun) > 0 && bk != b.bucket {
-			out = append(out, b.bucketWant())
+		if b.parts&bucketParts != 0 {
+			if bk := readmodel.Bucket(s.Time); len(b.bucketRun) > 0 && bk != b.bucket {
+				out = append(out, b.bucketWant())
+			}
+			b.bucket = readmodel.Bucket(s.Time)
+			b.bucketRun = append(b.bucketRun, s)
 		}
-		b.bucket = readmodel.Bucket(s.Time)
-		b.bucketRun = append(b.bucketRun, s)
-		for i := range b.aggregates {
+		for i := range b.aggregates { // none unless aggregateParts
 			a := &b.aggregates[i]
 			if chunk := readmodel.AggregateChunkOf(a.width, s.Time); len(a.buckets) > 0 && chunk != a.chunk {
 				aggregates = append(aggregates, b.aggregateWant(a))
@@ -144,13 +165,15 @@ func (b *factoryWants) add(samples []domain.Sample) []want {
 			}
 			a.buckets[len(a.buckets)-1].Add(s)
 		}
-		if b.layout.StartsSegment(s.Time) {
-			if len(b.segRun) > 0 {
-				segments = append(segments, b.segmentWant())
+		if b.parts&historyParts != 0 {
+			if b.layout.StartsSegment(s.Time) {
+				if len(b.segRun) > 0 {
+					segments = append(segments, b.segmentWant())
+				}
+				b.segStart = s.Time
 			}
-			b.segStart = s.Time
+			b.segRun = append(b.segRun, s)
 		}
-		b.segRun = append(b.segRun, s)
 	}
 	return append(append(out, aggregates...), segments...)
 }
@@ -174,6 +197,9 @@ func (b *factoryWants) finish() []want {
 		out = append(out, b.segmentWant())
 	}
 	out = append(out, want{Record: readmodel.FactoryRecord(b.ids, b.f)})
+	if b.parts&historyParts == 0 {
+		return out
+	}
 	var m readmodel.Manifest
 	if !b.f.Deleted() {
 		m = b.manifest

@@ -20,7 +20,8 @@ type Drift struct {
 	// is drift only if it stays the same while Postgres stays behind it
 	// (see persisting).
 	ahead int64
-	// fix is what the key should hold; nil when it should not exist.
+	// fix is what the key should hold; nil when it should not exist, or
+	// when it was not kept (the first of two comparisons).
 	fix *want
 	// seen is the key's version when it was compared (0: it was missing).
 	seen int64
@@ -39,7 +40,7 @@ func (p *Projector) Verify(ctx context.Context, settle time.Duration, repair boo
 			return nil, err
 		}
 		if attempt > 0 {
-			found = persisting(drifts, found)
+			found, _ = persisting(drifts, found)
 		}
 		if drifts = found; len(drifts) == 0 {
 			return nil, nil
@@ -51,36 +52,42 @@ func (p *Projector) Verify(ctx context.Context, settle time.Duration, repair boo
 		}
 	}
 	if repair {
-		return drifts, p.repair(ctx, drifts)
+		if _, _, err := p.repair(ctx, drifts); err != nil {
+			return nil, err
+		}
 	}
+	sort.Slice(drifts, func(i, j int) bool { return drifts[i].Key < drifts[j].Key })
 	return drifts, nil
 }
 
-// repair rewrites each drifted key from what Postgres says (under the Newer
-// rule, after deleting it, so that a key ahead of Postgres is set back), or
-// deletes it when it should not exist. A key whose version is no longer
-// the one compared was written since: it is left to the next check.
-func (p *Projector) repair(ctx context.Context, drifts []Drift) error {
+// repair rewrites each drifted key from what Postgres says, in one guarded
+// write onto the version it held when compared (Exact: a key ahead of
+// Postgres is set back, and a key written since is left to the next
+// check), in the order they were found (a history's segments before its
+// manifest); a key that should not exist is deleted. It returns how many
+// keys it rewrote or deleted, and how many it left because they moved.
+func (p *Projector) repair(ctx context.Context, drifts []Drift) (repaired, moved int, err error) {
 	for _, d := range drifts {
-		if d.fix != nil {
-			now, ok, err := p.cache.Get(ctx, d.Key, false)
-			if err != nil {
-				return err
+		w := d.fix
+		if w == nil {
+			if err := p.cache.Delete(ctx, d.Key); err != nil {
+				return repaired, moved, err
 			}
-			if ok && now.Version != d.seen || !ok && d.seen != 0 {
-				continue
-			}
+			repaired++
+			continue
 		}
-		if err := p.cache.Delete(ctx, d.Key); err != nil {
-			return err
+		res, err := p.cache.Apply(ctx, readmodel.Write{Org: w.Entry.Org, Rule: readmodel.Exact, Expected: []int64{d.seen},
+			Records: []readmodel.Record{w.Record}, Index: w.index})
+		if err != nil {
+			return repaired, moved, err
 		}
-		if w := d.fix; w != nil {
-			if _, err := p.cache.Apply(ctx, readmodel.Write{Org: w.Entry.Org, Rule: readmodel.Newer, Records: []readmodel.Record{w.Record}, Index: w.index}); err != nil {
-				return err
-			}
+		if res[0][0] == readmodel.Written {
+			repaired++
+		} else {
+			moved++
 		}
 	}
-	return nil
+	return repaired, moved, nil
 }
 
 // diff compares every organization's keys with Postgres, and lists the keys
@@ -93,7 +100,7 @@ func (p *Projector) diff(ctx context.Context) ([]Drift, error) {
 	known := make(map[string]bool)
 	var drifts []Drift
 	for _, org := range orgs {
-		d, err := p.diffOrg(ctx, org, known, nil)
+		d, err := p.diffOrg(ctx, org, known, true, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -108,17 +115,17 @@ func (p *Projector) diff(ctx context.Context) ([]Drift, error) {
 			drifts = append(drifts, Drift{Key: k, Problem: "key should not exist"})
 		}
 	}
-	sort.Slice(drifts, func(i, j int) bool { return drifts[i].Key < drifts[j].Key })
 	return drifts, nil
 }
 
-// diffOrg compares org's keys with Postgres, and adds them to known when
-// it is not nil; each drift keeps what its key should hold, and nothing
-// else is kept, so that a long history is never held whole. Keys are read
-// from Redis 500 at a time, in one round trip each. After each 500 keys,
-// pace (when not nil) is told how long the step took (reading from
-// Postgres what they should hold included).
-func (p *Projector) diffOrg(ctx context.Context, org int64, known map[string]bool, pace func(took time.Duration) error) ([]Drift, error) {
+// diffOrg compares org's keys with Postgres, in the order expected makes
+// them, and adds them to known when it is not nil. With fixes, each drift
+// keeps what its key should hold; nothing else is kept, so that what is
+// held is the records of the keys that differ, not a whole history. Keys
+// are read from Redis 500 at a time, in one round trip each. After each
+// 500 keys, pace (when not nil) is told how long the step took (reading
+// from Postgres what they should hold included).
+func (p *Projector) diffOrg(ctx context.Context, org int64, known map[string]bool, fixes bool, pace func(took time.Duration) error) ([]Drift, error) {
 	var drifts []Drift
 	last := time.Now()
 	err := p.expected(ctx, org, func(ws []want) error {
@@ -142,7 +149,10 @@ func (p *Projector) diffOrg(ctx context.Context, org int64, known map[string]boo
 					}
 				}
 				if problem := differs(got[i], oks[i], w); problem != "" {
-					d := Drift{Key: w.Key, Problem: problem, fix: &w}
+					d := Drift{Key: w.Key, Problem: problem}
+					if fixes {
+						d.fix = &w
+					}
 					if oks[i] {
 						d.seen = got[i].Version
 					}
@@ -167,23 +177,28 @@ func (p *Projector) diffOrg(ctx context.Context, org int64, known map[string]boo
 	return drifts, nil
 }
 
-// persisting returns the drifts of next that were drifts in prev too. A
-// key ahead of Postgres persists only if it is the same version in both
-// (so nothing wrote it in between) and still ahead of the later read: a
-// key that moved was being written, and the check, whose reads of
-// Postgres are older than its reads of Redis, must not set it back.
-func persisting(prev, next []Drift) []Drift {
+// persisting returns the drifts of next that were drifts in prev too, and
+// how many of those it left out. A key ahead of Postgres persists only if
+// it is the same version in both (so nothing wrote it in between) and
+// still ahead of the later read: a key that moved was being written, and
+// the check, whose reads of Postgres are older than its reads of Redis,
+// must not set it back.
+func persisting(prev, next []Drift) (out []Drift, moved int) {
 	before := make(map[string]Drift, len(prev))
 	for _, d := range prev {
 		before[d.Key] = d
 	}
-	var out []Drift
 	for _, d := range next {
-		if b, ok := before[d.Key]; ok && b.ahead == d.ahead {
+		b, ok := before[d.Key]
+		switch {
+		case !ok:
+		case b.ahead == d.ahead:
 			out = append(out, d)
+		default:
+			moved++
 		}
 	}
-	return out
+	return out, moved
 }
 
 // differs says how got (ok: the key exists) differs from what w wants, or
