@@ -60,27 +60,44 @@ type Msg = jetstream.Msg
 
 // Fetch pulls up to max messages, waiting at most wait for them, and calls
 // handle as they arrive: with each message and whichever others are already
-// waiting, so that a burst is handled as one batch. Messages left unhandled
-// because ctx ended are redelivered. The pull ends with ctx, so that a
-// program told to stop does not wait out the pull first (it waited up to
-// FETCH_WAIT, 2 s).
+// waiting, so that a burst is handled as one batch. When ctx ends, Fetch
+// returns between batches without waiting the pull out (a program told to
+// stop waited up to FETCH_WAIT); what the pull still delivers is
+// negatively acknowledged as it comes, so that it is redelivered at once,
+// not after the acknowledgement wait.
 func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration, handle func([]Msg)) error {
-	fctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	batch, err := c.c.Fetch(max, jetstream.FetchContext(fctx))
+	if ctx.Err() != nil {
+		return nil
+	}
+	batch, err := c.c.Fetch(max, jetstream.FetchMaxWait(wait))
 	if err != nil {
 		return fmt.Errorf("fetch: %w", err)
 	}
 	ch := batch.Messages()
-	for msg := range ch {
-		msgs := []Msg{msg}
-		closed := false
+	for {
+		var msgs []Msg
+		select {
+		case <-ctx.Done():
+			go func() {
+				for m := range ch { // closed when the pull ends, within wait
+					_ = m.Nak()
+				}
+			}()
+			return nil
+		case m, ok := <-ch:
+			if !ok {
+				if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
+					return fmt.Errorf("fetch: %w", err)
+				}
+				return nil
+			}
+			msgs = append(msgs, m)
+		}
 	waiting:
-		for !closed {
+		for {
 			select {
 			case m, ok := <-ch:
 				if !ok {
-					closed = true
 					break waiting
 				}
 				msgs = append(msgs, m)
@@ -92,17 +109,10 @@ func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration, handl
 			for _, m := range msgs {
 				_ = m.Nak()
 			}
-		} else {
-			handle(msgs)
+			continue // the next select returns, leaving the rest to be refused
 		}
-		if closed {
-			break
-		}
+		handle(msgs)
 	}
-	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-		return fmt.Errorf("fetch: %w", err)
-	}
-	return nil
 }
 
 // ErrConsumerLost says that the consumer, or its stream, no longer exists
