@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -266,13 +267,31 @@ func (a *appendTarget) measure(b *testing.B, tok string, n int) string {
 	return out.String()
 }
 
-// slowest lists the three longest delays, in the order they came.
+// slowest lists the three longest delays, in the order they came; 0 is
+// an append not seen within 10 s, the longest of all.
 func slowest(l []time.Duration) string {
-	sorted := slices.Sorted(slices.Values(l))
+	long := func(d time.Duration) time.Duration {
+		if d == 0 {
+			return time.Duration(math.MaxInt64)
+		}
+		return d
+	}
+	var sorted []time.Duration
+	for _, d := range l {
+		sorted = append(sorted, long(d))
+	}
+	slices.Sort(sorted)
+	if len(sorted) == 0 {
+		return "none"
+	}
 	cut := sorted[max(len(sorted)-3, 0)]
 	var out []string
 	for i, d := range l {
-		if d >= cut {
+		switch {
+		case long(d) < cut:
+		case d == 0:
+			out = append(out, fmt.Sprintf("#%d not within 10 s", i+1))
+		default:
 			out = append(out, fmt.Sprintf("#%d %.1f ms", i+1, ms(d)))
 		}
 	}

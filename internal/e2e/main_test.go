@@ -42,7 +42,9 @@ func testMain(m *testing.M) int {
 		// A program built with the race detector sleeps a second before it
 		// exits (ThreadSanitizer's atexit_sleep_ms, for C++ destructors):
 		// every stack's stop and every command a test runs waited it out.
-		os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+		// 50 ms still lets goroutines still running at exit race and be
+		// reported.
+		os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=50"))
 	}
 	if err := devstack.Build(context.Background(), repoRoot, binDir, race, "./cmd/writer", "./cmd/projector", "./cmd/reader"); err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -88,6 +88,9 @@ func New(log Log, authn Authenticator, cfg Config, logger *slog.Logger, reg prom
 	if cfg.Poll <= 0 {
 		cfg.Poll = time.Second
 	}
+	if cfg.MaxPerClient <= 0 {
+		cfg.MaxPerClient = cfg.MaxStreams
+	}
 	if cfg.MaxPerOrg <= 0 {
 		cfg.MaxPerOrg = cfg.MaxStreams
 	}
