@@ -159,21 +159,34 @@ func (p *Projector) newSegmentWriter(manifest, index string) *segmentWriter {
 }
 
 func (w *segmentWriter) write(ctx context.Context, records []readmodel.Record) error {
+	res, err := w.p.writeNewer(ctx, w.index, records)
+	if err != nil {
+		return err
+	}
+	w.res = append(w.res, res...)
+	for _, rec := range records {
+		w.listed[rec.Key] = true
+	}
+	return nil
+}
+
+// writeNewer writes records under the Newer rule, 500 at a time, each
+// listed in index ("": none), fenced with the organization that owns them,
+// and returns the writes' results.
+func (p *Projector) writeNewer(ctx context.Context, index string, records []readmodel.Record) ([][]int, error) {
+	var res [][]int
 	for start := 0; start < len(records); start += 500 {
 		chunk := records[start:min(start+500, len(records))]
 		if chunk[0].Entry.Org <= 0 {
-			return fmt.Errorf("%s: a record without its owner", chunk[0].Key)
+			return res, fmt.Errorf("%s: a record without its owner", chunk[0].Key)
 		}
-		r, err := w.p.cache.Apply(ctx, readmodel.Write{Org: chunk[0].Entry.Org, Rule: readmodel.Newer, Records: chunk, Index: w.index})
+		r, err := p.cache.Apply(ctx, readmodel.Write{Org: chunk[0].Entry.Org, Rule: readmodel.Newer, Records: chunk, Index: index})
 		if err != nil {
-			return err
+			return res, err
 		}
-		w.res = append(w.res, r...)
-		for _, rec := range chunk {
-			w.listed[rec.Key] = true
-		}
+		res = append(res, r...)
 	}
-	return nil
+	return res, nil
 }
 
 // done prunes what the records did not list, and returns the writes'

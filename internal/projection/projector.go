@@ -468,17 +468,8 @@ func (p *Projector) rebuildFactorySince(ctx context.Context, id, held int64) err
 func (p *Projector) rebuildAggregates(ctx context.Context, id int64) error {
 	index := readmodel.AggregateIndexKey(id)
 	err := p.factoryExpected(ctx, id, aggregateParts, func(ws []want) error {
-		records := recordsIn(ws, index)
-		for start := 0; start < len(records); start += 500 {
-			chunk := records[start:min(start+500, len(records))]
-			if chunk[0].Entry.Org <= 0 {
-				return fmt.Errorf("%s: a record without its owner", chunk[0].Key)
-			}
-			if _, err := p.cache.Apply(ctx, readmodel.Write{Org: chunk[0].Entry.Org, Rule: readmodel.Newer, Records: chunk, Index: index}); err != nil {
-				return err
-			}
-		}
-		return nil
+		_, err := p.writeNewer(ctx, index, recordsIn(ws, index))
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("rebuild aggregates of factory %d: %w", id, err)

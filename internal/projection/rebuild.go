@@ -248,23 +248,22 @@ func (p *Projector) Rebuild(ctx context.Context) (int, error) {
 	n := 0
 	for _, org := range orgs {
 		err := p.expected(ctx, org, func(ws []want) error {
-			// Records go in chunks of 500 that share an index (or none).
+			// Each run of records that share an index (or none) is written
+			// together.
 			for start := 0; start < len(ws); {
 				end := start + 1
-				for end < len(ws) && end-start < 500 && ws[end].index == ws[start].index {
+				for end < len(ws) && ws[end].index == ws[start].index {
 					end++
 				}
-				records := make([]readmodel.Record, end-start)
-				for i, w := range ws[start:end] {
-					records[i] = w.Record
-				}
-				res, err := p.cache.Apply(ctx, readmodel.Write{Org: org, Rule: readmodel.Newer, Records: records, Index: ws[start].index})
+				res, err := p.writeNewer(ctx, ws[start].index, recordsIn(ws[start:end], ws[start].index))
 				if err != nil {
 					return err
 				}
-				for _, r := range res[0] {
-					if r == readmodel.Written {
-						n++
+				for _, r := range res {
+					for _, one := range r {
+						if one == readmodel.Written {
+							n++
+						}
 					}
 				}
 				start = end
