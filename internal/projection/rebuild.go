@@ -147,18 +147,19 @@ func (b *factoryWants) add(samples []domain.Sample) []want {
 	var out, aggregates, segments []want
 	for _, s := range samples {
 		if b.parts&bucketParts != 0 {
-			if bk := readmodel.Bucket(s.Time); len(b.bucketRun) > 0 && bk != b.bucket {
+			bucket := readmodel.Bucket(s.Time)
+			if len(b.bucketRun) > 0 && bucket != b.bucket {
 				out = append(out, b.bucketWant())
 			}
-			b.bucket = readmodel.Bucket(s.Time)
-			b.bucketRun = append(b.bucketRun, s)
+			b.bucket, b.bucketRun = bucket, append(b.bucketRun, s)
 		}
 		for i := range b.aggregates { // none unless aggregateParts
 			a := &b.aggregates[i]
-			if chunk := readmodel.AggregateChunkOf(a.width, s.Time); len(a.buckets) > 0 && chunk != a.chunk {
+			chunk := readmodel.AggregateChunkOf(a.width, s.Time)
+			if len(a.buckets) > 0 && chunk != a.chunk {
 				aggregates = append(aggregates, b.aggregateWant(a))
 			}
-			a.chunk = readmodel.AggregateChunkOf(a.width, s.Time)
+			a.chunk = chunk
 			start := s.Time - s.Time%a.width
 			if n := len(a.buckets); n == 0 || a.buckets[n-1].Start != start {
 				a.buckets = append(a.buckets, domain.Aggregate{Start: start})
