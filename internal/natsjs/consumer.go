@@ -74,15 +74,23 @@ func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration, handl
 		return fmt.Errorf("fetch: %w", err)
 	}
 	ch := batch.Messages()
+	// refuse negatively acknowledges msgs, then what the pull still
+	// delivers, until its channel closes (when the pull ends, within wait).
+	refuse := func(msgs []Msg) {
+		for _, m := range msgs {
+			_ = m.Nak()
+		}
+		go func() {
+			for m := range ch {
+				_ = m.Nak()
+			}
+		}()
+	}
 	for {
 		var msgs []Msg
 		select {
 		case <-ctx.Done():
-			go func() {
-				for m := range ch { // closed when the pull ends, within wait
-					_ = m.Nak()
-				}
-			}()
+			refuse(nil)
 			return nil
 		case m, ok := <-ch:
 			if !ok {
@@ -106,10 +114,8 @@ func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration, handl
 			}
 		}
 		if ctx.Err() != nil {
-			for _, m := range msgs {
-				_ = m.Nak()
-			}
-			continue // the next select returns, leaving the rest to be refused
+			refuse(msgs)
+			return nil
 		}
 		handle(msgs)
 	}
