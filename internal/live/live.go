@@ -181,8 +181,8 @@ type Request struct {
 
 // Open opens a stream of r.Principal's organization. A malformed From is
 // an EINVALID error; too many streams, of the client or of its
-// organization (ELIMITED) or of the reader (EUNAVAILABLE), are refused. Serve sends it; it ends when Serve
-// returns.
+// organization (ELIMITED) or of the reader (EUNAVAILABLE), are refused.
+// Serve sends it; it ends when Serve returns.
 func (h *Hub) Open(ctx context.Context, r Request) (*Stream, error) {
 	var from Position
 	if r.From != "" {
