@@ -303,10 +303,10 @@ func slowest(l []time.Duration) string {
 type signs map[string]float64
 
 func rebuildSigns() signs {
-	s := signs{"projector history rebuilds": metricSum(stack.Projector.URL(), "sprockets_projector_history_rebuilds_total")}
+	s := signs{"projector history rebuilds": metricOf(stack.Projector.URL(), "sprockets_projector_history_rebuilds_total")}
 	for _, r := range stack.Readers {
-		s[r.Name+" near-cache flushes"] = metricSum(r.URL(), "sprockets_nearcache_flushes_total")
-		s[r.Name+" feed lost"] = metricSum(r.URL(), "sprockets_feed_lost_total")
+		s[r.Name+" near-cache flushes"] = metricOf(r.URL(), "sprockets_nearcache_flushes_total")
+		s[r.Name+" feed lost"] = metricOf(r.URL(), "sprockets_feed_lost_total")
 	}
 	return s
 }
@@ -317,27 +317,6 @@ func (s signs) since(before signs) string {
 		out = append(out, fmt.Sprintf("%s %.0f", k, s[k]-before[k]))
 	}
 	return strings.Join(out, ", ")
-}
-
-// metricSum sums a metric's series, whatever their labels.
-func metricSum(base, name string) float64 {
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		return 0
-	}
-	defer resp.Body.Close()
-	sum := 0.0
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name+" ") && !strings.HasPrefix(line, name+"{") {
-			continue
-		}
-		if f, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64); err == nil {
-			sum += f
-		}
-	}
-	return sum
 }
 
 // serviceCPU sums what the service's processes used: the programs,
@@ -360,22 +339,26 @@ func quantile(l []time.Duration, q float64) time.Duration {
 	return l[min(len(l)-1, int(q*float64(len(l))))]
 }
 
-// metricOf reads one unlabelled metric from a program's /metrics; 0 when
-// it cannot.
+// metricOf reads a metric from a program's /metrics, the sum of its
+// series whatever their labels; 0 when it cannot.
 func metricOf(base, name string) float64 {
 	resp, err := http.Get(base + "/metrics")
 	if err != nil {
 		return 0
 	}
 	defer resp.Body.Close()
+	sum := 0.0
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+" ") && !strings.HasPrefix(line, name+"{") {
+			continue
+		}
+		if f, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64); err == nil {
+			sum += f
 		}
 	}
-	return 0
+	return sum
 }
 
 // A thousand organizations, each with a token, a factory of 24 hourly
