@@ -162,10 +162,12 @@ func (r *Relay) Run(ctx context.Context) error {
 	deleteDue := time.NewTimer(r.cfg.DeleteAfter)
 	defer deleteDue.Stop()
 	defer r.deleteOnExit(ctx)
+	var watch sync.WaitGroup
+	defer watch.Wait()
+	watch.Go(func() { r.watchBacklog(ctx) })
 	var (
-		backoff   time.Duration
-		lastCount time.Time
-		claim     = true // rows may be waiting from before
+		backoff time.Duration
+		claim   = true // rows may be waiting from before
 	)
 	for {
 		err := r.round(ctx, &claim)
@@ -179,10 +181,6 @@ func (r *Relay) Run(ctx context.Context) error {
 			claim = true
 		} else {
 			backoff = 0
-		}
-		if time.Since(lastCount) > time.Second {
-			r.refreshBacklog(ctx)
-			lastCount = time.Now()
 		}
 		if backoff > 0 {
 			// Publishing just failed: wait it out, however many events are
@@ -477,14 +475,32 @@ func (r *Relay) backlogSince(ctx context.Context) (int64, time.Time, error) {
 	return row.N, row.Oldest, nil
 }
 
-func (r *Relay) refreshBacklog(ctx context.Context) {
-	n, oldest, err := r.backlogSince(ctx)
-	if err != nil {
-		r.log.Warn("outbox backlog", "err", err)
-		return
+// watchBacklog counts the outbox's rows every second until ctx is done,
+// for the backlog gauge and the readiness check. It runs beside the
+// publishing loop, not in it: the count reads the whole table, 30 to 70
+// ms once deleted rows have piled up under load, and the events handed
+// over meanwhile waited for it (write-to-visible p99 32 ms in a large
+// organization at 200 writes/s).
+func (r *Relay) watchBacklog(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		n, oldest, err := r.backlogSince(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			r.log.Warn("outbox backlog", "err", err)
+		default:
+			r.backlog.Set(float64(n))
+			r.progress.WaitingSince(n, oldest)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 	}
-	r.backlog.Set(float64(n))
-	r.progress.WaitingSince(n, oldest)
 }
 
 // Stuck returns an error while a row has waited in the outbox for longer

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -353,4 +354,54 @@ func outboxScans(t *testing.T, conn *sqlx.Conn, relay *sqlx.DB) int64 {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// Events handed over are published without waiting for the count of the
+// outbox's rows (the backlog gauge, every second), which reads the whole
+// table: here the count waits on a lock, and a handed event goes out all
+// the same.
+func TestHandedEventsDoNotWaitForTheBacklogCount(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	db, _ := pgtest.Fresh(t, pg)
+	b := &broker{}
+	relay := outbox.New(db, b, slog.New(slog.NewTextHandler(io.Discard, nil)),
+		outbox.Config{Batch: 4, Poll: time.Hour, DeleteAfter: time.Hour}, prometheus.NewRegistry())
+	hand := func(id int64) {
+		e, err := events.New(uuid.NewString(), events.Created, events.Sprocket, id, 1, 1, time.Now(), events.SprocketPayload{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		relay.Committed([]events.Envelope{e})
+	}
+	done := make(chan error, 1)
+	go func() { done <- relay.Run(ctx) }()
+	hand(1)
+	waitFor(t, "the first event", func() bool { return b.count() == 1 })
+
+	lock, err := db.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lock.ExecContext(ctx, `LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	// The count is made after a round (before the fix) or on its own
+	// ticker: a second event gets a round going, then the count waits.
+	time.Sleep(1100 * time.Millisecond)
+	hand(2)
+	waitFor(t, "the second event", func() bool { return b.count() == 2 })
+	waitFor(t, "the count to wait on the lock", func() bool {
+		var n int
+		err := db.GetContext(ctx, &n, `SELECT count(*) FROM pg_stat_activity
+			WHERE query LIKE '%count(*) AS n%' AND wait_event_type = 'Lock'`)
+		return err == nil && n == 1
+	})
+	hand(3)
+	waitFor(t, "the third event, while the count waits", func() bool { return b.count() == 3 })
+	if err := lock.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	<-done
 }
