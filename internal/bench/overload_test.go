@@ -3,10 +3,14 @@
 package bench
 
 import (
+	"bufio"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -22,7 +26,9 @@ import (
 // generator's 4096 connections counts). The generator runs in this
 // process, outside the measured ones, but on the same two cores: it is
 // heavier per request than wrk, so that twice the capacity wrk measured is
-// more than twice what the machine has left for the writer.
+// more than twice what the machine has left for the writer. So the
+// writer's own time for each answer is reported too, from its request
+// histogram: what a client with a core of its own would see.
 func BenchmarkOverloadedCreates(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		settle(b)
@@ -34,8 +40,14 @@ func BenchmarkOverloadedCreates(b *testing.B) {
 		settle(b)
 		rate := 2 * capacity.rps()
 		fmt.Printf("\nwriter capacity %.0f creates/s (wrk, 64 clients); offering %.0f/s for %s\n", capacity.rps(), rate, duration)
+		before := durationBuckets(stack.Writer.URL(), "POST")
 		r := openLoop(create, rate, duration)
 		fmt.Print(r)
+		after := durationBuckets(stack.Writer.URL(), "POST")
+		for _, status := range []string{"201", "503"} {
+			fmt.Printf("    %s in the writer (its histogram): p50 at most %s, p99 at most %s\n", status,
+				after.quantile(before, status, 0.5), after.quantile(before, status, 0.99))
+		}
 		b.ReportMetric(r.share(503), "refused-share")
 		b.ReportMetric(ms(r.p99(201)), "accepted-p99-ms")
 		b.ReportMetric(ms(r.p99(503)), "refused-p99-ms")
@@ -130,4 +142,69 @@ func cutHeader(h string) (name, value string, ok bool) {
 		}
 	}
 	return h, "", false
+}
+
+// buckets is a request-duration histogram read from /metrics: the count
+// of requests at or under each bound, by status, summed over routes.
+type buckets map[string]map[float64]float64
+
+// durationBuckets reads the requests of method from the program at base.
+func durationBuckets(base, method string) buckets {
+	out := buckets{}
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		return out
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "sprockets_http_request_duration_seconds_bucket{") || !strings.Contains(line, `method="`+method+`"`) {
+			continue
+		}
+		status, le := label(line, "status"), label(line, "le")
+		bound, err := strconv.ParseFloat(le, 64)
+		if le == "+Inf" {
+			bound, err = math.Inf(1), nil
+		}
+		n, nerr := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err != nil || nerr != nil {
+			continue
+		}
+		if out[status] == nil {
+			out[status] = map[float64]float64{}
+		}
+		out[status][bound] += n
+	}
+	return out
+}
+
+func label(line, name string) string {
+	_, v, _ := strings.Cut(line, name+`="`)
+	v, _, _ = strings.Cut(v, `"`)
+	return v
+}
+
+// quantile returns the bound of the first bucket that holds the q
+// quantile of the requests of status counted since before.
+func (b buckets) quantile(before buckets, status string, q float64) string {
+	bounds := make([]float64, 0, len(b[status]))
+	for bound := range b[status] {
+		bounds = append(bounds, bound)
+	}
+	sort.Float64s(bounds)
+	if len(bounds) == 0 {
+		return "-"
+	}
+	total := b[status][math.Inf(1)] - before[status][math.Inf(1)]
+	for _, bound := range bounds {
+		if b[status][bound]-before[status][bound] >= q*total {
+			if math.IsInf(bound, 1) {
+				return "+Inf"
+			}
+			return (time.Duration(bound * float64(time.Second))).String()
+		}
+	}
+	return "-"
 }
