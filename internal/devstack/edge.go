@@ -37,6 +37,11 @@ defaults
     mode http
     log global
     option dontlognull
+    # A client that closes its connection ends what it asked for at once:
+    # a stream of changes (GET /v1/stream) learns of it from the closing
+    # of its connection, not at a heartbeat up to 45 s later. (HAProxy 2.6
+    # honours this option only here, in defaults, not in a backend.)
+    option abortonclose
     timeout connect 2s
     timeout client 30s
     timeout server 30s

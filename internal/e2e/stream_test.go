@@ -219,3 +219,36 @@ func TestLiveStream(t *testing.T) {
 	}
 	checkProblem(t, do(t, "GET", edge+"/v1/stream", nil, as(mine)...), 401, "revoked")
 }
+
+// A stream ends as soon as its client leaves, directly or through the
+// edge, not at a heartbeat: until it ends, it counts against the client's
+// limit, and a dashboard that reconnects would be refused. Heartbeats are
+// a minute apart here, so only the connection's closing can tell.
+func TestStreamEndsWhenItsClientLeaves(t *testing.T) {
+	s := newStack(t, stackOptions{edge: true, env: []string{"LIVE_HEARTBEAT=1m", "LIVE_MAX_STREAMS_PER_CLIENT=2"}})
+	tok := token(t, s, "default", "read", "--name", "dashboard")
+	open := func() []*sse {
+		streams := []*sse{openStream(t, s.Reader.URL()+"/v1/stream", tok, ""), openStream(t, s.Edge.URL()+"/v1/stream", tok, "")}
+		for _, st := range streams {
+			if e := st.next(t, 5*time.Second); e.Name != "ready" {
+				t.Fatalf("first event %+v, want ready", e)
+			}
+		}
+		return streams
+	}
+	for round := range 2 {
+		for _, st := range open() {
+			st.resp.Body.Close()
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for metric(t, s.Reader.URL(), "sprockets_live_streams") > 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: %.0f streams still open 5s after their clients left", round, metric(t, s.Reader.URL(), "sprockets_live_streams"))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if n := metric(t, s.Reader.URL(), `sprockets_live_streams_ended_total{reason="client_gone"}`); n != 4 {
+		t.Errorf("%.0f streams ended as their clients left, want 4", n)
+	}
+}

@@ -466,13 +466,17 @@ func (s *Stream) close(reason string) {
 
 // Serve sends the stream to w until the client is gone, its token no
 // longer reads the organization, the hub stops, or it fell too far behind.
-// deadline bounds each write (the connection's write deadline).
-func (s *Stream) Serve(w *bufio.Writer, deadline func(time.Time) error) {
-	reason := s.serve(w, deadline)
+// deadline bounds each write (the connection's write deadline); left is
+// closed when the client closes its connection. Without left, only a
+// failed write tells that the client left, a write or two after it did:
+// up to three heartbeats (45 s by default), while the stream still counts
+// against its client's and its organization's limits.
+func (s *Stream) Serve(w *bufio.Writer, deadline func(time.Time) error, left <-chan struct{}) {
+	reason := s.serve(w, deadline, left)
 	s.close(reason)
 }
 
-func (s *Stream) serve(w *bufio.Writer, deadline func(time.Time) error) string {
+func (s *Stream) serve(w *bufio.Writer, deadline func(time.Time) error, left <-chan struct{}) string {
 	ctx := s.ctx
 	flush := func() bool {
 		_ = deadline(time.Now().Add(2 * s.hub.cfg.Heartbeat))
@@ -511,6 +515,8 @@ func (s *Stream) serve(w *bufio.Writer, deadline func(time.Time) error) string {
 		select {
 		case <-s.gone:
 			return s.why
+		case <-left:
+			return "client_gone"
 		case <-more:
 			continue
 		case <-checks:

@@ -137,7 +137,7 @@ func (f *fixture) open(t *testing.T, r Request) *client {
 	pr, pw := io.Pipe()
 	c := &client{events: make(chan event, 100), done: make(chan string, 1)}
 	go func() {
-		s.Serve(bufio.NewWriter(pw), func(time.Time) error { return nil })
+		s.Serve(bufio.NewWriter(pw), func(time.Time) error { return nil }, nil)
 		c.done <- s.why
 		pw.Close()
 	}()
@@ -340,7 +340,7 @@ func TestStreamLimits(t *testing.T) {
 	pr, pw := io.Pipe()
 	done := make(chan string, 1)
 	go func() {
-		s.Serve(bufio.NewWriterSize(pw, 16), func(time.Time) error { return nil })
+		s.Serve(bufio.NewWriterSize(pw, 16), func(time.Time) error { return nil }, nil)
 		done <- s.why
 		pw.Close()
 	}()

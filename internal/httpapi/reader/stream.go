@@ -2,7 +2,9 @@ package reader
 
 import (
 	"bufio"
+	"net"
 	"strconv"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -50,7 +52,39 @@ func (h *Handlers) stream(c *fiber.Ctx) error {
 		}
 		return err
 	}
+	// The connection is the stream's: it is watched for the client
+	// leaving, and closes when the stream ends.
 	conn := c.Context().Conn()
-	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) { s.Serve(w, conn.SetWriteDeadline) })
+	c.Context().SetConnectionClose()
+	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
+		left, stop := watchClose(conn)
+		defer stop()
+		s.Serve(w, conn.SetWriteDeadline, left)
+	})
 	return nil
+}
+
+// watchClose returns a channel closed when the client closes conn, and a
+// stop that ends the watch. A stream's client sends nothing after its
+// request, so the watch reads conn: the read returns when the client
+// closes it (or sends anything, which ends the stream too, as the
+// connection is closed after it). Without it, a stream learns that its
+// client left only when a write fails, a heartbeat or two later.
+func watchClose(conn net.Conn) (left <-chan struct{}, stop func()) {
+	gone, done := make(chan struct{}), make(chan struct{})
+	// No deadline: the server's, set to read the request, would end the
+	// watch as if the client had left.
+	if err := conn.SetReadDeadline(time.Time{}); err != nil {
+		return nil, func() {}
+	}
+	go func() {
+		defer close(done)
+		var b [1]byte
+		_, _ = conn.Read(b[:])
+		close(gone)
+	}()
+	return gone, func() {
+		_ = conn.SetReadDeadline(time.Now()) // ends the read
+		<-done
+	}
 }
