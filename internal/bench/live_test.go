@@ -59,6 +59,7 @@ func measureStreams(b *testing.B, n, orgs int) {
 	measureFrom.Store(time.Now().Add(time.Hour))
 	reader := stack.Readers[0]
 	before := metricOf(reader.URL(), "process_resident_memory_bytes")
+	goroutines := metricOf(reader.URL(), "go_goroutines")
 
 	var (
 		ready, ended, received atomic.Int64
@@ -165,6 +166,18 @@ func measureStreams(b *testing.B, n, orgs int) {
 	stillOpen := int64(n) - ended.Load()
 	cancel()
 	wg.Wait()
+	// How long the reader takes to let go of streams whose clients left,
+	// and what it keeps once every stream has ended: its goroutines (one
+	// or more per stream while open; the server's idle workers go within
+	// seconds) and its heap.
+	left := time.Now()
+	for metricOf(reader.URL(), "sprockets_live_streams") > 0 && time.Since(left) < time.Minute {
+		time.Sleep(100 * time.Millisecond)
+	}
+	stillCounted, gone := metricOf(reader.URL(), "sprockets_live_streams"), time.Since(left)
+	closed := metricOf(reader.URL(), "process_resident_memory_bytes")
+	goroutinesAfter := metricOf(reader.URL(), "go_goroutines")
+	heapAfter := metricOf(reader.URL(), "go_memstats_heap_inuse_bytes")
 
 	perStream := (open - before) / float64(n)
 	want := writes.Load() * int64(n) / int64(orgs) // every organization has as many streams
@@ -177,6 +190,8 @@ func measureStreams(b *testing.B, n, orgs int) {
 	fmt.Printf("  %d creates at %d/s (%d failed): %d of %d events received (%.2f%%), %d streams still open at the end\n",
 		writes.Load(), rate, failed.Load(), received.Load(), want, 100*float64(received.Load())/float64(max(want, 1)), stillOpen)
 	fmt.Printf("  commit to event at the client: p50 %.1f ms, p99 %.1f ms\n", ms(p50), ms(p99))
+	fmt.Printf("  once the clients left: %.0f streams still counted after %s, %.0f goroutines (%.0f before they opened), heap in use %.0f MB, resident memory %.0f MB\n",
+		stillCounted, gone.Round(100*time.Millisecond), goroutinesAfter, goroutines, heapAfter/1e6, closed/1e6)
 	fmt.Printf("  CPU while writing, over %s: readers %.1f s, projector %.1f s, writer %.1f s, redis %.1f s, this process (the clients) %.1f s\n",
 		duration+3*time.Second, used["reader"].Seconds(), used["projector"].Seconds(), used["writer"].Seconds(), used["redis-server"].Seconds(), used["bench.test"].Seconds())
 }
