@@ -195,6 +195,13 @@ func TestRelayPublishesHandedEvents(t *testing.T) {
 	<-done
 }
 
+// quietRelay returns a relay to b whose claims happen at start and on
+// Nudge only, and whose deletions never fall due.
+func quietRelay(db *sqlx.DB, b *broker) *outbox.Relay {
+	return outbox.New(db, b, slog.New(slog.NewTextHandler(io.Discard, nil)),
+		outbox.Config{Batch: 4, Poll: time.Hour, DeleteAfter: time.Hour}, prometheus.NewRegistry())
+}
+
 // The rows of published events are deleted together, later: before the
 // next claim, which so never publishes them again, and when Run returns.
 func TestRelayDeletesPublishedRowsTogether(t *testing.T) {
@@ -202,9 +209,7 @@ func TestRelayDeletesPublishedRowsTogether(t *testing.T) {
 	defer cancel()
 	db, _ := pgtest.Fresh(t, pg)
 	b := &broker{}
-	// Claims happen at start and on Nudge; deletions never fall due.
-	relay := outbox.New(db, b, slog.New(slog.NewTextHandler(io.Discard, nil)),
-		outbox.Config{Batch: 4, Poll: time.Hour, DeleteAfter: time.Hour}, prometheus.NewRegistry())
+	relay := quietRelay(db, b)
 	store, err := postgres.NewStore(ctx, db, postgres.WithCommitHook(relay.Committed))
 	if err != nil {
 		t.Fatal(err)
@@ -365,8 +370,7 @@ func TestHandedEventsDoNotWaitForTheBacklogCount(t *testing.T) {
 	defer cancel()
 	db, _ := pgtest.Fresh(t, pg)
 	b := &broker{}
-	relay := outbox.New(db, b, slog.New(slog.NewTextHandler(io.Discard, nil)),
-		outbox.Config{Batch: 4, Poll: time.Hour, DeleteAfter: time.Hour}, prometheus.NewRegistry())
+	relay := quietRelay(db, b)
 	hand := func(id int64) {
 		e, err := events.New(uuid.NewString(), events.Created, events.Sprocket, id, 1, 1, time.Now(), events.SprocketPayload{})
 		if err != nil {
