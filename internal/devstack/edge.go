@@ -39,8 +39,13 @@ defaults
     option dontlognull
     # A client that closes its connection ends what it asked for at once:
     # a stream of changes (GET /v1/stream) learns of it from the closing
-    # of its connection, not at a heartbeat up to 45 s later. (HAProxy 2.6
-    # honours this option only here, in defaults, not in a backend.)
+    # of its connection, not at a heartbeat up to 45 s later, and a request
+    # still queued here is dropped. HAProxy 2.6 honours the option in
+    # defaults only (set in the streams backend, it does nothing: tested),
+    # so it covers every request: one whose client shuts its sending side
+    # while waiting for the answer is aborted too (a write the writer took
+    # still commits; its answer is lost). Browsers and common HTTP clients
+    # never do that.
     option abortonclose
     timeout connect 2s
     timeout client 30s

@@ -53,7 +53,9 @@ func (h *Handlers) stream(c *fiber.Ctx) error {
 		return err
 	}
 	// The connection is the stream's: it is watched for the client
-	// leaving, and closes when the stream ends.
+	// leaving, and closes when the stream ends. The close is what makes
+	// the watch safe: the server reads no further request from the
+	// connection, whose next bytes the watch may have taken.
 	conn := c.Context().Conn()
 	c.Context().SetConnectionClose()
 	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
@@ -67,9 +69,10 @@ func (h *Handlers) stream(c *fiber.Ctx) error {
 // watchClose returns a channel closed when the client closes conn, and a
 // stop that ends the watch. A stream's client sends nothing after its
 // request, so the watch reads conn: the read returns when the client
-// closes it (or sends anything, which ends the stream too, as the
-// connection is closed after it). Without it, a stream learns that its
-// client left only when a write fails, a heartbeat or two later.
+// closes it, or shuts its sending side, or sends anything (a pipelined
+// request): each ends the stream, and the client reconnects. Without the
+// watch, a stream learns that its client left only when a write fails, a
+// heartbeat or two later.
 func watchClose(conn net.Conn) (left <-chan struct{}, stop func()) {
 	gone, done := make(chan struct{}), make(chan struct{})
 	// No deadline: the server's, set to read the request, would end the
