@@ -161,10 +161,12 @@ func (r *Relay) Run(ctx context.Context) error {
 	defer poll.Stop()
 	deleteDue := time.NewTimer(r.cfg.DeleteAfter)
 	defer deleteDue.Stop()
-	defer r.deleteOnExit(ctx)
+	// The count goes on beside the loop; on return, the published rows
+	// are deleted first (the deferred calls run last first).
 	var watch sync.WaitGroup
 	defer watch.Wait()
 	watch.Go(func() { r.watchBacklog(ctx) })
+	defer r.deleteOnExit(ctx)
 	var (
 		backoff time.Duration
 		claim   = true // rows may be waiting from before
@@ -475,17 +477,25 @@ func (r *Relay) backlogSince(ctx context.Context) (int64, time.Time, error) {
 	return row.N, row.Oldest, nil
 }
 
+// backlogTimeout bounds one count of the outbox's rows.
+const backlogTimeout = 2 * time.Second
+
 // watchBacklog counts the outbox's rows every second until ctx is done,
 // for the backlog gauge and the readiness check. It runs beside the
 // publishing loop, not in it: the count reads the whole table, 30 to 70
 // ms once deleted rows have piled up under load, and the events handed
 // over meanwhile waited for it (write-to-visible p99 32 ms in a large
 // organization at 200 writes/s).
+//
+// A count that takes longer than backlogTimeout (a lock on the table, a
+// database away) is given up, and the gauge keeps its last value.
 func (r *Relay) watchBacklog(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
-		n, oldest, err := r.backlogSince(ctx)
+		cctx, cancel := context.WithTimeout(ctx, backlogTimeout)
+		n, oldest, err := r.backlogSince(cctx)
+		cancel()
 		switch {
 		case ctx.Err() != nil:
 			return

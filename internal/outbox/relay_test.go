@@ -403,7 +403,7 @@ func TestHandedEventsDoNotWaitForTheBacklogCount(t *testing.T) {
 	waitFor(t, "the count to wait on the lock", func() bool {
 		var n int
 		err := db.GetContext(ctx, &n, `SELECT count(*) FROM pg_stat_activity
-			WHERE query LIKE '%count(*) AS n%' AND wait_event_type = 'Lock'`)
+			WHERE datname = current_database() AND query LIKE '%count(*) AS n%' AND wait_event_type = 'Lock'`)
 		return err == nil && n == 1
 	})
 	hand(3)
