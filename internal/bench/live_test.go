@@ -164,14 +164,16 @@ func measureStreams(b *testing.B, n, orgs int) {
 	used := cpu.since()
 	stop()
 	stillOpen := int64(n) - ended.Load()
+	left := time.Now()
 	cancel()
 	wg.Wait()
 	// How long the reader takes to let go of streams whose clients left,
 	// and what it keeps once every stream has ended: its goroutines (one
 	// or more per stream while open; the server's idle workers go within
 	// seconds) and its heap.
-	left := time.Now()
-	for metricOf(reader.URL(), "sprockets_live_streams") > 0 && time.Since(left) < time.Minute {
+	// (metricOf reads 0 when the reader does not answer: it counts as
+	// released only while it has goroutines.)
+	for (metricOf(reader.URL(), "sprockets_live_streams") > 0 || metricOf(reader.URL(), "go_goroutines") == 0) && time.Since(left) < time.Minute {
 		time.Sleep(100 * time.Millisecond)
 	}
 	stillCounted, gone := metricOf(reader.URL(), "sprockets_live_streams"), time.Since(left)

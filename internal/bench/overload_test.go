@@ -28,7 +28,8 @@ import (
 // heavier per request than wrk, so that twice the capacity wrk measured is
 // more than twice what the machine has left for the writer. So the
 // writer's own time for each answer is reported too, from its request
-// histogram: what a client with a core of its own would see.
+// histogram: from its first middleware to its answer, without the time a
+// request waited to be accepted and read.
 func BenchmarkOverloadedCreates(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		settle(b)
@@ -198,6 +199,9 @@ func (b buckets) quantile(before buckets, status string, q float64) string {
 		return "-"
 	}
 	total := b[status][math.Inf(1)] - before[status][math.Inf(1)]
+	if total <= 0 {
+		return "-"
+	}
 	for _, bound := range bounds {
 		if b[status][bound]-before[status][bound] >= q*total {
 			if math.IsInf(bound, 1) {
