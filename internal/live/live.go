@@ -76,10 +76,11 @@ type Hub struct {
 	// checks is closed, and replaced, when grants changed.
 	checks atomic.Pointer[chan struct{}]
 
-	open   prometheus.Gauge
-	sent   prometheus.Counter
-	ended  *prometheus.CounterVec
-	resets *prometheus.CounterVec
+	open    prometheus.Gauge
+	sent    prometheus.Counter
+	ended   *prometheus.CounterVec
+	resets  *prometheus.CounterVec
+	refused *prometheus.CounterVec
 }
 
 // New returns a Hub; Run must be running for its streams to get entries.
@@ -110,7 +111,10 @@ func New(log Log, authn Authenticator, cfg Config, logger *slog.Logger, reg prom
 			Name: "sprockets_live_resets_total", Help: "Streams told to reload (events they would have needed are gone), by reason.",
 		}, []string{"reason"}),
 	}
-	reg.MustRegister(h.open, h.sent, h.ended, h.resets)
+	h.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sprockets_live_refused_total", Help: "Streams of live changes refused, by the limit in the way: reader_full (503), org_limit or client_limit (429).",
+	}, []string{"reason"})
+	reg.MustRegister(h.open, h.sent, h.ended, h.resets, h.refused)
 	checks := make(chan struct{})
 	h.checks.Store(&checks)
 	return h
@@ -197,12 +201,15 @@ func (h *Hub) Open(ctx context.Context, r Request) (*Stream, error) {
 	switch {
 	case h.total >= h.cfg.MaxStreams:
 		h.mu.Unlock()
+		h.refused.WithLabelValues("reader_full").Inc()
 		return nil, domain.Errorf(domain.EUNAVAILABLE, "this reader holds as many streams as it may (%d); try again", h.cfg.MaxStreams)
 	case ok && len(o.subs) >= h.cfg.MaxPerOrg:
 		h.mu.Unlock()
+		h.refused.WithLabelValues("org_limit").Inc()
 		return nil, domain.Errorf(domain.ELIMITED, "%d streams are open for this organization on this reader, as many as one organization may hold", h.cfg.MaxPerOrg)
 	case h.clients[r.Client] >= h.cfg.MaxPerClient:
 		h.mu.Unlock()
+		h.refused.WithLabelValues("client_limit").Inc()
 		return nil, domain.Errorf(domain.ELIMITED, "%d streams are open with these credentials on this reader, as many as one client may hold", h.cfg.MaxPerClient)
 	}
 	h.total++

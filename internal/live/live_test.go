@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sprockets-api/sprockets/internal/auth"
@@ -323,6 +324,12 @@ func TestStreamLimits(t *testing.T) {
 	stranger.OrgID = 2
 	if _, err := f.hub.Open(context.Background(), Request{Principal: stranger, Client: "token:9"}); err != nil {
 		t.Fatalf("another organization's stream: %v", err)
+	}
+	// Each refusal is counted by the limit in its way.
+	for reason, want := range map[string]float64{"client_limit": 1, "org_limit": 1, "reader_full": 0} {
+		if n := testutil.ToFloat64(f.hub.refused.WithLabelValues(reason)); n != want {
+			t.Errorf("refused for %s: %.0f, want %.0f", reason, n, want)
+		}
 	}
 	f.authn.revoked.Store(true)
 	f.hub.Recheck()
