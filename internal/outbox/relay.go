@@ -8,6 +8,7 @@ package outbox
 import (
 	"cmp"
 	"context"
+	"database/sql"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -463,15 +464,33 @@ func (r *Relay) Backlog(ctx context.Context) (int64, error) {
 	return n, err
 }
 
-// backlogSince returns the rows in the outbox and when the oldest of them
-// was committed: every relay sees the same, so that one relay idle beside
-// another that publishes everything is not taken for stuck.
+// backlogSince returns the rows in the outbox and when the first of them
+// (by id: the oldest, but for a transaction that ran long before it
+// inserted) was committed: every relay sees the same, so that one relay
+// idle beside another that publishes everything is not taken for stuck.
+//
+// Both go by the primary key's index, as the claims do: a count of the
+// table itself reads every page of it, and between two vacuums, under a
+// few thousand events a second, those are mostly deleted rows (11 to 60
+// ms a count, once a second, measured with 240,000 of them; 1 ms by the
+// index once a first scan has marked them dead). The planner, which does
+// not know the pages are mostly dead, is told not to scan the table.
 func (r *Relay) backlogSince(ctx context.Context) (int64, time.Time, error) {
 	var row struct {
 		N      int64     `db:"n"`
 		Oldest time.Time `db:"oldest"`
 	}
-	if err := r.db.GetContext(ctx, &row, `SELECT count(*) AS n, coalesce(min(occurred_at), now()) AS oldest FROM outbox`); err != nil {
+	tx, err := r.db.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("outbox backlog: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // read only: nothing to keep
+	if _, err := tx.ExecContext(ctx, `SELECT set_config('enable_seqscan', 'off', true)`); err != nil {
+		return 0, time.Time{}, fmt.Errorf("outbox backlog: %w", err)
+	}
+	if err := tx.GetContext(ctx, &row, `SELECT
+		(SELECT count(*) FROM (SELECT id FROM outbox ORDER BY id) AS live) AS n,
+		coalesce((SELECT occurred_at FROM outbox ORDER BY id LIMIT 1), now()) AS oldest`); err != nil {
 		return 0, time.Time{}, fmt.Errorf("outbox backlog: %w", err)
 	}
 	return row.N, row.Oldest, nil
