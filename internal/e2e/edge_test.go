@@ -176,3 +176,23 @@ func TestEdgeKeepsInternalsInternal(t *testing.T) {
 	}
 	expect(t, do(t, "GET", s.Edge.URL()+"/healthz", nil), 200, "GET /healthz through the edge")
 }
+
+// An IPv6 client is one client for its whole /64: a new address of the
+// block per request does not escape the anonymous budget, and another
+// block has its own. (The reader trusts X-Forwarded-For from 127.0.0.1,
+// where an edge would be.)
+func TestOneIPv6BlockIsOneClient(t *testing.T) {
+	s := newStack(t, stackOptions{env: []string{"RATE_LIMIT_ANONYMOUS=5"}})
+	rd := s.Reader.URL()
+	statuses := map[int]int{}
+	for i := range 15 {
+		r := do(t, "GET", rd+"/api/factories", nil, append(as(""), "X-Forwarded-For", fmt.Sprintf("2001:db8:1:2::%x", i+1))...)
+		statuses[r.Status]++
+	}
+	if statuses[429] < 7 {
+		t.Errorf("15 anonymous requests, each from another address of one /64, at a budget of 5/s: %v, want most refused with 429", statuses)
+	}
+	if r := do(t, "GET", rd+"/api/factories", nil, append(as(""), "X-Forwarded-For", "2001:db8:1:3::1")...); r.Status == 429 {
+		t.Errorf("another /64 was refused with the first one's budget: %s", r)
+	}
+}

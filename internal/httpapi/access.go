@@ -89,7 +89,7 @@ func Access(authn Authenticator, budgets Budgets, cfg AccessConfig, log *slog.Lo
 		// A token that must be looked up in Postgres is paid for by the
 		// client address first: made-up tokens cost their sender's budget,
 		// not a query each.
-		address := func() string { return "ip:" + ClientIP(c) }
+		address := func() string { return ClientKey(c) }
 		charged := false
 		p, authErr := authenticate(c, authn, cfg, func() error {
 			charged = true

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,6 +40,28 @@ func ClientIP(c *fiber.Ctx) string {
 	ip := strings.TrimSpace(c.IP())
 	c.Locals(clientIPKey, ip)
 	return ip
+}
+
+// ClientKey is the client as the budgets and limits that go by address
+// count it: an IPv4 address whole, an IPv6 address by its /64, the block
+// one host, or one customer's line, commonly holds whole. Counted by
+// address, a client with a /64 would have 2^64 budgets.
+func ClientKey(c *fiber.Ctx) string { return addressKey(ClientIP(c)) }
+
+func addressKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return "ip:" + ip
+	}
+	a = a.Unmap().WithZone("")
+	if a.Is4() {
+		return "ip:" + a.String()
+	}
+	p, err := a.Prefix(64)
+	if err != nil {
+		return "ip:" + a.String()
+	}
+	return "ip:" + p.String()
 }
 
 // ClientRequestID returns the X-Request-ID the client sent, escaped and cut

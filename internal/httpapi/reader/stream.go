@@ -33,7 +33,7 @@ func (h *Handlers) stream(c *fiber.Ctx) error {
 		return err
 	}
 	p := httpapi.PrincipalOf(c)
-	req := live.Request{Principal: p, Client: "ip:" + httpapi.ClientIP(c), From: c.Get("Last-Event-ID"),
+	req := live.Request{Principal: p, Client: httpapi.ClientKey(c), From: c.Get("Last-Event-ID"),
 		Filter: live.Filter{Kinds: kinds, Factories: factories}}
 	if p.TokenID != 0 {
 		req.Token = auth.Bearer(c.Get(fiber.HeaderAuthorization))
