@@ -114,6 +114,9 @@ func New(log Log, authn Authenticator, cfg Config, logger *slog.Logger, reg prom
 	h.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sprockets_live_refused_total", Help: "Streams of live changes refused, by the limit in the way: reader_full (503), org_limit or client_limit (429).",
 	}, []string{"reason"})
+	for _, reason := range []string{"reader_full", "org_limit", "client_limit"} {
+		h.refused.WithLabelValues(reason) // each series exists, at 0, before its first refusal
+	}
 	reg.MustRegister(h.open, h.sent, h.ended, h.resets, h.refused)
 	checks := make(chan struct{})
 	h.checks.Store(&checks)

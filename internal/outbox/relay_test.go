@@ -308,8 +308,10 @@ func TestClaimDoesNotScanTheOutbox(t *testing.T) {
 	relay.Nudge()
 	waitFor(t, "the outbox to drain", func() bool { return b.count() == 112 })
 	scans := outboxScans(t, conn, relayDB) - before
-	// Nothing reads it whole, not even the backlog count.
-	if scans > 0 {
+	// Nothing of the relay reads it whole, not even the backlog count. (A
+	// few scans may come from other sessions of the test whose statistics
+	// reach the table late: the schema's own.)
+	if scans > 3 {
 		t.Errorf("%d whole-table scans of the outbox for 26 claims", scans)
 	}
 	cancel()
@@ -341,13 +343,16 @@ func TestBacklogDoesNotScanTheOutbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := outboxScans(t, conn, relayDB)
-	for range 3 {
+	// Ten counts: a count that read the table would be ten scans; a few
+	// may come from other sessions of the test whose statistics reach the
+	// table late.
+	for range 10 {
 		if n, err := relay.Backlog(ctx); err != nil || n != 100 {
 			t.Fatalf("backlog %d (%v), want 100", n, err)
 		}
 	}
-	if scans := outboxScans(t, conn, relayDB) - before; scans > 0 {
-		t.Errorf("%d whole-table scans of the outbox for 3 counts", scans)
+	if scans := outboxScans(t, conn, relayDB) - before; scans > 3 {
+		t.Errorf("%d whole-table scans of the outbox for 10 counts", scans)
 	}
 }
 
@@ -397,9 +402,8 @@ func outboxScans(t *testing.T, conn *sqlx.Conn, relay *sqlx.DB) int64 {
 }
 
 // Events handed over are published without waiting for the count of the
-// outbox's rows (the backlog gauge, every second), which reads the whole
-// table: here the count waits on a lock, and a handed event goes out all
-// the same.
+// outbox's rows (the backlog gauge, every second): here the count waits on
+// a lock, and a handed event goes out all the same.
 func TestHandedEventsDoNotWaitForTheBacklogCount(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
