@@ -239,30 +239,34 @@ func TestRelayDeletesPublishedRowsTogether(t *testing.T) {
 		}
 	}
 	// One event handed over before Run: its first round publishes it, then
-	// claims, and that claim must not publish it again. (Created after Run
-	// started, an event could be claimed before it is handed over, and be
-	// published twice: the broker drops such a duplicate by its id, this
-	// one does not.)
+	// claims, and that claim must not publish it again; it takes a row
+	// nobody handed over instead, whose publication marks the round's end.
+	// (Created before that, an event could be claimed before it is handed
+	// over, and be published twice: the broker drops such a duplicate by
+	// its id, this one does not.)
 	create(1)
+	if _, err := db.ExecContext(ctx, `INSERT INTO outbox (event_id, subject, type, aggregate_type, aggregate_id, org_id, version, occurred_at, payload)
+		SELECT gen_random_uuid(), subject, type, aggregate_type, aggregate_id, org_id, version, occurred_at, payload FROM outbox`); err != nil {
+		t.Fatal(err)
+	}
 	done := make(chan error, 1)
 	go func() { done <- relay.Run(ctx) }()
-	waitFor(t, "the first round", func() bool { return b.count() == 1 })
-	time.Sleep(100 * time.Millisecond) // for its claim
+	waitFor(t, "the first round", func() bool { return b.count() == 2 })
 
 	create(6) // six commits, six hand-offs
-	waitFor(t, "6 more events to be published", func() bool { return b.count() == 7 })
+	waitFor(t, "6 more events to be published", func() bool { return b.count() == 8 })
 	if n := rows(); n != 6 {
 		t.Fatalf("%d outbox rows right after publication, want all 6 still there", n)
 	}
 	relay.Nudge()
 	waitFor(t, "the rows to be deleted before the claim", func() bool { return rows() == 0 })
 	time.Sleep(100 * time.Millisecond) // for the claim that follows
-	if b.count() != 7 {
-		t.Fatalf("the claim published %d events again", b.count()-7)
+	if b.count() != 8 {
+		t.Fatalf("the claim published %d events again", b.count()-8)
 	}
 
 	create(3)
-	waitFor(t, "3 more events to be published", func() bool { return b.count() == 10 })
+	waitFor(t, "3 more events to be published", func() bool { return b.count() == 11 })
 	cancel()
 	<-done
 	if n := rows(); n != 0 {
