@@ -43,9 +43,9 @@ func ClientIP(c *fiber.Ctx) string {
 }
 
 // ClientKey is the client as the budgets and limits that go by address
-// count it: an IPv4 address whole, an IPv6 address by its /64, the block
-// one host, or one customer's line, commonly holds whole. Counted by
-// address, a client with a /64 would have 2^64 budgets.
+// count it: an IPv4 address whole, an IPv6 address by its /64, the least
+// one host, or one customer's line, holds. Counted by address, a client
+// with a /64 would have 2^64 budgets (one with a /48 still has 65,536).
 func ClientKey(c *fiber.Ctx) string { return addressKey(ClientIP(c)) }
 
 func addressKey(ip string) string {

@@ -165,10 +165,7 @@ func TestRelayPublishesHandedEvents(t *testing.T) {
 	// claim was yet to come, they could be published twice: the broker
 	// drops such a duplicate by its id, this one does not.)
 	create(1)
-	if _, err := db.ExecContext(ctx, `INSERT INTO outbox (event_id, subject, type, aggregate_type, aggregate_id, org_id, version, occurred_at, payload)
-		SELECT gen_random_uuid(), subject, type, aggregate_type, aggregate_id, org_id, version, occurred_at, payload FROM outbox`); err != nil {
-		t.Fatal(err) // a copy of the first under another event id
-	}
+	unhandedCopy(t, db)
 	done := make(chan error, 1)
 	go func() { done <- relay.Run(ctx) }()
 	waitFor(t, "the first round", func() bool { return b.count() == 2 })
@@ -201,6 +198,16 @@ func TestRelayPublishesHandedEvents(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// unhandedCopy adds to the outbox, which holds one row, a copy of it under
+// another event id: a row nobody handed over, which only a claim publishes.
+func unhandedCopy(t *testing.T, db *sqlx.DB) {
+	t.Helper()
+	if _, err := db.Exec(`INSERT INTO outbox (event_id, subject, type, aggregate_type, aggregate_id, org_id, version, occurred_at, payload)
+		SELECT gen_random_uuid(), subject, type, aggregate_type, aggregate_id, org_id, version, occurred_at, payload FROM outbox`); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // quietRelay returns a relay to b whose claims happen at start and on
@@ -245,10 +252,7 @@ func TestRelayDeletesPublishedRowsTogether(t *testing.T) {
 	// over, and be published twice: the broker drops such a duplicate by
 	// its id, this one does not.)
 	create(1)
-	if _, err := db.ExecContext(ctx, `INSERT INTO outbox (event_id, subject, type, aggregate_type, aggregate_id, org_id, version, occurred_at, payload)
-		SELECT gen_random_uuid(), subject, type, aggregate_type, aggregate_id, org_id, version, occurred_at, payload FROM outbox`); err != nil {
-		t.Fatal(err)
-	}
+	unhandedCopy(t, db)
 	done := make(chan error, 1)
 	go func() { done <- relay.Run(ctx) }()
 	waitFor(t, "the first round", func() bool { return b.count() == 2 })
@@ -282,11 +286,7 @@ func TestClaimDoesNotScanTheOutbox(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	store, db := setup(t)
-	relayDB, err := postgres.Open(ctx, pg.URL(dbName(t, db)), 1, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer relayDB.Close()
+	relayDB, conn := scanCounting(t, db)
 	b := &broker{}
 	// Claims happen only when nudged: each one is counted.
 	relay := outbox.New(relayDB, b, slog.New(slog.NewTextHandler(io.Discard, nil)), outbox.Config{Batch: 4, Poll: time.Hour}, prometheus.NewRegistry())
@@ -303,11 +303,6 @@ func TestClaimDoesNotScanTheOutbox(t *testing.T) {
 		waitFor(t, "the event to be published", func() bool { return b.count() == i })
 	}
 	// Tens of thousands of deleted rows, and 100 to relay in 25 claims.
-	conn, err := db.Connx(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	bloat(t, conn)
 	before := outboxScans(t, conn, relayDB)
 	relay.Nudge()
@@ -328,17 +323,8 @@ func TestClaimDoesNotScanTheOutbox(t *testing.T) {
 func TestBacklogDoesNotScanTheOutbox(t *testing.T) {
 	ctx := context.Background()
 	_, db := setup(t)
-	relayDB, err := postgres.Open(ctx, pg.URL(dbName(t, db)), 1, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer relayDB.Close()
+	relayDB, conn := scanCounting(t, db)
 	relay := quietRelay(relayDB, &broker{})
-	conn, err := db.Connx(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	bloat(t, conn)
 	before := outboxScans(t, conn, relayDB)
 	// Ten counts: a count that read the table would be ten scans; a few
@@ -352,6 +338,24 @@ func TestBacklogDoesNotScanTheOutbox(t *testing.T) {
 	if scans := outboxScans(t, conn, relayDB) - before; scans > 3 {
 		t.Errorf("%d whole-table scans of the outbox for 10 counts", scans)
 	}
+}
+
+// scanCounting returns, for outboxScans, a pool of one connection to db
+// for a relay, and a connection of the test's own.
+func scanCounting(t *testing.T, db *sqlx.DB) (*sqlx.DB, *sqlx.Conn) {
+	t.Helper()
+	ctx := context.Background()
+	relayDB, err := postgres.Open(ctx, pg.URL(dbName(t, db)), 1, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { relayDB.Close() })
+	conn, err := db.Connx(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return relayDB, conn
 }
 
 // bloat leaves tens of thousands of deleted rows in the outbox, as a load
