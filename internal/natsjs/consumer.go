@@ -65,17 +65,25 @@ type Msg = jetstream.Msg
 // stop waited up to FETCH_WAIT); what the pull still delivers is
 // negatively acknowledged as it comes, so that it is redelivered at once,
 // not after the acknowledgement wait.
+//
+// A pull is given pullGrace past its expiry, then given up the same way:
+// nats-server 2.9 ends a pull without a word when a message comes in just
+// after it expired, and the client library waits a second past the expiry
+// after the last message it got, while new events wait in the stream.
 func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration, handle func([]Msg)) error {
 	if ctx.Err() != nil {
 		return nil
 	}
+	expired := time.NewTimer(wait + pullGrace)
+	defer expired.Stop()
 	batch, err := c.c.Fetch(max, jetstream.FetchMaxWait(wait))
 	if err != nil {
 		return fmt.Errorf("fetch: %w", err)
 	}
 	ch := batch.Messages()
 	// refuse negatively acknowledges msgs, then what the pull still
-	// delivers, until its channel closes (when the pull ends, within wait).
+	// delivers, until its channel closes (when the library gives the pull
+	// up, within a second of its expiry).
 	refuse := func(msgs []Msg) {
 		for _, m := range msgs {
 			_ = m.Nak()
@@ -100,19 +108,16 @@ func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration, handl
 				return nil
 			}
 			msgs = append(msgs, m)
-		}
-	waiting:
-		for {
-			select {
-			case m, ok := <-ch:
-				if !ok {
-					break waiting
-				}
-				msgs = append(msgs, m)
-			default:
-				break waiting
+		case <-expired.C:
+			// Past the pull's expiry and grace: what it delivered is
+			// handled, then it is given up.
+			if msgs = ready(ch, nil); len(msgs) == 0 {
+				refuse(nil)
+				return nil
 			}
+			expired.Reset(0)
 		}
+		msgs = ready(ch, msgs)
 		if ctx.Err() != nil {
 			refuse(msgs)
 			return nil
@@ -120,6 +125,28 @@ func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration, handl
 		handle(msgs)
 	}
 }
+
+// ready appends to msgs the messages waiting in ch, without waiting for
+// more.
+func ready(ch <-chan Msg, msgs []Msg) []Msg {
+	for {
+		select {
+		case m, ok := <-ch:
+			if !ok {
+				return msgs
+			}
+			msgs = append(msgs, m)
+		default:
+			return msgs
+		}
+	}
+}
+
+// pullGrace is how long past its expiry a pull is waited for. The server
+// counts the expiry from when it got the request, a little after Fetch
+// sent it; a message it still delivers after pullGrace is negatively
+// acknowledged and redelivered to the next pull.
+const pullGrace = 250 * time.Millisecond
 
 // ErrConsumerLost says that the consumer, or its stream, no longer exists
 // on the server: it was deleted, or the server lost its store.
