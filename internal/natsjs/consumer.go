@@ -58,12 +58,12 @@ func gone(err error) bool {
 // Msg is one delivered message.
 type Msg = jetstream.Msg
 
-// Fetch pulls up to max messages, waiting at most wait for them, and calls
+// Fetch pulls up to max messages, waiting about wait for them, and calls
 // handle as they arrive: with each message and whichever others are already
 // waiting, so that a burst is handled as one batch. When ctx ends, Fetch
 // returns between batches without waiting the pull out (a program told to
 // stop waited up to FETCH_WAIT); what the pull still delivers is
-// negatively acknowledged as it comes, so that it is redelivered at once,
+// negatively acknowledged as it comes, to be redelivered after pullGrace,
 // not after the acknowledgement wait.
 //
 // A pull is given pullGrace past its expiry, then given up the same way:
@@ -82,17 +82,27 @@ func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration, handl
 	}
 	ch := batch.Messages()
 	// refuse negatively acknowledges msgs, then what the pull still
-	// delivers, until its channel closes (when the library gives the pull
-	// up, within a second of its expiry).
+	// delivers, until its channel closes (when the server ends the pull,
+	// or the library gives it up). Each is held back for pullGrace: at
+	// once, the server would hand it to the oldest pull it still serves,
+	// which may be this one, and every round counts as a delivery toward
+	// parking.
 	refuse := func(msgs []Msg) {
 		for _, m := range msgs {
-			_ = m.Nak()
+			_ = m.NakWithDelay(pullGrace)
 		}
 		go func() {
 			for m := range ch {
-				_ = m.Nak()
+				_ = m.NakWithDelay(pullGrace)
 			}
 		}()
+	}
+	// end says how the pull ended once its channel is closed.
+	end := func() error {
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("fetch: %w", err)
+		}
+		return nil
 	}
 	for {
 		var msgs []Msg
@@ -102,22 +112,23 @@ func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration, handl
 			return nil
 		case m, ok := <-ch:
 			if !ok {
-				if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
-					return fmt.Errorf("fetch: %w", err)
-				}
-				return nil
+				return end()
 			}
 			msgs = append(msgs, m)
 		case <-expired.C:
 			// Past the pull's expiry and grace: what it delivered is
 			// handled, then it is given up.
-			if msgs = ready(ch, nil); len(msgs) == 0 {
+			var closed bool
+			if msgs, closed = ready(ch, nil); len(msgs) == 0 {
+				if closed {
+					return end()
+				}
 				refuse(nil)
 				return nil
 			}
 			expired.Reset(0)
 		}
-		msgs = ready(ch, msgs)
+		msgs, _ = ready(ch, msgs) // a closed channel is seen next round
 		if ctx.Err() != nil {
 			refuse(msgs)
 			return nil
@@ -127,17 +138,17 @@ func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration, handl
 }
 
 // ready appends to msgs the messages waiting in ch, without waiting for
-// more.
-func ready(ch <-chan Msg, msgs []Msg) []Msg {
+// more, and reports whether ch is closed.
+func ready(ch <-chan Msg, msgs []Msg) ([]Msg, bool) {
 	for {
 		select {
 		case m, ok := <-ch:
 			if !ok {
-				return msgs
+				return msgs, true
 			}
 			msgs = append(msgs, m)
 		default:
-			return msgs
+			return msgs, false
 		}
 	}
 }
@@ -145,7 +156,7 @@ func ready(ch <-chan Msg, msgs []Msg) []Msg {
 // pullGrace is how long past its expiry a pull is waited for. The server
 // counts the expiry from when it got the request, a little after Fetch
 // sent it; a message it still delivers after pullGrace is negatively
-// acknowledged and redelivered to the next pull.
+// acknowledged, and redelivered pullGrace later to the pull then waiting.
 const pullGrace = 250 * time.Millisecond
 
 // ErrConsumerLost says that the consumer, or its stream, no longer exists

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -54,7 +55,7 @@ func TestLongWorkIsKeptAlive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if errs := conn.PublishAll(ctx, []events.Outgoing{{ID: "one", Subject: "long.1", Body: []byte("work")}}); errs[0] != nil {
+	if errs := conn.PublishAll(ctx, []events.Outgoing{{ID: "one-" + strconv.FormatInt(time.Now().UnixNano(), 36), Subject: "long.1", Body: []byte("work")}}); errs[0] != nil {
 		t.Fatal(errs[0])
 	}
 	// Two runners share the consumer, as two projectors do: a message
