@@ -35,9 +35,9 @@ import (
 
 // Creates, which the writer commits to the leader.
 func BenchmarkOverloadedCreates(b *testing.B) {
-	overloaded(b, "creates", stack.Writer.URL(), target{method: "POST",
-		url: stack.Writer.URL() + "/api/sprocket/create/5/6/4/7", header: []string{"Authorization: " + bearer}},
-		201)
+	overloaded(b, overload{program: "writer", base: stack.Writer.URL(), what: "creates",
+		target: target{method: "POST", url: stack.Writer.URL() + "/api/sprocket/create/5/6/4/7", header: []string{"Authorization: " + bearer}},
+		route:  "/api/sprocket/create/:teeth/:pitch_diameter/:outside_diameter/:pitch", ok: 201})
 }
 
 // Reads of a page of sprockets, which a reader always makes on its
@@ -57,15 +57,25 @@ func BenchmarkOverloadedDatabaseReads(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	overloaded(b, "database reads", stack.Reader.URL(), target{method: "GET",
-		url: stack.Reader.URL() + "/v1/sprockets?limit=100", header: []string{"Authorization: " + bearer}},
-		200)
+	overloaded(b, overload{program: "reader", base: stack.Reader.URL(), what: "database reads",
+		target: target{method: "GET", url: stack.Reader.URL() + "/v1/sprockets?limit=100", header: []string{"Authorization: " + bearer}},
+		route:  "/v1/sprockets", ok: 200})
 }
 
-// overloaded measures what the program at base can do of t, then offers
-// twice that and reports how the requests were answered: accepted with
-// status ok, or refused.
-func overloaded(b *testing.B, what, base string, t target, ok int) {
+// overload is a request to offer a program twice as often as it can answer.
+type overload struct {
+	program, base string // its name, and where it listens
+	what          string // what it does with the request, for the report
+	target        target
+	route         string // the request's route in the program's metrics
+	ok            int    // the status of an accepted request
+}
+
+// overloaded measures what o's program can do of o's request, then offers
+// twice that and reports how the requests were answered: accepted, or
+// refused.
+func overloaded(b *testing.B, o overload) {
+	t, ok := o.target, o.ok
 	for i := 0; i < b.N; i++ {
 		settle(b)
 		capacity, err := runWrk(t, 3*time.Second, 64)
@@ -74,13 +84,13 @@ func overloaded(b *testing.B, what, base string, t target, ok int) {
 		}
 		settle(b)
 		rate := 2 * capacity.rps()
-		fmt.Printf("\ncapacity %.0f %s/s (wrk, 64 clients); offering %.0f/s for %s\n", capacity.rps(), what, rate, duration)
-		before := durationBuckets(base, t.method)
+		fmt.Printf("\n%s capacity %.0f %s/s (wrk, 64 clients); offering %.0f/s for %s\n", o.program, capacity.rps(), o.what, rate, duration)
+		before := durationBuckets(o.base, t.method, o.route)
 		r := openLoop(t, rate, duration)
 		fmt.Print(r)
-		after := durationBuckets(base, t.method)
+		after := durationBuckets(o.base, t.method, o.route)
 		for _, status := range []string{strconv.Itoa(ok), "503"} {
-			fmt.Printf("    %s in the program (its histogram): p50 at most %s, p99 at most %s\n", status,
+			fmt.Printf("    %s in the %s (its histogram): p50 at most %s, p99 at most %s\n", status, o.program,
 				after.quantile(before, status, 0.5), after.quantile(before, status, 0.99))
 		}
 		b.ReportMetric(r.share(503), "refused-share")
@@ -183,9 +193,11 @@ func cutHeader(h string) (name, value string, ok bool) {
 // of requests at or under each bound, by status, summed over routes.
 type buckets map[string]map[float64]float64
 
-// durationBuckets reads the requests of method from the program at base,
-// summed over routes: a request refused before routing has none.
-func durationBuckets(base, method string) buckets {
+// durationBuckets reads the requests of method on route from the program
+// at base, with those refused before routing (the route "unmatched"; the
+// writer refuses a write it has no room for there) but not the others
+// (probes, scrapes).
+func durationBuckets(base, method, route string) buckets {
 	out := buckets{}
 	resp, err := http.Get(base + "/metrics")
 	if err != nil {
@@ -196,7 +208,8 @@ func durationBuckets(base, method string) buckets {
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, "sprockets_http_request_duration_seconds_bucket{") || !strings.Contains(line, `method="`+method+`"`) {
+		if !strings.HasPrefix(line, "sprockets_http_request_duration_seconds_bucket{") || !strings.Contains(line, `method="`+method+`"`) ||
+			(label(line, "route") != route && label(line, "route") != "unmatched") {
 			continue
 		}
 		status, le := label(line, "status"), label(line, "le")
