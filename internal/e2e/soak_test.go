@@ -214,8 +214,9 @@ func TestSoak(t *testing.T) {
 	// GOGC (400) allows: the bound leaves room for it.
 	for _, p := range programs {
 		b, m, a := before[p.Name], middle[p.Name], after[p.Name]
-		t.Logf("%-10s resident %6.1f -> %6.1f -> %6.1f MB, heap in use %6.1f -> %6.1f -> %6.1f MB, goroutines %4.0f -> %4.0f -> %4.0f",
-			p.Name, b.rss/1e6, m.rss/1e6, a.rss/1e6, b.heap/1e6, m.heap/1e6, a.heap/1e6, b.goroutines, m.goroutines, a.goroutines)
+		t.Logf("%-10s resident %6.1f -> %6.1f -> %6.1f MB, heap in use %6.1f -> %6.1f -> %6.1f MB (caches %5.1f -> %5.1f -> %5.1f MB), goroutines %4.0f -> %4.0f -> %4.0f",
+			p.Name, b.rss/1e6, m.rss/1e6, a.rss/1e6, b.heap/1e6, m.heap/1e6, a.heap/1e6,
+			b.caches/1e6, m.caches/1e6, a.caches/1e6, b.goroutines, m.goroutines, a.goroutines)
 		if a.rss > 1.5*m.rss+32e6 || a.goroutines > m.goroutines+20 {
 			t.Errorf("%s grew in the second half: resident %.1f -> %.1f MB, goroutines %.0f -> %.0f",
 				p.Name, m.rss/1e6, a.rss/1e6, m.goroutines, a.goroutines)
@@ -223,8 +224,10 @@ func TestSoak(t *testing.T) {
 	}
 }
 
-// figures are what a program uses, from its /metrics.
-type figures struct{ rss, heap, goroutines float64 }
+// figures are what a program uses, from its /metrics. caches is what a
+// reader holds by design, bounded by its settings: its near-cache and its
+// compressed bodies (0 for the other programs).
+type figures struct{ rss, heap, caches, goroutines float64 }
 
 // usage reads each program's figures. A program restarted by a fault is
 // measured as it is now: what is compared is where each ends up.
@@ -236,6 +239,7 @@ func usage(t *testing.T, programs []*devstack.Program) map[string]figures {
 		out[p.Name] = figures{
 			rss:        metric(t, p.URL(), "process_resident_memory_bytes"),
 			heap:       metric(t, p.URL(), "go_memstats_heap_inuse_bytes"),
+			caches:     metric(t, p.URL(), "sprockets_nearcache_bytes") + metric(t, p.URL(), "sprockets_compressed_bytes"),
 			goroutines: metric(t, p.URL(), "go_goroutines"),
 		}
 		names = append(names, p.Name)
